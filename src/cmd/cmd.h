@@ -1,0 +1,19 @@
+/* cmd.h - subcommand entry points (argv[0] is the command name) and the
+ * shared flag parser. */
+#ifndef KM_CMD_H
+#define KM_CMD_H
+
+#include "../core/km.h"
+
+typedef km_status (*km_cmd_fn)(int argc, char **argv);
+typedef struct {
+    const char *name;
+    km_cmd_fn fn;
+    const char *help;
+} km_command;
+
+km_status km_cmd_forward(int argc, char **argv);
+km_status km_cmd_info(int argc, char **argv);
+km_status km_cmd_demo(int argc, char **argv);
+
+#endif

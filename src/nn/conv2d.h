@@ -1,0 +1,35 @@
+/* conv2d.h - 2-D convolution, NCHW, PyTorch nn.Conv2d semantics (no dilation,
+ * groups 1). Output size OH = (H + 2*ph - kh)/sh + 1 (floor), same for OW.
+ *
+ * Weights [K, C, kh, kw]; optional bias [K]. Kernels never allocate: callers
+ * pass a workspace of km_conv2d_work_floats(d) floats. Forward is im2col + GEMM
+ * (1x1 stride-1 convolutions skip the im2col); km_conv2d_forward_ref is the
+ * naive direct loop kept for tests. */
+#ifndef KM_CONV2D_H
+#define KM_CONV2D_H
+
+#include <stddef.h>
+
+typedef struct {
+    int N, C, H, W; /* input */
+    int K;          /* output channels */
+    int kh, kw, sh, sw, ph, pw;
+    int OH, OW;     /* filled by km_conv2d_dims */
+} km_conv_dims;
+
+/* Fills OH/OW; returns the dims struct for convenience. */
+km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
+                            int ph, int pw);
+size_t km_conv2d_work_floats(const km_conv_dims *d);
+
+/* out [N,K,OH,OW] = conv(in [N,C,H,W], w [K,C,kh,kw]) + b [K] (b may be NULL). */
+void km_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const km_conv_dims *d, float *work);
+/* din [N,C,H,W] (may be NULL: not needed), dw [K,C,kh,kw] and db [K] (may be
+ * NULL) are ACCUMULATED into (+=), so callers zero them once per step. */
+void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const km_conv_dims *d, float *work);
+void km_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,
+                           const km_conv_dims *d);
+
+#endif
