@@ -1,0 +1,24 @@
+/* image.h - PNG (libpng) and JPEG (libjpeg-turbo) decoding/encoding to 8-bit
+ * interleaved pixels. Decoders reject truncated/corrupt files and absurd sizes
+ * with an error naming the file; they never read out of bounds. */
+#ifndef KM_IMAGE_H
+#define KM_IMAGE_H
+
+#include "../core/km.h"
+
+typedef struct {
+    int w, h, c; /* c = 1 (grey) or 3 (RGB) */
+    uint8_t *data; /* h * w * c bytes, row-major, interleaved */
+} km_image;
+
+/* want_c: 0 = as stored (grey stays 1, RGB/RGBA/palette -> 3), 1 = grey
+ * (RGB -> first channel if all equal, else luma), 3 = RGB (grey replicated).
+ * 16-bit PNGs are reduced to 8 bits, alpha is dropped, palettes expanded. */
+km_status km_image_load(const char *path, km_image *img, int want_c);
+km_status km_image_load_mem(const char *name, const uint8_t *buf, size_t n, km_image *img,
+                            int want_c);
+/* Writes an 8-bit PNG (grey or RGB) atomically. */
+km_status km_image_save_png(const char *path, const km_image *img);
+void km_image_free(km_image *img);
+
+#endif

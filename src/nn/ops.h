@@ -1,0 +1,76 @@
+/* ops.h - the student's layer library: forward/backward pairs on float*,
+ * NCHW, PyTorch semantics (reference-arch.md section 3).
+ *
+ * Conventions (llm.c style):
+ *  - Every backward ACCUMULATES (+=) into its input-gradient and parameter-
+ *    gradient buffers; callers zero gradient buffers once per step. This makes
+ *    tensors with several consumers (U-Net++ skips, residuals) free to handle.
+ *  - Kernels never allocate; saved state (BN mean/invstd, maxpool argmax) lives
+ *    in caller-provided buffers.
+ *  - Reductions use double accumulators in a fixed order, so results are
+ *    bit-identical for a given thread count.
+ *  - Shapes: N batch, C channels, HW = H*W pixels per channel. */
+#ifndef KM_OPS_H
+#define KM_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- BatchNorm2d (eps 1e-5, momentum 0.1 in the student) ---- */
+/* Train mode: batch statistics (biased variance for normalising), running
+ * stats updated with the unbiased variance n/(n-1). Saves mean[C], invstd[C]
+ * = 1/sqrt(var+eps) for the backward. out may equal in. */
+void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
+                         const float *b, float *running_mean, float *running_var, int N, int C,
+                         int HW, float eps, float momentum);
+void km_bn_forward_eval(float *out, const float *in, const float *w, const float *b,
+                        const float *running_mean, const float *running_var, int N, int C, int HW,
+                        float eps);
+/* Train-mode backward. `in` is the forward input (not overwritten by the forward). */
+void km_bn_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                    const float *w, const float *mean, const float *invstd, int N, int C, int HW);
+
+/* ---- ReLU; backward uses the forward OUTPUT (gradient passes where out > 0) ---- */
+void km_relu_forward(float *out, const float *in, size_t n); /* out may equal in */
+void km_relu_backward(float *din, const float *dout, const float *out, size_t n);
+
+/* ---- MaxPool2d(kernel 3, stride 2, padding 1), -inf padding ---- */
+/* OH = (H + 2 - 3)/2 + 1. argmax[N*C*OH*OW] stores the input index within the
+ * (n,c) plane; ties keep the first maximum in scan order (as PyTorch). */
+void km_maxpool3s2_forward(float *out, int32_t *argmax, const float *in, int N, int C, int H, int W);
+void km_maxpool3s2_backward(float *din, const float *dout, const int32_t *argmax, int N, int C,
+                            int H, int W);
+
+/* ---- Nearest upsample x2: out[N,C,2H,2W], out[y][x] = in[y>>1][x>>1] ---- */
+void km_upsample2x_forward(float *out, const float *in, int N, int C, int H, int W);
+void km_upsample2x_backward(float *din, const float *dout, int N, int C, int H, int W);
+
+/* ---- Channel concat of nin NCHW tensors with chans[i] channels each ---- */
+void km_concat_forward(float *out, const float *const *ins, const int *chans, int nin, int N,
+                       int HW);
+void km_concat_backward(float *const *dins, const int *chans, int nin, const float *dout, int N,
+                        int HW); /* dins[i] may be NULL (skipped) */
+
+/* ---- Elementwise ---- */
+void km_add_forward(float *out, const float *a, const float *b, size_t n); /* out may alias */
+void km_add_backward(float *da, float *db, const float *dout, size_t n);  /* either may be NULL */
+void km_sigmoid_forward(float *out, const float *in, size_t n);
+
+/* ---- Losses over n elements (logits z, targets y in {0,1}) ---- */
+/* BCEWithLogits, reduction mean: mean((1-y) z - logsigmoid(z)). */
+double km_bce_logits_forward(const float *z, const float *y, size_t n);
+/* dz += scale * (sigmoid(z) - y) / n */
+void km_bce_logits_backward(float *dz, const float *z, const float *y, size_t n, float scale);
+/* smp DiceLoss(mode="binary", from_logits=True, smooth 0, eps 1e-7) pooled over
+ * the WHOLE batch: p = sigmoid(z), I = sum p*y, S = sum p + sum y,
+ * loss = 1 - 2I / max(S, eps), times 0 if sum y == 0. */
+double km_dice_logits_forward(const float *z, const float *y, size_t n);
+/* dz += scale * dL/dz */
+void km_dice_logits_backward(float *dz, const float *z, const float *y, size_t n, float scale);
+
+/* ---- Adam (torch 1.13 single-tensor path; L2 weight decay added to g) ---- */
+/* t is the 1-based step count after increment. */
+void km_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int t);
+
+#endif
