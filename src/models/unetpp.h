@@ -1,0 +1,83 @@
+/* unetpp.h - the student: smp UnetPlusPlus with a torchvision ResNet18/34
+ * encoder (BasicBlock), decoder channels (256,128,64,32,16), 1 class, and its
+ * training step machinery (reference-arch.md section 2).
+ *
+ * Parameters live in one float block in smp state_dict order (llm.c style);
+ * gradients and Adam moments mirror it, so the optimiser is one loop and a
+ * checkpoint is one table. BatchNorm running statistics live in a second block.
+ * Activation memory for a given (N, H, W) is allocated by km_unetpp_reserve and
+ * reused by every step: no allocation inside a training step. */
+#ifndef KM_UNETPP_H
+#define KM_UNETPP_H
+
+#include "../io/tensor.h"
+#include "../core/rng.h"
+
+typedef struct km_unetpp km_unetpp;
+
+typedef struct {
+    const char *name; /* smp state_dict key */
+    int ndim;
+    int64_t shape[4];
+    size_t offset; /* into params (is_buffer 0) or buffers (is_buffer 1) */
+    size_t numel;
+    int is_buffer; /* running_mean / running_var (num_batches_tracked is kept separately) */
+} km_unetpp_entry;
+
+/* depth: 18 or 34 (ResNet variant). Weights are randomly initialised as smp /
+ * torchvision do (kaiming for convs, BN 1/0), from `seed`. */
+km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed);
+/* Loads a full smp state dict (.pth zip/legacy or safetensors); the ResNet
+ * depth is read from the keys (layer3.5 present -> 34). */
+km_status km_unetpp_load(km_unetpp **out, const char *path);
+km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *file);
+/* Loads a torchvision ResNet checkpoint (keys conv1.*, layer*.*, fc.*) or an
+ * encoder-only kmseg checkpoint ("encoder." prefix) into the encoder; fc.* are
+ * ignored and counted in *n_ignored. */
+km_status km_unetpp_load_encoder(km_unetpp *m, const char *path, int *n_ignored);
+/* Writes the full state dict (350 entries for ResNet34, smp key names, with
+ * int64 num_batches_tracked) as safetensors, metadata added (atomic). */
+km_status km_unetpp_save(const km_unetpp *m, const char *path, const km_tdict *extra_meta);
+/* Exports to a tdict (copies). */
+void km_unetpp_to_tdict(const km_unetpp *m, km_tdict *out);
+void km_unetpp_free(km_unetpp *m);
+
+int km_unetpp_resnet_depth(const km_unetpp *m);
+size_t km_unetpp_num_params(const km_unetpp *m);
+int km_unetpp_num_entries(const km_unetpp *m);
+const km_unetpp_entry *km_unetpp_entry_at(const km_unetpp *m, int i);
+float *km_unetpp_params(km_unetpp *m);
+float *km_unetpp_grads(km_unetpp *m);
+float *km_unetpp_buffers(km_unetpp *m);
+/* Pointer to the data of a named parameter/buffer (NULL if unknown). */
+float *km_unetpp_tensor(km_unetpp *m, const char *name, int grad);
+
+/* Allocates activation/workspace memory for batches up to N x 3 x H x W
+ * (H, W multiples of 32). Called implicitly by forward if needed. */
+km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W);
+/* Forward. train = 1: BatchNorm in training mode (batch stats, running stats
+ * updated) and activations kept for backward. logits: [N,1,H,W]. */
+km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
+                            float *logits);
+/* Backward of the last train-mode forward: grads += d(loss)/d(params) given
+ * dlogits [N,1,H,W]. dx (may be NULL) receives d(loss)/d(input) (+=). */
+void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx);
+void km_unetpp_zero_grad(km_unetpp *m);
+
+/* Adam over all parameters (bias-corrected, torch 1.13 semantics). The
+ * optimiser state (m, v, step) belongs to the model object. */
+void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float eps,
+                         float weight_decay);
+int km_unetpp_adam_t(const km_unetpp *m);
+void km_unetpp_adam_reset(km_unetpp *m);
+/* Optimiser state as tensors (exp_avg.<name>, exp_avg_sq.<name>, step) for
+ * resumable checkpoints, and back. */
+void km_unetpp_optim_to_tdict(const km_unetpp *m, km_tdict *out);
+km_status km_unetpp_optim_from_tdict(km_unetpp *m, const km_tdict *d, const char *file);
+
+/* Loss used for training: a*BCEWithLogits(mean) + (1-a)*Dice(binary, batch-pooled);
+ * returns the loss and writes dlogits (overwritten, scaled by `scale`). */
+double km_seg_loss(const float *logits, const float *y, size_t n, double bce_weight,
+                   float scale, float *dlogits, double *bce_out, double *dice_out);
+
+#endif
