@@ -1,0 +1,95 @@
+/* basic.c - transformer building blocks: Linear, LayerNorm, LayerNorm2d, GELU.
+ * Matches torch.nn.Linear / nn.LayerNorm / segment_anything.modeling.common.
+ * LayerNorm2d / nn.GELU(approximate='none'). Statistics use double
+ * accumulators in a fixed order (per row, sequential), so results do not depend
+ * on the thread count. */
+#include "basic.h"
+#include "gemm.h"
+#include "../core/km.h"
+
+#include <math.h>
+#include <string.h>
+
+/* PyTorch's addmm fills the output with the broadcast bias and runs the GEMM
+ * with beta = 1; we do the same so the bias enters the same accumulation. */
+void km_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int I,
+                       int O) {
+    KM_ASSERT(out != in);
+    KM_ASSERT(M >= 0 && I > 0 && O > 0);
+    if (M == 0) return;
+    if (b) {
+        for (int m = 0; m < M; m++) memcpy(out + (size_t)m * O, b, sizeof(float) * (size_t)O);
+    }
+    km_sgemm(0, 1, M, O, I, 1.0f, in, I, w, I, b ? 1.0f : 0.0f, out, O);
+}
+
+/* One row: mean and biased variance in double (two passes), then
+ * y = (x - mean) * rstd * w + b in float like PyTorch's kernel. */
+static void ln_row(float *o, const float *x, const float *w, const float *b, int C, float eps) {
+    double s = 0;
+    for (int c = 0; c < C; c++) s += x[c];
+    double mean = s / C;
+    double v = 0;
+    for (int c = 0; c < C; c++) {
+        double d = x[c] - mean;
+        v += d * d;
+    }
+    float rstd = (float)(1.0 / sqrt(v / C + (double)eps));
+    float fm = (float)mean;
+    for (int c = 0; c < C; c++) {
+        float y = (x[c] - fm) * rstd;
+        o[c] = w ? y * w[c] + (b ? b[c] : 0.0f) : y + (b ? b[c] : 0.0f);
+    }
+}
+
+void km_layernorm_forward(float *out, const float *in, const float *w, const float *b, int M, int C,
+                          float eps) {
+    KM_ASSERT(M >= 0 && C > 0);
+#pragma omp parallel for schedule(static) if (M > 64)
+    for (int m = 0; m < M; m++) ln_row(out + (size_t)m * C, in + (size_t)m * C, w, b, C, eps);
+}
+
+/* NCHW: the statistic runs over channels (stride HW) for each pixel. We sweep
+ * the channel planes in order with per-pixel double accumulators held in a
+ * small stack block of pixels, which keeps memory access contiguous. */
+#define LN2D_BLK 256
+void km_layernorm2d_forward(float *out, const float *in, const float *w, const float *b, int N,
+                            int C, int HW, float eps) {
+    KM_ASSERT(N >= 0 && C > 0 && HW >= 0);
+    int nblk = (HW + LN2D_BLK - 1) / LN2D_BLK;
+#pragma omp parallel for schedule(static) if ((size_t)N * nblk > 1)
+    for (int job = 0; job < N * nblk; job++) {
+        int n = job / nblk, p0 = (job % nblk) * LN2D_BLK;
+        int np = HW - p0 < LN2D_BLK ? HW - p0 : LN2D_BLK;
+        const float *x = in + (size_t)n * C * HW + p0;
+        float *o = out + (size_t)n * C * HW + p0;
+        double mean[LN2D_BLK], var[LN2D_BLK];
+        float fm[LN2D_BLK], rstd[LN2D_BLK];
+        for (int p = 0; p < np; p++) mean[p] = var[p] = 0;
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < np; p++) mean[p] += x[(size_t)c * HW + p];
+        for (int p = 0; p < np; p++) mean[p] /= C;
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < np; p++) {
+                double d = x[(size_t)c * HW + p] - mean[p];
+                var[p] += d * d;
+            }
+        for (int p = 0; p < np; p++) {
+            rstd[p] = (float)(1.0 / sqrt(var[p] / C + (double)eps));
+            fm[p] = (float)mean[p];
+        }
+        for (int c = 0; c < C; c++) {
+            float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
+            for (int p = 0; p < np; p++)
+                o[(size_t)c * HW + p] = (x[(size_t)c * HW + p] - fm[p]) * rstd[p] * wc + bc;
+        }
+    }
+}
+
+void km_gelu_forward(float *out, const float *in, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        double x = in[i];
+        out[i] = (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752440)));
+    }
+}
