@@ -3,6 +3,8 @@
 #ifndef KM_BASIC_H
 #define KM_BASIC_H
 
+#include <stddef.h>
+
 /* out[M,O] = in[M,I] @ w[O,I]^T + b[O] (b may be NULL). nn.Linear. */
 void km_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int I,
                        int O);
