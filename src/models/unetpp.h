@@ -21,7 +21,8 @@ typedef struct {
     int64_t shape[4];
     size_t offset; /* into params (is_buffer 0) or buffers (is_buffer 1) */
     size_t numel;
-    int is_buffer; /* running_mean / running_var (num_batches_tracked is kept separately) */
+    int is_buffer; /* 0 parameter, 1 float buffer (running_mean/var), 2 int64
+                      num_batches_tracked (offset = BatchNorm index) */
 } km_unetpp_entry;
 
 /* depth: 18 or 34 (ResNet variant). Weights are randomly initialised as smp /
@@ -70,8 +71,9 @@ void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float
                          float weight_decay);
 int km_unetpp_adam_t(const km_unetpp *m);
 void km_unetpp_adam_reset(km_unetpp *m);
-/* Optimiser state as tensors (exp_avg.<name>, exp_avg_sq.<name>, step) for
- * resumable checkpoints, and back. */
+/* Optimiser state as tensors ("adam.exp_avg" and "adam.exp_avg_sq", flat
+ * [num_params] in parameter order, "adam.step" int64 scalar) for resumable
+ * checkpoints, and back. */
 void km_unetpp_optim_to_tdict(const km_unetpp *m, km_tdict *out);
 km_status km_unetpp_optim_from_tdict(km_unetpp *m, const km_tdict *d, const char *file);
 
