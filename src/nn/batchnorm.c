@@ -1,0 +1,128 @@
+/* batchnorm.c - nn.BatchNorm2d on NCHW (reference-arch.md 3.1).
+ *
+ * Follows PyTorch's contiguous CPU kernels (aten/src/ATen/native/cpu/
+ * batch_norm_kernel.cpp and Normalization.cpp) step by step so results agree
+ * to rounding:
+ *   - per-channel sum of x in double, mean stored as float;
+ *   - var_sum = sum of the float products (x - mean)^2, accumulated in double,
+ *     stored as float; invstd = 1 / sqrt(var_sum / n + eps) in double;
+ *   - y = x * alpha + beta with alpha = invstd * w, beta = b - mean * alpha
+ *     (float, the kernel's "linear and constant terms");
+ *   - running_mean = m * mean + (1 - m) * running_mean,
+ *     running_var  = m * var_sum / (n - 1) + (1 - m) * running_var (unbiased);
+ *   - backward: sum = sum dy and dotp = sum (x - mean) dy in double,
+ *     k = dotp * invstd^2 / n, dx = (dy - sum/n - (x - mean) k) * invstd * w,
+ *     dw = dotp * invstd, db = sum.
+ * Channels are distributed over OpenMP threads; each channel is reduced by one
+ * thread in a fixed order, so results do not depend on the thread count. */
+#include "ops.h"
+#include "../core/km.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Below this many elements an OpenMP region costs more than it saves. */
+#define KM_OMP_MIN 32768
+
+/* PyTorch passes momentum as a Python float (double 0.1); our API takes a
+ * float (0.1f = 0.100000001490116...). Recover the double the user meant: the
+ * shortest decimal that rounds to the same float. */
+static double float_as_decimal(float x) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        double v = strtod(buf, NULL);
+        if ((float)v == x) return v;
+    }
+    return (double)x;
+}
+
+void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
+                         const float *b, float *running_mean, float *running_var, int N, int C,
+                         int HW, float eps, float momentum) {
+    const size_t n = (size_t)N * HW;
+    KM_ASSERT(n > 1); /* PyTorch: "Expected more than 1 value per channel when training" */
+    const double mom = float_as_decimal(momentum), deps = float_as_decimal(eps);
+#pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
+    for (int c = 0; c < C; c++) {
+        double sum = 0;
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            for (int p = 0; p < HW; p++) sum += x[p];
+        }
+        const float m = (float)(sum / (double)n);
+        double vs = 0;
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            for (int p = 0; p < HW; p++) {
+                float dx = x[p] - m;
+                vs += dx * dx;
+            }
+        }
+        const float var_sum = (float)vs;
+        const float is = (float)(1.0 / sqrt((double)(var_sum / (float)n) + deps));
+        mean[c] = m;
+        invstd[c] = is;
+        if (running_mean)
+            running_mean[c] = (float)(mom * m + (1.0 - mom) * running_mean[c]);
+        if (running_var) {
+            double unbiased = (double)(var_sum / (float)(n - 1));
+            running_var[c] = (float)(mom * unbiased + (1.0 - mom) * running_var[c]);
+        }
+        const float alpha = is * (w ? w[c] : 1.0f);
+        const float beta = (b ? b[c] : 0.0f) - m * alpha;
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            float *y = out + ((size_t)i * C + c) * HW;
+            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
+        }
+    }
+}
+
+void km_bn_forward_eval(float *out, const float *in, const float *w, const float *b,
+                        const float *running_mean, const float *running_var, int N, int C, int HW,
+                        float eps) {
+    const double deps = float_as_decimal(eps);
+#pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
+    for (int c = 0; c < C; c++) {
+        const float is = (float)(1.0 / sqrt((double)running_var[c] + deps));
+        const float alpha = is * (w ? w[c] : 1.0f);
+        const float beta = (b ? b[c] : 0.0f) - running_mean[c] * alpha;
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            float *y = out + ((size_t)i * C + c) * HW;
+            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
+        }
+    }
+}
+
+void km_bn_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                    const float *w, const float *mean, const float *invstd, int N, int C, int HW) {
+    const size_t n = (size_t)N * HW;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], is = invstd[c], wc = w ? w[c] : 1.0f;
+        double sum = 0, dotp = 0;
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            const float *g = dout + ((size_t)i * C + c) * HW;
+            for (int p = 0; p < HW; p++) {
+                sum += g[p];
+                dotp += (x[p] - m) * g[p];
+            }
+        }
+        if (din) {
+            const float k = (float)dotp * is * is / (float)n;
+            const float gmean = (float)(sum / (double)n);
+            for (int i = 0; i < N; i++) {
+                const float *x = in + ((size_t)i * C + c) * HW;
+                const float *g = dout + ((size_t)i * C + c) * HW;
+                float *dx = din + ((size_t)i * C + c) * HW;
+                for (int p = 0; p < HW; p++) dx[p] += (g[p] - gmean - (x[p] - m) * k) * is * wc;
+            }
+        }
+        if (dw) dw[c] += (float)(dotp * is);
+        if (db) db[c] += (float)sum;
+    }
+}

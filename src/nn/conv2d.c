@@ -1,0 +1,259 @@
+/* conv2d.c - nn.Conv2d (groups 1, no dilation) as im2col + SGEMM, NCHW.
+ *
+ * Per image, with P = OH*OW and CKK = C*kh*kw:
+ *   forward   out[K, P]   = W[K, CKK] @ col[CKK, P] (+ b[K])
+ *   backward  dW[K, CKK] += dout[K, P] @ col[CKK, P]^T
+ *             dcol[CKK,P] = W^T @ dout[K, P];  din += col2im(dcol)
+ *             db[K]      += sum_P dout
+ * where col[(c*kh + i)*kw + j, oy*OW + ox] = in[c, oy*sh - ph + i, ox*sw - pw + j]
+ * (0 outside the image), the layout darknet and Caffe use.
+ *
+ * Small spatial sizes (ResNet layer3/4 at 14x14 and 7x7) give GEMMs with a
+ * tiny N = P where OpenBLAS spends its time packing; there G images are
+ * batched into one GEMM of width G*P: col holds G images side by side
+ * ([CKK, G*P]), the product lands in a [K, G*P] scratch that is scattered to
+ * NCHW (forward) or gathered from NCHW (backward). G is a pure function of
+ * the dims (conv_group), so the workspace size and the kernels agree.
+ *
+ * 1x1 stride-1 pad-0 convolutions are plain GEMMs on the image itself
+ * (col == in), with no workspace. im2col/col2im/scatter run under OpenMP; the
+ * GEMMs are threaded by the BLAS. Every reduction has a fixed order, so a
+ * given thread count gives bit-identical results. */
+#include "conv2d.h"
+#include "gemm.h"
+#include "../core/km.h"
+
+#include <string.h>
+
+/* Below this many elements an OpenMP region costs more than it saves. */
+#define KM_OMP_MIN 32768
+
+/* Aim for GEMMs at least this wide (columns) when batching images; measured
+ * with bench/bench_ops.c (see the report in the commit history). */
+enum { KM_CONV_TARGET_COLS = 1024 };
+
+km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
+                            int ph, int pw) {
+    KM_ASSERT(N > 0 && C > 0 && H > 0 && W > 0 && K > 0 && kh > 0 && kw > 0 && sh > 0 && sw > 0);
+    KM_ASSERT(ph >= 0 && pw >= 0 && H + 2 * ph >= kh && W + 2 * pw >= kw);
+    km_conv_dims d = {N, C, H, W, K, kh, kw, sh, sw, ph, pw, 0, 0};
+    d.OH = (H + 2 * ph - kh) / sh + 1;
+    d.OW = (W + 2 * pw - kw) / sw + 1;
+    return d;
+}
+
+static int is_pointwise(const km_conv_dims *d) {
+    return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+/* Images per GEMM (1 = no batching). */
+static int conv_group(const km_conv_dims *d) {
+    if (is_pointwise(d)) return 1;
+    int P = d->OH * d->OW;
+    int g = KM_CONV_TARGET_COLS / P;
+    if (g < 1) g = 1;
+    if (g > d->N) g = d->N;
+    return g;
+}
+
+size_t km_conv2d_work_floats(const km_conv_dims *d) {
+    if (is_pointwise(d)) return 0;
+    size_t P = (size_t)d->OH * d->OW, CKK = (size_t)d->C * d->kh * d->kw;
+    size_t G = (size_t)conv_group(d);
+    return CKK * G * P + (G > 1 ? (size_t)d->K * G * P : 0);
+}
+
+/* Valid output-column range [lo, hi) for kernel column j: the ox with
+ * 0 <= ox*sw - pw + j < W. */
+static void valid_range(int j, int pad, int stride, int in, int out, int *lo, int *hi) {
+    int a = pad - j; /* need ox*stride >= a */
+    int l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int b = in - 1 + pad - j; /* need ox*stride <= b */
+    int h = b < 0 ? 0 : b / stride + 1;
+    if (h > out) h = out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* One row of col (channel plane `im` [H, W], kernel offset (i, j)) -> dst[P]. */
+static void im2col_row(float *dst, const float *im, int i, int j, const km_conv_dims *d) {
+    int lo, hi;
+    valid_range(j, d->pw, d->sw, d->W, d->OW, &lo, &hi);
+    for (int oy = 0; oy < d->OH; oy++) {
+        float *o = dst + (size_t)oy * d->OW;
+        int iy = oy * d->sh - d->ph + i;
+        if (iy < 0 || iy >= d->H) {
+            memset(o, 0, sizeof(float) * d->OW);
+            continue;
+        }
+        const float *src = im + (size_t)iy * d->W - d->pw + j;
+        for (int ox = 0; ox < lo; ox++) o[ox] = 0.0f;
+        if (d->sw == 1) {
+            if (hi > lo) memcpy(o + lo, src + lo, sizeof(float) * (hi - lo));
+        } else {
+            for (int ox = lo; ox < hi; ox++) o[ox] = src[ox * d->sw];
+        }
+        for (int ox = hi; ox < d->OW; ox++) o[ox] = 0.0f;
+    }
+}
+
+/* Adds the kh*kw rows of channel c in dcol (row stride ld) back into the
+ * channel plane im [H, W], in a fixed (i, j, oy, ox) order. */
+static void col2im_channel(float *im, const float *dcol, size_t ld, int c, const km_conv_dims *d) {
+    for (int i = 0; i < d->kh; i++)
+        for (int j = 0; j < d->kw; j++) {
+            const float *row = dcol + (size_t)((c * d->kh + i) * d->kw + j) * ld;
+            int lo, hi;
+            valid_range(j, d->pw, d->sw, d->W, d->OW, &lo, &hi);
+            for (int oy = 0; oy < d->OH; oy++) {
+                int iy = oy * d->sh - d->ph + i;
+                if (iy < 0 || iy >= d->H) continue;
+                float *dst = im + (size_t)iy * d->W - d->pw + j;
+                const float *r = row + (size_t)oy * d->OW;
+                if (d->sw == 1)
+                    for (int ox = lo; ox < hi; ox++) dst[ox] += r[ox];
+                else
+                    for (int ox = lo; ox < hi; ox++) dst[ox * d->sw] += r[ox];
+            }
+        }
+}
+
+/* col [CKK, ld] gets images n0..n0+G-1 side by side (image g at column g*P). */
+static void im2col_group(float *col, size_t ld, const float *in, int n0, int G,
+                         const km_conv_dims *d) {
+    const int kk = d->kh * d->kw, CKK = d->C * kk;
+    const size_t P = (size_t)d->OH * d->OW, plane = (size_t)d->H * d->W;
+    const long rows = (long)G * CKK;
+#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
+    for (long t = 0; t < rows; t++) {
+        int g = (int)(t / CKK), r = (int)(t % CKK);
+        int c = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
+        const float *im = in + ((size_t)(n0 + g) * d->C + c) * plane;
+        im2col_row(col + (size_t)r * ld + (size_t)g * P, im, i, j, d);
+    }
+}
+
+void km_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const km_conv_dims *d, float *work) {
+    const int K = d->K, CKK = d->C * d->kh * d->kw;
+    const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
+    const int G = conv_group(d);
+    if (G == 1) {
+        for (int n = 0; n < d->N; n++) {
+            float *o = out + (size_t)n * K * P;
+            const float *src = in + (size_t)n * d->C * HW;
+            if (!is_pointwise(d)) {
+                im2col_group(work, P, in, n, 1, d);
+                src = work;
+            }
+            if (b) {
+#pragma omp parallel for schedule(static) if ((size_t)K * P > KM_OMP_MIN)
+                for (int k = 0; k < K; k++)
+                    for (size_t p = 0; p < P; p++) o[(size_t)k * P + p] = b[k];
+            }
+            km_sgemm(0, 0, K, (int)P, CKK, 1.0f, w, CKK, src, (int)P, b ? 1.0f : 0.0f, o, (int)P);
+        }
+        return;
+    }
+    float *col = work, *tmp = work + (size_t)CKK * G * P;
+    for (int n0 = 0; n0 < d->N; n0 += G) {
+        int g_n = d->N - n0 < G ? d->N - n0 : G;
+        size_t ld = (size_t)g_n * P;
+        im2col_group(col, ld, in, n0, g_n, d);
+        km_sgemm(0, 0, K, (int)ld, CKK, 1.0f, w, CKK, col, (int)ld, 0.0f, tmp, (int)ld);
+        const long rows = (long)g_n * K;
+#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
+        for (long t = 0; t < rows; t++) {
+            int g = (int)(t / K), k = (int)(t % K);
+            const float *s = tmp + (size_t)k * ld + (size_t)g * P;
+            float *o = out + ((size_t)(n0 + g) * K + k) * P;
+            if (b) {
+                for (size_t p = 0; p < P; p++) o[p] = s[p] + b[k];
+            } else {
+                memcpy(o, s, sizeof(float) * P);
+            }
+        }
+    }
+}
+
+/* db[k] += sum over images and pixels of dout[n, k, :], double accumulator. */
+static void bias_grad(float *db, const float *dout, const km_conv_dims *d) {
+    const size_t P = (size_t)d->OH * d->OW;
+#pragma omp parallel for schedule(static) if ((size_t)d->N * d->K * P > KM_OMP_MIN)
+    for (int k = 0; k < d->K; k++) {
+        double s = 0;
+        for (int n = 0; n < d->N; n++) {
+            const float *g = dout + ((size_t)n * d->K + k) * P;
+            for (size_t p = 0; p < P; p++) s += g[p];
+        }
+        db[k] = (float)(db[k] + s);
+    }
+}
+
+void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const km_conv_dims *d, float *work) {
+    const int K = d->K, C = d->C, CKK = C * d->kh * d->kw;
+    const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
+    const int G = conv_group(d);
+    if (db) bias_grad(db, dout, d);
+    if (is_pointwise(d)) {
+        for (int n = 0; n < d->N; n++) {
+            const float *g = dout + (size_t)n * K * P;
+            const float *x = in + (size_t)n * C * HW;
+            km_sgemm(0, 1, K, C, (int)P, 1.0f, g, (int)P, x, (int)P, 1.0f, dw, C);
+            if (din)
+                km_sgemm(1, 0, C, (int)P, K, 1.0f, w, C, g, (int)P, 1.0f, din + (size_t)n * C * HW,
+                         (int)P);
+        }
+        return;
+    }
+    float *col = work, *tmp = work + (size_t)CKK * G * P;
+    for (int n0 = 0; n0 < d->N; n0 += G) {
+        int g_n = d->N - n0 < G ? d->N - n0 : G;
+        size_t ld = (size_t)g_n * P;
+        const float *g = dout + (size_t)n0 * K * P; /* [K, P] when g_n == 1 */
+        if (G > 1) {
+            const long rows = (long)g_n * K;
+#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
+            for (long t = 0; t < rows; t++) {
+                int gi = (int)(t / K), k = (int)(t % K);
+                memcpy(tmp + (size_t)k * ld + (size_t)gi * P, dout + ((size_t)(n0 + gi) * K + k) * P,
+                       sizeof(float) * P);
+            }
+            g = tmp;
+        }
+        im2col_group(col, ld, in, n0, g_n, d);
+        km_sgemm(0, 1, K, CKK, (int)ld, 1.0f, g, (int)ld, col, (int)ld, 1.0f, dw, CKK);
+        if (!din) continue;
+        km_sgemm(1, 0, CKK, (int)ld, K, 1.0f, w, CKK, g, (int)ld, 0.0f, col, (int)ld);
+        const long planes = (long)g_n * C;
+#pragma omp parallel for schedule(static) if ((size_t)planes * HW * d->kh * d->kw > KM_OMP_MIN)
+        for (long t = 0; t < planes; t++) {
+            int gi = (int)(t / C), c = (int)(t % C);
+            col2im_channel(din + ((size_t)(n0 + gi) * C + c) * HW, col + (size_t)gi * P, ld, c, d);
+        }
+    }
+}
+
+void km_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,
+                           const km_conv_dims *d) {
+    for (int n = 0; n < d->N; n++)
+        for (int k = 0; k < d->K; k++)
+            for (int oy = 0; oy < d->OH; oy++)
+                for (int ox = 0; ox < d->OW; ox++) {
+                    double acc = b ? b[k] : 0.0;
+                    for (int c = 0; c < d->C; c++)
+                        for (int i = 0; i < d->kh; i++) {
+                            int iy = oy * d->sh - d->ph + i;
+                            if (iy < 0 || iy >= d->H) continue;
+                            for (int j = 0; j < d->kw; j++) {
+                                int ix = ox * d->sw - d->pw + j;
+                                if (ix < 0 || ix >= d->W) continue;
+                                acc += (double)in[(((size_t)n * d->C + c) * d->H + iy) * d->W + ix] *
+                                       w[(((size_t)k * d->C + c) * d->kh + i) * d->kw + j];
+                            }
+                        }
+                    out[(((size_t)n * d->K + k) * d->OH + oy) * d->OW + ox] = (float)acc;
+                }
+}
