@@ -17,6 +17,11 @@ typedef struct {
 km_status km_image_load(const char *path, km_image *img, int want_c);
 km_status km_image_load_mem(const char *name, const uint8_t *buf, size_t n, km_image *img,
                             int want_c);
+/* km_image_load_mem with a lower pixel-count limit (the default is 2^28; the
+ * fuzz targets use a small one so that a tiny file claiming a huge size costs
+ * little). max_pixels must be in 1 .. 2^28. */
+km_status km_image_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_image *img,
+                                int want_c, int64_t max_pixels);
 /* Writes an 8-bit PNG (grey or RGB) atomically. */
 km_status km_image_save_png(const char *path, const km_image *img);
 void km_image_free(km_image *img);
