@@ -1,0 +1,38 @@
+/* sam_preprocess.h - image pre-processing in front of SAM's image encoder
+ * (reference-arch.md 1.5.1 and 1.5.3).
+ *
+ * SAM profile = SamPredictor.set_image (segment_anything/predictor.py,
+ * utils/transforms.py ResizeLongestSide, modeling/sam.py Sam.preprocess):
+ *   1. new size: scale = S / max(h, w), new_h = int(h * scale + 0.5),
+ *      new_w = int(w * scale + 0.5) in double (S = 1024);
+ *   2. Pillow bilinear resize of the uint8 RGB image (io/resize.h);
+ *   3. x = ((float)v - pixel_mean[c]) / pixel_std[c] in float32 (a division,
+ *      like torch), mean (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375);
+ *   4. zero-pad bottom/right to S x S (zeros after normalisation).
+ * Output float [3, S, S] (CHW), the encoder's input.
+ *
+ * MedSAM profile (MedSAM_Inference.py): the caller's image already resized to
+ * S x S uint8 (skimage bicubic resize, not implemented here), then min-max
+ * normalisation over the whole image: (v - min) / max(max - min, 1e-8) in
+ * double, stored as float; no mean/std, no padding. */
+#ifndef KM_SAM_PREPROCESS_H
+#define KM_SAM_PREPROCESS_H
+
+#include <stdint.h>
+
+extern const float km_sam_pixel_mean[3];
+extern const float km_sam_pixel_std[3];
+
+/* ResizeLongestSide.get_preprocess_shape(h, w, long_side). */
+void km_sam_preprocess_shape(int h, int w, int long_side, int *new_h, int *new_w);
+
+/* rgb: h x w x c uint8 interleaved, c = 3 (RGB) or 1 (grey, replicated to
+ * RGB). out: float [3, S, S]. Writes the resized size to *new_h / *new_w
+ * (either may be NULL). Allocates a temporary for the resized image. */
+void km_sam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c, int *new_h,
+                       int *new_w);
+
+/* MedSAM: rgb is S x S x c uint8 (c = 3, or 1 replicated); out float [3, S, S]. */
+void km_medsam_normalize(float *out, int S, const uint8_t *rgb, int c);
+
+#endif
