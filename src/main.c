@@ -10,6 +10,7 @@ static const km_command g_commands[] = {
     {"forward", km_cmd_forward, "run the student on an .npy batch and write its logits"},
     {"info", km_cmd_info, "list the tensors of a checkpoint (.pth, safetensors) or .npy file"},
     {"demo", km_cmd_demo, "train the student for a few steps on real images, showing the loss"},
+    {"check-data", km_cmd_check_data, "validate a dataset folder (and split lists), listing every problem"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,169 @@
+/* dataset.h - image/mask folders, validation, preprocessing and the in-memory
+ * training cache (method.md section 2).
+ *
+ * Layout: <root>/images/<id>.<ext> and <root>/masks/<id>.<ext>, ext one of
+ * .jpg .jpeg .png in any letter case (the two extensions of a pair may
+ * differ). Ids are the file names without the extension and may contain
+ * spaces, parentheses and dots ("Non_COVID (28)"). Hidden files (".*") are
+ * skipped; anything else that is not a supported image is reported.
+ *
+ * Problems are never fatal one by one: scanning, verifying and loading add
+ * every problem they find to a km_issues list (error or warning, with the
+ * file relative to the root), so `kmseg check-data` can list all of them.
+ * km_issues_status() turns a list with errors into one KM_EFORMAT status.
+ *
+ * What is checked (per pair; the same rules when training loads the data):
+ *   error   image or mask unreadable / corrupt / truncated (decoder message)
+ *   error   image without mask, mask without image, two files for one id
+ *   error   unsupported extension in images/ or masks/
+ *   error   image and mask sizes differ
+ *   error   non-binary mask: more than 1 % of its pixels have a grey value in
+ *           21..234, i.e. strictly inside (20, 235). JPEG-compressed binary
+ *           masks stay within [0, 20] u [235, 255] (Kvasir-SEG: [0, ~8] u
+ *           [~247, 255]); a few in-between pixels (<= 1 %, anti-aliased
+ *           edges) are a warning; the mask is binarised at > 127 either way.
+ *   error   a 0/1 label-map mask (all values <= 1, some 1): thresholding at
+ *           > 127 would make it empty; expected 0/255
+ *   warning empty mask (no grey value > 127): kept, it is a valid "no
+ *           foreground" sample (Dice/IoU of an empty prediction = 1)
+ *   warning foreground present but none left inside the centre crop
+ *
+ * Preprocessing (torchvision Resize(S) + CenterCrop(S) on PIL images, the
+ * classic pipeline for "shortest side 224, centre crop"):
+ *   size: short side -> S, long side -> int(S * long / short) (truncation,
+ *         as torchvision's _compute_resized_output_size).
+ *   image: PIL's bilinear resample (Pillow Resample.c): a triangle filter
+ *         whose support is widened by the downscale factor (antialiasing),
+ *         weights quantised to 22-bit fixed point, horizontal pass first
+ *         with the intermediate rounded to uint8, then the vertical pass.
+ *         Reproduced bit for bit (tests compare with Pillow 9.4 output).
+ *         Chosen over plain half-pixel bilinear because Kvasir images are
+ *         downscaled 1.5-8x and un-antialiased bilinear aliases badly there.
+ *   mask:  PIL nearest (ImagingScaleAffine): src = floor(x0 + (dst + 0.5) *
+ *         in/out) with the position accumulated in double as Pillow does.
+ *   crop:  top = round_half_even((rh - S) / 2), left likewise (Python round).
+ *   mask grey value > 127 -> 1, else 0. Grey images are replicated to RGB,
+ *   alpha is dropped (km_image_load want_c = 3 / 1).
+ *   normalisation (torchvision ToTensor + Normalize, float32):
+ *         x = ((float)v / 255 - mean[c]) / std[c], mean (0.485, 0.456, 0.406),
+ *         std (0.229, 0.224, 0.225).
+ * The cache keeps the preprocessed crops as uint8 (S*S*3 RGB HWC image, S*S
+ * {0,1} mask per sample: 1000 images at 224 = 200 MB), so epochs never decode. */
+#ifndef KM_DATASET_H
+#define KM_DATASET_H
+
+#include "../core/km.h"
+#include "../io/image.h"
+
+/* ---- problem lists ---- */
+typedef struct {
+    int is_error; /* 1 = error, 0 = warning */
+    char *path;   /* relative to the dataset root, e.g. "masks/a.jpg" */
+    char *msg;
+} km_issue;
+
+typedef struct {
+    km_issue *items;
+    int n, cap;
+    int n_err, n_warn;
+} km_issues;
+
+void km_issues_init(km_issues *l);
+void km_issues_free(km_issues *l);
+void km_issues_add(km_issues *l, int is_error, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Moves all items of src to the end of dst (src is left empty). */
+void km_issues_move(km_issues *dst, km_issues *src);
+/* "error: masks/a.jpg: ..." lines, one per issue (max <= 0: all). */
+void km_issues_print(const km_issues *l, FILE *f, int max);
+/* KM_OK when the list has no error, else KM_EFORMAT with a message naming
+ * `what`, the error count and the first error. */
+km_status km_issues_status(const km_issues *l, const char *what);
+
+/* ---- folder index ---- */
+typedef struct {
+    char *id;    /* file name without extension */
+    char *image; /* file name in images_dir */
+    char *mask;  /* file name in masks_dir, NULL if none */
+} km_sample_entry;
+
+typedef struct {
+    char *root, *images_dir, *masks_dir; /* masks_dir NULL: images only */
+    km_sample_entry *items;              /* sorted by id (byte order) */
+    int n;
+    int n_hidden; /* skipped dot-files */
+} km_dataset_index;
+
+int km_is_image_name(const char *name); /* supported extension? */
+/* Index of <root>/images and <root>/masks. Only complete pairs are indexed;
+ * everything else is an issue. Fails (status) only when a folder is missing
+ * or unreadable. */
+km_status km_dataset_scan(const char *root, km_dataset_index *idx, km_issues *issues);
+/* Index of one folder of images (no masks), e.g. for prediction. */
+km_status km_dataset_scan_images(const char *dir, km_dataset_index *idx, km_issues *issues);
+void km_dataset_index_free(km_dataset_index *idx);
+/* Position of an id (exact, else with a supported extension stripped); -1. */
+int km_dataset_find(const km_dataset_index *idx, const char *id);
+/* Full paths (malloc'ed with km_malloc). */
+char *km_dataset_image_path(const km_dataset_index *idx, int i);
+char *km_dataset_mask_path(const km_dataset_index *idx, int i);
+
+/* ---- geometry ---- */
+typedef struct {
+    int w, h;   /* original */
+    int rw, rh; /* after "shortest side -> size" */
+    int left, top; /* crop origin in the resized frame */
+    int size;
+} km_geom;
+void km_geom_compute(int w, int h, int size, km_geom *g);
+/* Resize + centre crop of an 8-bit interleaved image (C channels) into dst
+ * [size, size, C]: PIL bilinear (image) / PIL nearest (mask), see above.
+ * Allocates its temporary buffer (not a kernel: called at load time). */
+void km_resize_crop_bilinear_u8(const uint8_t *src, int w, int h, int C, int size, uint8_t *dst);
+void km_resize_crop_nearest_u8(const uint8_t *src, int w, int h, int C, int size, uint8_t *dst);
+/* Image (any channel count, see image.h) -> RGB crop [size, size, 3]. */
+km_status km_preprocess_image(const km_image *img, int size, uint8_t *rgb);
+/* Grey mask -> {0,1} crop [size, size] (grey > 127). */
+void km_preprocess_mask(const km_image *grey, int size, uint8_t *mask01);
+/* RGB uint8 HWC [S,S,3] -> normalised float CHW [3,S,S]. */
+void km_normalize_rgb(const uint8_t *rgb, int S, float *x);
+
+/* ---- whole-folder verification (check-data) ---- */
+typedef struct {
+    int n_pairs, n_grey, n_rgb, n_empty;
+    int min_w, min_h, max_w, max_h;
+    double mean_fg; /* mean foreground fraction of the masks at full size */
+} km_data_stats;
+/* Decodes every pair of idx (OpenMP, km_get_threads() threads) and checks it
+ * with the rules above (crop rule at `size`). Issues are added in index order
+ * whatever the thread timing. */
+void km_dataset_verify(const km_dataset_index *idx, int size, km_issues *issues,
+                       km_data_stats *stats);
+
+/* ---- in-memory cache ---- */
+typedef struct {
+    int n, size;
+    int *src;            /* [n] index into the km_dataset_index */
+    char **ids;          /* [n] copies of the ids */
+    int *orig_w, *orig_h;
+    uint8_t *images;     /* [n, S, S, 3] RGB */
+    uint8_t *masks;      /* [n, S, S] {0,1}; NULL when loaded without masks */
+} km_dataset;
+
+/* Decodes and preprocesses samples which[0..n) of idx in parallel into the
+ * cache. with_masks requires idx->masks_dir. All problems of the selected
+ * samples go to `issues` (may be NULL); any error fails the load with
+ * KM_EFORMAT (message: count + first problem + "run kmseg check-data"). */
+km_status km_dataset_load(const km_dataset_index *idx, const int *which, int n, int size,
+                          int with_masks, km_dataset *ds, km_issues *issues);
+void km_dataset_free(km_dataset *ds);
+
+/* Assembles a batch from the cache: x [B,3,S,S] normalised, y [B,1,S,S]
+ * {0,1} (NULL to skip), for samples which[0..B) (positions in ds), each
+ * augmented with aug[b] (NULL = no augmentation). Pure function of its
+ * inputs, never allocates: the training loop may run it for batch k+1 on
+ * another thread while batch k computes. */
+void km_batch_fill(const km_dataset *ds, const int *which, const uint8_t *aug, int B, float *x,
+                   float *y);
+
+#endif
