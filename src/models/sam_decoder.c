@@ -1,0 +1,394 @@
+/* sam_decoder.c - SAM MaskDecoder + TwoWayTransformer, ported from
+ * segment_anything/modeling/mask_decoder.py (MaskDecoder.predict_masks, MLP)
+ * and modeling/transformer.py (TwoWayTransformer, TwoWayAttentionBlock,
+ * Attention). See sam_decoder.h for layouts. */
+#include "sam_decoder.h"
+#include "sam_prompt.h"
+#include "../nn/basic.h"
+#include "../nn/gemm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define P_TOK (KM_SAM_EMB_HW * KM_SAM_EMB_HW) /* 4096 image tokens */
+#define UP1_HW (2 * KM_SAM_EMB_HW)            /* 128 */
+#define UP2_HW (4 * KM_SAM_EMB_HW)            /* 256 */
+
+/* ---- loading ---- */
+
+typedef struct {
+    const km_tdict *w;
+    const char *file, *prefix;
+} binder;
+
+static km_status bind(const binder *b, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                      int64_t d3, const float **out) {
+    char key[256];
+    int64_t shape[4] = {d0, d1, d2, d3};
+    snprintf(key, sizeof key, "%s%s", b->prefix, name);
+    return km_tdict_get_f32(b->w, b->file, key, ndim, shape, out);
+}
+
+/* Finds a tensor only to read its dims; ndim must match. */
+static km_status shape_of(const binder *b, const char *name, int ndim, const char *expect,
+                          const km_tensor **t) {
+    char key[256];
+    snprintf(key, sizeof key, "%s%s", b->prefix, name);
+    *t = km_tdict_find(b->w, key);
+    if (!*t)
+        return km_err(KM_EMISSING, "%s: missing tensor '%s' (expected shape %s)", b->file, key, expect);
+    if ((*t)->ndim != ndim) {
+        char a[128];
+        return km_err(KM_ESHAPE, "%s: tensor '%s' has shape %s, expected %s", b->file, key,
+                      km_shape_str(a, sizeof a, (*t)->ndim, (*t)->shape), expect);
+    }
+    return KM_OK;
+}
+
+static km_status load_attn(const binder *b, const char *base, int D, km_sam_attn *a) {
+    char n[256];
+    const km_tensor *t;
+    km_status s;
+    snprintf(n, sizeof n, "%s.q_proj.weight", base);
+    if ((s = shape_of(b, n, 2, "[d, D]", &t))) return s;
+    int d = (int)t->shape[0];
+    if (d <= 0 || d % KM_SAM_DEC_HEADS)
+        return km_err(KM_ESHAPE, "%s: tensor '%s%s' has %d rows, expected a multiple of %d heads",
+                      b->file, b->prefix, n, d, KM_SAM_DEC_HEADS);
+    a->d = d;
+    struct {
+        const char *suffix;
+        int ndim;
+        int64_t d0, d1;
+        const float **p;
+    } tab[] = {{"q_proj.weight", 2, d, D, &a->qw},   {"q_proj.bias", 1, d, 0, &a->qb},
+               {"k_proj.weight", 2, d, D, &a->kw},   {"k_proj.bias", 1, d, 0, &a->kb},
+               {"v_proj.weight", 2, d, D, &a->vw},   {"v_proj.bias", 1, d, 0, &a->vb},
+               {"out_proj.weight", 2, D, d, &a->ow}, {"out_proj.bias", 1, D, 0, &a->ob}};
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        snprintf(n, sizeof n, "%s.%s", base, tab[i].suffix);
+        if ((s = bind(b, n, tab[i].ndim, tab[i].d0, tab[i].d1, 0, 0, tab[i].p))) return s;
+    }
+    return KM_OK;
+}
+
+static km_status load_norm(const binder *b, const char *base, int D, km_sam_norm *nm) {
+    char n[256];
+    km_status s;
+    snprintf(n, sizeof n, "%s.weight", base);
+    if ((s = bind(b, n, 1, D, 0, 0, 0, &nm->w))) return s;
+    snprintf(n, sizeof n, "%s.bias", base);
+    return bind(b, n, 1, D, 0, 0, 0, &nm->b);
+}
+
+static km_status load_mlp3(const binder *b, const char *base, int D, int out, km_sam_mlp3 *m) {
+    char n[256];
+    km_status s;
+    int dims[3][2] = {{D, D}, {D, D}, {out, D}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(n, sizeof n, "%s.layers.%d.weight", base, i);
+        if ((s = bind(b, n, 2, dims[i][0], dims[i][1], 0, 0, &m->w[i]))) return s;
+        snprintf(n, sizeof n, "%s.layers.%d.bias", base, i);
+        if ((s = bind(b, n, 1, dims[i][0], 0, 0, 0, &m->b[i]))) return s;
+    }
+    m->out = out;
+    return KM_OK;
+}
+
+km_status km_sam_decoder_load(km_sam_decoder *dec, const km_tdict *w, const char *file,
+                              const char *prefix) {
+    memset(dec, 0, sizeof *dec);
+    binder b = {w, file, prefix};
+    const km_tensor *t;
+    km_status s;
+    if ((s = shape_of(&b, "iou_token.weight", 2, "[1, 256]", &t))) return s;
+    int D = (int)t->shape[1];
+    if (t->shape[0] != 1 || D <= 0 || D % 8)
+        return km_err(KM_ESHAPE, "%s: tensor '%siou_token.weight' has shape [%lld, %lld], expected "
+                      "[1, D] with D a multiple of 8", file, prefix, (long long)t->shape[0],
+                      (long long)t->shape[1]);
+    dec->D = D;
+    if ((s = shape_of(&b, "mask_tokens.weight", 2, "[4, 256]", &t))) return s;
+    int M = (int)t->shape[0];
+    if (M < 1 || M > 8)
+        return km_err(KM_ESHAPE, "%s: tensor '%smask_tokens.weight' has %d rows, expected 1..8",
+                      file, prefix, M);
+    dec->n_mask_tokens = M;
+    if ((s = bind(&b, "iou_token.weight", 2, 1, D, 0, 0, &dec->iou_token)) ||
+        (s = bind(&b, "mask_tokens.weight", 2, M, D, 0, 0, &dec->mask_tokens)))
+        return s;
+    if ((s = shape_of(&b, "transformer.layers.0.mlp.lin1.weight", 2, "[2048, 256]", &t))) return s;
+    dec->mlp_dim = (int)t->shape[0];
+
+    char key[256];
+    int depth = 0;
+    for (;;) {
+        snprintf(key, sizeof key, "%stransformer.layers.%d.norm1.weight", prefix, depth);
+        if (!km_tdict_find(w, key)) break;
+        if (++depth > KM_SAM_DEC_MAX_DEPTH)
+            return km_err(KM_EFORMAT, "%s: more than %d two-way transformer layers under '%s'", file,
+                          KM_SAM_DEC_MAX_DEPTH, prefix);
+    }
+    dec->depth = depth;
+    for (int l = 0; l < depth; l++) {
+        km_sam_block *L = &dec->layers[l];
+        char base[128], n[192];
+        snprintf(base, sizeof base, "transformer.layers.%d", l);
+#define SUB(x) (snprintf(n, sizeof n, "%s.%s", base, x), n)
+        if ((s = load_attn(&b, SUB("self_attn"), D, &L->self_attn)) ||
+            (s = load_norm(&b, SUB("norm1"), D, &L->norm1)) ||
+            (s = load_attn(&b, SUB("cross_attn_token_to_image"), D, &L->t2i)) ||
+            (s = load_norm(&b, SUB("norm2"), D, &L->norm2)) ||
+            (s = bind(&b, SUB("mlp.lin1.weight"), 2, dec->mlp_dim, D, 0, 0, &L->lin1_w)) ||
+            (s = bind(&b, SUB("mlp.lin1.bias"), 1, dec->mlp_dim, 0, 0, 0, &L->lin1_b)) ||
+            (s = bind(&b, SUB("mlp.lin2.weight"), 2, D, dec->mlp_dim, 0, 0, &L->lin2_w)) ||
+            (s = bind(&b, SUB("mlp.lin2.bias"), 1, D, 0, 0, 0, &L->lin2_b)) ||
+            (s = load_norm(&b, SUB("norm3"), D, &L->norm3)) ||
+            (s = load_norm(&b, SUB("norm4"), D, &L->norm4)) ||
+            (s = load_attn(&b, SUB("cross_attn_image_to_token"), D, &L->i2t)))
+            return s;
+#undef SUB
+    }
+    if ((s = load_attn(&b, "transformer.final_attn_token_to_image", D, &dec->final_attn)) ||
+        (s = load_norm(&b, "transformer.norm_final_attn", D, &dec->norm_final)))
+        return s;
+
+    int up1 = D / 4, up2 = D / 8;
+    dec->up1 = up1;
+    dec->up2 = up2;
+    if ((s = bind(&b, "output_upscaling.0.weight", 4, D, up1, 2, 2, &dec->up0_w)) ||
+        (s = bind(&b, "output_upscaling.0.bias", 1, up1, 0, 0, 0, &dec->up0_b)) ||
+        (s = bind(&b, "output_upscaling.1.weight", 1, up1, 0, 0, 0, &dec->up1_w)) ||
+        (s = bind(&b, "output_upscaling.1.bias", 1, up1, 0, 0, 0, &dec->up1_b)) ||
+        (s = bind(&b, "output_upscaling.3.weight", 4, up1, up2, 2, 2, &dec->up3_w)) ||
+        (s = bind(&b, "output_upscaling.3.bias", 1, up2, 0, 0, 0, &dec->up3_b)))
+        return s;
+    for (int m = 0; m < M; m++) {
+        snprintf(key, sizeof key, "output_hypernetworks_mlps.%d", m);
+        if ((s = load_mlp3(&b, key, D, up2, &dec->hyper[m]))) return s;
+    }
+    return load_mlp3(&b, "iou_prediction_head", D, M, &dec->iou_head);
+}
+
+/* ---- workspace ---- */
+
+typedef struct {
+    float *tok0, *queries, *qq, *keys, *kpe, *kk, *aout, *hid; /* transformer */
+    float *Q, *K, *Kt, *V, *L, *O;                             /* attention scratch */
+    float *g1, *up1, *g2, *up2, *hyper, *mlp_a, *mlp_b;        /* heads */
+    size_t total;
+} dec_work;
+
+static int max_attn_d(const km_sam_decoder *dec) {
+    int d = dec->final_attn.d;
+    for (int l = 0; l < dec->depth; l++) {
+        const km_sam_block *L = &dec->layers[l];
+        if (L->self_attn.d > d) d = L->self_attn.d;
+        if (L->t2i.d > d) d = L->t2i.d;
+        if (L->i2t.d > d) d = L->i2t.d;
+    }
+    return d;
+}
+
+static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
+    int D = dec->D, T = 1 + dec->n_mask_tokens + n_sparse, dm = max_attn_d(dec);
+    size_t rows = P_TOK > T ? P_TOK : T, off = 0;
+    dec_work w;
+#define TAKE(field, n) (w.field = base ? base + off : NULL, off += ((size_t)(n) + 15) & ~(size_t)15)
+    TAKE(tok0, (size_t)T * D);
+    TAKE(queries, (size_t)T * D);
+    TAKE(qq, (size_t)T * D);
+    TAKE(keys, (size_t)P_TOK * D);
+    TAKE(kpe, (size_t)P_TOK * D);
+    TAKE(kk, (size_t)P_TOK * D);
+    TAKE(aout, rows * D);
+    TAKE(hid, (size_t)T * dec->mlp_dim);
+    TAKE(Q, rows * dm);
+    TAKE(K, rows * dm);
+    TAKE(Kt, rows * dm);
+    TAKE(V, rows * dm);
+    TAKE(L, (size_t)KM_SAM_DEC_HEADS * T * P_TOK);
+    TAKE(O, rows * dm);
+    TAKE(g1, (size_t)P_TOK * dec->up1 * 4);
+    TAKE(up1, (size_t)dec->up1 * UP1_HW * UP1_HW);
+    TAKE(g2, (size_t)UP1_HW * UP1_HW * dec->up2 * 4);
+    TAKE(up2, (size_t)dec->up2 * UP2_HW * UP2_HW);
+    TAKE(hyper, (size_t)dec->n_mask_tokens * dec->up2);
+    TAKE(mlp_a, D);
+    TAKE(mlp_b, D);
+#undef TAKE
+    w.total = off;
+    return w;
+}
+
+size_t km_sam_decoder_work_floats(const km_sam_decoder *dec, int n_sparse) {
+    return carve(dec, n_sparse, NULL).total;
+}
+
+/* ---- kernels ---- */
+
+static void add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* transformer.py Attention: out [Mq, D] = out_proj(softmax(q k^T / sqrt(hd)) v)
+ * per head, with q [Mq, D] and k, v [Mk, D] before their projections.
+ * The projections are GEMMs; the per-head core is a direct loop: its shapes
+ * (T x 4096 x hd with T ~ 10 tokens, or 4096 x T) are far too skinny for a
+ * BLAS call per head to pay off. Each (head, query) row is independent:
+ * logits = q.k / sqrt(hd) (division by the float32 of the double root, as
+ * `attn / math.sqrt(c_per_head)`), softmax as exp(x - max) * (1 / sum) (the
+ * order of PyTorch's vectorised last-dim softmax; sum kept in double), then
+ * the weighted sum of v in key order. */
+static void attention(const km_sam_attn *a, int D, float *out, const float *q, int Mq,
+                      const float *k, const float *v, int Mk, const dec_work *w) {
+    const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H;
+    km_linear_forward(w->Q, q, a->qw, a->qb, Mq, D, d);
+    km_linear_forward(w->K, k, a->kw, a->kb, Mk, D, d);
+    km_linear_forward(w->V, v, a->vw, a->vb, Mk, D, d);
+    const float scale = (float)sqrt((double)hd);
+    const float *Q = w->Q, *V = w->V;
+    float *L = w->L, *O = w->O, *Kt = w->Kt;
+    /* Kt [H][hd][Mk]: keys transposed per head, so the logits of one query
+     * accumulate over channels c in order while vectorising over keys j */
+#pragma omp parallel for schedule(static) if ((size_t)Mk * d > 65536)
+    for (int f = 0; f < d; f++)
+        for (int j = 0; j < Mk; j++) Kt[(size_t)f * Mk + j] = w->K[(size_t)j * d + f];
+#pragma omp parallel for schedule(static) if ((size_t)Mq * Mk * d > 32768)
+    for (int job = 0; job < H * Mq; job++) {
+        int h = job % H, i = job / H;
+        const float *qi = Q + (size_t)i * d + h * hd, *kt = Kt + (size_t)h * hd * Mk;
+        float *l = L + (size_t)job * Mk, mx = -INFINITY;
+        for (int j = 0; j < Mk; j++) l[j] = 0.0f;
+        for (int c = 0; c < hd; c++) {
+            const float qc = qi[c], *kc = kt + (size_t)c * Mk;
+            for (int j = 0; j < Mk; j++) l[j] += qc * kc[j];
+        }
+        for (int j = 0; j < Mk; j++) {
+            l[j] /= scale;
+            mx = l[j] > mx ? l[j] : mx;
+        }
+        double sum = 0;
+        for (int j = 0; j < Mk; j++) {
+            l[j] = expf(l[j] - mx);
+            sum += l[j];
+        }
+        float inv = (float)(1.0 / sum);
+        float *oi = O + (size_t)i * d + h * hd;
+        for (int c = 0; c < hd; c++) oi[c] = 0.0f;
+        for (int j = 0; j < Mk; j++) {
+            float p = l[j] * inv;
+            const float *vj = V + (size_t)j * d + h * hd;
+            for (int c = 0; c < hd; c++) oi[c] += p * vj[c];
+        }
+    }
+    km_linear_forward(out, w->O, a->ow, a->ob, Mq, d, D);
+}
+
+/* MaskDecoder MLP: ReLU after every layer but the last. in/out [D] / [m->out]. */
+static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const dec_work *w) {
+    km_linear_forward(w->mlp_a, in, m->w[0], m->b[0], 1, D, D);
+    for (int i = 0; i < D; i++) w->mlp_a[i] = w->mlp_a[i] > 0 ? w->mlp_a[i] : 0.0f;
+    km_linear_forward(w->mlp_b, w->mlp_a, m->w[1], m->b[1], 1, D, D);
+    for (int i = 0; i < D; i++) w->mlp_b[i] = w->mlp_b[i] > 0 ? w->mlp_b[i] : 0.0f;
+    km_linear_forward(out, w->mlp_b, m->w[2], m->b[2], 1, D, m->out);
+}
+
+/* ConvTranspose2d(k 2, s 2) scatter: g [HW, K*4] holds, for input pixel p and
+ * output channel o, the four taps (dy, dx) at column o*4 + dy*2 + dx; out
+ * [K, 2H, 2W] = tap + bias (PyTorch adds the bias after the col2im sum). */
+static void convt_scatter(float *out, const float *g, const float *bias, int K, int H, int W) {
+    int OW = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < K; o++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const float *t = g + ((size_t)y * W + x) * K * 4 + o * 4;
+                float *dst = out + ((size_t)o * 2 * H + 2 * y) * OW + 2 * x;
+                dst[0] = t[0] + bias[o];
+                dst[1] = t[1] + bias[o];
+                dst[OW] = t[2] + bias[o];
+                dst[OW + 1] = t[3] + bias[o];
+            }
+}
+
+/* [R, C] -> [C, R] */
+static void transpose(float *out, const float *in, int R, int C) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) out[(size_t)c * R + r] = in[(size_t)r * C + c];
+}
+
+void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou, const float *image,
+                            const float *image_pe, const float *sparse, int n_sparse,
+                            const float *dense, float *work) {
+    const int D = dec->D, M = dec->n_mask_tokens, T = 1 + M + n_sparse;
+    const float eps = 1e-5f; /* nn.LayerNorm default in the TwoWayTransformer */
+    dec_work w = carve(dec, n_sparse, work);
+
+    /* tokens = [iou_token, mask_tokens, sparse]; they are also the query PE */
+    memcpy(w.tok0, dec->iou_token, sizeof(float) * D);
+    memcpy(w.tok0 + D, dec->mask_tokens, sizeof(float) * M * D);
+    if (n_sparse) memcpy(w.tok0 + (size_t)(1 + M) * D, sparse, sizeof(float) * n_sparse * D);
+    memcpy(w.queries, w.tok0, sizeof(float) * T * D);
+    /* src = image + dense, flattened to tokens: keys [4096, D]; key PE likewise */
+    add(w.kk, image, dense, (size_t)D * P_TOK);
+    transpose(w.keys, w.kk, D, P_TOK);
+    transpose(w.kpe, image_pe, D, P_TOK);
+
+    for (int l = 0; l < dec->depth; l++) {
+        const km_sam_block *L = &dec->layers[l];
+        /* (a) self-attention; layer 0 (skip_first_layer_pe) replaces the queries */
+        if (l == 0) {
+            attention(&L->self_attn, D, w.aout, w.queries, T, w.queries, w.queries, T, &w);
+            memcpy(w.queries, w.aout, sizeof(float) * T * D);
+        } else {
+            add(w.qq, w.queries, w.tok0, (size_t)T * D);
+            attention(&L->self_attn, D, w.aout, w.qq, T, w.qq, w.queries, T, &w);
+            add(w.queries, w.queries, w.aout, (size_t)T * D);
+        }
+        km_layernorm_forward(w.queries, w.queries, L->norm1.w, L->norm1.b, T, D, eps);
+        /* (b) tokens attend to the image; keys + key_pe is reused by (d) since
+         * the keys do not change in between */
+        add(w.qq, w.queries, w.tok0, (size_t)T * D);
+        add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
+        attention(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
+        add(w.queries, w.queries, w.aout, (size_t)T * D);
+        km_layernorm_forward(w.queries, w.queries, L->norm2.w, L->norm2.b, T, D, eps);
+        /* (c) MLP with ReLU */
+        km_linear_forward(w.hid, w.queries, L->lin1_w, L->lin1_b, T, D, dec->mlp_dim);
+        for (size_t i = 0; i < (size_t)T * dec->mlp_dim; i++) w.hid[i] = w.hid[i] > 0 ? w.hid[i] : 0.0f;
+        km_linear_forward(w.aout, w.hid, L->lin2_w, L->lin2_b, T, dec->mlp_dim, D);
+        add(w.queries, w.queries, w.aout, (size_t)T * D);
+        km_layernorm_forward(w.queries, w.queries, L->norm3.w, L->norm3.b, T, D, eps);
+        /* (d) the image attends to the tokens */
+        add(w.qq, w.queries, w.tok0, (size_t)T * D);
+        attention(&L->i2t, D, w.aout, w.kk, P_TOK, w.qq, w.queries, T, &w);
+        add(w.keys, w.keys, w.aout, (size_t)P_TOK * D);
+        km_layernorm_forward(w.keys, w.keys, L->norm4.w, L->norm4.b, P_TOK, D, eps);
+    }
+    add(w.qq, w.queries, w.tok0, (size_t)T * D);
+    add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
+    attention(&dec->final_attn, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
+    add(w.queries, w.queries, w.aout, (size_t)T * D);
+    km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, T, D, eps);
+
+    /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU. keys is
+     * src^T, so the first GEMM contracts over its rows' channels directly. */
+    const int up1 = dec->up1, up2 = dec->up2, HW1 = UP1_HW * UP1_HW, HW2 = UP2_HW * UP2_HW;
+    km_sgemm(0, 0, P_TOK, up1 * 4, D, 1.0f, w.keys, D, dec->up0_w, up1 * 4, 0.0f, w.g1, up1 * 4);
+    convt_scatter(w.up1, w.g1, dec->up0_b, up1, KM_SAM_EMB_HW, KM_SAM_EMB_HW);
+    km_layernorm2d_forward(w.up1, w.up1, dec->up1_w, dec->up1_b, 1, up1, HW1, 1e-6f);
+    km_gelu_forward(w.up1, w.up1, (size_t)up1 * HW1);
+    km_sgemm(1, 0, HW1, up2 * 4, up1, 1.0f, w.up1, HW1, dec->up3_w, up2 * 4, 0.0f, w.g2, up2 * 4);
+    convt_scatter(w.up2, w.g2, dec->up3_b, up2, UP1_HW, UP1_HW);
+    km_gelu_forward(w.up2, w.up2, (size_t)up2 * HW2);
+
+    /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
+    for (int m = 0; m < M; m++)
+        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * up2, w.queries + (size_t)(1 + m) * D, &w);
+    km_sgemm(0, 0, M, HW2, up2, 1.0f, w.hyper, up2, w.up2, HW2, 0.0f, masks, HW2);
+    mlp3(&dec->iou_head, D, iou, w.queries, &w);
+}
