@@ -110,17 +110,35 @@ static int cmp_named(const void *a, const void *b) {
     return c ? c : strcmp(x->name, y->name);
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 /* Lists the supported images of `dir` (sorted by id, then name). `rel` is the
  * folder name used in issue paths. */
 static km_status list_dir(const char *dir, const char *rel, named **out, int *nout, int *n_hidden,
                           km_issues *issues) {
     DIR *d = opendir(dir);
     if (!d) return km_err(KM_EIO, "%s: cannot open folder (expected a folder of images)", dir);
-    named *v = NULL;
-    int n = 0, cap = 0;
+    /* read all names first and sort them: issues come out in a fixed order
+     * whatever the file system's listing order */
+    char **names = NULL;
+    int nn = 0, ncap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        const char *name = e->d_name;
+        if (nn == ncap) {
+            ncap = ncap ? 2 * ncap : 256;
+            char **t = km_malloc(sizeof *t * (size_t)ncap);
+            if (nn) memcpy(t, names, sizeof *t * (size_t)nn);
+            km_free(names);
+            names = t;
+        }
+        names[nn++] = km_strdup(e->d_name);
+    }
+    closedir(d);
+    if (nn) qsort(names, (size_t)nn, sizeof *names, cmp_str);
+    named *v = NULL;
+    int n = 0, cap = 0;
+    for (int q = 0; q < nn; q++) {
+        const char *name = names[q];
         if (name[0] == '.') {
             if (strcmp(name, ".") && strcmp(name, "..")) (*n_hidden)++;
             continue;
@@ -155,7 +173,8 @@ static km_status list_dir(const char *dir, const char *rel, named **out, int *no
         v[n].id[len] = 0;
         n++;
     }
-    closedir(d);
+    for (int q = 0; q < nn; q++) km_free(names[q]);
+    km_free(names);
     if (n) qsort(v, (size_t)n, sizeof *v, cmp_named);
     /* two files for one id: report and drop all of them */
     int w = 0;
@@ -167,6 +186,8 @@ static km_status list_dir(const char *dir, const char *rel, named **out, int *no
                 char relp[4096];
                 snprintf(relp, sizeof relp, "%s/%s", rel, v[k].name);
                 km_issues_add(issues, 1, relp, "%d files share the id '%s' (ambiguous)", j - i, v[i].id);
+            }
+            for (int k = i; k < j; k++) {
                 km_free(v[k].id);
                 km_free(v[k].name);
             }
