@@ -370,3 +370,38 @@ KM_TEST(sam_loader_names_bad_tensors) {
     CHECK(strstr(km_errmsg(), "/nonexistent/sam.pth") != NULL);
     km_tdict_free(&sd);
 }
+
+/* The whole predictor from the raw 183x247 RGB image: Pillow-exact resize,
+ * normalise, pad, image encoder, then every prompt set. The encoder's own
+ * parity (embedding within ~5e-6) is tested in test_sam_encoder.c; here the
+ * same fixture tolerances must hold at the predictor's outputs. */
+KM_TEST(sam_predictor_end_to_end_from_image) {
+    if (!manifest()) {
+        CHECK(manifest() != NULL);
+        return;
+    }
+    km_sam m;
+    if (!load_tiny(&m, 1)) return;
+    km_tensor img;
+    km_status s = km_npy_load(km_test_path(FIX "image.npy"), &img);
+    CHECK_OK(s);
+    if (s == KM_OK) {
+        CHECK(img.dtype == KM_U8 && img.ndim == 3 && img.shape[0] == 183 && img.shape[1] == 247 &&
+              img.shape[2] == 3);
+        km_sam_predictor p;
+        km_sam_predictor_init(&p, &m, KM_SAM_PROFILE_SAM);
+        double t0 = km_now();
+        CHECK_OK(km_sam_set_image(&p, img.data, 247, 183, 3));
+        printf("    set_image (preprocess + tiny encoder): %.2f s\n", km_now() - t0);
+        float *ref = load_f32(FIX "image_embedding.npy", 256 * 64 * 64);
+        if (ref) {
+            km_cmp c = km_compare("  image_embedding", p.embedding, ref, 256 * 64 * 64);
+            CHECK(c.max_abs <= tol("image_embedding"));
+            km_free(ref);
+        }
+        CHECK(check_prompt_sets(&p, 0) == 4);
+        km_sam_predictor_free(&p);
+        km_tensor_free(&img);
+    }
+    km_sam_free(&m);
+}
