@@ -23,7 +23,7 @@ km_status km_cmd_check_data(int argc, char **argv) {
         {"--max-problems", KM_FLAG_INT, &max_show, "print at most this many problems (0 = all)", 0, 0},
         {0}};
     int help = 0;
-    km_status s = km_parse_flags("check-data", "kmseg check-data --data DIR [--split-dir DIR]", flags, argc,
+    km_status s = km_parse_flags("check-data", "--data DIR [--split-dir DIR | --train-list F [--val-list F] [--test-list F]]", flags, argc,
                                  argv, &help);
     if (s || help) return s;
     if (size <= 0) return km_err(KM_EARG, "--size %d: expected a positive size", size);
