@@ -1,0 +1,752 @@
+/* unetpp.c - smp UnetPlusPlus (v0.3.4) with a torchvision ResNet18/34 encoder.
+ *
+ * Matches segmentation_models_pytorch/decoders/unetplusplus/{decoder,model}.py,
+ * encoders/resnet.py and torchvision/models/resnet.py (BasicBlock). See
+ * reference-arch.md section 2 for the wiring table this file implements.
+ *
+ * Memory layout: one parameter block (smp state_dict order), a mirrored
+ * gradient block and two Adam moment blocks; one activation block and a
+ * mirrored activation-gradient block, carved once per (N, H, W) by
+ * km_unetpp_reserve. */
+#include "unetpp.h"
+
+#include "../io/load.h"
+#include "../io/safetensors.h"
+#include "../nn/conv2d.h"
+#include "../nn/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#define MAXENT 400
+#define NAMELEN 64
+#define BN_EPS 1e-5f
+#define BN_MOMENTUM 0.1f
+
+/* A conv (no bias) + BatchNorm2d (+ ReLU) unit: torchvision's conv/bn pairs and
+ * smp's Conv2dReLU. */
+typedef struct {
+    size_t w, gamma, beta; /* parameter offsets */
+    size_t rm, rv;         /* buffer offsets */
+    int bn;                /* BatchNorm index (num_batches_tracked) */
+    int cin, cout, k, s, p, relu;
+    km_conv_dims d;
+    float *in, *gin;     /* input activation (not owned) */
+    float *conv, *gconv; /* conv output = BN input */
+    float *out, *gout;   /* BN (+ReLU) output */
+    float *mean, *invstd;
+} unit;
+
+typedef struct {
+    unit c1, c2, ds;
+    int has_ds;
+    float *in, *gin;
+    float *res, *gres; /* relu(c2 + identity) */
+} resblock;
+
+typedef struct {
+    int d, l;
+    unit c1, c2;
+    int cup, nskip, skipc[4], h, w; /* h, w: size of the upsampled input */
+    float *xin, *gxin;              /* input to upsample */
+    float *skip[4], *gskip[4];
+    float *cat, *gcat;
+} decblock;
+
+struct km_unetpp {
+    int depth;
+    km_unetpp_entry ent[MAXENT];
+    char names[MAXENT][NAMELEN];
+    int nent;
+    float *params, *grads, *adam_m, *adam_v;
+    size_t nparams;
+    float *bufs;
+    size_t nbufs;
+    int64_t nbt[128];
+    int nbn;
+    int adam_t;
+
+    unit stem;
+    resblock blocks[16];
+    int nblocks, layer_start[5];
+    decblock dec[11];
+    size_t head_w, head_b;
+
+    /* activations for the reserved batch geometry */
+    int rN, rH, rW, planned;
+    float *act, *gact;
+    size_t nact;
+    float *work;
+    size_t nwork;
+    int32_t *argmax;
+    float *x, *gx;           /* input copy */
+    float *pool, *gpool;     /* maxpool output */
+    int32_t *pool_arg;
+    float *logits, *glogits; /* head output */
+    float *F[5], *gF[5];     /* decoder inputs F0..F4 */
+    int FC[5];
+    int lastN, lastH, lastW, last_train;
+};
+
+/* ------------------------------------------------------------------ entries */
+
+static size_t add_entry(km_unetpp *m, const char *name, int is_buffer, int ndim, int64_t a,
+                        int64_t b, int64_t c, int64_t d) {
+    KM_ASSERT(m->nent < MAXENT);
+    km_unetpp_entry *e = &m->ent[m->nent];
+    KM_ASSERT(strlen(name) < NAMELEN);
+    strcpy(m->names[m->nent], name);
+    e->name = m->names[m->nent];
+    e->ndim = ndim;
+    int64_t sh[4] = {a, b, c, d};
+    e->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = sh[i];
+        e->numel *= (size_t)sh[i];
+    }
+    e->is_buffer = is_buffer;
+    if (is_buffer == 0) {
+        e->offset = m->nparams;
+        m->nparams += e->numel;
+    } else if (is_buffer == 1) {
+        e->offset = m->nbufs;
+        m->nbufs += e->numel;
+    } else {
+        e->numel = 1;
+        e->offset = (size_t)m->nbn++;
+    }
+    m->nent++;
+    return e->offset;
+}
+
+static void def_unit(km_unetpp *m, unit *u, const char *conv_name, const char *bn_prefix, int cin,
+                     int cout, int k, int s, int p, int relu) {
+    char n[NAMELEN];
+    memset(u, 0, sizeof *u);
+    u->cin = cin;
+    u->cout = cout;
+    u->k = k;
+    u->s = s;
+    u->p = p;
+    u->relu = relu;
+    u->w = add_entry(m, conv_name, 0, 4, cout, cin, k, k);
+    snprintf(n, sizeof n, "%s.weight", bn_prefix);
+    u->gamma = add_entry(m, n, 0, 1, cout, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.bias", bn_prefix);
+    u->beta = add_entry(m, n, 0, 1, cout, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.running_mean", bn_prefix);
+    u->rm = add_entry(m, n, 1, 1, cout, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.running_var", bn_prefix);
+    u->rv = add_entry(m, n, 1, 1, cout, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.num_batches_tracked", bn_prefix);
+    u->bn = (int)add_entry(m, n, 2, 0, 0, 0, 0, 0);
+}
+
+/* Decoder block (d, l): channels per reference-arch.md table 2.4. */
+static const int DEC_CH[5] = {256, 128, 64, 32, 16};
+static const int SKIP_CH[5] = {256, 128, 64, 64, 0};
+static const int F_CH[5] = {512, 256, 128, 64, 64};
+
+static int dec_out_ch(int d, int l) { return d == 0 ? DEC_CH[l] : SKIP_CH[l]; }
+
+static void define(km_unetpp *m, int depth) {
+    static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
+    const int *nb = depth == 34 ? r34 : r18;
+    char cn[NAMELEN], bn[NAMELEN];
+    m->depth = depth;
+    def_unit(m, &m->stem, "encoder.conv1.weight", "encoder.bn1", 3, 64, 7, 2, 3, 1);
+    int inp = 64;
+    for (int L = 0; L < 4; L++) {
+        int planes = 64 << L;
+        m->layer_start[L] = m->nblocks;
+        for (int i = 0; i < nb[L]; i++) {
+            resblock *b = &m->blocks[m->nblocks++];
+            memset(b, 0, sizeof *b);
+            int stride = (i == 0 && L > 0) ? 2 : 1;
+            snprintf(cn, sizeof cn, "encoder.layer%d.%d.conv1.weight", L + 1, i);
+            snprintf(bn, sizeof bn, "encoder.layer%d.%d.bn1", L + 1, i);
+            def_unit(m, &b->c1, cn, bn, inp, planes, 3, stride, 1, 1);
+            snprintf(cn, sizeof cn, "encoder.layer%d.%d.conv2.weight", L + 1, i);
+            snprintf(bn, sizeof bn, "encoder.layer%d.%d.bn2", L + 1, i);
+            def_unit(m, &b->c2, cn, bn, planes, planes, 3, 1, 1, 0);
+            if (stride != 1 || inp != planes) {
+                b->has_ds = 1;
+                snprintf(cn, sizeof cn, "encoder.layer%d.%d.downsample.0.weight", L + 1, i);
+                snprintf(bn, sizeof bn, "encoder.layer%d.%d.downsample.1", L + 1, i);
+                def_unit(m, &b->ds, cn, bn, inp, planes, 1, stride, 0, 0);
+            }
+            inp = planes;
+        }
+    }
+    m->layer_start[4] = m->nblocks;
+    /* decoder blocks in smp's registration order: for l, for d <= l; then x_0_4 */
+    int k = 0;
+    for (int l = 0; l <= 4; l++)
+        for (int d = 0; d <= (l == 4 ? 0 : l); d++) {
+            decblock *b = &m->dec[k++];
+            memset(b, 0, sizeof *b);
+            b->d = d;
+            b->l = l;
+            b->cup = d == l ? F_CH[d] : dec_out_ch(d, l - 1);
+            if (l < 4) {
+                for (int j = d + 1; j <= l; j++) b->skipc[b->nskip++] = dec_out_ch(j, l);
+                b->skipc[b->nskip++] = F_CH[l + 1];
+            }
+            int cin = b->cup;
+            for (int j = 0; j < b->nskip; j++) cin += b->skipc[j];
+            int cout = dec_out_ch(d, l);
+            snprintf(cn, sizeof cn, "decoder.blocks.x_%d_%d.conv1.0.weight", d, l);
+            snprintf(bn, sizeof bn, "decoder.blocks.x_%d_%d.conv1.1", d, l);
+            def_unit(m, &b->c1, cn, bn, cin, cout, 3, 1, 1, 1);
+            snprintf(cn, sizeof cn, "decoder.blocks.x_%d_%d.conv2.0.weight", d, l);
+            snprintf(bn, sizeof bn, "decoder.blocks.x_%d_%d.conv2.1", d, l);
+            def_unit(m, &b->c2, cn, bn, cout, cout, 3, 1, 1, 1);
+        }
+    KM_ASSERT(k == 11);
+    m->head_w = add_entry(m, "segmentation_head.0.weight", 0, 4, 1, 16, 3, 3);
+    m->head_b = add_entry(m, "segmentation_head.0.bias", 0, 1, 1, 0, 0, 0);
+}
+
+static decblock *dec_at(km_unetpp *m, int d, int l) {
+    for (int i = 0; i < 11; i++)
+        if (m->dec[i].d == d && m->dec[i].l == l) return &m->dec[i];
+    KM_ASSERT(0);
+}
+
+static void init_unit_bn(km_unetpp *m, const unit *u) {
+    for (int c = 0; c < u->cout; c++) {
+        m->params[u->gamma + c] = 1.0f;
+        m->params[u->beta + c] = 0.0f;
+        m->bufs[u->rm + c] = 0.0f;
+        m->bufs[u->rv + c] = 1.0f;
+    }
+}
+
+/* torchvision ResNet: kaiming_normal_(mode="fan_out", relu): std = sqrt(2/(cout*k*k)). */
+static void init_encoder_unit(km_unetpp *m, const unit *u, km_rng *r) {
+    double std = sqrt(2.0 / ((double)u->cout * u->k * u->k));
+    size_t n = (size_t)u->cout * u->cin * u->k * u->k;
+    for (size_t i = 0; i < n; i++) m->params[u->w + i] = (float)(std * km_rng_normal(r));
+    init_unit_bn(m, u);
+}
+
+/* smp initialize_decoder: kaiming_uniform_(fan_in, relu): bound sqrt(6/fan_in). */
+static void init_decoder_unit(km_unetpp *m, const unit *u, km_rng *r) {
+    double bound = sqrt(6.0 / ((double)u->cin * u->k * u->k));
+    size_t n = (size_t)u->cout * u->cin * u->k * u->k;
+    for (size_t i = 0; i < n; i++)
+        m->params[u->w + i] = (float)((2.0 * km_rng_uniform(r) - 1.0) * bound);
+    init_unit_bn(m, u);
+}
+
+km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
+    KM_ASSERT(resnet_depth == 18 || resnet_depth == 34);
+    km_unetpp *m = km_calloc(sizeof *m);
+    define(m, resnet_depth);
+    m->params = km_calloc(sizeof(float) * m->nparams);
+    m->grads = km_calloc(sizeof(float) * m->nparams);
+    m->adam_m = km_calloc(sizeof(float) * m->nparams);
+    m->adam_v = km_calloc(sizeof(float) * m->nparams);
+    m->bufs = km_calloc(sizeof(float) * m->nbufs);
+    km_rng r;
+    km_rng_seed(&r, seed);
+    init_encoder_unit(m, &m->stem, &r);
+    for (int i = 0; i < m->nblocks; i++) {
+        init_encoder_unit(m, &m->blocks[i].c1, &r);
+        init_encoder_unit(m, &m->blocks[i].c2, &r);
+        if (m->blocks[i].has_ds) init_encoder_unit(m, &m->blocks[i].ds, &r);
+    }
+    for (int i = 0; i < 11; i++) {
+        init_decoder_unit(m, &m->dec[i].c1, &r);
+        init_decoder_unit(m, &m->dec[i].c2, &r);
+    }
+    /* head: xavier_uniform, bound sqrt(6/(fan_in+fan_out)) = sqrt(6/(16*9 + 1*9)); bias 0 */
+    double hb = sqrt(6.0 / (16 * 9 + 9));
+    for (int i = 0; i < 16 * 9; i++)
+        m->params[m->head_w + i] = (float)((2.0 * km_rng_uniform(&r) - 1.0) * hb);
+    m->params[m->head_b] = 0.0f;
+    return m;
+}
+
+void km_unetpp_free(km_unetpp *m) {
+    if (!m) return;
+    km_free(m->params);
+    km_free(m->grads);
+    km_free(m->adam_m);
+    km_free(m->adam_v);
+    km_free(m->bufs);
+    km_free(m->act);
+    km_free(m->gact);
+    km_free(m->work);
+    km_free(m->argmax);
+    km_free(m);
+}
+
+int km_unetpp_resnet_depth(const km_unetpp *m) { return m->depth; }
+size_t km_unetpp_num_params(const km_unetpp *m) { return m->nparams; }
+int km_unetpp_num_entries(const km_unetpp *m) { return m->nent; }
+const km_unetpp_entry *km_unetpp_entry_at(const km_unetpp *m, int i) { return &m->ent[i]; }
+float *km_unetpp_params(km_unetpp *m) { return m->params; }
+float *km_unetpp_grads(km_unetpp *m) { return m->grads; }
+float *km_unetpp_buffers(km_unetpp *m) { return m->bufs; }
+
+float *km_unetpp_tensor(km_unetpp *m, const char *name, int grad) {
+    for (int i = 0; i < m->nent; i++) {
+        const km_unetpp_entry *e = &m->ent[i];
+        if (strcmp(e->name, name)) continue;
+        if (e->is_buffer == 0) return (grad ? m->grads : m->params) + e->offset;
+        if (e->is_buffer == 1 && !grad) return m->bufs + e->offset;
+        return NULL;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ state dicts */
+
+void km_unetpp_to_tdict(const km_unetpp *m, km_tdict *out) {
+    for (int i = 0; i < m->nent; i++) {
+        const km_unetpp_entry *e = &m->ent[i];
+        if (e->is_buffer == 2)
+            km_tdict_add(out, e->name, KM_I64, 0, NULL, &m->nbt[e->offset]);
+        else
+            km_tdict_add(out, e->name, KM_F32, e->ndim, e->shape,
+                         (e->is_buffer ? m->bufs : m->params) + e->offset);
+    }
+}
+
+static km_status copy_entry(km_unetpp *m, const km_unetpp_entry *e, const km_tdict *sd,
+                            const char *key, const char *file) {
+    if (e->is_buffer == 2) {
+        km_tensor *t = km_tdict_find(sd, key);
+        if (!t) {
+            m->nbt[e->offset] = 0; /* torchvision 2017 files have none: BatchNorm fills 0 */
+            return KM_OK;
+        }
+        if (t->dtype != KM_I64 || km_numel(t->ndim, t->shape) != 1)
+            return km_err(KM_EFORMAT, "%s: tensor '%s' should be an int64 scalar, found %s with %lld elements",
+                          file, key, km_dtype_name(t->dtype), (long long)km_numel(t->ndim, t->shape));
+        m->nbt[e->offset] = *(int64_t *)t->data;
+        return KM_OK;
+    }
+    const float *src;
+    km_status s = km_tdict_get_f32(sd, file, key, e->ndim, e->shape, &src);
+    if (s) return s;
+    memcpy((e->is_buffer ? m->bufs : m->params) + e->offset, src, sizeof(float) * e->numel);
+    return KM_OK;
+}
+
+km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *file) {
+    *out = NULL;
+    int depth;
+    if (km_tdict_find(sd, "encoder.layer3.5.conv1.weight")) depth = 34;
+    else if (km_tdict_find(sd, "encoder.layer3.1.conv1.weight")) depth = 18;
+    else
+        return km_err(KM_EMISSING,
+                      "%s: not an smp UnetPlusPlus/ResNet checkpoint (no 'encoder.layer3.*' tensors; "
+                      "%d tensors, first '%s')",
+                      file, sd->n, sd->n ? sd->items[0].name : "none");
+    km_unetpp *m = km_unetpp_create(depth, 0);
+    for (int i = 0; i < m->nent; i++) {
+        km_status s = copy_entry(m, &m->ent[i], sd, m->ent[i].name, file);
+        if (s) {
+            km_unetpp_free(m);
+            return s;
+        }
+    }
+    /* strict, like load_state_dict(strict=True): no unexpected keys */
+    for (int i = 0; i < sd->n; i++) {
+        int found = 0;
+        for (int j = 0; j < m->nent && !found; j++) found = !strcmp(sd->items[i].name, m->ent[j].name);
+        if (!found && strncmp(sd->items[i].name, "adam.", 5)) {
+            km_status s = km_err(KM_EFORMAT, "%s: unexpected tensor '%s' for UnetPlusPlus/resnet%d",
+                                 file, sd->items[i].name, depth);
+            km_unetpp_free(m);
+            return s;
+        }
+    }
+    *out = m;
+    return KM_OK;
+}
+
+km_status km_unetpp_load(km_unetpp **out, const char *path) {
+    km_tdict sd;
+    km_tdict_init(&sd);
+    km_status s = km_load_checkpoint(path, &sd);
+    if (!s) s = km_unetpp_from_tdict(out, &sd, path);
+    km_tdict_free(&sd);
+    return s;
+}
+
+km_status km_unetpp_load_encoder(km_unetpp *m, const char *path, int *n_ignored) {
+    km_tdict sd;
+    km_tdict_init(&sd);
+    km_status s = km_load_checkpoint(path, &sd);
+    if (s) return s;
+    int ign = 0;
+    for (int i = 0; i < sd.n && !s; i++) {
+        const char *k = sd.items[i].name;
+        if (!strncmp(k, "fc.", 3) || !strncmp(k, "encoder.fc.", 11)) {
+            ign++;
+            continue;
+        }
+        char full[NAMELEN + 16];
+        snprintf(full, sizeof full, "%s%s", strncmp(k, "encoder.", 8) ? "encoder." : "", k);
+        int found = 0;
+        for (int j = 0; j < m->nent && !found; j++) found = !strcmp(full, m->ent[j].name);
+        if (!found)
+            s = km_err(KM_EFORMAT, "%s: unexpected tensor '%s' for a resnet%d encoder", path, k,
+                       m->depth);
+    }
+    for (int j = 0; j < m->nent && !s; j++) {
+        const km_unetpp_entry *e = &m->ent[j];
+        if (strncmp(e->name, "encoder.", 8)) continue;
+        const char *key = km_tdict_find(&sd, e->name) ? e->name : e->name + 8;
+        if (e->is_buffer != 2 && !km_tdict_find(&sd, key))
+            s = km_err(KM_EMISSING, "%s: missing encoder tensor '%s' (a torchvision resnet%d checkpoint is expected)",
+                       path, e->name + 8, m->depth);
+        else
+            s = copy_entry(m, e, &sd, key, path);
+    }
+    km_tdict_free(&sd);
+    if (n_ignored) *n_ignored = ign;
+    return s;
+}
+
+km_status km_unetpp_save(const km_unetpp *m, const char *path, const km_tdict *extra_meta) {
+    km_tdict d;
+    km_tdict_init(&d);
+    km_unetpp_to_tdict(m, &d);
+    km_tdict_set_meta(&d, "format", "pt");
+    km_tdict_set_meta(&d, "kmseg_version", KM_VERSION);
+    km_tdict_set_meta(&d, "arch", "UnetPlusPlus");
+    km_tdict_set_meta(&d, "encoder_name", m->depth == 34 ? "resnet34" : "resnet18");
+    if (extra_meta)
+        for (int i = 0; i < extra_meta->nmeta; i++)
+            km_tdict_set_meta(&d, extra_meta->meta[i].key, extra_meta->meta[i].value);
+    km_status s = km_safetensors_save(path, &d);
+    km_tdict_free(&d);
+    return s;
+}
+
+/* --------------------------------------------------------- optimiser state */
+
+void km_unetpp_zero_grad(km_unetpp *m) { memset(m->grads, 0, sizeof(float) * m->nparams); }
+
+void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float eps,
+                         float weight_decay) {
+    m->adam_t++;
+    km_adam_step(m->params, m->grads, m->adam_m, m->adam_v, m->nparams, lr, beta1, beta2, eps,
+                 weight_decay, m->adam_t);
+}
+
+int km_unetpp_adam_t(const km_unetpp *m) { return m->adam_t; }
+
+void km_unetpp_adam_reset(km_unetpp *m) {
+    m->adam_t = 0;
+    memset(m->adam_m, 0, sizeof(float) * m->nparams);
+    memset(m->adam_v, 0, sizeof(float) * m->nparams);
+}
+
+void km_unetpp_optim_to_tdict(const km_unetpp *m, km_tdict *out) {
+    int64_t n = (int64_t)m->nparams, t = m->adam_t;
+    km_tdict_add(out, "adam.exp_avg", KM_F32, 1, &n, m->adam_m);
+    km_tdict_add(out, "adam.exp_avg_sq", KM_F32, 1, &n, m->adam_v);
+    km_tdict_add(out, "adam.step", KM_I64, 0, NULL, &t);
+}
+
+km_status km_unetpp_optim_from_tdict(km_unetpp *m, const km_tdict *d, const char *file) {
+    int64_t n = (int64_t)m->nparams;
+    const float *a, *b;
+    km_status s = km_tdict_get_f32(d, file, "adam.exp_avg", 1, &n, &a);
+    if (!s) s = km_tdict_get_f32(d, file, "adam.exp_avg_sq", 1, &n, &b);
+    if (s) return s;
+    km_tensor *t = km_tdict_find(d, "adam.step");
+    if (!t || t->dtype != KM_I64 || km_numel(t->ndim, t->shape) != 1)
+        return km_err(KM_EMISSING, "%s: missing int64 scalar 'adam.step'", file);
+    memcpy(m->adam_m, a, sizeof(float) * m->nparams);
+    memcpy(m->adam_v, b, sizeof(float) * m->nparams);
+    m->adam_t = (int)*(int64_t *)t->data;
+    return KM_OK;
+}
+
+/* ------------------------------------------------------------- activations */
+
+/* Layout pass: with base == NULL only counts; otherwise assigns pointers. */
+typedef struct {
+    km_unetpp *m;
+    size_t off;
+    int assign;
+} carver;
+
+static void carve(carver *c, float **x, float **g, size_t n) {
+    n = (n + 15) & ~(size_t)15; /* keep 64-byte alignment */
+    if (c->assign) {
+        *x = c->m->act + c->off;
+        if (g) *g = c->m->gact + c->off;
+    }
+    c->off += n;
+}
+
+static size_t plan_unit(carver *c, unit *u, float *in, float *gin, int N, int H, int W) {
+    u->in = in;
+    u->gin = gin;
+    u->d = km_conv2d_dims(N, u->cin, H, W, u->cout, u->k, u->k, u->s, u->s, u->p, u->p);
+    size_t n = (size_t)N * u->cout * u->d.OH * u->d.OW;
+    carve(c, &u->conv, &u->gconv, n);
+    carve(c, &u->out, &u->gout, n);
+    carve(c, &u->mean, NULL, (size_t)u->cout);
+    carve(c, &u->invstd, NULL, (size_t)u->cout);
+    return km_conv2d_work_floats(&u->d);
+}
+
+static size_t plan(carver *c, int N, int H, int W) {
+    km_unetpp *m = c->m;
+    size_t work = 0, w;
+#define WORK(x) (w = (x), work = w > work ? w : work)
+    carve(c, &m->x, &m->gx, (size_t)N * 3 * H * W);
+    WORK(plan_unit(c, &m->stem, m->x, m->gx, N, H, W));
+    int h = H / 2, wd = W / 2;
+    int ph = (h + 2 - 3) / 2 + 1, pw = (wd + 2 - 3) / 2 + 1;
+    carve(c, &m->pool, &m->gpool, (size_t)N * 64 * ph * pw);
+    carve(c, (float **)&m->pool_arg, NULL, (size_t)N * 64 * ph * pw);
+    m->F[4] = m->stem.out;
+    m->gF[4] = m->stem.gout;
+    float *in = m->pool, *gin = m->gpool;
+    h = ph;
+    wd = pw;
+    for (int L = 0; L < 4; L++) {
+        for (int i = m->layer_start[L]; i < m->layer_start[L + 1]; i++) {
+            resblock *b = &m->blocks[i];
+            b->in = in;
+            b->gin = gin;
+            WORK(plan_unit(c, &b->c1, in, gin, N, h, wd));
+            if (b->has_ds) WORK(plan_unit(c, &b->ds, in, gin, N, h, wd));
+            int oh = b->c1.d.OH, ow = b->c1.d.OW;
+            WORK(plan_unit(c, &b->c2, b->c1.out, b->c1.gout, N, oh, ow));
+            carve(c, &b->res, &b->gres, (size_t)N * b->c2.cout * oh * ow);
+            in = b->res;
+            gin = b->gres;
+            h = oh;
+            wd = ow;
+        }
+        m->F[3 - L] = in;
+        m->gF[3 - L] = gin;
+    }
+    /* decoder in execution order */
+    for (int l = 0; l <= 4; l++)
+        for (int d = (l == 4 ? 0 : l); d >= 0; d--) {
+            decblock *b = dec_at(m, d, l);
+            if (d == l) {
+                b->xin = m->F[d];
+                b->gxin = m->gF[d];
+            } else {
+                decblock *p = dec_at(m, d, l - 1);
+                b->xin = p->c2.out;
+                b->gxin = p->c2.gout;
+            }
+            b->h = (H >> 5) << d; /* resolution of the upsample input */
+            b->w = (W >> 5) << d;
+            if (d != l) {
+                b->h = (H >> 5) << l;
+                b->w = (W >> 5) << l;
+            }
+            int k = 0;
+            for (int j = d + 1; j <= l && l < 4; j++, k++) {
+                decblock *s = dec_at(m, j, l);
+                b->skip[k] = s->c2.out;
+                b->gskip[k] = s->c2.gout;
+            }
+            if (l < 4) {
+                b->skip[k] = m->F[l + 1];
+                b->gskip[k] = m->gF[l + 1];
+            }
+            int cin = b->c1.cin, OH = 2 * b->h, OW = 2 * b->w;
+            carve(c, &b->cat, &b->gcat, (size_t)N * cin * OH * OW);
+            WORK(plan_unit(c, &b->c1, b->cat, b->gcat, N, OH, OW));
+            WORK(plan_unit(c, &b->c2, b->c1.out, b->c1.gout, N, OH, OW));
+        }
+    decblock *last = dec_at(m, 0, 4);
+    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    WORK(km_conv2d_work_floats(&hd));
+    carve(c, &m->logits, &m->glogits, (size_t)N * H * W);
+    (void)last;
+#undef WORK
+    return work;
+}
+
+km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
+    if (N < 1 || H < 32 || W < 32 || H % 32 || W % 32)
+        return km_err(KM_ESHAPE, "input must be N x 3 x H x W with H, W positive multiples of 32; got %d x 3 x %d x %d",
+                      N, H, W);
+    if (m->planned && m->rN == N && m->rH == H && m->rW == W) return KM_OK;
+    km_free(m->act);
+    km_free(m->gact);
+    km_free(m->work);
+    m->act = m->gact = m->work = NULL;
+    carver c = {m, 0, 0};
+    plan(&c, N, H, W);
+    m->nact = c.off;
+    m->act = km_try_malloc(sizeof(float) * m->nact);
+    m->gact = km_try_malloc(sizeof(float) * m->nact);
+    carver c2 = {m, 0, 1};
+    m->nwork = plan(&c2, N, H, W);
+    m->work = km_try_malloc(sizeof(float) * (m->nwork ? m->nwork : 1));
+    if (!m->act || !m->gact || !m->work) {
+        km_free(m->act);
+        km_free(m->gact);
+        km_free(m->work);
+        m->act = m->gact = m->work = NULL;
+        m->planned = 0;
+        return km_err(KM_ENOMEM, "cannot allocate %.1f GB of activations for batch %d x 3 x %d x %d",
+                      2.0 * m->nact * 4 / 1e9, N, H, W);
+    }
+    m->planned = 1;
+    m->rN = N;
+    m->rH = H;
+    m->rW = W;
+    return KM_OK;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static void unit_forward(km_unetpp *m, unit *u, int train) {
+    const km_conv_dims *d = &u->d;
+    km_conv2d_forward(u->conv, u->in, m->params + u->w, NULL, d, m->work);
+    int HW = d->OH * d->OW;
+    if (train) {
+        km_bn_forward_train(u->out, u->mean, u->invstd, u->conv, m->params + u->gamma,
+                            m->params + u->beta, m->bufs + u->rm, m->bufs + u->rv, d->N, u->cout,
+                            HW, BN_EPS, BN_MOMENTUM);
+        m->nbt[u->bn]++;
+    } else {
+        km_bn_forward_eval(u->out, u->conv, m->params + u->gamma, m->params + u->beta,
+                           m->bufs + u->rm, m->bufs + u->rv, d->N, u->cout, HW, BN_EPS);
+    }
+    if (u->relu) km_relu_forward(u->out, u->out, (size_t)d->N * u->cout * HW);
+}
+
+static void dec_forward(km_unetpp *m, decblock *b, int N, int train) {
+    int OH = 2 * b->h, OW = 2 * b->w, HW = OH * OW, ct = b->c1.cin;
+    for (int n = 0; n < N; n++) {
+        float *cat = b->cat + (size_t)n * ct * HW;
+        km_upsample2x_forward(cat, b->xin + (size_t)n * b->cup * b->h * b->w, 1, b->cup, b->h, b->w);
+        if (b->nskip) {
+            const float *ins[4];
+            for (int k = 0; k < b->nskip; k++) ins[k] = b->skip[k] + (size_t)n * b->skipc[k] * HW;
+            km_concat_forward(cat + (size_t)b->cup * HW, ins, b->skipc, b->nskip, 1, HW);
+        }
+    }
+    unit_forward(m, &b->c1, train);
+    unit_forward(m, &b->c2, train);
+}
+
+km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
+                            float *logits) {
+    km_status s = km_unetpp_reserve(m, N, H, W);
+    if (s) return s;
+    memcpy(m->x, x, sizeof(float) * N * 3 * H * W);
+    unit_forward(m, &m->stem, train);
+    km_maxpool3s2_forward(m->pool, m->pool_arg, m->stem.out, N, 64, H / 2, W / 2);
+    for (int i = 0; i < m->nblocks; i++) {
+        resblock *b = &m->blocks[i];
+        unit_forward(m, &b->c1, train);
+        unit_forward(m, &b->c2, train);
+        const float *id = b->in;
+        if (b->has_ds) {
+            unit_forward(m, &b->ds, train);
+            id = b->ds.out;
+        }
+        size_t n = (size_t)N * b->c2.cout * b->c2.d.OH * b->c2.d.OW;
+        km_add_forward(b->res, b->c2.out, id, n);
+        km_relu_forward(b->res, b->res, n);
+    }
+    for (int l = 0; l <= 4; l++)
+        for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
+    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv2d_forward(m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w,
+                      m->params + m->head_b, &hd, m->work);
+    memcpy(logits, m->logits, sizeof(float) * N * H * W);
+    m->lastN = N;
+    m->lastH = H;
+    m->lastW = W;
+    m->last_train = train;
+    return KM_OK;
+}
+
+/* ----------------------------------------------------------------- backward */
+
+/* d(relu)/d(pre) applied in place: g stays where the forward output is > 0
+ * (PyTorch: gradient 0 at exactly 0). */
+static void relu_mask_inplace(float *g, const float *out, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (!(out[i] > 0.0f)) g[i] = 0.0f;
+}
+
+static void unit_backward(km_unetpp *m, unit *u) {
+    const km_conv_dims *d = &u->d;
+    int HW = d->OH * d->OW;
+    size_t n = (size_t)d->N * u->cout * HW;
+    if (u->relu) relu_mask_inplace(u->gout, u->out, n);
+    km_bn_backward(u->gconv, m->grads + u->gamma, m->grads + u->beta, u->gout, u->conv,
+                   m->params + u->gamma, u->mean, u->invstd, d->N, u->cout, HW);
+    km_conv2d_backward(u->gin, m->grads + u->w, NULL, u->gconv, u->in, m->params + u->w, d,
+                       m->work);
+}
+
+static void dec_backward(km_unetpp *m, decblock *b, int N) {
+    unit_backward(m, &b->c2);
+    unit_backward(m, &b->c1);
+    int OH = 2 * b->h, OW = 2 * b->w, HW = OH * OW, ct = b->c1.cin;
+    for (int n = 0; n < N; n++) {
+        const float *gcat = b->gcat + (size_t)n * ct * HW;
+        km_upsample2x_backward(b->gxin + (size_t)n * b->cup * b->h * b->w, gcat, 1, b->cup, b->h,
+                               b->w);
+        if (b->nskip) {
+            float *outs[4];
+            for (int k = 0; k < b->nskip; k++) outs[k] = b->gskip[k] + (size_t)n * b->skipc[k] * HW;
+            km_concat_backward(outs, b->skipc, b->nskip, gcat + (size_t)b->cup * HW, 1, HW);
+        }
+    }
+}
+
+void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
+    KM_ASSERT(m->planned && m->last_train);
+    int N = m->lastN, H = m->lastH, W = m->lastW;
+    memset(m->gact, 0, sizeof(float) * m->nact);
+    memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
+    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    decblock *last = dec_at(m, 0, 4);
+    km_conv2d_backward(last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
+                       last->c2.out, m->params + m->head_w, &hd, m->work);
+    for (int l = 4; l >= 0; l--)
+        for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
+    for (int i = m->nblocks - 1; i >= 0; i--) {
+        resblock *b = &m->blocks[i];
+        size_t n = (size_t)N * b->c2.cout * b->c2.d.OH * b->c2.d.OW;
+        relu_mask_inplace(b->gres, b->res, n);
+        km_add_backward(b->c2.gout, b->has_ds ? b->ds.gout : b->gin, b->gres, n);
+        unit_backward(m, &b->c2);
+        unit_backward(m, &b->c1);
+        if (b->has_ds) unit_backward(m, &b->ds);
+    }
+    km_maxpool3s2_backward(m->stem.gout, m->gpool, m->pool_arg, N, 64, H / 2, W / 2);
+    unit_backward(m, &m->stem);
+    if (dx) km_add_backward(dx, NULL, m->gx, (size_t)N * 3 * H * W);
+}
+
+/* -------------------------------------------------------------------- loss */
+
+double km_seg_loss(const float *logits, const float *y, size_t n, double bce_weight, float scale,
+                   float *dlogits, double *bce_out, double *dice_out) {
+    double bce = km_bce_logits_forward(logits, y, n);
+    double dice = km_dice_logits_forward(logits, y, n);
+    if (dlogits) {
+        memset(dlogits, 0, sizeof(float) * n);
+        km_bce_logits_backward(dlogits, logits, y, n, (float)(scale * bce_weight));
+        km_dice_logits_backward(dlogits, logits, y, n, (float)(scale * (1.0 - bce_weight)));
+    }
+    if (bce_out) *bce_out = bce;
+    if (dice_out) *dice_out = dice;
+    return bce_weight * bce + (1.0 - bce_weight) * dice;
+}
