@@ -11,6 +11,7 @@ static const km_command g_commands[] = {
     {"info", km_cmd_info, "list the tensors of a checkpoint (.pth, safetensors) or .npy file"},
     {"demo", km_cmd_demo, "train the student for a few steps on real images, showing the loss"},
     {"check-data", km_cmd_check_data, "validate a dataset folder (and split lists), listing every problem"},
+    {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
 };
 
 static void usage(FILE *f) {

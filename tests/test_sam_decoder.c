@@ -11,7 +11,9 @@
  * weights quantised at the 1000-pixel scale). Masks must match exactly except
  * at pixels whose reference logit is within the mask_logits tolerance of 0. */
 #include "test.h"
+#include <time.h>
 #include "../src/io/json.h"
+#include "../src/io/image.h"
 #include "../src/io/load.h"
 #include "../src/io/npy.h"
 #include "../src/models/sam.h"
@@ -226,20 +228,30 @@ KM_TEST(sam_predict_speed) {
     int lab[3] = {1, 1, 1};
     km_sam_prompts pr = {pts, lab, 3, box, NULL, 0, 0, 0};
     int saved = km_get_threads();
-    km_set_threads(2);
-    km_sam_result r;
-    CHECK_OK(km_sam_predict(&p, &pr, &r)); /* warm-up: workspace, BLAS threads */
-    km_sam_result_free(&r);
-    double best = 1e9;
-    for (int i = 0; i < 5; i++) {
-        double t0 = km_now();
-        CHECK_OK(km_sam_predict(&p, &pr, &r));
-        double dt = km_now() - t0;
-        best = dt < best ? dt : best;
+    double best2 = 1e9;
+    for (int nt = 1; nt <= 2; nt++) {
+        km_set_threads(nt);
+        km_sam_result r;
+        CHECK_OK(km_sam_predict(&p, &pr, &r)); /* warm-up: workspace, BLAS threads */
         km_sam_result_free(&r);
+        double best = 1e9, best_cpu = 1e9;
+        for (int i = 0; i < 5; i++) {
+            struct timespec c0, c1;
+            clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+            double t0 = km_now();
+            CHECK_OK(km_sam_predict(&p, &pr, &r));
+            double dt = km_now() - t0;
+            clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+            double cpu = (c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
+            best = dt < best ? dt : best;
+            best_cpu = cpu < best_cpu ? cpu : best_cpu;
+            km_sam_result_free(&r);
+        }
+        printf("    predict (3 points + box, 183x247 image, %d thread%s): best of 5 %.1f ms wall, "
+               "%.1f ms CPU\n", nt, nt > 1 ? "s" : "", best * 1e3, best_cpu * 1e3);
+        if (nt == 2) best2 = best;
     }
-    printf("    predict (3 points + box, 183x247 image, 2 threads): best of 5 %.1f ms\n", best * 1e3);
-    CHECK(best < 2.0); /* loose: the suite runs on shared machines; target is ~0.1 s */
+    CHECK(best2 < 2.0); /* loose: the suite runs on shared machines; target is ~0.1 s */
     km_set_threads(saved);
 done:
     km_sam_predictor_free(&p);
@@ -404,4 +416,89 @@ KM_TEST(sam_predictor_end_to_end_from_image) {
         km_tensor_free(&img);
     }
     km_sam_free(&m);
+}
+
+/* Reads a small text file into buf (NUL-terminated, truncated). */
+static void slurp(const char *path, char *buf, size_t n) {
+    buf[0] = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    size_t k = fread(buf, 1, n - 1, f);
+    buf[k] = 0;
+    fclose(f);
+}
+
+KM_TEST(sam_cli_writes_fixture_outputs_and_rejects_bad_input) {
+    const char *bin = getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg";
+    const char *dir = km_test_tmpdir();
+    char ck[1024], im[1024], e_npy[1024]; /* km_test_path's buffers rotate: copy */
+    snprintf(ck, sizeof ck, "%s", km_test_path(FIX "sam_tiny.pth"));
+    snprintf(im, sizeof im, "%s", km_test_path(FIX "image.png"));
+    snprintf(e_npy, sizeof e_npy, "%s", km_test_path(FIX "c_points_posneg_multi.iou_predictions.npy"));
+    /* c_points_posneg_multi: (120,95) fg, (40,150) bg, multimask; from the PNG */
+    int rc = km_test_sh("'%s' sam --checkpoint '%s' --image '%s' --point 120,95 --point 40,150,0 "
+                        "--multimask --out '%s/m.png' --embedding-out '%s/e.npy' --lowres-out "
+                        "'%s/l.npy' --iou-out '%s/i.npy' > '%s/log.txt' 2>&1",
+                        bin, ck, im, dir, dir, dir, dir, dir);
+    CHECK_MSG(rc == 0, "kmseg sam exited %d", rc);
+    char path[1024];
+    struct {
+        const char *mine, *ref;
+        int ndim;
+        int64_t shape[4];
+        const char *tol_key;
+    } outs[] = {{"e.npy", FIX "image_embedding.npy", 4, {1, 256, 64, 64}, "image_embedding"},
+                {"l.npy", FIX "c_points_posneg_multi.low_res_logits.npy", 4, {1, 3, 256, 256},
+                 "c_points_posneg_multi.low_res_logits"},
+                {"i.npy", FIX "c_points_posneg_multi.iou_predictions.npy", 2, {1, 3},
+                 "c_points_posneg_multi.iou_predictions"}};
+    for (int k = 0; rc == 0 && k < 3; k++) {
+        km_tensor t;
+        snprintf(path, sizeof path, "%s/%s", dir, outs[k].mine);
+        km_status s = km_npy_load_f32(path, outs[k].ndim, outs[k].shape, &t);
+        CHECK_OK(s);
+        if (s) continue;
+        int64_t n = km_numel(t.ndim, t.shape);
+        float *ref = load_f32(outs[k].ref, n);
+        if (ref) {
+            km_cmp c = km_compare(outs[k].mine, t.data, ref, (size_t)n);
+            CHECK(c.max_abs <= tol(outs[k].tol_key));
+            km_free(ref);
+        }
+        km_tensor_free(&t);
+    }
+    km_image mi;
+    snprintf(path, sizeof path, "%s/m.png", dir);
+    if (rc == 0 && km_image_load(path, &mi, 0) == KM_OK) {
+        CHECK(mi.w == 247 && mi.h == 183 && mi.c == 1);
+        size_t fg = 0;
+        for (int i = 0; i < mi.w * mi.h; i++) {
+            CHECK(mi.data[i] == 0 || mi.data[i] == 255);
+            fg += mi.data[i] == 255;
+        }
+        CHECK(fg > 0 && fg < (size_t)mi.w * mi.h);
+        km_image_free(&mi);
+    } else CHECK(0);
+
+    /* errors: non-zero exit and a message naming the problem */
+    struct {
+        const char *args, *needle;
+        int code;
+    } bad[] = {{"--image '%s' --checkpoint /nonexistent.pth --box 1,2,3,4", "/nonexistent.pth", 1},
+               {"--image '%s' --checkpoint '%s' --bogus", "--bogus", 2},
+               {"--image '%s' --checkpoint '%s' --point 900,10", "point 0 (x=900, y=10) is outside", 2},
+               {"--image '%s' --checkpoint '%s' --box 200,20,100,160", "x1 < x0", 2},
+               {"--image '%s' --checkpoint '%s' --box 1,2,3", "--box '1,2,3'", 2},
+               {"--image '%s' --checkpoint '%s'", "no prompt", 2},
+               {"--image '%s' --checkpoint '%s' --point 10,10 --mask-input '%s'", "mask input has shape", 1}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char args[2048], log[4096];
+        snprintf(args, sizeof args, bad[k].args, im, ck, e_npy);
+        rc = km_test_sh("'%s' sam %s --out '%s/x.png' > '%s/err.txt' 2>&1", bin, args, dir, dir);
+        snprintf(path, sizeof path, "%s/err.txt", dir);
+        slurp(path, log, sizeof log);
+        CHECK_MSG(rc == bad[k].code, "case %zu: exit %d, expected %d (%s)", k, rc, bad[k].code, log);
+        CHECK_MSG(strstr(log, bad[k].needle) != NULL, "case %zu: message '%s' lacks '%s'", k, log,
+                  bad[k].needle);
+    }
 }

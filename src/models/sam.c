@@ -165,8 +165,8 @@ static km_status check_xy(const char *what, int idx, float x, float y, int w, in
     return KM_OK;
 }
 
-static km_status validate(const km_sam_predictor *p, const km_sam_prompts *pr) {
-    if (!p->has_image) return km_err(KM_EARG, "predict: no image set (set_image / set_embedding first)");
+km_status km_sam_validate_prompts(const km_sam_prompts *pr, km_sam_profile profile, int orig_w,
+                                  int orig_h) {
     if (pr->n_points < 0) return km_err(KM_EARG, "predict: negative point count %d", pr->n_points);
     if (pr->n_points > 0 && (!pr->points || !pr->labels))
         return km_err(KM_EARG, "predict: %d points given without %s", pr->n_points,
@@ -174,7 +174,7 @@ static km_status validate(const km_sam_predictor *p, const km_sam_prompts *pr) {
     if (pr->n_points == 0 && !pr->box && !pr->mask_input)
         return km_err(KM_EARG, "predict: no prompt given: need at least one point, a box or a "
                       "mask input");
-    if (p->profile == KM_SAM_PROFILE_MEDSAM) {
+    if (profile == KM_SAM_PROFILE_MEDSAM) {
         if (!pr->box || pr->n_points || pr->mask_input)
             return km_err(KM_EARG, "predict: the MedSAM profile takes exactly one box and no "
                           "points or mask input");
@@ -182,8 +182,7 @@ static km_status validate(const km_sam_predictor *p, const km_sam_prompts *pr) {
             return km_err(KM_EARG, "predict: the MedSAM profile is single-mask (multimask off)");
     }
     for (int i = 0; i < pr->n_points; i++) {
-        km_status s = check_xy("point", i, pr->points[2 * i], pr->points[2 * i + 1], p->orig_w,
-                               p->orig_h);
+        km_status s = check_xy("point", i, pr->points[2 * i], pr->points[2 * i + 1], orig_w, orig_h);
         if (s) return s;
         int l = pr->labels[i];
         if (l < -1 || l > 1)
@@ -193,8 +192,8 @@ static km_status validate(const km_sam_predictor *p, const km_sam_prompts *pr) {
     if (pr->box) {
         const float *b = pr->box;
         km_status s;
-        if ((s = check_xy("box corner", 0, b[0], b[1], p->orig_w, p->orig_h)) ||
-            (s = check_xy("box corner", 1, b[2], b[3], p->orig_w, p->orig_h)))
+        if ((s = check_xy("box corner", 0, b[0], b[1], orig_w, orig_h)) ||
+            (s = check_xy("box corner", 1, b[2], b[3], orig_w, orig_h)))
             return s;
         if (b[2] < b[0] || b[3] < b[1])
             return km_err(KM_EARG, "box (%g, %g, %g, %g) has %s, expected (x0, y0, x1, y1) with "
@@ -217,7 +216,8 @@ static float to_input(const km_sam_predictor *p, float v, int is_x) {
 
 km_status km_sam_predict(km_sam_predictor *p, const km_sam_prompts *pr, km_sam_result *out) {
     memset(out, 0, sizeof *out);
-    km_status s = validate(p, pr);
+    if (!p->has_image) return km_err(KM_EARG, "predict: no image set (set_image / set_embedding first)");
+    km_status s = km_sam_validate_prompts(pr, p->profile, p->orig_w, p->orig_h);
     if (s) return s;
     const km_sam *m = p->model;
     const int D = m->dec.D, n = pr->n_points;

@@ -99,6 +99,10 @@ typedef struct {
  * errors naming the offending value, then runs prompt encoder, mask decoder
  * and post-processing. */
 km_status km_sam_predict(km_sam_predictor *p, const km_sam_prompts *pr, km_sam_result *out);
+/* The same validation alone, for an orig_w x orig_h image (lets callers fail
+ * before running the image encoder). */
+km_status km_sam_validate_prompts(const km_sam_prompts *pr, km_sam_profile profile, int orig_w,
+                                  int orig_h);
 void km_sam_result_free(km_sam_result *r);
 
 #endif
