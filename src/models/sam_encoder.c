@@ -7,6 +7,7 @@
 #include "../nn/basic.h"
 #include "../nn/gemm.h"
 
+#include <omp.h>
 #include <string.h>
 
 #define PFX "image_encoder."
@@ -36,12 +37,11 @@ struct km_sam_encoder {
     /* Scratch, allocated at load (T = G*G tokens, Tp = padded window tokens). */
     int Tp;
     float *x;    /* [T, D] residual stream */
-    float *xn;   /* [T, D] normed */
-    float *xw;   /* [Tp, D] window-partitioned normed tokens */
-    float *qkv;  /* [Tp, 3D] */
+    float *xn;   /* [T, D] normed / cropped attention output */
+    float *qkv;  /* [Tp, 3D] (window-partitioned for windowed blocks) */
     float *att;  /* [Tp, D] attention output (heads concatenated) */
-    float *prj;  /* [Tp, D] proj / lin2 output */
-    float *big;  /* max([T, M] MLP hidden, [T, 3p^2] and [9*OC, T] im2col) */
+    float *prj;  /* [T, D] proj / lin2 output */
+    float *big;  /* max([T, M] MLP hidden, [T, 3D] qkv, [T, 3p^2] and [9*OC, T] im2col) */
     float *nk;   /* [OC, T] neck intermediate */
     float *attn_scratch;
     size_t attn_floats;
@@ -135,6 +135,47 @@ km_status km_sam_encoder_config_infer(const km_tdict *sd, const char *file,
     if (cfg->mlp_dim < 1 || cfg->out_chans < 1)
         return km_err(KM_ESHAPE, "%s: empty mlp or neck tensors", file);
     return KM_OK;
+}
+
+/* ------------------------------------------------------------- threading -- */
+
+/* Threading model: the forward runs the BLAS single-threaded and splits every
+ * GEMM over OpenMP threads itself (rows of the activations). With two thread
+ * pools (OpenMP for the norms/attention, OpenBLAS's pthreads for the GEMMs)
+ * each pool's idle threads spin while the other works, which on a 2-core
+ * machine cost ~25% of the tiny encoder's time. Per-row results do not depend
+ * on the split, and the split depends only on the thread count. */
+static void split_rows(int M, int *m0, int *m1) {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    int per = ((M + n - 1) / n + 15) & ~15; /* 16-row multiples */
+    *m0 = t * per < M ? t * per : M;
+    *m1 = *m0 + per < M ? *m0 + per : M;
+}
+
+/* out[M, O] = in[M, I] w[O, I]^T + b */
+static void linear_mt(float *out, const float *in, const float *w, const float *b, int M, int I,
+                      int O) {
+#pragma omp parallel
+    {
+        int m0, m1;
+        split_rows(M, &m0, &m1);
+        if (m1 > m0)
+            km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m1 - m0, I, O);
+    }
+}
+
+/* C[M, N] = A[M, K] @ op(B) with op(B) = B[N, K]^T (tb) or B[K, N], split over
+ * the N columns (the token axis of the neck's NCHW outputs); ldb, ldc given. */
+static void gemm_cols_mt(int tb, int M, int N, int K, const float *A, const float *B, int ldb,
+                         float *C, int ldc) {
+#pragma omp parallel
+    {
+        int n0, n1;
+        split_rows(N, &n0, &n1);
+        if (n1 > n0)
+            km_sgemm(0, tb, M, n1 - n0, K, 1.0f, A, K, tb ? B + (size_t)n0 * ldb : B + n0, ldb,
+                     0.0f, C + n0, ldc);
+    }
 }
 
 /* ------------------------------------------------------------------ load -- */
@@ -258,6 +299,7 @@ km_status km_sam_encoder_load(km_sam_encoder **enc, const km_tdict *sd, const ch
     }
     e->Tp = (int)Tp;
     size_t big = T * M;
+    if (T * 3 * D > big) big = T * 3 * D;
     if (T * 3 * pp > big) big = T * 3 * pp;
     if (9 * OC * T > big) big = 9 * OC * T;
     int nt = km_get_threads();
@@ -266,10 +308,9 @@ km_status km_sam_encoder_load(km_sam_encoder **enc, const km_tdict *sd, const ch
     e->attn_floats = a_glob > a_win ? a_glob : a_win;
     e->x = km_malloc(sizeof(float) * T * D);
     e->xn = km_malloc(sizeof(float) * T * D);
-    e->xw = km_malloc(sizeof(float) * Tp * D);
     e->qkv = km_malloc(sizeof(float) * Tp * 3 * D);
     e->att = km_malloc(sizeof(float) * Tp * D);
-    e->prj = km_malloc(sizeof(float) * Tp * D);
+    e->prj = km_malloc(sizeof(float) * T * D);
     e->big = km_malloc(sizeof(float) * big);
     e->nk = km_malloc(sizeof(float) * OC * T);
     e->attn_scratch = km_malloc(sizeof(float) * e->attn_floats);
@@ -287,7 +328,6 @@ void km_sam_encoder_free(km_sam_encoder *e) {
     km_free(e->blocks);
     km_free(e->x);
     km_free(e->xn);
-    km_free(e->xw);
     km_free(e->qkv);
     km_free(e->att);
     km_free(e->prj);
@@ -315,41 +355,45 @@ static void patch_embed(km_sam_encoder *e, const float *img) {
                            img + ((size_t)ch * S + (size_t)gy * p + ky) * S + (size_t)gx * p,
                            sizeof(float) * p);
         }
-    km_linear_forward(e->x, col, e->pe_w, e->pe_b, G * G, K, c->embed_dim);
+    linear_mt(e->x, col, e->pe_w, e->pe_b, G * G, K, c->embed_dim);
     size_t n = (size_t)G * G * c->embed_dim;
     for (size_t i = 0; i < n; i++) e->x[i] += e->pos_embed[i];
 }
 
-/* window_partition: [G, G, D] -> [nw*nw windows][ws*ws][D], zero padding at
- * the bottom/right (after norm1; padded tokens are not masked). */
-static void window_partition(float *out, const float *in, int G, int ws, int D) {
+/* window_partition: [G, G, F] -> [nw*nw windows][ws*ws][F], windows and
+ * tokens row-major. The reference pads the normed tokens with zeros before
+ * the qkv Linear, so a padded token's qkv is exactly the bias (0 * W sums to
+ * 0); we run the Linear on the G*G real tokens only and fill padded rows with
+ * `pad` (= qkv bias). Padded tokens are not masked in the attention. */
+static void window_partition(float *out, const float *in, const float *pad, int G, int ws, int F) {
     const int nw = (G + ws - 1) / ws;
+#pragma omp parallel for schedule(static)
     for (int wy = 0; wy < nw; wy++)
         for (int wx = 0; wx < nw; wx++)
             for (int ty = 0; ty < ws; ty++)
                 for (int tx = 0; tx < ws; tx++) {
                     int y = wy * ws + ty, x = wx * ws + tx;
-                    float *o = out + ((((size_t)wy * nw + wx) * ws + ty) * ws + tx) * D;
-                    if (y < G && x < G)
-                        memcpy(o, in + ((size_t)y * G + x) * D, sizeof(float) * D);
-                    else
-                        memset(o, 0, sizeof(float) * D);
+                    float *o = out + ((((size_t)wy * nw + wx) * ws + ty) * ws + tx) * F;
+                    memcpy(o, (y < G && x < G) ? in + ((size_t)y * G + x) * F : pad,
+                           sizeof(float) * F);
                 }
 }
 
-/* x += window_unpartition(a) cropped back to G x G (the residual add). */
-static void window_unpartition_add(float *x, const float *a, int G, int ws, int D) {
+/* window_unpartition + crop: [nw*nw][ws*ws][F] -> [G, G, F]. The proj Linear
+ * is row-wise, so applying it after the crop (to real tokens only) gives the
+ * same rows as the reference's proj-then-crop. */
+static void window_unpartition(float *out, const float *in, int G, int ws, int F) {
     const int nw = (G + ws - 1) / ws;
 #pragma omp parallel for schedule(static)
     for (int y = 0; y < G; y++)
-        for (int xx = 0; xx < G; xx++) {
-            int wy = y / ws, ty = y % ws, wx = xx / ws, tx = xx % ws;
-            const float *src = a + ((((size_t)wy * nw + wx) * ws + ty) * ws + tx) * D;
-            float *dst = x + ((size_t)y * G + xx) * D;
-            for (int d = 0; d < D; d++) dst[d] = dst[d] + src[d];
+        for (int x = 0; x < G; x++) {
+            int wy = y / ws, ty = y % ws, wx = x / ws, tx = x % ws;
+            memcpy(out + ((size_t)y * G + x) * F,
+                   in + ((((size_t)wy * nw + wx) * ws + ty) * ws + tx) * F, sizeof(float) * F);
         }
 }
 
+/* x = x + a (the residual adds: shortcut + branch). */
 static void add_inplace(float *x, const float *a, size_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] = x[i] + a[i];
@@ -358,34 +402,30 @@ static void add_inplace(float *x, const float *a, size_t n) {
 static void block_forward(km_sam_encoder *e, const enc_block *bk) {
     const km_sam_encoder_config *c = &e->cfg;
     const int G = c->grid, T = G * G, D = c->embed_dim, ws = c->window_size;
+    /* x = x + proj(attn(norm1(x))) */
     km_layernorm_forward(e->xn, e->x, bk->norm1_w, bk->norm1_b, T, D, ENC_EPS);
-    const float *ain;
-    int ntok, ngroups, side;
     if (bk->global) {
-        ain = e->xn;
-        ntok = T;
-        ngroups = 1;
-        side = G;
+        linear_mt(e->qkv, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
+        km_relattn_forward(e->att, e->qkv, bk->rel_h, bk->rel_w, 1, G, G, c->num_heads,
+                           c->head_dim, e->attn_scratch, e->attn_floats);
+        km_gemm_set_threads(1); /* km_relattn_forward restores the BLAS threads */
+        linear_mt(e->prj, e->att, bk->proj_w, bk->proj_b, T, D, D);
     } else {
-        window_partition(e->xw, e->xn, G, ws, D);
-        ain = e->xw;
-        ntok = e->Tp;
-        ngroups = ntok / (ws * ws);
-        side = ws;
+        /* qkv of the real tokens into `big` (free until the MLP), then windows. */
+        linear_mt(e->big, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
+        window_partition(e->qkv, e->big, bk->qkv_b, G, ws, 3 * D);
+        km_relattn_forward(e->att, e->qkv, bk->rel_h, bk->rel_w, e->Tp / (ws * ws), ws, ws,
+                           c->num_heads, c->head_dim, e->attn_scratch, e->attn_floats);
+        km_gemm_set_threads(1);
+        window_unpartition(e->xn, e->att, G, ws, D);
+        linear_mt(e->prj, e->xn, bk->proj_w, bk->proj_b, T, D, D);
     }
-    km_linear_forward(e->qkv, ain, bk->qkv_w, bk->qkv_b, ntok, D, 3 * D);
-    km_relattn_forward(e->att, e->qkv, bk->rel_h, bk->rel_w, ngroups, side, side, c->num_heads,
-                       c->head_dim, e->attn_scratch, e->attn_floats);
-    km_linear_forward(e->prj, e->att, bk->proj_w, bk->proj_b, ntok, D, D);
-    if (bk->global)
-        add_inplace(e->x, e->prj, (size_t)T * D);
-    else
-        window_unpartition_add(e->x, e->prj, G, ws, D);
-    /* x = x + mlp(norm2(x)) */
+    add_inplace(e->x, e->prj, (size_t)T * D);
+    /* x = x + lin2(gelu(lin1(norm2(x)))) */
     km_layernorm_forward(e->xn, e->x, bk->norm2_w, bk->norm2_b, T, D, ENC_EPS);
-    km_linear_forward(e->big, e->xn, bk->lin1_w, bk->lin1_b, T, D, c->mlp_dim);
+    linear_mt(e->big, e->xn, bk->lin1_w, bk->lin1_b, T, D, c->mlp_dim);
     km_gelu_forward(e->big, e->big, (size_t)T * c->mlp_dim);
-    km_linear_forward(e->prj, e->big, bk->lin2_w, bk->lin2_b, T, c->mlp_dim, D);
+    linear_mt(e->prj, e->big, bk->lin2_w, bk->lin2_b, T, c->mlp_dim, D);
     add_inplace(e->x, e->prj, (size_t)T * D);
 }
 
@@ -413,6 +453,7 @@ km_status km_sam_encoder_forward(km_sam_encoder *e, const float *img, float *emb
     const km_sam_encoder_config *c = &e->cfg;
     const int G = c->grid, T = G * G, D = c->embed_dim, OC = c->out_chans;
     const size_t td = (size_t)T * D * sizeof(float);
+    km_gemm_set_threads(1); /* see "threading" above; restored at the end */
     patch_embed(e, img);
     if (taps && taps->after_patch_embed_pos) memcpy(taps->after_patch_embed_pos, e->x, td);
     for (int i = 0; i < c->depth; i++) {
@@ -422,10 +463,11 @@ km_status km_sam_encoder_forward(km_sam_encoder *e, const float *img, float *emb
     if (taps && taps->after_last_block) memcpy(taps->after_last_block, e->x, td);
     /* Neck, NCHW out: 1x1 conv nk[OC, T] = W0[OC, D] x^T, LayerNorm2d,
      * 3x3 conv as W2[OC, OC*9] @ im2col[OC*9, T], LayerNorm2d. */
-    km_sgemm(0, 1, OC, T, D, 1.0f, e->neck0, D, e->x, D, 0.0f, e->nk, T);
+    gemm_cols_mt(1, OC, T, D, e->neck0, e->x, D, e->nk, T);
     km_layernorm2d_forward(e->nk, e->nk, e->neck1_w, e->neck1_b, 1, OC, T, ENC_EPS);
     im2col3x3(e->big, e->nk, OC, G);
-    km_sgemm(0, 0, OC, T, OC * 9, 1.0f, e->neck2, OC * 9, e->big, T, 0.0f, embedding, T);
+    gemm_cols_mt(0, OC, T, OC * 9, e->neck2, e->big, T, embedding, T);
     km_layernorm2d_forward(embedding, embedding, e->neck3_w, e->neck3_b, 1, OC, T, ENC_EPS);
+    km_gemm_set_threads(km_get_threads());
     return KM_OK;
 }

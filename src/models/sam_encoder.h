@@ -24,9 +24,12 @@
  *   km_sam_encoder_forward(enc, img, emb, NULL);
  *   km_sam_encoder_free(enc);
  * The image is the SamPredictor input (sam_preprocess.h): float [3, 1024, 1024],
- * normalised and padded. The forward allocates nothing; all scratch (about
- * 35 * 4096 * embed_dim floats, ~430 MB for ViT-B) is allocated at load.
- * It uses km_get_threads() threads (OpenMP + BLAS); the result is
+ * normalised and padded. The forward allocates nothing: weights (359 MB for
+ * ViT-B) and scratch (~160 MB for ViT-B at 2 threads: the [4096, 3072] MLP
+ * hidden, padded-window qkv, a few [4096, D] activations, per-thread 4 MB
+ * attention score blocks) are allocated at load; the 4096 x 4096 attention
+ * map is never materialised. It uses km_get_threads() OpenMP threads (the
+ * BLAS runs single-threaded inside them during the call); the result is
  * bit-identical for a fixed thread count.
  * A km_sam_encoder is not reentrant: one forward at a time per encoder. */
 #ifndef KM_SAM_ENCODER_H
