@@ -37,13 +37,16 @@ static const conv_case k_grad_cases[] = {
 };
 /* Adds shapes that exercise the batching of images into one GEMM: no
  * batching (P = 1440 > target), a full group (7x7, N = 5) and a partial last
- * group (20x20: 2 images per GEMM, N = 3). */
+ * group (20x20: 2 images per GEMM, N = 3); and the row blocking of large
+ * images (col > 2^20 floats: 48 output rows in blocks of 37 + 11, and 45 + 3
+ * with stride 2). */
 static const conv_case k_fwd_cases[] = {
     {2, 3, 11, 9, 4, 7, 7, 2, 2, 3, 3, 1},   {2, 5, 8, 6, 6, 3, 3, 1, 1, 1, 1, 0},
     {3, 4, 7, 5, 5, 1, 1, 2, 2, 0, 0, 1},    {2, 4, 6, 5, 3, 1, 1, 1, 1, 0, 0, 1},
     {2, 3, 9, 10, 4, 3, 2, 2, 1, 0, 1, 1},   {2, 2, 40, 36, 3, 3, 3, 1, 1, 1, 1, 1},
     {5, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 0},    {3, 2, 20, 20, 3, 3, 3, 1, 1, 1, 1, 1},
-    {4, 6, 14, 14, 8, 3, 3, 2, 2, 1, 1, 0},
+    {4, 6, 14, 14, 8, 3, 3, 2, 2, 1, 1, 0},  {1, 64, 48, 48, 4, 3, 3, 1, 1, 1, 1, 1},
+    {1, 64, 96, 80, 3, 3, 3, 2, 2, 1, 1, 0},
 };
 
 typedef struct {

@@ -16,21 +16,33 @@
  * the dims (conv_group), so the workspace size and the kernels agree.
  *
  * 1x1 stride-1 pad-0 convolutions are plain GEMMs on the image itself
- * (col == in), with no workspace. im2col/col2im/scatter run under OpenMP; the
- * GEMMs are threaded by the BLAS. Every reduction has a fixed order, so a
- * given thread count gives bit-identical results. */
+ * (col == in), with no workspace. Large images are processed in blocks of
+ * output rows so that the col block stays in cache.
+ *
+ * Threads: only the GEMMs are threaded (by the BLAS). im2col, col2im and the
+ * scatter run on the calling thread on purpose: with OpenMP loops between the
+ * BLAS calls, libgomp's and OpenBLAS's spin-waiting worker threads fight for
+ * the 2 cores; bench/bench_ops.c measured the OpenMP version 2-3x slower
+ * (default OMP_WAIT_POLICY, loaded machine) and up to 10x slower with the
+ * row blocking. Every reduction has a fixed order: bit-identical results for
+ * a given thread count. */
 #include "conv2d.h"
 #include "gemm.h"
 #include "../core/km.h"
 
 #include <string.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
-
-/* Aim for GEMMs at least this wide (columns) when batching images; measured
- * with bench/bench_ops.c (see the report in the commit history). */
-enum { KM_CONV_TARGET_COLS = 1024 };
+/* Aim for GEMMs at least this wide (columns) when batching images; tuned
+ * with bench/bench_ops.c, which rebuilds this file with other values. */
+#ifndef KM_CONV_TARGET_COLS
+#define KM_CONV_TARGET_COLS 1024
+#endif
+/* Large images (decoder at 112x112: col = 2880 x 12544 floats = 144 MB per
+ * image) are processed in blocks of whole output rows so that the col block
+ * stays near the caches instead of streaming through DRAM twice. */
+#ifndef KM_CONV_BLOCK_FLOATS
+#define KM_CONV_BLOCK_FLOATS (1 << 20)
+#endif
 
 km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
                             int ph, int pw) {
@@ -56,11 +68,20 @@ static int conv_group(const km_conv_dims *d) {
     return g;
 }
 
+/* Output rows per col block when images are not batched (G == 1). */
+static int conv_block_rows(const km_conv_dims *d) {
+    size_t row = (size_t)d->C * d->kh * d->kw * d->OW;
+    size_t r = KM_CONV_BLOCK_FLOATS / row;
+    if (r < 1) r = 1;
+    return r > (size_t)d->OH ? d->OH : (int)r;
+}
+
 size_t km_conv2d_work_floats(const km_conv_dims *d) {
     if (is_pointwise(d)) return 0;
     size_t P = (size_t)d->OH * d->OW, CKK = (size_t)d->C * d->kh * d->kw;
     size_t G = (size_t)conv_group(d);
-    return CKK * G * P + (G > 1 ? (size_t)d->K * G * P : 0);
+    if (G == 1) return CKK * (size_t)conv_block_rows(d) * d->OW;
+    return CKK * G * P + (size_t)d->K * G * P;
 }
 
 /* Valid output-column range [lo, hi) for kernel column j: the ox with
@@ -76,12 +97,14 @@ static void valid_range(int j, int pad, int stride, int in, int out, int *lo, in
     *hi = h;
 }
 
-/* One row of col (channel plane `im` [H, W], kernel offset (i, j)) -> dst[P]. */
-static void im2col_row(float *dst, const float *im, int i, int j, const km_conv_dims *d) {
+/* One row of col for output rows [oy0, oy0 + nr) (channel plane `im` [H, W],
+ * kernel offset (i, j)) -> dst[nr * OW]. */
+static void im2col_row(float *dst, const float *im, int i, int j, int oy0, int nr,
+                       const km_conv_dims *d) {
     int lo, hi;
     valid_range(j, d->pw, d->sw, d->W, d->OW, &lo, &hi);
-    for (int oy = 0; oy < d->OH; oy++) {
-        float *o = dst + (size_t)oy * d->OW;
+    for (int oy = oy0; oy < oy0 + nr; oy++) {
+        float *o = dst + (size_t)(oy - oy0) * d->OW;
         int iy = oy * d->sh - d->ph + i;
         if (iy < 0 || iy >= d->H) {
             memset(o, 0, sizeof(float) * d->OW);
@@ -98,19 +121,21 @@ static void im2col_row(float *dst, const float *im, int i, int j, const km_conv_
     }
 }
 
-/* Adds the kh*kw rows of channel c in dcol (row stride ld) back into the
- * channel plane im [H, W], in a fixed (i, j, oy, ox) order. */
-static void col2im_channel(float *im, const float *dcol, size_t ld, int c, const km_conv_dims *d) {
+/* Adds the kh*kw rows of channel c in dcol (row stride ld, output rows
+ * [oy0, oy0 + nr)) back into the channel plane im [H, W], in a fixed
+ * (i, j, oy, ox) order. */
+static void col2im_channel(float *im, const float *dcol, size_t ld, int c, int oy0, int nr,
+                           const km_conv_dims *d) {
     for (int i = 0; i < d->kh; i++)
         for (int j = 0; j < d->kw; j++) {
             const float *row = dcol + (size_t)((c * d->kh + i) * d->kw + j) * ld;
             int lo, hi;
             valid_range(j, d->pw, d->sw, d->W, d->OW, &lo, &hi);
-            for (int oy = 0; oy < d->OH; oy++) {
+            for (int oy = oy0; oy < oy0 + nr; oy++) {
                 int iy = oy * d->sh - d->ph + i;
                 if (iy < 0 || iy >= d->H) continue;
                 float *dst = im + (size_t)iy * d->W - d->pw + j;
-                const float *r = row + (size_t)oy * d->OW;
+                const float *r = row + (size_t)(oy - oy0) * d->OW;
                 if (d->sw == 1)
                     for (int ox = lo; ox < hi; ox++) dst[ox] += r[ox];
                 else
@@ -119,18 +144,18 @@ static void col2im_channel(float *im, const float *dcol, size_t ld, int c, const
         }
 }
 
-/* col [CKK, ld] gets images n0..n0+G-1 side by side (image g at column g*P). */
-static void im2col_group(float *col, size_t ld, const float *in, int n0, int G,
+/* col [CKK, ld] gets output rows [oy0, oy0 + nr) of images n0..n0+G-1 side
+ * by side (image g at column g * nr * OW). */
+static void im2col_group(float *col, size_t ld, const float *in, int n0, int G, int oy0, int nr,
                          const km_conv_dims *d) {
     const int kk = d->kh * d->kw, CKK = d->C * kk;
-    const size_t P = (size_t)d->OH * d->OW, plane = (size_t)d->H * d->W;
+    const size_t P = (size_t)nr * d->OW, plane = (size_t)d->H * d->W;
     const long rows = (long)G * CKK;
-#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
     for (long t = 0; t < rows; t++) {
         int g = (int)(t / CKK), r = (int)(t % CKK);
         int c = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
         const float *im = in + ((size_t)(n0 + g) * d->C + c) * plane;
-        im2col_row(col + (size_t)r * ld + (size_t)g * P, im, i, j, d);
+        im2col_row(col + (size_t)r * ld + (size_t)g * P, im, i, j, oy0, nr, d);
     }
 }
 
@@ -140,19 +165,24 @@ void km_conv2d_forward(float *out, const float *in, const float *w, const float 
     const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
     const int G = conv_group(d);
     if (G == 1) {
+        const int R = is_pointwise(d) ? d->OH : conv_block_rows(d);
         for (int n = 0; n < d->N; n++) {
             float *o = out + (size_t)n * K * P;
-            const float *src = in + (size_t)n * d->C * HW;
-            if (!is_pointwise(d)) {
-                im2col_group(work, P, in, n, 1, d);
-                src = work;
-            }
             if (b) {
-#pragma omp parallel for schedule(static) if ((size_t)K * P > KM_OMP_MIN)
                 for (int k = 0; k < K; k++)
                     for (size_t p = 0; p < P; p++) o[(size_t)k * P + p] = b[k];
             }
-            km_sgemm(0, 0, K, (int)P, CKK, 1.0f, w, CKK, src, (int)P, b ? 1.0f : 0.0f, o, (int)P);
+            for (int oy0 = 0; oy0 < d->OH; oy0 += R) {
+                const int nr = d->OH - oy0 < R ? d->OH - oy0 : R;
+                const int cols = nr * d->OW;
+                const float *src = in + (size_t)n * d->C * HW; /* pointwise: R == OH */
+                if (!is_pointwise(d)) {
+                    im2col_group(work, (size_t)cols, in, n, 1, oy0, nr, d);
+                    src = work;
+                }
+                km_sgemm(0, 0, K, cols, CKK, 1.0f, w, CKK, src, cols, b ? 1.0f : 0.0f,
+                         o + (size_t)oy0 * d->OW, (int)P);
+            }
         }
         return;
     }
@@ -160,10 +190,9 @@ void km_conv2d_forward(float *out, const float *in, const float *w, const float 
     for (int n0 = 0; n0 < d->N; n0 += G) {
         int g_n = d->N - n0 < G ? d->N - n0 : G;
         size_t ld = (size_t)g_n * P;
-        im2col_group(col, ld, in, n0, g_n, d);
+        im2col_group(col, ld, in, n0, g_n, 0, d->OH, d);
         km_sgemm(0, 0, K, (int)ld, CKK, 1.0f, w, CKK, col, (int)ld, 0.0f, tmp, (int)ld);
         const long rows = (long)g_n * K;
-#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
         for (long t = 0; t < rows; t++) {
             int g = (int)(t / K), k = (int)(t % K);
             const float *s = tmp + (size_t)k * ld + (size_t)g * P;
@@ -180,7 +209,6 @@ void km_conv2d_forward(float *out, const float *in, const float *w, const float 
 /* db[k] += sum over images and pixels of dout[n, k, :], double accumulator. */
 static void bias_grad(float *db, const float *dout, const km_conv_dims *d) {
     const size_t P = (size_t)d->OH * d->OW;
-#pragma omp parallel for schedule(static) if ((size_t)d->N * d->K * P > KM_OMP_MIN)
     for (int k = 0; k < d->K; k++) {
         double s = 0;
         for (int n = 0; n < d->N; n++) {
@@ -208,30 +236,47 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         }
         return;
     }
+    if (G == 1) {
+        const int R = conv_block_rows(d);
+        for (int n = 0; n < d->N; n++) {
+            const float *g = dout + (size_t)n * K * P;
+            for (int oy0 = 0; oy0 < d->OH; oy0 += R) {
+                const int nr = d->OH - oy0 < R ? d->OH - oy0 : R;
+                const int cols = nr * d->OW;
+                const float *gb = g + (size_t)oy0 * d->OW; /* [K, cols], row stride P */
+                im2col_group(work, (size_t)cols, in, n, 1, oy0, nr, d);
+                km_sgemm(0, 1, K, CKK, cols, 1.0f, gb, (int)P, work, cols, 1.0f, dw, CKK);
+                if (!din) continue;
+                km_sgemm(1, 0, CKK, cols, K, 1.0f, w, CKK, gb, (int)P, 0.0f, work, cols);
+                float *dx = din + (size_t)n * C * HW;
+                for (int c = 0; c < C; c++)
+                    col2im_channel(dx + (size_t)c * HW, work, (size_t)cols, c, oy0, nr, d);
+            }
+        }
+        return;
+    }
     float *col = work, *tmp = work + (size_t)CKK * G * P;
     for (int n0 = 0; n0 < d->N; n0 += G) {
         int g_n = d->N - n0 < G ? d->N - n0 : G;
         size_t ld = (size_t)g_n * P;
-        const float *g = dout + (size_t)n0 * K * P; /* [K, P] when g_n == 1 */
-        if (G > 1) {
+        const float *g = tmp;
+        {
             const long rows = (long)g_n * K;
-#pragma omp parallel for schedule(static) if ((size_t)rows * P > KM_OMP_MIN)
             for (long t = 0; t < rows; t++) {
                 int gi = (int)(t / K), k = (int)(t % K);
                 memcpy(tmp + (size_t)k * ld + (size_t)gi * P, dout + ((size_t)(n0 + gi) * K + k) * P,
                        sizeof(float) * P);
             }
-            g = tmp;
         }
-        im2col_group(col, ld, in, n0, g_n, d);
+        im2col_group(col, ld, in, n0, g_n, 0, d->OH, d);
         km_sgemm(0, 1, K, CKK, (int)ld, 1.0f, g, (int)ld, col, (int)ld, 1.0f, dw, CKK);
         if (!din) continue;
         km_sgemm(1, 0, CKK, (int)ld, K, 1.0f, w, CKK, g, (int)ld, 0.0f, col, (int)ld);
         const long planes = (long)g_n * C;
-#pragma omp parallel for schedule(static) if ((size_t)planes * HW * d->kh * d->kw > KM_OMP_MIN)
         for (long t = 0; t < planes; t++) {
             int gi = (int)(t / C), c = (int)(t % C);
-            col2im_channel(din + ((size_t)(n0 + gi) * C + c) * HW, col + (size_t)gi * P, ld, c, d);
+            col2im_channel(din + ((size_t)(n0 + gi) * C + c) * HW, col + (size_t)gi * P, ld, c, 0,
+                           d->OH, d);
         }
     }
 }
