@@ -340,3 +340,36 @@ KM_TEST(sam_encoder_matches_fixture) {
     km_free(pe); km_free(b0); km_free(bl); km_free(emb); km_free(emb2);
     km_sam_encoder_free(e);
 }
+
+/* ViT-H shapes (reference-arch.md 1.1/1.6): only the tensors the inference
+ * reads, so the test stays small. */
+KM_TEST(sam_encoder_config_infers_vit_h) {
+    km_tdict sd;
+    km_tdict_init(&sd);
+    const int64_t D = 1280;
+    int64_t s_pe[4] = {D, 3, 16, 16}, s_pos[4] = {1, 64, 64, D}, s_n[1] = {D};
+    int64_t s_l1[2] = {5120, D}, s_neck[4] = {256, D, 1, 1};
+    km_tdict_add(&sd, "image_encoder.patch_embed.proj.weight", KM_F32, 4, s_pe, NULL);
+    km_tdict_add(&sd, "image_encoder.pos_embed", KM_F32, 4, s_pos, NULL);
+    char n[96];
+    for (int i = 0; i < 32; i++) {
+        int64_t s_rel[2] = {i % 8 == 7 ? 127 : 27, 80};
+        snprintf(n, sizeof n, "image_encoder.blocks.%d.norm1.weight", i);
+        km_tdict_add(&sd, n, KM_F32, 1, s_n, NULL);
+        snprintf(n, sizeof n, "image_encoder.blocks.%d.attn.rel_pos_h", i);
+        km_tdict_add(&sd, n, KM_F32, 2, s_rel, NULL);
+    }
+    km_tdict_add(&sd, "image_encoder.blocks.0.mlp.lin1.weight", KM_F32, 2, s_l1, NULL);
+    km_tdict_add(&sd, "image_encoder.neck.0.weight", KM_F32, 4, s_neck, NULL);
+    km_sam_encoder_config cfg;
+    CHECK_OK(km_sam_encoder_config_infer(&sd, "vit_h", &cfg));
+    CHECK(cfg.embed_dim == 1280 && cfg.depth == 32 && cfg.num_heads == 16 && cfg.head_dim == 80);
+    CHECK(cfg.window_size == 14 && cfg.mlp_dim == 5120 && cfg.n_global == 4);
+    CHECK(cfg.global_idx[0] == 7 && cfg.global_idx[1] == 15 && cfg.global_idx[2] == 23 &&
+          cfg.global_idx[3] == 31);
+    /* The full load then names the first tensor the stub lacks. */
+    km_sam_encoder *e = NULL;
+    CHECK_ERR(km_sam_encoder_load(&e, &sd, "vit_h"), KM_EMISSING,
+              "image_encoder.patch_embed.proj.bias");
+    km_tdict_free(&sd);
+}
