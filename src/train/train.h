@@ -1,0 +1,120 @@
+/* train.h - supervised training of the student (method.md sections 2, 3):
+ * the loop as a library function taking a config struct.
+ *
+ * One run:
+ *   1. scan <data> (any scan error - unreadable folder, image without mask,
+ *      unsupported file - fails the run before anything is trained);
+ *   2. splits: user lists from split_dir (train.txt [val.txt test.txt]) or a
+ *      seeded random 80/10/10 split (splits.h) over the first max_images ids
+ *      (0 = all); labelled subset = nested labelled_fraction of train;
+ *   3. decode + preprocess every labelled-train and val image once into the
+ *      uint8 cache (dataset.h; any problem fails with the full list);
+ *   4. epochs: one permutation of the labelled train set and one augmentation
+ *      code per sample are drawn on the main thread from the run's km_rng
+ *      (seeded from `seed`), then batches of `batch` in that order; a trailing
+ *      batch of one image is dropped (train-mode BatchNorm statistics of a
+ *      single image are degenerate; torch raises on a 1x1 map). While batch k
+ *      runs forward/backward on the main thread, a second thread (pthread)
+ *      assembles batch k+1 (augmentation + normalisation, km_batch_fill, a
+ *      pure function), so results never depend on timing.
+ *      Step: zero_grad, forward(train), L = a*BCE + (1-a)*Dice over the batch
+ *      (km_seg_loss), backward, Adam(lr rounded to float, betas, eps, wd).
+ *      Train loss of an epoch = sum(batch loss * batch size) / images seen.
+ *   5. validation in eval mode (BatchNorm running statistics), batches of
+ *      `batch` in val-list order: val loss = the same size-weighted mean of
+ *      the batch losses; Dice/IoU per image at logit > 0 (metrics.h), mean and
+ *      global. ReduceLROnPlateau and early stopping step on the val loss
+ *      (sched.h). With eval_test the test split is scored the same way each
+ *      epoch (reported only, never used for decisions).
+ *   6. run folder (out, NULL = no files): config.json (every resolved
+ *      setting, version, GEMM backend), splits/{train,val,test,labelled,
+ *      unlabelled}.txt, metrics.csv + metrics.jsonl (one row per epoch),
+ *      best.safetensors (weights of the best val-loss epoch) and
+ *      last.safetensors (weights + "adam.*" optimiser tensors + metadata
+ *      "train.*": epoch, rng state, scheduler, early stopping, step counter),
+ *      every file written atomically. Per epoch the order is best -> log rows
+ *      -> last, so a run killed anywhere resumes from last.safetensors after
+ *      dropping log rows beyond its epoch, and recomputes the rest exactly.
+ *
+ * Determinism: same config (seed, threads included) -> bit-identical
+ * weights, logs aside from the seconds column. --resume continues from
+ * last.safetensors with every piece of state restored (weights, BatchNorm
+ * running statistics and counters, Adam moments and step, lr, plateau and
+ * early-stop counters, RNG), so an interrupted + resumed run ends with the
+ * same bytes as an uninterrupted one. */
+#ifndef KM_TRAIN_H
+#define KM_TRAIN_H
+
+#include "../core/km.h"
+
+typedef struct {
+    /* data */
+    char *data;            /* dataset folder with images/ and masks/ */
+    char *split_dir;       /* user lists (NULL: seeded random split) */
+    double val_fraction, test_fraction, labelled_fraction;
+    int max_images;        /* random split over the first N ids only (0 = all) */
+    int size;              /* crop size, multiple of 32 */
+    /* model */
+    int resnet;            /* 18 or 34 */
+    char *encoder_weights; /* torchvision ResNet checkpoint (NULL: random init) */
+    char *init_weights;    /* full student checkpoint to start from (NULL: none) */
+    /* optimisation */
+    int batch, epochs;
+    double lr, beta1, beta2, eps, weight_decay;
+    double plateau_factor, min_lr;
+    int plateau_patience, early_stop;
+    double bce_weight;     /* a in a*BCE + (1-a)*Dice */
+    int max_steps;         /* stop after this many optimiser steps (0 = none) */
+    /* run */
+    uint64_t seed;
+    int threads;
+    char *out;             /* run folder (NULL: write nothing) */
+    int eval_test;         /* score the test split every epoch */
+    int eval_init;         /* log the untrained model's validation as epoch 0 */
+} km_train_config;
+
+/* Not part of the saved configuration: how this process runs. */
+typedef struct {
+    FILE *log;       /* epoch lines and progress (NULL: silent) */
+    int progress;    /* 1: progress bar / lines on `log` during epochs */
+    int stop_after;  /* return after this many epochs in total, as if killed (0: off) */
+    /* called after each optimiser step (may be NULL) */
+    void (*on_step)(void *ud, int epoch, int step, double loss);
+    void *ud;
+} km_train_hooks;
+
+typedef struct {
+    int epochs_done, steps;
+    int best_epoch;           /* epoch of the best val loss (0 = before training) */
+    double best_val_loss;
+    double first_step_loss, last_train_loss;
+    double init_val_dice;     /* NaN unless eval_init */
+    double last_val_loss, last_val_dice, last_val_iou;
+    double last_test_dice;    /* NaN unless eval_test */
+    double train_seconds;     /* time in optimiser steps only */
+    int64_t train_images;     /* images through forward/backward */
+    int stopped_early, finished;
+} km_train_result;
+
+/* method.md defaults (Adam 5e-5, batch 8, plateau 3/0.5/1e-7, early stop 10,
+ * 100 epochs, a = 0.5, ResNet34, 224, 80/10/10, seed 0, 2 threads). */
+void km_train_config_default(km_train_config *c);
+/* Frees the strings of a config read by km_train_config_load. */
+void km_train_config_free(km_train_config *c);
+/* Reads <dir>/config.json (written by a run) into c (strings owned). */
+km_status km_train_config_load(const char *dir, km_train_config *c);
+/* KM_EARG naming the flag when a setting is out of range. */
+km_status km_train_config_check(const km_train_config *c);
+
+/* Trains. resume = 1 continues the run in c->out from last.safetensors
+ * (c must be the run's own config, see km_train_config_load). */
+km_status km_train_run(const km_train_config *c, int resume, const km_train_hooks *hooks,
+                       km_train_result *res);
+
+/* Loads a student checkpoint (any format km_unetpp_load reads) and the crop
+ * size it was trained at (metadata "size" written by kmseg train; 0 when
+ * absent, e.g. an smp .pth). Used by eval and predict. */
+struct km_unetpp;
+km_status km_train_load_student(const char *path, struct km_unetpp **m, int *size);
+
+#endif
