@@ -11,6 +11,9 @@ static const km_command g_commands[] = {
     {"info", km_cmd_info, "list the tensors of a checkpoint (.pth, safetensors) or .npy file"},
     {"demo", km_cmd_demo, "train the student for a few steps on real images, showing the loss"},
     {"check-data", km_cmd_check_data, "validate a dataset folder (and split lists), listing every problem"},
+    {"train", km_cmd_train, "train the student on images + masks (run folder, resumable)"},
+    {"eval", km_cmd_eval, "per-image Dice/IoU of a checkpoint on a dataset split (CSV + JSON)"},
+    {"predict", km_cmd_predict, "predict masks (PNG, original resolution) for a folder of images"},
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
 };
 

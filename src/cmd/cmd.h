@@ -16,6 +16,9 @@ km_status km_cmd_forward(int argc, char **argv);
 km_status km_cmd_info(int argc, char **argv);
 km_status km_cmd_demo(int argc, char **argv);
 km_status km_cmd_check_data(int argc, char **argv);
+km_status km_cmd_train(int argc, char **argv);
+km_status km_cmd_eval(int argc, char **argv);
+km_status km_cmd_predict(int argc, char **argv);
 km_status km_cmd_sam(int argc, char **argv);
 
 #endif
