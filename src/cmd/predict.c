@@ -1,2 +1,237 @@
+/* predict.c - `kmseg predict`: student masks for a folder of images, written
+ * as PNG at each image's original resolution.
+ *
+ *   kmseg predict --weights W --images DIR --out DIR [--prob] [--overlay]
+ *                 [--outside tile|background]
+ *
+ * The student sees what it saw in training: the image resized so its
+ * shortest side is `size` (Pillow bilinear, dataset.h) and a centre size x
+ * size crop. Mapping back to the original frame:
+ *   1. a logit map over the whole resized frame (rw x rh) is assembled:
+ *      inside the centre crop it is the centre window's output (identical to
+ *      what `kmseg eval` scores); outside it depends on --outside:
+ *        tile (default): the long axis is also covered by k = ceil(L / size)
+ *          windows at evenly spaced offsets round(i * (L - size) / (k - 1)),
+ *          all run in one eval-mode batch; a pixel outside the centre crop
+ *          takes the logit of the window whose centre is nearest to it
+ *          (ties: the lower offset). No averaging, so the centre crop is
+ *          never altered.
+ *        background: pixels outside the centre crop are background
+ *          (logit -1e4, probability 0).
+ *   2. that map is resized to the original w x h with half-pixel bilinear
+ *      interpolation on the logits (torch F.interpolate, align_corners =
+ *      False, edge-clamped); mask = logit > 0 (p > 0.5, as eval).
+ * Outputs, named <id>.png after the image's id: <out>/masks/ (0/255 grey),
+ * with --prob <out>/prob/ (round(255 * sigmoid(logit)) grey), with
+ * --overlay <out>/overlay/ (RGB: the image with the mask tinted red at 50 %
+ * and its boundary pure red). */
 #include "cmd.h"
-km_status km_cmd_predict(int argc, char **argv) { (void)argc; (void)argv; return km_err(KM_EINTERNAL, "not yet"); }
+
+#include "../core/args.h"
+#include "../io/image.h"
+#include "../io/resize.h"
+#include "../models/unetpp.h"
+#include "../train/dataset.h"
+#include "../train/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static km_status mkdir1(const char *dir) {
+    if (mkdir(dir, 0777) && errno != EEXIST) return km_err(KM_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
+    return KM_OK;
+}
+
+/* Logits over the resized frame [rh, rw] for one image (see header). */
+static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int tile, const km_geom *g, float *frame,
+                               float **x, float **lg, int *cap) {
+    uint8_t *rs = km_malloc((size_t)g->rw * g->rh * 3);
+    km_resize_pil_bilinear(rs, g->rw, g->rh, img->data, img->w, img->h, 3);
+    int horiz = g->rw > g->rh; /* long axis along x */
+    int L = horiz ? g->rw : g->rh, c0 = horiz ? g->left : g->top;
+    int k = tile ? (L + S - 1) / S : 0;
+    if (k == 1) k = 0; /* L == S: the centre window covers everything */
+    int nw = 1 + k;
+    int *off = km_malloc(sizeof(int) * (size_t)nw);
+    off[0] = c0;
+    for (int i = 0; i < k; i++) off[1 + i] = (int)floor((double)i * (L - S) / (k - 1) + 0.5);
+    size_t P = (size_t)S * S;
+    if (nw > *cap) {
+        km_free(*x);
+        km_free(*lg);
+        *x = km_malloc(sizeof(float) * 3 * P * nw);
+        *lg = km_malloc(sizeof(float) * P * nw);
+        *cap = nw;
+    }
+    uint8_t *crop = km_malloc(P * 3);
+    for (int w = 0; w < nw; w++) {
+        int ox = horiz ? off[w] : 0, oy = horiz ? 0 : off[w];
+        for (int yy = 0; yy < S; yy++) memcpy(crop + (size_t)yy * S * 3, rs + ((size_t)(yy + oy) * g->rw + ox) * 3, (size_t)S * 3);
+        km_normalize_rgb(crop, S, *x + 3 * P * w);
+    }
+    km_free(crop);
+    km_free(rs);
+    km_status s = km_unetpp_forward(m, *x, nw, S, S, 0, *lg);
+    if (!s)
+        for (int yy = 0; yy < g->rh; yy++)
+            for (int xx = 0; xx < g->rw; xx++) {
+                int u = horiz ? xx : yy; /* position along the long axis */
+                int w = 0;
+                if (u < c0 || u >= c0 + S) {
+                    if (!k) {
+                        frame[(size_t)yy * g->rw + xx] = -1e4f;
+                        continue;
+                    }
+                    double best = INFINITY;
+                    for (int i = 1; i < nw; i++) {
+                        double d = fabs(u + 0.5 - (off[i] + S / 2.0));
+                        if (u >= off[i] && u < off[i] + S && d < best) {
+                            best = d;
+                            w = i;
+                        }
+                    }
+                    KM_ASSERT(w > 0);
+                }
+                int lx = horiz ? xx - off[w] : xx, ly = horiz ? yy : yy - off[w];
+                frame[(size_t)yy * g->rw + xx] = (*lg)[P * w + (size_t)ly * S + lx];
+            }
+    km_free(off);
+    return s;
+}
+
+/* Half-pixel bilinear [ih, iw] -> [oh, ow] (align_corners = False). */
+static void bilinear_f32(const float *in, int iw, int ih, float *out, int ow, int oh) {
+    double sx = (double)iw / ow, sy = (double)ih / oh;
+    for (int y = 0; y < oh; y++) {
+        double fy = (y + 0.5) * sy - 0.5;
+        if (fy < 0) fy = 0;
+        int y0 = (int)fy, y1 = y0 + 1 < ih ? y0 + 1 : ih - 1;
+        double wy = fy - y0;
+        for (int x = 0; x < ow; x++) {
+            double fx = (x + 0.5) * sx - 0.5;
+            if (fx < 0) fx = 0;
+            int x0 = (int)fx, x1 = x0 + 1 < iw ? x0 + 1 : iw - 1;
+            double wx = fx - x0;
+            double a = in[(size_t)y0 * iw + x0] * (1 - wx) + in[(size_t)y0 * iw + x1] * wx;
+            double b = in[(size_t)y1 * iw + x0] * (1 - wx) + in[(size_t)y1 * iw + x1] * wx;
+            out[(size_t)y * ow + x] = (float)(a * (1 - wy) + b * wy);
+        }
+    }
+}
+
+km_status km_cmd_predict(int argc, char **argv) {
+    const char *weights = NULL, *images = NULL, *out = NULL, *outside = "tile";
+    int size = 0, threads = 2, prob = 0, overlay = 0;
+    km_flag flags[] = {
+        {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
+        {"--images", KM_FLAG_STR, &images, "folder of images (JPEG/PNG)", 1, 0},
+        {"--out", KM_FLAG_STR, &out, "output folder (masks/, prob/, overlay/)", 1, 0},
+        {"--size", KM_FLAG_INT, &size, "student input size (0: the checkpoint's training size, else 224)", 0, 0},
+        {"--outside", KM_FLAG_STR, &outside,
+         "outside the centre crop: 'tile' (extra windows along the long side) or 'background'", 0, 0},
+        {"--prob", KM_FLAG_BOOL, &prob, "also write probability maps (0..255) to prob/", 0, 0},
+        {"--overlay", KM_FLAG_BOOL, &overlay, "also write overlays of the mask on the image to overlay/", 0, 0},
+        {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
+        {0}};
+    int help = 0;
+    km_status s = km_parse_flags("predict", "--weights W --images DIR --out DIR [--prob] [--overlay]", flags, argc,
+                                 argv, &help);
+    if (s || help) return s;
+    int tile;
+    if (!strcmp(outside, "tile")) tile = 1;
+    else if (!strcmp(outside, "background")) tile = 0;
+    else return km_err(KM_EARG, "--outside '%s': expected tile or background", outside);
+    if (size && (size < 32 || size % 32)) return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", size);
+    if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
+    km_set_threads(threads);
+
+    km_unetpp *m = NULL;
+    int msize = 0;
+    s = km_train_load_student(weights, &m, &msize);
+    if (s) return s;
+    if (!size) size = msize ? msize : 224;
+    km_issues iss;
+    km_issues_init(&iss);
+    km_dataset_index idx;
+    memset(&idx, 0, sizeof idx);
+    s = km_dataset_scan_images(images, &idx, &iss);
+    if (!s) s = km_issues_status(&iss, images);
+    if (!s && idx.n == 0) s = km_err(KM_EMISSING, "%s: no .jpg/.jpeg/.png images found", images);
+    char dm[4096], dp[4096], dov[4096];
+    snprintf(dm, sizeof dm, "%s/masks", out);
+    snprintf(dp, sizeof dp, "%s/prob", out);
+    snprintf(dov, sizeof dov, "%s/overlay", out);
+    if (!s) s = mkdir1(out);
+    if (!s) s = mkdir1(dm);
+    if (!s && prob) s = mkdir1(dp);
+    if (!s && overlay) s = mkdir1(dov);
+    float *x = NULL, *lg = NULL;
+    int cap = 0;
+    double t0 = km_now();
+    for (int i = 0; i < idx.n && !s; i++) {
+        char *ip = km_dataset_image_path(&idx, i);
+        km_image img = {0};
+        s = km_image_load(ip, &img, 3);
+        km_free(ip);
+        if (s) break;
+        km_geom g;
+        km_geom_compute(img.w, img.h, size, &g);
+        float *frame = km_malloc(sizeof(float) * (size_t)g.rw * g.rh);
+        float *full = km_malloc(sizeof(float) * (size_t)img.w * img.h);
+        s = predict_frame(m, &img, size, tile, &g, frame, &x, &lg, &cap);
+        if (!s) bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
+        size_t np = (size_t)img.w * img.h;
+        km_image mk = {img.w, img.h, 1, km_malloc(np)};
+        for (size_t p = 0; p < np; p++) mk.data[p] = full[p] > 0 ? 255 : 0;
+        char path[4200];
+        if (!s) {
+            snprintf(path, sizeof path, "%s/%s.png", dm, idx.items[i].id);
+            s = km_image_save_png(path, &mk);
+        }
+        if (!s && prob) {
+            km_image pr = {img.w, img.h, 1, km_malloc(np)};
+            for (size_t p = 0; p < np; p++) pr.data[p] = (uint8_t)floor(255.0 / (1.0 + exp(-(double)full[p])) + 0.5);
+            snprintf(path, sizeof path, "%s/%s.png", dp, idx.items[i].id);
+            s = km_image_save_png(path, &pr);
+            km_image_free(&pr);
+        }
+        if (!s && overlay) {
+            km_image ov = {img.w, img.h, 3, km_malloc(np * 3)};
+            for (int yy = 0; yy < img.h; yy++)
+                for (int xx = 0; xx < img.w; xx++) {
+                    size_t p = (size_t)yy * img.w + xx;
+                    const uint8_t *src = img.data + 3 * p;
+                    uint8_t *d = ov.data + 3 * p;
+                    int on = mk.data[p] != 0;
+                    int edge = on && ((xx > 0 && !mk.data[p - 1]) || (xx + 1 < img.w && !mk.data[p + 1]) ||
+                                      (yy > 0 && !mk.data[p - img.w]) || (yy + 1 < img.h && !mk.data[p + img.w]));
+                    if (edge) {
+                        d[0] = 255;
+                        d[1] = d[2] = 0;
+                    } else if (on) {
+                        d[0] = (uint8_t)((src[0] + 255 + 1) / 2);
+                        d[1] = (uint8_t)(src[1] / 2);
+                        d[2] = (uint8_t)(src[2] / 2);
+                    } else {
+                        memcpy(d, src, 3);
+                    }
+                }
+            snprintf(path, sizeof path, "%s/%s.png", dov, idx.items[i].id);
+            s = km_image_save_png(path, &ov);
+            km_image_free(&ov);
+        }
+        km_image_free(&mk);
+        km_free(frame);
+        km_free(full);
+        km_image_free(&img);
+    }
+    if (!s) printf("%d masks written to %s (%.1f s)\n", idx.n, dm, km_now() - t0);
+    km_free(x);
+    km_free(lg);
+    if (idx.items || idx.root) km_dataset_index_free(&idx);
+    km_issues_free(&iss);
+    km_unetpp_free(m);
+    return s;
+}
