@@ -68,10 +68,19 @@ test: $(BUILD)/tests/runner kmseg
 
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIB_SRC := $(filter-out src/cmd/%,$(LIB_SRC))
+# The library is compiled once (instrumented, with the fuzzing-build macro that
+# e.g. skips zip CRC checks so mutations reach the parsers) and linked into
+# every target.
+FUZZ_CFLAGS  := $(CSTD) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+                -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -fopenmp=libgomp
+FUZZ_OBJ     := $(FUZZ_LIB_SRC:%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_TARGETS)
-build/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+build/fuzz/%: fuzz/%.c $(FUZZ_OBJ)
 	@mkdir -p build/fuzz
-	clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -fopenmp=libgomp -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS) -lgomp
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS) -lgomp
 
 bench: kmseg
 	bash bench/run_all.sh
@@ -82,4 +91,4 @@ deps:
 clean:
 	rm -rf build kmseg
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)

@@ -1,17 +1,19 @@
 /* load.c - checkpoint loading by content sniffing (see load.h). */
 #include "load.h"
 
+#include "mapfile.h"
 #include "pth.h"
 #include "safetensors.h"
 
 #include <string.h>
 
 km_status km_load_checkpoint(const char *path, km_tdict *out) {
-    uint8_t *buf;
-    size_t n;
+    km_mapped m;
     km_tdict_init(out);
-    km_status s = km_read_file(path, (size_t)1 << 40, &buf, &n);
+    km_status s = km_map_file(path, &m);
     if (s) return s;
+    const uint8_t *buf = m.data;
+    size_t n = m.n;
     /* zip "PK\3\4" and the legacy stream (pickle PROTO 2 + LONG1 magic) are
      * told apart inside km_pth_load_mem; safetensors starts with an 8-byte
      * little-endian header length followed by the JSON's '{'. */
@@ -24,7 +26,7 @@ km_status km_load_checkpoint(const char *path, km_tdict *out) {
                                "legacy pickle) or safetensors; first bytes %02x %02x %02x %02x",
                    path, n > 0 ? buf[0] : 0, n > 1 ? buf[1] : 0, n > 2 ? buf[2] : 0,
                    n > 3 ? buf[3] : 0);
-    km_free(buf);
+    km_unmap_file(&m);
     if (!s) km_tdict_to_f32(out);
     return s;
 }

@@ -5,6 +5,8 @@
  * 'shape': (3, 4), } padded with spaces and ending in '\n', then the raw data. */
 #include "npy.h"
 
+#include "mapfile.h"
+
 #include <string.h>
 
 static const struct {
@@ -189,13 +191,12 @@ km_status km_npy_load_mem(const char *name, const uint8_t *buf, size_t n, km_ten
 }
 
 km_status km_npy_load(const char *path, km_tensor *out) {
-    uint8_t *buf;
-    size_t n;
+    km_mapped m;
     memset(out, 0, sizeof *out);
-    km_status s = km_read_file(path, (size_t)1 << 40, &buf, &n);
+    km_status s = km_map_file(path, &m);
     if (s) return s;
-    s = km_npy_load_mem(path, buf, n, out);
-    km_free(buf);
+    s = km_npy_load_mem(path, m.data, m.n, out);
+    km_unmap_file(&m);
     return s;
 }
 

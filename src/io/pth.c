@@ -9,6 +9,8 @@
 #include "pickle.h"
 #include "zip.h"
 
+#include "mapfile.h"
+
 #include <string.h>
 
 /* The legacy stream's first pickle is this magic number (LONG1, 10 bytes),
@@ -422,12 +424,11 @@ km_status km_pth_load_mem(const char *name, const uint8_t *buf, size_t n, km_tdi
 }
 
 km_status km_pth_load(const char *path, km_tdict *out) {
-    uint8_t *buf;
-    size_t n;
+    km_mapped m;
     km_tdict_init(out);
-    km_status s = km_read_file(path, (size_t)1 << 40, &buf, &n);
+    km_status s = km_map_file(path, &m);
     if (s) return s;
-    s = km_pth_load_mem(path, buf, n, out);
-    km_free(buf);
+    s = km_pth_load_mem(path, m.data, m.n, out);
+    km_unmap_file(&m);
     return s;
 }

@@ -8,6 +8,8 @@
 
 #include "json.h"
 
+#include "mapfile.h"
+
 #include <string.h>
 
 /* The reference implementation's limit on the JSON header. */
@@ -206,13 +208,12 @@ done:
 }
 
 km_status km_safetensors_load(const char *path, km_tdict *out) {
-    uint8_t *buf;
-    size_t n;
+    km_mapped m;
     km_tdict_init(out);
-    km_status s = km_read_file(path, (size_t)1 << 40, &buf, &n);
+    km_status s = km_map_file(path, &m);
     if (s) return s;
-    s = km_safetensors_load_mem(path, buf, n, out);
-    km_free(buf);
+    s = km_safetensors_load_mem(path, m.data, m.n, out);
+    km_unmap_file(&m);
     return s;
 }
 

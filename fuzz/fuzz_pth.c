@@ -1,0 +1,15 @@
+/* fuzz_pth.c - libFuzzer target for the .pth reader (zip + legacy pickle
+ * stream, restricted pickle VM). Seed corpus: tests/data/io/*.pth.
+ *   make fuzz && build/fuzz/fuzz_pth -max_total_time=180 tests/data/io/ */
+#include "../src/io/pth.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    km_tdict d;
+    if (km_pth_load_mem("fuzz.pth", data, size, &d) == KM_OK) {
+        km_tdict_to_f32(&d);
+        km_tdict_free(&d);
+    }
+    return 0;
+}
