@@ -24,4 +24,23 @@
 
 void km_resize_pil_bilinear(uint8_t *out, int ow, int oh, const uint8_t *in, int w, int h, int c);
 
+/* km_resize_skimage_cubic: MedSAM's
+ *   skimage.transform.resize(img, (oh, ow), order=3, preserve_range=True,
+ *                            anti_aliasing=True).astype(np.uint8)
+ * (scikit-image 0.19+ with SciPy >= 1.6 ndimage), on an h x w x c uint8 image,
+ * all in double like the reference:
+ *   1. anti-aliasing: Gaussian along y then x with sigma = max(0, (in/out -
+ *      1) / 2) (skipped where 0, i.e. when upscaling), radius int(4 sigma +
+ *      0.5), weights exp(-x^2 / 2 sigma^2) normalised (numpy pairwise sum),
+ *      boundary 'mirror' (d c b | a b c d | c b a);
+ *   2. cubic B-spline prefilter (pole sqrt 3 - 2, gain 6, mirror boundary
+ *      initialisation) along y, x and the channel axis;
+ *   3. ndimage.zoom(grid_mode=True): source coordinate (i + 0.5) * in/out -
+ *      0.5, mirrored into range; value = sum over the 4 x 4 x 4 (y, x, channel)
+ *      neighbourhood of coef * wy * wx * wc in that nested order (the channel
+ *      axis has zoom 1 and is interpolated at integer positions too);
+ *   4. clip to [min, max] of the input image, truncate to uint8.
+ * Allocates (h * w * c + oh * w * c) doubles of temporaries. */
+void km_resize_skimage_cubic(uint8_t *out, int ow, int oh, const uint8_t *in, int w, int h, int c);
+
 #endif

@@ -60,3 +60,21 @@ void km_medsam_normalize(float *out, int S, const uint8_t *rgb, int c) {
             plane[p] = (float)((double)(rgb[p * c + sc] - mn) / den);
     }
 }
+
+void km_medsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c) {
+    KM_ASSERT(out && rgb && S > 0 && w > 0 && h > 0 && (c == 1 || c == 3));
+    /* np.repeat(img[:, :, None], 3, -1) before the resize: the resize's
+     * channel axis then has length 3, which changes its arithmetic. */
+    const uint8_t *src = rgb;
+    uint8_t *rep = NULL;
+    if (c == 1) {
+        rep = km_malloc((size_t)w * h * 3);
+        for (size_t i = 0; i < (size_t)w * h; i++) rep[3 * i] = rep[3 * i + 1] = rep[3 * i + 2] = rgb[i];
+        src = rep;
+    }
+    uint8_t *rs = km_malloc((size_t)S * S * 3);
+    km_resize_skimage_cubic(rs, S, S, src, w, h, 3);
+    km_medsam_normalize(out, S, rs, 3);
+    km_free(rs);
+    km_free(rep);
+}

@@ -11,10 +11,11 @@
  *   4. zero-pad bottom/right to S x S (zeros after normalisation).
  * Output float [3, S, S] (CHW), the encoder's input.
  *
- * MedSAM profile (MedSAM_Inference.py): the caller's image already resized to
- * S x S uint8 (skimage bicubic resize, not implemented here), then min-max
- * normalisation over the whole image: (v - min) / max(max - min, 1e-8) in
- * double, stored as float; no mean/std, no padding. */
+ * MedSAM profile (MedSAM_Inference.py): grey replicated to RGB, resize
+ * straight to S x S with scikit-image's order-3 anti-aliased resize cast to
+ * uint8 (km_resize_skimage_cubic, io/resize.h), then min-max normalisation
+ * over the whole image: (v - min) / max(max - min, 1e-8) in double, stored
+ * as float; no mean/std, no padding. */
 #ifndef KM_SAM_PREPROCESS_H
 #define KM_SAM_PREPROCESS_H
 
@@ -32,7 +33,12 @@ void km_sam_preprocess_shape(int h, int w, int long_side, int *new_h, int *new_w
 void km_sam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c, int *new_h,
                        int *new_w);
 
-/* MedSAM: rgb is S x S x c uint8 (c = 3, or 1 replicated); out float [3, S, S]. */
+/* MedSAM: rgb h x w x c uint8 (c = 3, or 1 replicated to RGB first, as
+ * MedSAM_Inference.py does); out float [3, S, S]. Allocates temporaries. */
+void km_medsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c);
+
+/* The normalisation step alone: rgb is S x S x c uint8 (c = 3, or 1
+ * replicated); out float [3, S, S]. */
 void km_medsam_normalize(float *out, int S, const uint8_t *rgb, int c);
 
 #endif
