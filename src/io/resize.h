@@ -40,7 +40,8 @@ void km_resize_pil_bilinear(uint8_t *out, int ow, int oh, const uint8_t *in, int
  *      neighbourhood of coef * wy * wx * wc in that nested order (the channel
  *      axis has zoom 1 and is interpolated at integer positions too);
  *   4. clip to [min, max] of the input image, truncate to uint8.
- * Allocates (h * w * c + oh * w * c) doubles of temporaries. */
+ * Allocates h * w * c doubles plus small per-line/per-axis tables; the c
+ * argument must match the array skimage saw (MedSAM: 3, grey replicated). */
 void km_resize_skimage_cubic(uint8_t *out, int ow, int oh, const uint8_t *in, int w, int h, int c);
 
 #endif
