@@ -108,7 +108,7 @@ KM_TEST(io_pth_half_bfloat16_double_int_bool) {
     km_dtype dts[] = {KM_F16, KM_BF16, KM_F64, KM_I32, KM_U8, KM_BOOL, KM_F32, KM_F32};
     for (int f = 0; f < 2; f++) {
         km_tdict d;
-        CHECK_OK(km_pth_load(files[f], &d));
+        CHECK_OK(km_pth_load_raw(files[f], &d));
         CHECK(d.n == 8);
         char p[256];
         for (int i = 0; i < 8; i++) {
@@ -126,6 +126,11 @@ KM_TEST(io_pth_half_bfloat16_double_int_bool) {
         CHECK_OK(km_npy_load(D "mixed.d.npy", &r));
         for (int k = 0; k < 3 && dd; k++) CHECK(((float *)dd->data)[k] == (float)((double *)r.data)[k]);
         km_tensor_free(&r);
+        km_tdict_free(&d);
+        /* km_pth_load converts itself. */
+        CHECK_OK(km_pth_load(files[f], &d));
+        check_vs_npy(&d, "b", D "mixed.b.npy", KM_F32);
+        check_vs_npy(&d, "flag", D "mixed.flag.npy", KM_BOOL);
         km_tdict_free(&d);
     }
 }

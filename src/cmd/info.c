@@ -60,7 +60,7 @@ km_status km_cmd_info(int argc, char **argv) {
         s = km_safetensors_load(path, &d);
     } else {
         kind = head[0] == 'P' ? "torch.save zip" : "torch.save legacy";
-        s = km_pth_load(path, &d);
+        s = km_pth_load_raw(path, &d);
     }
     if (s) return s;
     int w = 4;

@@ -18,7 +18,7 @@ km_status km_load_checkpoint(const char *path, km_tdict *out) {
      * told apart inside km_pth_load_mem; safetensors starts with an 8-byte
      * little-endian header length followed by the JSON's '{'. */
     if ((n >= 4 && !memcmp(buf, "PK\3\4", 4)) || (n >= 2 && buf[0] == 0x80 && buf[1] == 0x02))
-        s = km_pth_load_mem(path, buf, n, out);
+        s = km_pth_load_mem_raw(path, buf, n, out);
     else if (n >= 9 && buf[8] == '{')
         s = km_safetensors_load_mem(path, buf, n, out);
     else

@@ -406,7 +406,7 @@ done:
     return s;
 }
 
-km_status km_pth_load_mem(const char *name, const uint8_t *buf, size_t n, km_tdict *out) {
+km_status km_pth_load_mem_raw(const char *name, const uint8_t *buf, size_t n, km_tdict *out) {
     km_tdict_init(out);
     km_status s;
     if (km_zip_sniff(buf, n)) s = load_zip(name, buf, n, out);
@@ -423,12 +423,24 @@ km_status km_pth_load_mem(const char *name, const uint8_t *buf, size_t n, km_tdi
     return s;
 }
 
-km_status km_pth_load(const char *path, km_tdict *out) {
+km_status km_pth_load_mem(const char *name, const uint8_t *buf, size_t n, km_tdict *out) {
+    km_status s = km_pth_load_mem_raw(name, buf, n, out);
+    if (!s) km_tdict_to_f32(out);
+    return s;
+}
+
+km_status km_pth_load_raw(const char *path, km_tdict *out) {
     km_mapped m;
     km_tdict_init(out);
     km_status s = km_map_file(path, &m);
     if (s) return s;
-    s = km_pth_load_mem(path, m.data, m.n, out);
+    s = km_pth_load_mem_raw(path, m.data, m.n, out);
     km_unmap_file(&m);
+    return s;
+}
+
+km_status km_pth_load(const char *path, km_tdict *out) {
+    km_status s = km_pth_load_raw(path, out);
+    if (!s) km_tdict_to_f32(out);
     return s;
 }

@@ -23,5 +23,9 @@
 km_status km_pth_load(const char *path, km_tdict *out);
 /* Same, from memory (used by the fuzzer); `name` is used in messages. */
 km_status km_pth_load_mem(const char *name, const uint8_t *buf, size_t n, km_tdict *out);
+/* As above but every tensor keeps its stored dtype (float16, bfloat16,
+ * float64, ...), for `kmseg info` and converters. */
+km_status km_pth_load_raw(const char *path, km_tdict *out);
+km_status km_pth_load_mem_raw(const char *name, const uint8_t *buf, size_t n, km_tdict *out);
 
 #endif
