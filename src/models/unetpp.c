@@ -86,7 +86,36 @@ struct km_unetpp {
     float *F[5], *gF[5];     /* decoder inputs F0..F4 */
     int FC[5];
     int lastN, lastH, lastW, last_train;
+    km_unetpp_profile *prof;
 };
+
+void km_unetpp_set_profile(km_unetpp *m, km_unetpp_profile *p) { m->prof = p; }
+
+static double conv_flop(const km_conv_dims *d) {
+    return 2.0 * d->N * d->K * d->C * d->kh * d->kw * d->OH * d->OW;
+}
+
+/* Convolution calls with optional profiling. Backward costs two GEMMs (dW and
+ * dX) when din is wanted, one otherwise. */
+static void conv_fwd(km_unetpp *m, float *out, const float *in, const float *w, const float *b,
+                     const km_conv_dims *d) {
+    double t0 = m->prof ? km_now() : 0;
+    km_conv2d_forward(out, in, w, b, d, m->work);
+    if (m->prof) {
+        m->prof->fwd_s += km_now() - t0;
+        m->prof->fwd_flop += conv_flop(d);
+    }
+}
+
+static void conv_bwd(km_unetpp *m, float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, const km_conv_dims *d) {
+    double t0 = m->prof ? km_now() : 0;
+    km_conv2d_backward(din, dw, db, dout, in, w, d, m->work);
+    if (m->prof) {
+        m->prof->bwd_s += km_now() - t0;
+        m->prof->bwd_flop += conv_flop(d) * (din ? 2 : 1);
+    }
+}
 
 /* ------------------------------------------------------------------ entries */
 
@@ -611,7 +640,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
 
 static void unit_forward(km_unetpp *m, unit *u, int train) {
     const km_conv_dims *d = &u->d;
-    km_conv2d_forward(u->conv, u->in, m->params + u->w, NULL, d, m->work);
+    conv_fwd(m, u->conv, u->in, m->params + u->w, NULL, d);
     int HW = d->OH * d->OW;
     if (train) {
         km_bn_forward_train(u->out, u->mean, u->invstd, u->conv, m->params + u->gamma,
@@ -663,8 +692,8 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
     for (int l = 0; l <= 4; l++)
         for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
     km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
-    km_conv2d_forward(m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w,
-                      m->params + m->head_b, &hd, m->work);
+    conv_fwd(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w,
+             m->params + m->head_b, &hd);
     memcpy(logits, m->logits, sizeof(float) * N * H * W);
     m->lastN = N;
     m->lastH = H;
@@ -683,20 +712,19 @@ static void relu_mask_inplace(float *g, const float *out, size_t n) {
         if (!(out[i] > 0.0f)) g[i] = 0.0f;
 }
 
-static void unit_backward(km_unetpp *m, unit *u) {
+static void unit_backward(km_unetpp *m, unit *u, int want_din) {
     const km_conv_dims *d = &u->d;
     int HW = d->OH * d->OW;
     size_t n = (size_t)d->N * u->cout * HW;
     if (u->relu) relu_mask_inplace(u->gout, u->out, n);
     km_bn_backward(u->gconv, m->grads + u->gamma, m->grads + u->beta, u->gout, u->conv,
                    m->params + u->gamma, u->mean, u->invstd, d->N, u->cout, HW);
-    km_conv2d_backward(u->gin, m->grads + u->w, NULL, u->gconv, u->in, m->params + u->w, d,
-                       m->work);
+    conv_bwd(m, want_din ? u->gin : NULL, m->grads + u->w, NULL, u->gconv, u->in, m->params + u->w, d);
 }
 
 static void dec_backward(km_unetpp *m, decblock *b, int N) {
-    unit_backward(m, &b->c2);
-    unit_backward(m, &b->c1);
+    unit_backward(m, &b->c2, 1);
+    unit_backward(m, &b->c1, 1);
     int OH = 2 * b->h, OW = 2 * b->w, HW = OH * OW, ct = b->c1.cin;
     for (int n = 0; n < N; n++) {
         const float *gcat = b->gcat + (size_t)n * ct * HW;
@@ -717,8 +745,8 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
     memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
     km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
     decblock *last = dec_at(m, 0, 4);
-    km_conv2d_backward(last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
-                       last->c2.out, m->params + m->head_w, &hd, m->work);
+    conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
+             last->c2.out, m->params + m->head_w, &hd);
     for (int l = 4; l >= 0; l--)
         for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
     for (int i = m->nblocks - 1; i >= 0; i--) {
@@ -726,12 +754,12 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
         size_t n = (size_t)N * b->c2.cout * b->c2.d.OH * b->c2.d.OW;
         relu_mask_inplace(b->gres, b->res, n);
         km_add_backward(b->c2.gout, b->has_ds ? b->ds.gout : b->gin, b->gres, n);
-        unit_backward(m, &b->c2);
-        unit_backward(m, &b->c1);
-        if (b->has_ds) unit_backward(m, &b->ds);
+        unit_backward(m, &b->c2, 1);
+        unit_backward(m, &b->c1, 1);
+        if (b->has_ds) unit_backward(m, &b->ds, 1);
     }
     km_maxpool3s2_backward(m->stem.gout, m->gpool, m->pool_arg, N, 64, H / 2, W / 2);
-    unit_backward(m, &m->stem);
+    unit_backward(m, &m->stem, dx != NULL); /* the input gradient costs a GEMM: only on request */
     if (dx) km_add_backward(dx, NULL, m->gx, (size_t)N * 3 * H * W);
 }
 

@@ -77,6 +77,14 @@ void km_unetpp_adam_reset(km_unetpp *m);
 void km_unetpp_optim_to_tdict(const km_unetpp *m, km_tdict *out);
 km_status km_unetpp_optim_from_tdict(km_unetpp *m, const km_tdict *d, const char *file);
 
+/* Optional timing of the convolutions (forward and backward), for the
+ * benchmarks: when set, every conv call adds its seconds and FLOPs
+ * (2 x MACs) here. Pass NULL to stop. */
+typedef struct {
+    double fwd_s, bwd_s, fwd_flop, bwd_flop;
+} km_unetpp_profile;
+void km_unetpp_set_profile(km_unetpp *m, km_unetpp_profile *p);
+
 /* Loss used for training: a*BCEWithLogits(mean) + (1-a)*Dice(binary, batch-pooled);
  * returns the loss and writes dlogits (overwritten, scaled by `scale`). */
 double km_seg_loss(const float *logits, const float *y, size_t n, double bce_weight,

@@ -18,7 +18,7 @@ static setthreads_fn g_setthreads;
 static getstr_fn g_getcore, g_getconfig;
 static char g_backend[256] = "naive reference (no CBLAS found)";
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static int g_pending_threads = 1;
+static int g_threads = 1;
 
 static void gemm_init(void) {
     if (!getenv("OPENBLAS_CORETYPE")) {
@@ -46,13 +46,16 @@ static void gemm_init(void) {
         snprintf(g_backend, sizeof g_backend, "%s [%s] core %s", names[i],
                  g_getconfig ? g_getconfig() : "?", g_getcore ? g_getcore() : "?");
     }
-    if (g_setthreads) g_setthreads(g_pending_threads);
+    /* The BLAS always runs single-threaded: kmseg splits each GEMM across its
+     * own OpenMP threads (km_sgemm). OpenBLAS's pthread pool and OpenMP's
+     * workers both busy-wait between jobs, and on a 2-core machine the two
+     * pools fighting for cores made convolutions 2-10x slower. */
+    if (g_setthreads) g_setthreads(1);
 }
 
 void km_gemm_set_threads(int n) {
-    g_pending_threads = n;
+    g_threads = n < 1 ? 1 : n;
     pthread_once(&g_once, gemm_init);
-    if (g_setthreads) g_setthreads(n);
 }
 
 const char *km_gemm_backend(void) {
@@ -84,9 +87,35 @@ void km_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
         return;
     }
-    if (g_sgemm)
+    if (!g_sgemm) {
+        km_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* Split the output into one slab per thread along its larger side (in
+     * multiples of 16), each computed by a single-threaded BLAS call. Every
+     * element is still one full-K dot product inside one call, and the slabs
+     * depend only on the thread count, so results are deterministic. */
+    int T = g_threads;
+    double flop = 2.0 * M * N * K;
+    if (T > 1 && flop < 4e6) T = 1;
+    int alongN = N >= M, L = alongN ? N : M;
+    int chunk = ((L + T - 1) / T + 15) & ~15;
+    if (chunk >= L) T = 1;
+    if (T == 1) {
         g_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        km_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int nchunks = (L + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static, 1) num_threads(T)
+    for (int c = 0; c < nchunks; c++) {
+        int s0 = c * chunk, len = L - s0 < chunk ? L - s0 : chunk;
+        if (alongN)
+            g_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                    len, K, alpha, A, lda, tb ? B + (size_t)s0 * ldb : B + s0, ldb, beta, C + s0, ldc);
+        else
+            g_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, len,
+                    N, K, alpha, ta ? A + s0 : A + (size_t)s0 * lda, lda, B, ldb, beta,
+                    C + (size_t)s0 * ldc, ldc);
+    }
 }
