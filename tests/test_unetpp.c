@@ -30,6 +30,8 @@
 #include "test.h"
 #include "../src/io/npy.h"
 #include "../src/models/unetpp.h"
+#include "../src/io/safetensors.h"
+#include "../src/core/rng.h"
 
 typedef struct {
     const char *name;
@@ -281,4 +283,126 @@ KM_TEST(unetpp_parity_adam_3_steps) {
     cmp_bn_stats(m, "bn_after_adam3");
     km_free(x); km_free(y); km_free(logits); km_free(dl);
     km_unetpp_free(m);
+}
+
+/* kmseg forward on the fixture input, from the .pth and from a safetensors
+ * file kmseg wrote itself; eval and train mode; bad input. */
+KM_TEST(unetpp_cli_forward_pth_and_safetensors) {
+    const char *bin = getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg";
+    const char *tmp = km_test_tmpdir();
+    const char *pth = km_test_path(FIX "unetpp_r18.pth"), *x = km_test_path(FIX "x.npy");
+    CHECK(km_test_sh("%s forward --weights '%s' --input '%s' --output %s/ev.npy", bin, pth, x, tmp) == 0);
+    CHECK(km_test_sh("%s forward --weights '%s' --input '%s' --output %s/tr.npy --mode train --threads 1",
+                     bin, pth, x, tmp) == 0);
+    char p[600];
+    km_tensor t;
+    snprintf(p, sizeof p, "%s/ev.npy", tmp);
+    int64_t shp[4] = {2, 1, 64, 64};
+    if (!km_npy_load_f32(p, 4, shp, &t)) {
+        cmp_fixture("logits_eval", t.data, 8192);
+        km_tensor_free(&t);
+    } else km_test_fail(__FILE__, __LINE__, "%s", km_errmsg());
+    snprintf(p, sizeof p, "%s/tr.npy", tmp);
+    if (!km_npy_load_f32(p, 4, shp, &t)) {
+        cmp_fixture("logits_train", t.data, 8192);
+        km_tensor_free(&t);
+    } else km_test_fail(__FILE__, __LINE__, "%s", km_errmsg());
+
+    /* safetensors written by kmseg gives bit-identical logits */
+    km_unetpp *m = NULL;
+    CHECK_OK(km_unetpp_load(&m, pth));
+    if (!m) return;
+    snprintf(p, sizeof p, "%s/w.safetensors", tmp);
+    CHECK_OK(km_unetpp_save(m, p, NULL));
+    km_unetpp *m2 = NULL;
+    CHECK_OK(km_unetpp_load(&m2, p));
+    if (m2) {
+        CHECK(km_unetpp_num_params(m2) == km_unetpp_num_params(m));
+        CHECK(!memcmp(km_unetpp_params(m2), km_unetpp_params(m), 4 * km_unetpp_num_params(m)));
+        km_unetpp_free(m2);
+    }
+    km_unetpp_free(m);
+    CHECK(km_test_sh("%s forward --weights %s/w.safetensors --input '%s' --output %s/ev2.npy", bin, tmp, x, tmp) == 0);
+    CHECK(km_test_sh("cmp -s %s/ev.npy %s/ev2.npy", tmp, tmp) == 0);
+
+    /* bad input: clear error naming the problem, non-zero exit */
+    int64_t bad[4] = {1, 3, 30, 30};
+    float *z = km_calloc(sizeof(float) * 2700);
+    snprintf(p, sizeof p, "%s/bad.npy", tmp);
+    CHECK_OK(km_npy_save(p, KM_F32, 4, bad, z));
+    km_free(z);
+    CHECK(km_test_sh("%s forward --weights '%s' --input %s/bad.npy --output %s/o.npy 2>%s/err.txt", bin, pth, tmp, tmp, tmp) == 1);
+    CHECK(km_test_sh("grep -q 'multiples of 32' %s/err.txt", tmp) == 0);
+    CHECK(km_test_sh("%s forward --weights '%s' --input '%s' --output %s/o.npy --mode sideways 2>/dev/null", bin, pth, x, tmp) == 2);
+    CHECK(km_test_sh("%s forward --weights '%s' --input '%s' --bogus 2>/dev/null", bin, pth, x) == 2);
+    CHECK(km_test_sh("head -c 100000 '%s' > %s/trunc.pth", pth, tmp) == 0);
+    CHECK(km_test_sh("%s forward --weights %s/trunc.pth --input '%s' --output %s/o.npy 2>%s/err.txt", bin, tmp, x, tmp, tmp) == 1);
+    CHECK(km_test_sh("grep -q trunc.pth %s/err.txt", tmp) == 0);
+    CHECK(km_test_sh("test ! -e %s/o.npy", tmp) == 0); /* nothing written on failure */
+}
+
+/* A torchvision-style ResNet checkpoint (keys without "encoder.", plus fc.*)
+ * loads into the encoder; fc is ignored and reported; a wrong shape names
+ * the tensor. */
+KM_TEST(unetpp_load_torchvision_encoder) {
+    km_unetpp *src = km_unetpp_create(18, 5), *dst = km_unetpp_create(18, 6);
+    km_tdict d;
+    km_tdict_init(&d);
+    for (int i = 0; i < km_unetpp_num_entries(src); i++) {
+        const km_unetpp_entry *e = km_unetpp_entry_at(src, i);
+        if (strncmp(e->name, "encoder.", 8) || e->is_buffer == 2) continue; /* 2017 files: no num_batches_tracked */
+        km_tdict_add(&d, e->name + 8, KM_F32, e->ndim, e->shape,
+                     (e->is_buffer ? km_unetpp_buffers(src) : km_unetpp_params(src)) + e->offset);
+    }
+    int64_t fcw[2] = {1000, 512}, fcb[1] = {1000};
+    km_tdict_add(&d, "fc.weight", KM_F32, 2, fcw, NULL);
+    km_tdict_add(&d, "fc.bias", KM_F32, 1, fcb, NULL);
+    char p[600];
+    snprintf(p, sizeof p, "%s/resnet18_tv.safetensors", km_test_tmpdir());
+    CHECK_OK(km_safetensors_save(p, &d));
+    int ign = -1;
+    CHECK_OK(km_unetpp_load_encoder(dst, p, &ign));
+    CHECK(ign == 2);
+    const char *k[] = {"encoder.conv1.weight", "encoder.layer4.1.bn2.running_var", "encoder.layer2.0.downsample.0.weight"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = entry_numel(src, k[i]);
+        CHECK(!memcmp(km_unetpp_tensor(src, k[i], 0), km_unetpp_tensor(dst, k[i], 0), 4 * n));
+    }
+    /* decoder untouched */
+    CHECK(memcmp(km_unetpp_tensor(src, "decoder.blocks.x_0_0.conv1.0.weight", 0),
+                 km_unetpp_tensor(dst, "decoder.blocks.x_0_0.conv1.0.weight", 0), 64) != 0);
+    km_tensor *t = km_tdict_find(&d, "layer1.0.conv1.weight");
+    t->shape[0] = 32; /* corrupt: wrong shape */
+    t->nbytes /= 2;
+    CHECK_OK(km_safetensors_save(p, &d));
+    CHECK_ERR(km_unetpp_load_encoder(dst, p, &ign), KM_ESHAPE, "layer1.0.conv1.weight");
+    km_tdict_free(&d);
+    km_unetpp_free(src);
+    km_unetpp_free(dst);
+}
+
+/* Same seed + same threads: bit-identical training steps. */
+KM_TEST(unetpp_train_steps_bit_identical) {
+    float *w[2];
+    for (int run = 0; run < 2; run++) {
+        km_unetpp *m = km_unetpp_create(18, 11);
+        km_rng r;
+        km_rng_seed(&r, 3);
+        float x[2 * 3 * 32 * 32], y[2 * 32 * 32], lg[2 * 32 * 32], dl[2 * 32 * 32];
+        for (size_t i = 0; i < sizeof x / 4; i++) x[i] = (float)km_rng_normal(&r);
+        for (size_t i = 0; i < sizeof y / 4; i++) y[i] = km_rng_uniform(&r) > 0.6;
+        for (int s = 0; s < 2; s++) {
+            km_unetpp_zero_grad(m);
+            CHECK_OK(km_unetpp_forward(m, x, 2, 32, 32, 1, lg));
+            km_seg_loss(lg, y, sizeof y / 4, 0.5, 1.0f, dl, NULL, NULL);
+            km_unetpp_backward(m, dl, NULL);
+            km_unetpp_adam_step(m, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f);
+        }
+        w[run] = km_malloc(4 * km_unetpp_num_params(m));
+        memcpy(w[run], km_unetpp_params(m), 4 * km_unetpp_num_params(m));
+        if (run == 1) CHECK(!memcmp(w[0], w[1], 4 * km_unetpp_num_params(m)));
+        km_unetpp_free(m);
+    }
+    km_free(w[0]);
+    km_free(w[1]);
 }
