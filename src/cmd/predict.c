@@ -12,10 +12,10 @@
  *      what `kmseg eval` scores); outside it depends on --outside:
  *        tile (default): the long axis is also covered by k = ceil(L / size)
  *          windows at evenly spaced offsets round(i * (L - size) / (k - 1)),
- *          all run in one eval-mode batch; a pixel outside the centre crop
+ *          each run alone in eval mode; a pixel outside the centre crop
  *          takes the logit of the window whose centre is nearest to it
  *          (ties: the lower offset). No averaging, so the centre crop is
- *          never altered.
+ *          never altered: it is bit-identical to --outside background.
  *        background: pixels outside the centre crop are background
  *          (logit -1e4, probability 0).
  *   2. that map is resized to the original w x h with half-pixel bilinear
@@ -73,7 +73,11 @@ static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int til
     }
     km_free(crop);
     km_free(rs);
-    km_status s = km_unetpp_forward(m, *x, nw, S, S, 0, *lg);
+    /* one forward per window: the GEMM blocking depends on the batch size, so
+     * batching them would move the centre crop's logits by ~1e-6 and make
+     * it depend on the image's aspect ratio */
+    km_status s = KM_OK;
+    for (int w = 0; w < nw && !s; w++) s = km_unetpp_forward(m, *x + 3 * P * w, 1, S, S, 0, *lg + P * w);
     if (!s)
         for (int yy = 0; yy < g->rh; yy++)
             for (int xx = 0; xx < g->rw; xx++) {

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 /* Salt of the run's shuffle/augmentation stream, distinct from the split
@@ -473,6 +474,12 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
         char *sd = join(c->out, "splits");
         s = mkdir_p(sd);
         if (!s) s = km_split_write(&d->idx, &d->sp, sd);
+        if (!s && d->sp.n_test == 0) {
+            /* an empty list does not read back (splits.h); test.txt is optional */
+            char *tp = join(sd, "test.txt");
+            remove(tp);
+            km_free(tp);
+        }
         char *lp = join(sd, "labelled.txt"), *up = join(sd, "unlabelled.txt");
         if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
         if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
