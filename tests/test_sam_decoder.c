@@ -437,7 +437,7 @@ KM_TEST(sam_cli_writes_fixture_outputs_and_rejects_bad_input) {
     snprintf(e_npy, sizeof e_npy, "%s", km_test_path(FIX "c_points_posneg_multi.iou_predictions.npy"));
     /* c_points_posneg_multi: (120,95) fg, (40,150) bg, multimask; from the PNG */
     int rc = km_test_sh("'%s' sam --checkpoint '%s' --image '%s' --point 120,95 --point 40,150,0 "
-                        "--multimask --out '%s/m.png' --embedding-out '%s/e.npy' --lowres-out "
+                        "--multimask --no-cache --out '%s/m.png' --embedding-out '%s/e.npy' --lowres-out "
                         "'%s/l.npy' --iou-out '%s/i.npy' > '%s/log.txt' 2>&1",
                         bin, ck, im, dir, dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "kmseg sam exited %d", rc);
@@ -494,7 +494,7 @@ KM_TEST(sam_cli_writes_fixture_outputs_and_rejects_bad_input) {
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         char args[2048], log[4096];
         snprintf(args, sizeof args, bad[k].args, im, ck, e_npy);
-        rc = km_test_sh("'%s' sam %s --out '%s/x.png' > '%s/err.txt' 2>&1", bin, args, dir, dir);
+        rc = km_test_sh("'%s' sam %s --no-cache --out '%s/x.png' > '%s/err.txt' 2>&1", bin, args, dir, dir);
         snprintf(path, sizeof path, "%s/err.txt", dir);
         slurp(path, log, sizeof log);
         CHECK_MSG(rc == bad[k].code, "case %zu: exit %d, expected %d (%s)", k, rc, bad[k].code, log);
