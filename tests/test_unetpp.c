@@ -170,6 +170,7 @@ static float *load_arr(const char *name, size_t *n) {
         return NULL;
     }
     *n = (size_t)km_numel(t.ndim, t.shape);
+    km_free(t.name);
     return t.data; /* owned by caller (km_free) */
 }
 

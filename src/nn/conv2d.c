@@ -76,12 +76,41 @@ static int conv_block_rows(const km_conv_dims *d) {
     return r > (size_t)d->OH ? d->OH : (int)r;
 }
 
-size_t km_conv2d_work_floats(const km_conv_dims *d) {
+static size_t work_plain(const km_conv_dims *d) {
     if (is_pointwise(d)) return 0;
     size_t P = (size_t)d->OH * d->OW, CKK = (size_t)d->C * d->kh * d->kw;
     size_t G = (size_t)conv_group(d);
     if (G == 1) return CKK * (size_t)conv_block_rows(d) * d->OW;
     return CKK * G * P + (size_t)d->K * G * P;
+}
+
+/* The input gradient of a stride-1 convolution is itself a convolution: the
+ * "full" correlation of dout with the flipped, transposed kernel,
+ *   din[c, y, x] = sum_{k,i,j} dout[k, y - (kh-1-ph) + i, x - (kw-1-pw) + j]
+ *                              * W[k, c, kh-1-i, kw-1-j],
+ * i.e. km_conv2d_forward on dout [N, K, OH, OW] with weights W'[C, K, kh, kw]
+ * and padding (kh-1-ph, kw-1-pw). Its im2col has K*kh*kw rows instead of the
+ * C*kh*kw rows that dcol + col2im stream through memory (read-modify-write),
+ * so it is used whenever K <= C: the decoder's concat convolutions (e.g.
+ * 320 -> 32 channels at 112x112) read 10x less. */
+static int use_transposed(const km_conv_dims *d) {
+    return d->sh == 1 && d->sw == 1 && !is_pointwise(d) && d->K <= d->C && d->ph <= d->kh - 1 &&
+           d->pw <= d->kw - 1;
+}
+
+static km_conv_dims transposed_dims(const km_conv_dims *d) {
+    return km_conv2d_dims(d->N, d->K, d->OH, d->OW, d->C, d->kh, d->kw, 1, 1, d->kh - 1 - d->ph,
+                          d->kw - 1 - d->pw);
+}
+
+size_t km_conv2d_work_floats(const km_conv_dims *d) {
+    size_t w = work_plain(d);
+    if (use_transposed(d)) {
+        km_conv_dims t = transposed_dims(d);
+        size_t wt = (size_t)d->C * d->K * d->kh * d->kw + work_plain(&t);
+        if (wt > w) w = wt;
+    }
+    return w;
 }
 
 /* Valid output-column range [lo, hi) for kernel column j: the ox with
@@ -151,6 +180,7 @@ static void im2col_group(float *col, size_t ld, const float *in, int n0, int G, 
     const int kk = d->kh * d->kw, CKK = d->C * kk;
     const size_t P = (size_t)nr * d->OW, plane = (size_t)d->H * d->W;
     const long rows = (long)G * CKK;
+#pragma omp parallel for schedule(static) if (rows * P > 65536)
     for (long t = 0; t < rows; t++) {
         int g = (int)(t / CKK), r = (int)(t % CKK);
         int c = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
@@ -159,8 +189,9 @@ static void im2col_group(float *col, size_t ld, const float *in, int n0, int G, 
     }
 }
 
-void km_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                       const km_conv_dims *d, float *work) {
+/* accumulate: out += conv(in) instead of out = conv(in) + b. */
+static void conv_forward(float *out, const float *in, const float *w, const float *b,
+                         const km_conv_dims *d, float *work, int accumulate) {
     const int K = d->K, CKK = d->C * d->kh * d->kw;
     const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
     const int G = conv_group(d);
@@ -180,7 +211,7 @@ void km_conv2d_forward(float *out, const float *in, const float *w, const float 
                     im2col_group(work, (size_t)cols, in, n, 1, oy0, nr, d);
                     src = work;
                 }
-                km_sgemm(0, 0, K, cols, CKK, 1.0f, w, CKK, src, cols, b ? 1.0f : 0.0f,
+                km_sgemm(0, 0, K, cols, CKK, 1.0f, w, CKK, src, cols, (b || accumulate) ? 1.0f : 0.0f,
                          o + (size_t)oy0 * d->OW, (int)P);
             }
         }
@@ -193,17 +224,41 @@ void km_conv2d_forward(float *out, const float *in, const float *w, const float 
         im2col_group(col, ld, in, n0, g_n, 0, d->OH, d);
         km_sgemm(0, 0, K, (int)ld, CKK, 1.0f, w, CKK, col, (int)ld, 0.0f, tmp, (int)ld);
         const long rows = (long)g_n * K;
+#pragma omp parallel for schedule(static) if (rows * P > 65536)
         for (long t = 0; t < rows; t++) {
             int g = (int)(t / K), k = (int)(t % K);
             const float *s = tmp + (size_t)k * ld + (size_t)g * P;
             float *o = out + ((size_t)(n0 + g) * K + k) * P;
-            if (b) {
+            if (accumulate) {
+                for (size_t p = 0; p < P; p++) o[p] += s[p];
+            } else if (b) {
                 for (size_t p = 0; p < P; p++) o[p] = s[p] + b[k];
             } else {
                 memcpy(o, s, sizeof(float) * P);
             }
         }
     }
+}
+
+void km_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const km_conv_dims *d, float *work) {
+    conv_forward(out, in, w, b, d, work, 0);
+}
+
+/* din += conv(dout, flipped W^T) for stride-1 convolutions (see use_transposed). */
+static void input_grad_transposed(float *din, const float *dout, const float *w,
+                                  const km_conv_dims *d, float *work) {
+    const int C = d->C, K = d->K, kh = d->kh, kw = d->kw, kk = kh * kw;
+    float *wt = work; /* [C, K, kh, kw] */
+#pragma omp parallel for schedule(static) if ((size_t)C * K * kk > 65536)
+    for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++)
+                    wt[(((size_t)c * K + k) * kh + i) * kw + j] =
+                        w[(((size_t)k * C + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+    km_conv_dims t = transposed_dims(d);
+    conv_forward(din, dout, wt, NULL, &t, work + (size_t)C * K * kk, 1);
 }
 
 /* db[k] += sum over images and pixels of dout[n, k, :], double accumulator. */
@@ -225,6 +280,11 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
     const int G = conv_group(d);
     if (db) bias_grad(db, dout, d);
+    if (din && use_transposed(d)) {
+        km_conv2d_backward(NULL, dw, NULL, dout, in, w, d, work);
+        input_grad_transposed(din, dout, w, d, work);
+        return;
+    }
     if (is_pointwise(d)) {
         for (int n = 0; n < d->N; n++) {
             const float *g = dout + (size_t)n * K * P;
@@ -249,6 +309,7 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
                 if (!din) continue;
                 km_sgemm(1, 0, CKK, cols, K, 1.0f, w, CKK, gb, (int)P, 0.0f, work, cols);
                 float *dx = din + (size_t)n * C * HW;
+#pragma omp parallel for schedule(static) if ((size_t)C * cols > 65536)
                 for (int c = 0; c < C; c++)
                     col2im_channel(dx + (size_t)c * HW, work, (size_t)cols, c, oy0, nr, d);
             }
@@ -262,6 +323,7 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         const float *g = tmp;
         {
             const long rows = (long)g_n * K;
+#pragma omp parallel for schedule(static) if (rows * P > 65536)
             for (long t = 0; t < rows; t++) {
                 int gi = (int)(t / K), k = (int)(t % K);
                 memcpy(tmp + (size_t)k * ld + (size_t)gi * P, dout + ((size_t)(n0 + gi) * K + k) * P,
@@ -273,6 +335,7 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         if (!din) continue;
         km_sgemm(1, 0, CKK, (int)ld, K, 1.0f, w, CKK, g, (int)ld, 0.0f, col, (int)ld);
         const long planes = (long)g_n * C;
+#pragma omp parallel for schedule(static) if (planes * P > 65536)
         for (long t = 0; t < planes; t++) {
             int gi = (int)(t / C), c = (int)(t % C);
             col2im_channel(din + ((size_t)(n0 + gi) * C + c) * HW, col + (size_t)gi * P, ld, c, 0,
