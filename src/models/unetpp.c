@@ -73,7 +73,7 @@ struct km_unetpp {
     size_t head_w, head_b;
 
     /* activations for the reserved batch geometry */
-    int rN, rH, rW, planned;
+    int rN, rH, rW, rT, planned; /* rT: threads at reserve (conv workspace depends on it) */
     float *act, *gact;
     size_t nact, ngact;
     /* Gradients that are produced and consumed inside one unit / block
@@ -621,7 +621,8 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
     if (N < 1 || H < 32 || W < 32 || H % 32 || W % 32)
         return km_err(KM_ESHAPE, "input must be N x 3 x H x W with H, W positive multiples of 32; got %d x 3 x %d x %d",
                       N, H, W);
-    if (m->planned && m->rN == N && m->rH == H && m->rW == W) return KM_OK;
+    if (m->planned && m->rN == N && m->rH == H && m->rW == W && m->rT == km_get_threads())
+        return KM_OK;
     km_free(m->act);
     km_free(m->gact);
     km_free(m->work);
@@ -653,6 +654,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
                       (m->nact + m->ngact) * 4.0 / 1e9, N, H, W);
     }
     m->planned = 1;
+    m->rT = km_get_threads();
     m->rN = N;
     m->rH = H;
     m->rW = W;

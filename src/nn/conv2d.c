@@ -31,6 +31,9 @@
 #include "../core/km.h"
 
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Aim for GEMMs at least this wide (columns) when batching images; tuned
  * with bench/bench_ops.c, which rebuilds this file with other values. */
@@ -76,11 +79,19 @@ static int conv_block_rows(const km_conv_dims *d) {
     return r > (size_t)d->OH ? d->OH : (int)r;
 }
 
+/* Threads that share the images of one convolution (see conv_threads). */
+static int conv_threads(const km_conv_dims *d) {
+    int T = km_get_threads();
+    return T > d->N ? d->N : T;
+}
+
 static size_t work_plain(const km_conv_dims *d) {
-    if (is_pointwise(d)) return 0;
     size_t P = (size_t)d->OH * d->OW, CKK = (size_t)d->C * d->kh * d->kw;
-    size_t G = (size_t)conv_group(d);
-    if (G == 1) return CKK * (size_t)conv_block_rows(d) * d->OW;
+    size_t G = (size_t)conv_group(d), T = (size_t)conv_threads(d);
+    /* G == 1: per thread, a col block and a private dW partial sum */
+    if (G == 1)
+        return T * ((is_pointwise(d) ? 0 : CKK * (size_t)conv_block_rows(d) * d->OW) +
+                    (size_t)d->K * CKK);
     return CKK * G * P + (size_t)d->K * G * P;
 }
 
@@ -196,8 +207,18 @@ static void conv_forward(float *out, const float *in, const float *w, const floa
     const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
     const int G = conv_group(d);
     if (G == 1) {
+        /* Images are shared among the threads (one parallel region per call,
+         * single-threaded GEMMs inside), each with its own col block. */
         const int R = is_pointwise(d) ? d->OH : conv_block_rows(d);
+        const int T = conv_threads(d);
+        const size_t wper = work_plain(d) / (size_t)T;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
         for (int n = 0; n < d->N; n++) {
+#ifdef _OPENMP
+            float *work_t = work + (size_t)omp_get_thread_num() * wper;
+#else
+            float *work_t = work;
+#endif
             float *o = out + (size_t)n * K * P;
             if (b) {
                 for (int k = 0; k < K; k++)
@@ -208,8 +229,8 @@ static void conv_forward(float *out, const float *in, const float *w, const floa
                 const int cols = nr * d->OW;
                 const float *src = in + (size_t)n * d->C * HW; /* pointwise: R == OH */
                 if (!is_pointwise(d)) {
-                    im2col_group(work, (size_t)cols, in, n, 1, oy0, nr, d);
-                    src = work;
+                    im2col_group(work_t, (size_t)cols, in, n, 1, oy0, nr, d);
+                    src = work_t;
                 }
                 km_sgemm(0, 0, K, cols, CKK, 1.0f, w, CKK, src, cols, (b || accumulate) ? 1.0f : 0.0f,
                          o + (size_t)oy0 * d->OW, (int)P);
@@ -285,33 +306,52 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         input_grad_transposed(din, dout, w, d, work);
         return;
     }
-    if (is_pointwise(d)) {
-        for (int n = 0; n < d->N; n++) {
-            const float *g = dout + (size_t)n * K * P;
-            const float *x = in + (size_t)n * C * HW;
-            km_sgemm(0, 1, K, C, (int)P, 1.0f, g, (int)P, x, (int)P, 1.0f, dw, C);
-            if (din)
-                km_sgemm(1, 0, C, (int)P, K, 1.0f, w, C, g, (int)P, 1.0f, din + (size_t)n * C * HW,
-                         (int)P);
-        }
-        return;
-    }
     if (G == 1) {
-        const int R = conv_block_rows(d);
-        for (int n = 0; n < d->N; n++) {
-            const float *g = dout + (size_t)n * K * P;
-            for (int oy0 = 0; oy0 < d->OH; oy0 += R) {
-                const int nr = d->OH - oy0 < R ? d->OH - oy0 : R;
-                const int cols = nr * d->OW;
-                const float *gb = g + (size_t)oy0 * d->OW; /* [K, cols], row stride P */
-                im2col_group(work, (size_t)cols, in, n, 1, oy0, nr, d);
-                km_sgemm(0, 1, K, CKK, cols, 1.0f, gb, (int)P, work, cols, 1.0f, dw, CKK);
-                if (!din) continue;
-                km_sgemm(1, 0, CKK, cols, K, 1.0f, w, CKK, gb, (int)P, 0.0f, work, cols);
-                float *dx = din + (size_t)n * C * HW;
-#pragma omp parallel for schedule(static) if ((size_t)C * cols > 65536)
-                for (int c = 0; c < C; c++)
-                    col2im_channel(dx + (size_t)c * HW, work, (size_t)cols, c, oy0, nr, d);
+        /* Images are shared among the threads; each accumulates dW into its
+         * own partial buffer (zeroed here), summed into dw at the end in
+         * thread order: deterministic for a given thread count. */
+        const int pw = is_pointwise(d);
+        const int R = pw ? d->OH : conv_block_rows(d);
+        const int T = conv_threads(d);
+        const size_t wper = work_plain(d) / (size_t)T, nw = (size_t)K * CKK;
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num();
+#else
+            const int tid = 0;
+#endif
+            float *dwt = work + (size_t)tid * wper, *col = dwt + nw;
+            memset(dwt, 0, sizeof(float) * nw);
+#pragma omp for schedule(static)
+            for (int n = 0; n < d->N; n++) {
+                const float *g = dout + (size_t)n * K * P;
+                if (pw) {
+                    const float *x = in + (size_t)n * C * HW;
+                    km_sgemm(0, 1, K, C, (int)P, 1.0f, g, (int)P, x, (int)P, 1.0f, dwt, C);
+                    if (din)
+                        km_sgemm(1, 0, C, (int)P, K, 1.0f, w, C, g, (int)P, 1.0f,
+                                 din + (size_t)n * C * HW, (int)P);
+                    continue;
+                }
+                for (int oy0 = 0; oy0 < d->OH; oy0 += R) {
+                    const int nr = d->OH - oy0 < R ? d->OH - oy0 : R;
+                    const int cols = nr * d->OW;
+                    const float *gb = g + (size_t)oy0 * d->OW; /* [K, cols], row stride P */
+                    im2col_group(col, (size_t)cols, in, n, 1, oy0, nr, d);
+                    km_sgemm(0, 1, K, CKK, cols, 1.0f, gb, (int)P, col, cols, 1.0f, dwt, CKK);
+                    if (!din) continue;
+                    km_sgemm(1, 0, CKK, cols, K, 1.0f, w, CKK, gb, (int)P, 0.0f, col, cols);
+                    float *dx = din + (size_t)n * C * HW;
+                    for (int c = 0; c < C; c++)
+                        col2im_channel(dx + (size_t)c * HW, col, (size_t)cols, c, oy0, nr, d);
+                }
+            }
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < nw; i++) {
+                float acc = dw[i];
+                for (int t = 0; t < T; t++) acc += work[(size_t)t * wper + i];
+                dw[i] = acc;
             }
         }
         return;

@@ -20,6 +20,9 @@ typedef struct {
 /* Fills OH/OW; returns the dims struct for convenience. */
 km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
                             int ph, int pw);
+/* The workspace size depends on km_get_threads() (the images of one call are
+ * shared among the threads, each with its own buffers): ask again after
+ * changing the thread count. */
 size_t km_conv2d_work_floats(const km_conv_dims *d);
 
 /* out [N,K,OH,OW] = conv(in [N,C,H,W], w [K,C,kh,kw]) + b [K] (b may be NULL). */

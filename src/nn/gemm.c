@@ -6,6 +6,9 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
@@ -96,6 +99,9 @@ void km_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
      * element is still one full-K dot product inside one call, and the slabs
      * depend only on the thread count, so results are deterministic. */
     int T = g_threads;
+#ifdef _OPENMP
+    if (omp_in_parallel()) T = 1; /* called from a parallel loop: already split */
+#endif
     double flop = 2.0 * M * N * K;
     if (T > 1 && flop < 4e6) T = 1;
     int alongN = N >= M, L = alongN ? N : M;
