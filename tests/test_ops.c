@@ -627,3 +627,37 @@ KM_TEST(ops_are_bit_deterministic) {
     km_free(a);
     km_free(b);
 }
+
+/* The fused BatchNorm+ReLU backward equals ReLU backward into a zeroed buffer
+ * followed by the plain BatchNorm backward, bit for bit. */
+KM_TEST(bn_relu_backward_fused_equals_unfused) {
+    enum { N = 3, C = 5, HW = 37 };
+    static float x[N * C * HW], y[N * C * HW], g[N * C * HW], gm[N * C * HW], d1[N * C * HW],
+        d2[N * C * HW];
+    float w[C], b[C], rm[C] = {0}, rv[C] = {1, 1, 1, 1, 1}, mean[C], inv[C], dw1[C] = {0},
+                        db1[C] = {0}, dw2[C] = {0}, db2[C] = {0};
+    km_rng r;
+    km_rng_seed(&r, 9);
+    for (int i = 0; i < N * C * HW; i++) {
+        x[i] = (float)km_rng_normal(&r);
+        g[i] = (float)km_rng_normal(&r);
+    }
+    for (int c = 0; c < C; c++) {
+        w[c] = 0.5f + (float)km_rng_uniform(&r);
+        b[c] = (float)km_rng_normal(&r) * 0.1f;
+    }
+    km_bn_forward_train(y, mean, inv, x, w, b, rm, rv, N, C, HW, 1e-5f, 0.1f);
+    km_relu_forward(y, y, N * C * HW);
+    memset(gm, 0, sizeof gm);
+    km_relu_backward(gm, g, y, N * C * HW);
+    memset(d1, 0, sizeof d1);
+    memset(d2, 0, sizeof d2);
+    km_bn_backward(d1, dw1, db1, gm, x, w, mean, inv, N, C, HW);
+    km_bn_relu_backward(d2, dw2, db2, g, y, x, w, mean, inv, N, C, HW);
+    CHECK(!memcmp(d1, d2, sizeof d1));
+    CHECK(!memcmp(dw1, dw2, sizeof dw1));
+    CHECK(!memcmp(db1, db2, sizeof db1));
+    int zeros = 0;
+    for (int i = 0; i < N * C * HW; i++) zeros += y[i] == 0.0f;
+    CHECK(zeros > 50); /* the mask really masks something */
+}

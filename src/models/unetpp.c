@@ -740,10 +740,13 @@ static void unit_backward(km_unetpp *m, unit *u, int want_din) {
     const km_conv_dims *d = &u->d;
     int HW = d->OH * d->OW;
     size_t n = (size_t)d->N * u->cout * HW;
-    if (u->relu) relu_mask_inplace(u->gout, u->out, n);
     memset(u->gconv, 0, sizeof(float) * n); /* shared scratch; the backward accumulates */
-    km_bn_backward(u->gconv, m->grads + u->gamma, m->grads + u->beta, u->gout, u->conv,
-                   m->params + u->gamma, u->mean, u->invstd, d->N, u->cout, HW);
+    if (u->relu)
+        km_bn_relu_backward(u->gconv, m->grads + u->gamma, m->grads + u->beta, u->gout, u->out,
+                            u->conv, m->params + u->gamma, u->mean, u->invstd, d->N, u->cout, HW);
+    else
+        km_bn_backward(u->gconv, m->grads + u->gamma, m->grads + u->beta, u->gout, u->conv,
+                       m->params + u->gamma, u->mean, u->invstd, d->N, u->cout, HW);
     conv_bwd(m, want_din ? u->gin : NULL, m->grads + u->w, NULL, u->gconv, u->in, m->params + u->w, d);
 }
 

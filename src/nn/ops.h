@@ -30,6 +30,13 @@ void km_bn_forward_eval(float *out, const float *in, const float *w, const float
 void km_bn_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                     const float *w, const float *mean, const float *invstd, int N, int C, int HW);
 
+/* BatchNorm backward fused with the ReLU that follows it: dout is the
+ * gradient of out = relu(bn(in)) and is taken as 0 where out <= 0. Same
+ * result as km_relu_backward into a buffer followed by km_bn_backward. */
+void km_bn_relu_backward(float *din, float *dw, float *db, const float *dout, const float *out,
+                         const float *in, const float *w, const float *mean, const float *invstd,
+                         int N, int C, int HW);
+
 /* ---- ReLU; backward uses the forward OUTPUT (gradient passes where out > 0) ---- */
 void km_relu_forward(float *out, const float *in, size_t n); /* out may equal in */
 void km_relu_backward(float *din, const float *dout, const float *out, size_t n);
