@@ -24,11 +24,22 @@ int main(int argc, char **argv) {
 #pragma omp parallel num_threads(T) reduction(+ : sink)
         {
 #ifdef __AVX512F__
-            __m512 a[12], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-            for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
-            for (long it = 0; it < iters; it++)
-                for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
-            for (int i = 0; i < 12; i++) sink += _mm512_reduce_add_ps(a[i]);
+            /* 12 independent chains in named registers (an array would let
+             * the compiler spill them to memory) */
+            const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+            __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
+                   a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
+                   a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
+                   a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
+            for (long it = 0; it < iters; it++) {
+#define F(x) x = _mm512_fmadd_ps(x, b, c)
+                F(a0); F(a1); F(a2); F(a3); F(a4); F(a5); F(a6); F(a7); F(a8); F(a9); F(a10); F(a11);
+#undef F
+            }
+            __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                     _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+            t = _mm512_add_ps(t, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+            sink += _mm512_reduce_add_ps(t);
 #else
             __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
             for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
