@@ -9,6 +9,8 @@
 # Both sides use random weights (speed does not depend on them); kmseg's
 # ViT-B-shaped checkpoint is written once to bench/out/sam_vit_b_random.safetensors
 # (375 MB) by bench_sam --make-checkpoint and then loaded like a real one.
+# PY=python (default .venv/bin/python, made by bench/setup_venv.sh) picks the
+# PyTorch side's interpreter; it needs torch, numpy, PIL and segment_anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=2 REPEATS=3 PREPEATS=20 WARMUP=1
@@ -26,7 +28,10 @@ make -s kmseg
 mkdir -p bench/out
 CFLAGS="-std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -fopenmp"
 gcc $CFLAGS -o bench/out/bench_sam bench/bench_sam.c build/release/libkmseg.a -lpng -ljpeg -lm -ldl -lpthread
-[ -x .venv/bin/python ] || bash bench/setup_venv.sh
+if [ -z "${PY:-}" ]; then
+  [ -x .venv/bin/python ] || bash bench/setup_venv.sh
+  PY=.venv/bin/python
+fi
 CK=bench/out/sam_vit_b_random.safetensors
 [ -f "$CK" ] || bench/out/bench_sam --make-checkpoint "$CK" --tiny "$SHARED/fixtures/sam_tiny/sam_tiny.pth"
 JPG="$SHARED/data/kvasir-seg/images/$IMAGE.jpg"
@@ -38,10 +43,10 @@ load0=$(cut -d' ' -f1 /proc/loadavg)
 km=$(OMP_NUM_THREADS=$THREADS bench/out/bench_sam --checkpoint "$CK" --image "$JPG" --box "$BOX" \
      --threads "$THREADS" --warmup "$WARMUP" --repeats "$REPEATS" --predict-repeats "$PREPEATS")
 load1=$(cut -d' ' -f1 /proc/loadavg)
-pt=$(.venv/bin/python bench/ref_sam.py --threads "$THREADS" --warmup "$WARMUP" --repeats "$REPEATS" \
+echo "kmseg  : $km"
+pt=$("$PY" bench/ref_sam.py --threads "$THREADS" --warmup "$WARMUP" --repeats "$REPEATS" \
      --predict-repeats "$PREPEATS" --shared "$SHARED" --image "$IMAGE")
 load2=$(cut -d' ' -f1 /proc/loadavg)
-echo "kmseg  : $km"
 echo "pytorch: $pt"
 python3 - "$km" "$pt" "$load0" "$load1" "$load2" <<'PY'
 import json, sys
