@@ -60,6 +60,18 @@ void *km_malloc(size_t n) {
 }
 
 void *km_calloc(size_t n) {
+    /* Large blocks come from calloc, i.e. fresh zero pages from the kernel
+     * that cost no memory until touched (gradient and Adam buffers of a model
+     * that only runs inference stay free). Alignment is then 16 bytes, which
+     * every kernel here accepts (no aligned-load intrinsics). */
+    if (n >= ((size_t)1 << 20)) {
+        void *p = calloc(1, n);
+        if (!p) {
+            fprintf(stderr, "kmseg: out of memory allocating %zu bytes\n", n);
+            abort();
+        }
+        return p;
+    }
     void *p = km_malloc(n);
     memset(p, 0, n);
     return p;

@@ -46,7 +46,8 @@ _Noreturn void km_assert_fail(const char *expr, const char *file, int line);
 
 /* Allocation: km_malloc aborts with a message on OOM for internal buffers;
  * loaders of untrusted sizes use km_try_malloc and report KM_ENOMEM. Memory is
- * 64-byte aligned. */
+ * 64-byte aligned, except km_calloc blocks of 1 MiB or more (16-byte aligned,
+ * zero pages mapped lazily). */
 void *km_malloc(size_t n);
 void *km_calloc(size_t n);
 void *km_try_malloc(size_t n);

@@ -9,8 +9,8 @@ km_conf km_conf_logits_f32(const float *logits, const float *target, size_t n) {
         int p = logits[i] > 0.0f, g = target[i] > 0.5f;
         c.tp += p & g;
         c.fp += p & !g;
-        c.fn += !p & g;
-        c.tn += !p & !g;
+        c.fn += (!p) & g;
+        c.tn += (!p) & (!g);
     }
     return c;
 }
@@ -21,8 +21,8 @@ km_conf km_conf_logits_u8(const float *logits, const uint8_t *target, size_t n) 
         int p = logits[i] > 0.0f, g = target[i] != 0;
         c.tp += p & g;
         c.fp += p & !g;
-        c.fn += !p & g;
-        c.tn += !p & !g;
+        c.fn += (!p) & g;
+        c.tn += (!p) & (!g);
     }
     return c;
 }
@@ -33,8 +33,8 @@ km_conf km_conf_masks_u8(const uint8_t *pred, const uint8_t *target, size_t n) {
         int p = pred[i] != 0, g = target[i] != 0;
         c.tp += p & g;
         c.fp += p & !g;
-        c.fn += !p & g;
-        c.tn += !p & !g;
+        c.fn += (!p) & g;
+        c.tn += (!p) & (!g);
     }
     return c;
 }
