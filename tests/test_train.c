@@ -409,6 +409,8 @@ KM_TEST(train_cli_bad_inputs_fail_clearly) {
     expect_fail(a, "multiple of 32");
     snprintf(a, sizeof a, "train --resume '%s/never'", ok);
     expect_fail(a, "config.json");
+    snprintf(a, sizeof a, "train --resume '%s/never' --lr 0.1", ok);
+    expect_fail(a, "cannot be combined with --resume");
     /* a checkpoint that is not one */
     CHECK(km_test_sh("printf 'garbage, not a checkpoint' > '%s/w.safetensors'", ok) == 0);
     snprintf(a, sizeof a, "eval --weights '%s/w.safetensors' --data '%s' --split all --out '%s/ev'", ok, ok, ok);
