@@ -661,11 +661,11 @@ km_status km_cmd_sam(int argc, char **argv) {
     km_flag flags[] = {
         {"--checkpoint", KM_FLAG_STR, &ckpt, "SAM / MedSAM checkpoint (.pth or .safetensors)", 1, 0},
         {"--image", KM_FLAG_STR, &image, "image: PNG, JPEG, or .npy uint8 (H,W,3)", 0, 0},
-        {"--point", KM_FLAG_MULTI, &points, "x,y[,label] in image pixels (label 1 fg, 0 bg); repeatable", 0, 0},
+        {"--point", KM_FLAG_MULTI, &points, "x,y[,label] in image pixels (label 1 fg, 0 bg)", 0, 0},
         {"--box", KM_FLAG_STR, &box_s, "x0,y0,x1,y1 in image pixels", 0, 0},
         {"--mask-input", KM_FLAG_STR, &mask_in, "previous low-res logits .npy (256x256)", 0, 0},
         {"--multimask", KM_FLAG_BOOL, &multimask, "return the 3 multimask outputs", 0, 0},
-        {"--out", KM_FLAG_STR, &out, "output mask PNG (the mask with the highest IoU)", 0, 0},
+        {"--out", KM_FLAG_STR, &out, "output mask PNG, the mask with the highest IoU (required with --image)", 0, 0},
         {"--embedding-out", KM_FLAG_STR, &emb_out, "write the image embedding .npy (1,256,64,64)", 0, 0},
         {"--lowres-out", KM_FLAG_STR, &low_out, "write the low-res logits .npy (1,K,256,256)", 0, 0},
         {"--iou-out", KM_FLAG_STR, &iou_out, "write the IoU predictions .npy (1,K)", 0, 0},
