@@ -106,6 +106,7 @@ static void rm_tmpdir(void) {
 }
 
 int main(int argc, char **argv) {
+    km_set_omp_policy(argv);
     int passed = 0, failed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     atexit(rm_tmpdir);

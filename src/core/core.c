@@ -99,6 +99,13 @@ void km_set_threads(int n) {
 
 int km_get_threads(void) { return g_threads; }
 
+void km_set_omp_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("KMSEG_NO_REEXEC")) return;
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc?): carry on with the default policy */
+}
+
 double km_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

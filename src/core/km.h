@@ -58,6 +58,15 @@ char *km_strdup(const char *s);
 void km_set_threads(int n);
 int km_get_threads(void);
 
+/* Called first thing in main(): if OMP_WAIT_POLICY is unset, sets it to
+ * PASSIVE and re-executes the program (/proc/self/exe) so that the OpenMP
+ * runtime, which reads it only at start-up, sees it. With the default
+ * (spinning) policy, idle workers burn their time slice at every barrier; on a
+ * machine whose cores are shared with other work that made small workloads
+ * 4x slower, and it is no faster on an idle machine (bench/README.md). A
+ * user's own setting is respected; KMSEG_NO_REEXEC=1 disables this. */
+void km_set_omp_policy(char **argv);
+
 /* Wall clock in seconds (monotonic). */
 double km_now(void);
 
