@@ -1,0 +1,145 @@
+/* prompts.h - teacher prompts from a student prediction (method.md 4, paper
+ * 2.3), and the glue that lets continuous mining decode on the cached
+ * un-augmented embedding (method.md 5, cost rule).
+ *
+ *   km_prompts pr;
+ *   km_prompts_from_logits(&pr, z, H, W, KM_PROMPT_POINTS_BOX, 1, &rng);
+ *   if (pr.outcome == KM_PROMPTS_NO_BOX) { ...count: no pseudo label this round... }
+ *   km_sam_prompts sp;  km_prompts_to_sam(&pr, NULL, &sp);
+ *   km_sam_predict(&predictor, &sp, &res);            // pseudo label = res.masks
+ *
+ * Continuous mode (the student saw augmentation `code` of the S x S image, the
+ * teacher decodes on the cached embedding of the un-augmented image):
+ *   km_prompts_from_logits(&pr, z_aug, S, S, mode, x, &rng);   // augmented frame
+ *   km_prompts_unaugment(&pr, code, S);                        // -> un-augmented frame
+ *   if (mask mode) { km_prompts_unaugment_map(code, S, z_aug, z_orig);
+ *                    km_prompts_mask_input(m256, z_orig, S, S, predictor.input_h, predictor.input_w); }
+ *   km_prompts_to_sam(&pr, m256 or NULL, &sp);  km_sam_predict(...);
+ *   km_aug_apply_u8(code, S, 1, res.masks, label_aug);         // augment.h: label in the student's frame
+ *
+ * Definitions and choices:
+ *  - p = sigmoid(z) computed exactly as the student computes it, 1 / (1 +
+ *    expf(-z)) in float32 (km_sigmoid_forward, nn/elementwise.c). Ranking is
+ *    done on THESE float32 values, not on the logits: pixels whose float32 p
+ *    is equal are tied even when their logits differ. That is the paper's
+ *    "pixels of highest probability" taken literally, and it is what makes the
+ *    saturated plateau (p == 1.0f for every z above ~16.6) a tie to be broken
+ *    at random. Ranking on logits would instead always pick the single
+ *    largest logit and never draw.
+ *  - Guiding points: the x pixels of largest p, label 1. Let t be the x-th
+ *    largest p (with multiplicity). Every pixel with p > t is taken; the
+ *    remaining k slots go to k of the n_tie pixels with p == t, drawn
+ *    uniformly without replacement with the caller's RNG (Floyd's algorithm,
+ *    exactly k km_rng_below draws, and no draw at all when n_tie == k). For
+ *    x = 1 this is method.md's "ties at the maximum broken at random". Points
+ *    are ordered by decreasing p, ties in row-major scan order.
+ *  - Points do NOT require p > 0.5 [choice]: method.md 4 lets only a mode that
+ *    needs a box skip an empty prediction, so in points-only mode an empty
+ *    prediction still prompts the teacher at its x most likely pixels.
+ *  - Coordinates are integer pixel indices (x = column, y = row), passed to
+ *    the predictor as such, with no +0.5: SamPredictor scales them by
+ *    input/orig and SAM's prompt encoder adds 0.5 in the 1024 frame
+ *    (reference-arch.md 1.3, 1.5.2), which is what a PyTorch pipeline calling
+ *    predictor.predict(point_coords=[[col, row]]) on an argmax gets.
+ *  - Box: the tight inclusive box (x0, y0, x1, y1) of ALL foreground pixels
+ *    (every connected component, e.g. both lungs), no margin. Foreground is
+ *    the student's predicted mask, z > 0, kmseg's one prediction rule
+ *    (eval/metrics.h); it equals float32 p > 0.5 except for 0 < z < ~3e-8,
+ *    where p rounds to exactly 0.5.
+ *  - Empty prediction (no z > 0): has_box = 0; a mode that needs a box gives
+ *    outcome KM_PROMPTS_NO_BOX: that image gets no pseudo label this round
+ *    (the caller counts and logs it). Points are still computed (and the RNG
+ *    advanced) whenever the mode uses points, so the RNG stream does not
+ *    depend on whether the box was empty; the box mode consumes no RNG.
+ *  - Mask prompt (ablation): km_prompts_mask_input, see below.
+ *  - NaN logits (a diverged student) are an error (KM_EARG naming the pixel),
+ *    not silently ranked. */
+#ifndef KM_PROMPTS_H
+#define KM_PROMPTS_H
+
+#include "../core/km.h"
+#include "../core/rng.h"
+#include "../models/sam.h"
+
+#define KM_PROMPTS_MAX_POINTS 64
+
+/* Ablation modes (paper table 3); points+box is the default. */
+typedef enum {
+    KM_PROMPT_POINTS = 1,
+    KM_PROMPT_BOX = 2,
+    KM_PROMPT_POINTS_BOX = 3,      /* default */
+    KM_PROMPT_POINTS_BOX_MASK = 7, /* mask bit = 4 */
+} km_prompt_mode;
+enum { KM_PROMPT_USE_POINTS = 1, KM_PROMPT_USE_BOX = 2, KM_PROMPT_USE_MASK = 4 };
+
+/* "points", "box", "points+box", "points+box+mask" <-> mode; parse returns
+ * KM_EARG naming the accepted values. */
+const char *km_prompt_mode_name(km_prompt_mode m);
+km_status km_prompt_mode_parse(const char *s, km_prompt_mode *m);
+
+typedef enum {
+    KM_PROMPTS_READY = 0,  /* prompts usable */
+    KM_PROMPTS_NO_BOX = 1, /* empty prediction and the mode needs a box: no pseudo label */
+} km_prompts_outcome;
+
+typedef struct {
+    km_prompt_mode mode;
+    km_prompts_outcome outcome;
+    int w, h;     /* frame the coordinates refer to */
+    int n_points; /* min(x, w*h) when the mode uses points, else 0 */
+    int xy[KM_PROMPTS_MAX_POINTS][2]; /* (column, row) pixel indices */
+    float p[KM_PROMPTS_MAX_POINTS];   /* their float32 probabilities */
+    int has_box;                      /* any pixel with z > 0 */
+    int box[4];                       /* inclusive (x0, y0, x1, y1) when has_box */
+    long n_fg;                        /* pixels with z > 0 */
+    long n_tie;                       /* pixels sharing the cut-off probability t */
+    int n_drawn;                      /* points chosen at random among them (0: no draw) */
+    /* Filled by km_prompts_to_sam (the predictor reads these): */
+    float sam_points[2 * KM_PROMPTS_MAX_POINTS];
+    int sam_labels[KM_PROMPTS_MAX_POINTS];
+    float sam_box[4];
+} km_prompts;
+
+/* Prompts from student logits z [H, W] (row-major). x = number of guiding
+ * points, 1..KM_PROMPTS_MAX_POINTS (ignored by the box mode). rng may be NULL
+ * only for the box mode. KM_EARG on a bad x / mode or a NaN logit; otherwise
+ * KM_OK, with out->outcome telling whether the prompts are usable. Does not
+ * allocate; three passes over the map. */
+km_status km_prompts_from_logits(km_prompts *out, const float *z, int H, int W, km_prompt_mode mode,
+                                 int x, km_rng *rng);
+
+/* Points and box of `pr`, found in the frame of augmentation `code` of an
+ * S x S image, mapped back to the un-augmented frame (augment.h,
+ * km_aug_map_point / km_aug_map_box with inverse = 1). Pixel indices map
+ * exactly, so this commutes with taking the prompts of the un-augmented map
+ * (up to which tied pixels a draw picks). */
+void km_prompts_unaugment(km_prompts *pr, uint8_t code, int S);
+
+/* The inverse of km_aug_apply_f32: orig [S, S] such that
+ * km_aug_apply_f32(code, S, orig) == aug. orig and aug must not overlap.
+ * (The forward transform of the teacher's mask is km_aug_apply_u8 with C = 1,
+ * augment.h.) */
+void km_prompts_unaugment_map(uint8_t code, int S, const float *aug, float *orig);
+
+/* Mask prompt (ablation): the student's logits z [H, W] (the teacher's
+ * original frame) as SAM's mask_input out [256, 256]. That input lives in the
+ * padded 1024 canvas scaled by 1/4 (reference-arch.md 1.3): the image
+ * occupies its top-left mh x mw with mh = round(input_h / 4), mw =
+ * round(input_w / 4), where input_h x input_w is the predictor's resized size
+ * (km_sam_predictor.input_h/w after set_image / set_embedding; 1024 x 1024
+ * for a square image, so then the whole 256 x 256 is the image). z is resized
+ * to mh x mw with F.interpolate(mode="bilinear", align_corners=False,
+ * antialias=False) semantics (km_bilinear_resize); the padding (non-square
+ * images only) is filled with the smallest resized logit, i.e. "background,
+ * as sure as the student ever is". Downscaling (H or W above mh / mw) is not
+ * antialiased, as F.interpolate's default; the default 224 -> 256 upscales. */
+void km_prompts_mask_input(float *out, const float *z, int H, int W, int input_h, int input_w);
+
+/* Fills a km_sam_prompts for the mode: points with label 1, the box, the mask
+ * input (mask256, required iff the mode has the mask bit, else NULL), and
+ * multimask = 0 (method.md 4). Points and box are converted to float in pr's
+ * own arrays, which `sp` then points to: keep pr alive while sp is used.
+ * Must not be called when pr->outcome != KM_PROMPTS_READY. */
+void km_prompts_to_sam(km_prompts *pr, const float *mask256, km_sam_prompts *sp);
+
+#endif
