@@ -21,32 +21,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
-
-/* Hyper-parameters arrive as float (0.9f != 0.9); PyTorch computes with the
- * Python double the user wrote. Recover it: the shortest decimal that rounds
- * to the same float (same helper as batchnorm.c). */
-static double float_as_decimal(float x) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
-        double v = strtod(buf, NULL);
-        if ((float)v == x) return v;
-    }
-    return (double)x;
-}
+#include "nn_common.h"
 
 void km_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int t) {
     KM_ASSERT(t >= 1);
-    const double b1 = float_as_decimal(beta1), b2 = float_as_decimal(beta2);
+    const double b1 = km_float_as_decimal(beta1), b2 = km_float_as_decimal(beta2);
     const double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
-    const float step = (float)-(float_as_decimal(lr) / bc1);
+    const float step = (float)-(km_float_as_decimal(lr) / bc1);
     const float bc2s = (float)sqrt(bc2);
     const float om1 = (float)(1.0 - b1), om2 = (float)(1.0 - b2);
-    const float b1f = (float)b1, b2f = (float)b2, epsf = (float)float_as_decimal(eps);
-    const float wd = (float)float_as_decimal(weight_decay);
+    const float b1f = (float)b1, b2f = (float)b2, epsf = (float)km_float_as_decimal(eps);
+    const float wd = (float)km_float_as_decimal(weight_decay);
 #pragma omp parallel for schedule(static) if (n > KM_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];

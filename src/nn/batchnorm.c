@@ -32,21 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
-
-/* PyTorch passes eps as a Python float (double 1e-5) and uses it in double;
- * our API takes a float (1e-5f != 1e-5). Recover the double the user meant:
- * the shortest decimal that rounds to the same float. */
-static double float_as_decimal(float x) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
-        double v = strtod(buf, NULL);
-        if ((float)v == x) return v;
-    }
-    return (double)x;
-}
+#include "nn_common.h"
 
 void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
                          const float *b, float *running_mean, float *running_var, int N, int C,
@@ -54,7 +40,7 @@ void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in
     const size_t n = (size_t)N * HW;
     KM_ASSERT(n > 1); /* PyTorch: "Expected more than 1 value per channel when training" */
     const float mom = momentum;
-    const double deps = float_as_decimal(eps);
+    const double deps = km_float_as_decimal(eps);
 #pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
     for (int c = 0; c < C; c++) {
         double sum = 0;
@@ -93,7 +79,7 @@ void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in
 void km_bn_forward_eval(float *out, const float *in, const float *w, const float *b,
                         const float *running_mean, const float *running_var, int N, int C, int HW,
                         float eps) {
-    const double deps = float_as_decimal(eps);
+    const double deps = km_float_as_decimal(eps);
 #pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
     for (int c = 0; c < C; c++) {
         const float is = (float)(1.0 / sqrt((double)running_var[c] + deps));

@@ -6,8 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
+#include "nn_common.h"
 
 void km_relu_forward(float *out, const float *in, size_t n) {
     /* `x < 0 ? 0 : x` keeps NaN, like torch.relu (clamp_min). */

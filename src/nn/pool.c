@@ -8,8 +8,7 @@
 
 #include <math.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
+#include "nn_common.h"
 
 void km_maxpool3s2_forward(float *out, int32_t *argmax, const float *in, int N, int C, int H,
                            int W) {

@@ -7,8 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Below this many elements an OpenMP region costs more than it saves. */
-#define KM_OMP_MIN 32768
+#include "nn_common.h"
 
 /* F.normalize's default eps, used inside the NT-Xent loss. */
 #define KM_NTXENT_NORM_EPS 1e-12f
