@@ -407,3 +407,49 @@ KM_TEST(unetpp_train_steps_bit_identical) {
     km_free(w[0]);
     km_free(w[1]);
 }
+
+/* Encoder-only forward/backward (SimCLR): the gradient of L = sum(feat * R)
+ * agrees with central finite differences on the largest-gradient weights of
+ * the first and last convolutions; the decoder's gradients stay zero. */
+static double enc_loss(km_unetpp *m, const float *x, const float *R, float *feat, size_t nf) {
+    km_unetpp_encoder_forward(m, x, 2, 64, 64, 1, feat);
+    double L = 0;
+    for (size_t i = 0; i < nf; i++) L += (double)feat[i] * R[i];
+    return L;
+}
+
+KM_TEST(unetpp_encoder_only_gradient) {
+    km_unetpp *m = km_unetpp_create(18, 21);
+    km_rng r;
+    km_rng_seed(&r, 4);
+    static float x[2 * 3 * 64 * 64], R[2 * 512 * 4], feat[2 * 512 * 4];
+    for (size_t i = 0; i < sizeof x / 4; i++) x[i] = (float)km_rng_normal(&r);
+    for (size_t i = 0; i < sizeof R / 4; i++) R[i] = (float)km_rng_normal(&r);
+    const size_t nf = sizeof feat / 4;
+    km_unetpp_zero_grad(m);
+    enc_loss(m, x, R, feat, nf);
+    km_unetpp_encoder_backward(m, R, NULL);
+    const char *names[] = {"encoder.conv1.weight", "encoder.layer4.1.conv2.weight", "encoder.layer2.0.bn1.weight"};
+    for (int t = 0; t < 3; t++) {
+        float *w = km_unetpp_tensor(m, names[t], 0), *g = km_unetpp_tensor(m, names[t], 1);
+        size_t n = entry_numel(m, names[t]);
+        for (int k = 0; k < 3; k++) {
+            size_t best = 0;
+            for (size_t i = 0; i < n; i++)
+                if (fabsf(g[i]) > fabsf(g[best])) best = i;
+            float g0 = g[best], w0 = w[best], h = 2e-4f; /* small: fewer ReLU kinks crossed */
+            w[best] = w0 + h;
+            double lp = enc_loss(m, x, R, feat, nf);
+            w[best] = w0 - h;
+            double lm = enc_loss(m, x, R, feat, nf);
+            w[best] = w0;
+            double fd = (lp - lm) / (2.0 * h);
+            printf("    %s[%zu]: analytic %.6g, finite difference %.6g\n", names[t], best, g0, fd);
+            CHECK_MSG(fabs(fd - g0) <= 0.03 * fabs(g0) + 1e-4, "%s[%zu]: %g vs %g", names[t], best, g0, fd);
+            g[best] = 0; /* next-largest next time */
+        }
+    }
+    float *gd = km_unetpp_grads(m) + km_unetpp_entry_at(m, km_unetpp_num_entries(m) - 1)->offset;
+    CHECK(gd[0] == 0.0f); /* segmentation head bias untouched */
+    km_unetpp_free(m);
+}

@@ -90,7 +90,7 @@ struct km_unetpp {
     float *logits, *glogits; /* head output */
     float *F[5], *gF[5];     /* decoder inputs F0..F4 */
     int FC[5];
-    int lastN, lastH, lastW, last_train;
+    int lastN, lastH, lastW, last_train, last_encoder_only;
     km_unetpp_profile *prof;
 };
 
@@ -694,10 +694,7 @@ static void dec_forward(km_unetpp *m, decblock *b, int N, int train) {
     unit_forward(m, &b->c2, train);
 }
 
-km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
-                            float *logits) {
-    km_status s = km_unetpp_reserve(m, N, H, W);
-    if (s) return s;
+static void encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, int train) {
     memcpy(m->x, x, sizeof(float) * N * 3 * H * W);
     unit_forward(m, &m->stem, train);
     km_maxpool3s2_forward(m->pool, m->pool_arg, m->stem.out, N, 64, H / 2, W / 2);
@@ -714,16 +711,34 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
         km_add_forward(b->res, b->c2.out, id, n);
         km_relu_forward(b->res, b->res, n);
     }
+    m->lastN = N;
+    m->lastH = H;
+    m->lastW = W;
+    m->last_train = train;
+}
+
+km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
+                            float *logits) {
+    km_status s = km_unetpp_reserve(m, N, H, W);
+    if (s) return s;
+    encoder_forward(m, x, N, H, W, train);
     for (int l = 0; l <= 4; l++)
         for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
     km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
     conv_fwd(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w,
              m->params + m->head_b, &hd);
     memcpy(logits, m->logits, sizeof(float) * N * H * W);
-    m->lastN = N;
-    m->lastH = H;
-    m->lastW = W;
-    m->last_train = train;
+    m->last_encoder_only = 0;
+    return KM_OK;
+}
+
+km_status km_unetpp_encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
+                                    float *feat) {
+    km_status s = km_unetpp_reserve(m, N, H, W);
+    if (s) return s;
+    encoder_forward(m, x, N, H, W, train);
+    memcpy(feat, m->F[0], sizeof(float) * N * 512 * (H / 32) * (W / 32));
+    m->last_encoder_only = 1;
     return KM_OK;
 }
 
@@ -767,17 +782,8 @@ static void dec_backward(km_unetpp *m, decblock *b, int N) {
     }
 }
 
-void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
-    KM_ASSERT(m->planned && m->last_train);
+static void encoder_backward(km_unetpp *m, float *dx) {
     int N = m->lastN, H = m->lastH, W = m->lastW;
-    memset(m->gact, 0, sizeof(float) * m->ngact);
-    memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
-    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
-    decblock *last = dec_at(m, 0, 4);
-    conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
-             last->c2.out, m->params + m->head_w, &hd);
-    for (int l = 4; l >= 0; l--)
-        for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
     for (int i = m->nblocks - 1; i >= 0; i--) {
         resblock *b = &m->blocks[i];
         size_t n = (size_t)N * b->c2.cout * b->c2.d.OH * b->c2.d.OW;
@@ -790,6 +796,28 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
     km_maxpool3s2_backward(m->stem.gout, m->gpool, m->pool_arg, N, 64, H / 2, W / 2);
     unit_backward(m, &m->stem, dx != NULL); /* the input gradient costs a GEMM: only on request */
     if (dx) km_add_backward(dx, NULL, m->gx, (size_t)N * 3 * H * W);
+}
+
+void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
+    KM_ASSERT(m->planned && m->last_train && !m->last_encoder_only);
+    int N = m->lastN, H = m->lastH, W = m->lastW;
+    memset(m->gact, 0, sizeof(float) * m->ngact);
+    memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
+    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    decblock *last = dec_at(m, 0, 4);
+    conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
+             last->c2.out, m->params + m->head_w, &hd);
+    for (int l = 4; l >= 0; l--)
+        for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
+    encoder_backward(m, dx);
+}
+
+void km_unetpp_encoder_backward(km_unetpp *m, const float *dfeat, float *dx) {
+    KM_ASSERT(m->planned && m->last_train && m->last_encoder_only);
+    int N = m->lastN, H = m->lastH, W = m->lastW;
+    memset(m->gact, 0, sizeof(float) * m->ngact);
+    memcpy(m->gF[0], dfeat, sizeof(float) * N * 512 * (H / 32) * (W / 32));
+    encoder_backward(m, dx);
 }
 
 /* -------------------------------------------------------------------- loss */

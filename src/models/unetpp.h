@@ -65,6 +65,14 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
 void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx);
 void km_unetpp_zero_grad(km_unetpp *m);
 
+/* The encoder alone (SimCLR pretraining): feat receives the last ResNet stage
+ * [N, 512, H/32, W/32] (after its final ReLU). km_unetpp_encoder_backward adds
+ * d(loss)/d(encoder params) given dfeat (decoder gradients untouched); it
+ * follows a train-mode km_unetpp_encoder_forward. */
+km_status km_unetpp_encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
+                                    float *feat);
+void km_unetpp_encoder_backward(km_unetpp *m, const float *dfeat, float *dx);
+
 /* Adam over all parameters (bias-corrected, torch 1.13 semantics). The
  * optimiser state (m, v, step) belongs to the model object. */
 void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float eps,
