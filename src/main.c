@@ -14,6 +14,7 @@ static const km_command g_commands[] = {
     {"train", km_cmd_train, "train the student on images + masks (run folder, resumable)"},
     {"eval", km_cmd_eval, "per-image Dice/IoU of a checkpoint on a dataset split (CSV + JSON)"},
     {"predict", km_cmd_predict, "predict masks (PNG, original resolution) for a folder of images"},
+    {"pretrain", km_cmd_pretrain, "SimCLR pretraining of the student's encoder on the train images"},
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
 };
 
