@@ -1,0 +1,90 @@
+/* mine.c - `kmseg mine`: knowledge mining (method.md 4, 5): a supervised
+ * phase (or --init), then fine-tuning on labelled + teacher-labelled images
+ * with the one-time or continuous schedule. Protocol and run folder:
+ * src/mine/mine.h. Every default is shown by --help. */
+#include "cmd.h"
+
+#include "../core/args.h"
+#include "../mine/embcache.h"
+#include "../mine/mine.h"
+
+#include <string.h>
+
+km_status km_cmd_mine(int argc, char **argv) {
+    km_mine_config c;
+    km_mine_config_default(&c);
+    km_train_config *t = &c.train;
+    const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
+    const char *profile = "sam", *schedule = "continuous", *mode = "points+box", *cache_dir = NULL;
+    int seed = 0, quiet = 0, no_cache = 0;
+    km_flag flags[] = {
+        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
+        {"--out", KM_FLAG_STR, &out, "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", 1, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "SAM or MedSAM checkpoint (.pth or safetensors)", 1, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "teacher pre/post-processing: sam or medsam (box prompts only)", 0, 0},
+        {"--schedule", KM_FLAG_STR, &schedule, "pseudo labels: onetime (frozen after the supervised phase) or continuous", 0, 0},
+        {"--init", KM_FLAG_STR, &init, "student checkpoint to mine from (skips the supervised phase)", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &mode, "points, box, points+box or points+box+mask", 0, 0},
+        {"--points", KM_FLAG_INT, &c.points, "guiding points per image (highest student probability)", 0, 0},
+        {"--pseudo-weight", KM_FLAG_FLOAT, &c.pseudo_weight, "lambda in L = L_labelled + lambda * L_pseudo", 0, 0},
+        {"--mine-epochs", KM_FLAG_INT, &c.mine_epochs, "maximum mining epochs", 0, 0},
+        {"--cache-dir", KM_FLAG_STR, &cache_dir, "teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
+        {"--no-cache", KM_FLAG_BOOL, &no_cache, "keep teacher embeddings in memory only", 0, 0},
+        {"--cache-mem", KM_FLAG_INT, &c.cache_mem, "teacher embeddings kept in memory (4 MB each)", 0, 0},
+        {"--sample-pngs", KM_FLAG_INT, &c.sample_pngs, "continuous: pseudo labels written per epoch", 0, 0},
+        {"--split-dir", KM_FLAG_STR, &split_dir, "folder with train.txt [val.txt test.txt] (default: seeded random split)", 0, 0},
+        {"--val-fraction", KM_FLAG_FLOAT, &t->val_fraction, "random split: validation fraction", 0, 0},
+        {"--test-fraction", KM_FLAG_FLOAT, &t->test_fraction, "random split: test fraction", 0, 0},
+        {"--labelled-fraction", KM_FLAG_FLOAT, &t->labelled_fraction, "nested labelled fraction of the train split", 0, 0},
+        {"--max-images", KM_FLAG_INT, &t->max_images, "random split over the first N ids only (0 = all)", 0, 0},
+        {"--size", KM_FLAG_INT, &t->size, "crop size (student and teacher), multiple of 32", 0, 0},
+        {"--resnet", KM_FLAG_INT, &t->resnet, "encoder depth: 34 or 18", 0, 0},
+        {"--encoder-weights", KM_FLAG_STR, &enc, "torchvision ResNet checkpoint for the supervised phase", 0, 0},
+        {"--batch", KM_FLAG_INT, &t->batch, "batch size (both phases)", 0, 0},
+        {"--epochs", KM_FLAG_INT, &t->epochs, "maximum supervised epochs", 0, 0},
+        {"--lr", KM_FLAG_FLOAT, &t->lr, "Adam learning rate", 0, 0},
+        {"--beta1", KM_FLAG_FLOAT, &t->beta1, "Adam beta1", 0, 0},
+        {"--beta2", KM_FLAG_FLOAT, &t->beta2, "Adam beta2", 0, 0},
+        {"--eps", KM_FLAG_FLOAT, &t->eps, "Adam eps", 0, 0},
+        {"--weight-decay", KM_FLAG_FLOAT, &t->weight_decay, "Adam weight decay", 0, 0},
+        {"--plateau-patience", KM_FLAG_INT, &t->plateau_patience, "ReduceLROnPlateau patience (epochs)", 0, 0},
+        {"--plateau-factor", KM_FLAG_FLOAT, &t->plateau_factor, "ReduceLROnPlateau factor", 0, 0},
+        {"--min-lr", KM_FLAG_FLOAT, &t->min_lr, "ReduceLROnPlateau minimum lr", 0, 0},
+        {"--early-stop", KM_FLAG_INT, &t->early_stop, "stop after this many epochs without val-loss improvement", 0, 0},
+        {"--bce-weight", KM_FLAG_FLOAT, &t->bce_weight, "a in loss = a*BCE + (1-a)*Dice", 0, 0},
+        {"--seed", KM_FLAG_INT, &seed, "seed of split, init, shuffling, augmentation and prompt ties", 0, 0},
+        {"--threads", KM_FLAG_INT, &t->threads, "compute threads", 0, 0},
+        {"--quiet", KM_FLAG_BOOL, &quiet, "no progress or epoch lines", 0, 0},
+        {0}};
+    int help = 0;
+    km_status s = km_parse_flags("mine", "--data DIR --out RUN --teacher SAM.pth [options]", flags, argc, argv, &help);
+    if (s || help) return s;
+    if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
+    if (!strcmp(schedule, "onetime") || !strcmp(schedule, "one-time")) c.schedule = KM_MINE_ONETIME;
+    else if (!strcmp(schedule, "continuous")) c.schedule = KM_MINE_CONTINUOUS;
+    else return km_err(KM_EARG, "--schedule '%s': expected onetime or continuous", schedule);
+    if (!strcmp(profile, "sam")) c.profile = KM_SAM_PROFILE_SAM;
+    else if (!strcmp(profile, "medsam")) c.profile = KM_SAM_PROFILE_MEDSAM;
+    else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+    if ((s = km_prompt_mode_parse(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
+    char dbuf[4096];
+    if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
+    c.cache_dir = no_cache ? NULL : (char *)cache_dir;
+    t->data = (char *)data;
+    t->split_dir = (char *)split_dir;
+    t->encoder_weights = (char *)enc;
+    t->seed = (uint64_t)seed;
+    c.out = (char *)out;
+    c.teacher = (char *)teacher;
+    c.init = (char *)init;
+    km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, 0, NULL, NULL};
+    km_mine_result r;
+    s = km_mine_run(&c, &hooks, &r);
+    if (s) return s;
+    if (!quiet)
+        fprintf(stderr, "mining finished after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
+                        "encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
+                r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls, r.encoder_runs, r.cache_hits,
+                r.cache_misses, r.no_box);
+    return KM_OK;
+}

@@ -1,0 +1,96 @@
+/* mine.h - the knowledge-mining run (method.md 4, 5; paper 2.3-2.5): a
+ * supervised phase (km_train_run, or a given student checkpoint), then the
+ * mining phase, fine-tuning the best supervised student on labelled +
+ * teacher-labelled images.
+ *
+ * Run folder <out>:
+ *   supervised/          the supervised phase's own run folder (train.h),
+ *                        absent when init is given
+ *   pseudo/<id>.png      one-time: every unlabelled image's frozen pseudo label
+ *   pseudo/epoch_NNN/    continuous: the first `sample_pngs` pseudo labels of
+ *                        each epoch, named <id>.png, in the un-augmented frame
+ *   metrics.csv/.jsonl   one row per mining epoch (columns: k_mine_cols)
+ *   best.safetensors     weights of the best val-loss mining epoch
+ *   last.safetensors     weights after the last epoch (not resumable)
+ *
+ * Mining phase:
+ *   - student = best supervised checkpoint (or init), fresh Adam state, the
+ *     supervised optimisation settings, the same plateau / early-stop rules on
+ *     the labelled validation set (sched.h), mine_epochs epochs at most;
+ *   - splits recomputed exactly as km_train_run makes them (same seed,
+ *     fractions or split_dir), so labelled / unlabelled / val agree with the
+ *     supervised phase;
+ *   - each epoch: one shuffled order over labelled + unlabelled images and one
+ *     augmentation code per visit (run RNG, seeded seed ^ "mining"), batches
+ *     of `batch`, a trailing single-image batch dropped (as train.c);
+ *   - per batch: one train-mode forward over the whole batch (BatchNorm sees
+ *     all its images), then L = L_sup(labelled part vs masks) + lambda *
+ *     L_sup(unlabelled part vs pseudo labels), each part's km_seg_loss being
+ *     the mean over its own elements, a part's term 0 when the part is empty.
+ *     Images without a pseudo label (NO_BOX) get zero gradient.
+ *   - one-time: before the first mining epoch, every unlabelled image is
+ *     predicted once in eval mode (un-augmented), prompted, labelled by the
+ *     teacher and frozen; images whose prompts gave NO_BOX are left out of the
+ *     mining set for the whole phase (their "round" is the whole phase);
+ *     the frozen label is augmented with each visit's code (km_aug_apply_u8).
+ *   - continuous: per unlabelled visit, prompts from the visit's train-mode
+ *     logits (augmented frame) are mapped back (km_prompts_unaugment), the
+ *     teacher decodes on the cached embedding of the un-augmented S x S crop,
+ *     and the mask is augmented with the same code to be the target of that
+ *     same forward output. NO_BOX visits are counted and get no target.
+ *   - teacher: sees the student's S x S crop; pseudo label = SAM mask at
+ *     S x S (logit > 0 after post-processing; MedSAM: p > 0.5, box mode only).
+ *     Image embeddings come from the embedding cache (embcache.h), keyed by
+ *     crop, checkpoint content and profile: the encoder runs once per image
+ *     per cache.
+ *   - reporting only: the Dice of every produced pseudo label against the
+ *     unlabelled image's ground-truth mask (km_dataset_scan indexes pairs
+ *     only, so it always exists), per-image mean over the epoch. */
+#ifndef KM_MINE_H
+#define KM_MINE_H
+
+#include "../train/train.h"
+#include "prompts.h"
+
+typedef enum { KM_MINE_ONETIME = 0, KM_MINE_CONTINUOUS = 1 } km_mine_schedule;
+
+typedef struct {
+    km_train_config train; /* data, splits, model, optimisation; train.out is set by km_mine_run */
+    char *out;             /* run folder */
+    char *teacher;         /* SAM / MedSAM checkpoint */
+    km_sam_profile profile;
+    km_mine_schedule schedule;
+    char *init;            /* student checkpoint: skip the supervised phase (NULL: run it) */
+    km_prompt_mode prompt_mode;
+    int points;            /* guiding points x */
+    double pseudo_weight;  /* lambda */
+    int mine_epochs;       /* maximum mining epochs */
+    char *cache_dir;       /* embedding cache folder (NULL: memory only) */
+    int cache_mem;         /* embeddings kept in memory */
+    int sample_pngs;       /* continuous: pseudo labels written per epoch */
+} km_mine_config;
+
+/* method.md defaults: km_train_config_default with labelled fraction 0.5,
+ * SAM profile, continuous, points+box, 1 point, lambda 0.5, 100 epochs,
+ * 8 sample PNGs, 256 embeddings in memory. */
+void km_mine_config_default(km_mine_config *c);
+/* KM_EARG naming the flag for a bad setting; KM_EIO for a missing teacher. */
+km_status km_mine_config_check(const km_mine_config *c);
+
+typedef struct {
+    int epochs_done, best_epoch, stopped_early;
+    double best_val_loss, last_val_dice;
+    int n_labelled, n_unlabelled;
+    /* totals over the mining phase (one-time labelling included) */
+    long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
+    /* last epoch */
+    double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
+    long last_teacher_calls, last_no_box, last_unl_visits, last_cache_hits, last_cache_misses;
+    double last_epoch_seconds;
+} km_mine_result;
+
+/* hooks: log / progress as for km_train_run (on_step, stop_after unused by the
+ * mining phase; passed to the supervised phase). */
+km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_mine_result *res);
+
+#endif

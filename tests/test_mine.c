@@ -1,0 +1,284 @@
+/* test_mine.c - knowledge mining end to end on 16 real Kvasir-SEG images at
+ * 32x32 (ResNet18) with the random-weight sam_tiny teacher: this proves the
+ * plumbing (pseudo labels produced and binary, the lambda term in the loss,
+ * continuous labels regenerated per visit, the embedding cache hit from the
+ * second epoch on, NO_BOX counted) and the CLI's errors, not label quality. */
+#include "test.h"
+#include "../src/io/image.h"
+#include "../src/io/safetensors.h"
+#include "../src/mine/mine.h"
+#include "../src/models/unetpp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
+
+static const char *sub(const char *name) {
+    static char b[32][1024];
+    static int k;
+    char *p = b[k++ & 31];
+    snprintf(p, sizeof b[0], "%s/%s", km_test_tmpdir(), name);
+    return p;
+}
+
+/* 16 images -> 12 train (6 labelled, 6 unlabelled) / 4 val, 32x32, batch 4. */
+static void small_config(km_mine_config *c, const char *out) {
+    km_mine_config_default(c);
+    km_train_config *t = &c->train;
+    t->data = (char *)km_test_path("data/kvasir-seg");
+    t->max_images = 16;
+    t->val_fraction = 0.25;
+    t->test_fraction = 0;
+    t->size = 32;
+    t->batch = 4;
+    t->resnet = 18;
+    t->lr = 1e-3;
+    t->epochs = 3;
+    t->seed = 3;
+    t->threads = 1;
+    c->out = (char *)out;
+    c->teacher = (char *)km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    c->mine_epochs = 2;
+}
+
+/* Value of column `col` in data row `row` (1-based) of a CSV file; NaN if absent. */
+static double csv_get(const char *path, int row, const char *col) {
+    FILE *f = fopen(path, "r");
+    if (!f) return NAN;
+    char line[4096];
+    int idx = -1, r = 0;
+    double v = NAN;
+    while (fgets(line, sizeof line, f)) {
+        char *save = NULL;
+        int k = 0;
+        if (r == 0) {
+            for (char *tok = strtok_r(line, ",\n", &save); tok; tok = strtok_r(NULL, ",\n", &save), k++)
+                if (!strcmp(tok, col)) idx = k;
+        } else if (r == row) {
+            for (char *tok = strtok_r(line, ",\n", &save); tok; tok = strtok_r(NULL, ",\n", &save), k++)
+                if (k == idx) v = strtod(tok, NULL);
+            break;
+        }
+        r++;
+    }
+    fclose(f);
+    return v;
+}
+
+/* Number of PNGs in dir that are S x S grey with only 0 / 255; -1 if any is not. */
+static int check_pngs(const char *dir, int S) {
+    char list[1200];
+    snprintf(list, sizeof list, "%s/list.txt", km_test_tmpdir());
+    if (km_test_sh("ls '%s' | grep '\\.png$' > '%s'", dir, list) != 0) return 0;
+    FILE *f = fopen(list, "r");
+    if (!f) return -1;
+    char name[512];
+    int n = 0;
+    while (fgets(name, sizeof name, f)) {
+        name[strcspn(name, "\n")] = 0;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        km_image img;
+        if (km_image_load(p, &img, 1) != KM_OK) {
+            n = -1;
+            break;
+        }
+        int ok = img.w == S && img.h == S && img.c == 1;
+        for (int i = 0; ok && i < S * S; i++) ok = img.data[i] == 0 || img.data[i] == 255;
+        km_image_free(&img);
+        if (!ok) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* The continuous run with its supervised phase, shared by the other tests
+ * (they start from its supervised best checkpoint). */
+static km_mine_result g_cont;
+static const char *cont_run(void) {
+    static int done;
+    const char *dir = sub("cont");
+    if (done) return dir;
+    done = 1;
+    km_mine_config c;
+    small_config(&c, dir);
+    c.cache_dir = (char *)sub("cont_cache");
+    double t0 = km_now();
+    CHECK_OK(km_mine_run(&c, NULL, &g_cont));
+    printf("    continuous run (3 supervised + 2 mining epochs): %.1f s\n", km_now() - t0);
+    return dir;
+}
+
+KM_TEST(mine_continuous_regenerates_labels_and_hits_cache) {
+    const char *dir = cont_run();
+    const km_mine_result *r = &g_cont;
+    char csv[1200], p[1200];
+    snprintf(csv, sizeof csv, "%s/metrics.csv", dir);
+    CHECK(r->n_labelled == 6 && r->n_unlabelled == 6);
+    CHECK(r->epochs_done == 2);
+    for (int e = 1; e <= 2; e++) {
+        double visits = csv_get(csv, e, "unl_visits"), calls = csv_get(csv, e, "teacher_calls");
+        double nobox = csv_get(csv, e, "no_box"), hits = csv_get(csv, e, "cache_hits");
+        double miss = csv_get(csv, e, "cache_misses"), enc = csv_get(csv, e, "encoder_runs");
+        printf("    epoch %d: %g unlabelled visits, %g teacher calls, %g NO_BOX, cache %g hit / %g miss, "
+               "%g encoder runs, pseudo loss %.4f, pseudo Dice %.4f\n",
+               e, visits, calls, nobox, hits, miss, enc, csv_get(csv, e, "pseudo_loss"), csv_get(csv, e, "pseudo_dice"));
+        /* every unlabelled image is visited once per epoch (no batch of one dropped: 12 = 3 x 4) */
+        CHECK(visits == 6);
+        /* a fresh teacher label per visit, except NO_BOX visits */
+        CHECK(calls == visits - nobox);
+        /* one lookup per teacher call; the encoder runs only on a miss */
+        CHECK(hits + miss == calls);
+        CHECK(enc == miss);
+        /* images prompted in epoch 1 hit from then on: only epoch-1 NO_BOX images can miss */
+        if (e == 2) CHECK(miss <= csv_get(csv, 1, "no_box"));
+        double pl = csv_get(csv, e, "pseudo_loss");
+        CHECK(calls == 0 || (pl > 0 && isfinite(pl)));
+        double pd = csv_get(csv, e, "pseudo_dice");
+        CHECK(calls == 0 || (pd >= 0 && pd <= 1));
+        snprintf(p, sizeof p, "%s/pseudo/epoch_%03d", dir, e);
+        int n = check_pngs(p, 32);
+        CHECK_MSG(n == (int)calls, "epoch %d: %d sample PNGs (32x32, 0/255), expected %g", e, n, calls);
+    }
+    /* epoch 1 encodes each prompted image once (the cache folder was new) */
+    CHECK(csv_get(csv, 1, "cache_misses") == csv_get(csv, 1, "teacher_calls"));
+    CHECK(csv_get(csv, 1, "teacher_calls") > 0);
+    CHECK(r->encoder_runs == r->cache_misses);
+    CHECK(r->teacher_calls == r->cache_hits + r->cache_misses);
+    snprintf(p, sizeof p, "%s/supervised/best.safetensors", dir);
+    CHECK(km_test_sh("test -s '%s' && test -s '%s/best.safetensors' && test -s '%s/last.safetensors'", p, dir, dir) == 0);
+}
+
+/* Last-checkpoint weights of a one-epoch one-time run from the supervised best. */
+static float *onetime_weights(const char *name, double lambda, km_mine_result *r, size_t *n) {
+    const char *cont = cont_run();
+    const char *dir = sub(name);
+    char init[1200];
+    snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
+    km_mine_config c;
+    small_config(&c, dir);
+    c.init = init;
+    c.schedule = KM_MINE_ONETIME;
+    c.pseudo_weight = lambda;
+    c.mine_epochs = 1;
+    c.cache_dir = (char *)sub("cont_cache");
+    CHECK_OK(km_mine_run(&c, NULL, r));
+    char last[1200];
+    snprintf(last, sizeof last, "%s/last.safetensors", dir);
+    km_unetpp *m = NULL;
+    if (km_unetpp_load(&m, last) != KM_OK) {
+        CHECK_MSG(0, "%s: %s", last, km_errmsg());
+        return NULL;
+    }
+    *n = km_unetpp_num_params(m);
+    float *w = km_malloc(sizeof(float) * *n);
+    memcpy(w, km_unetpp_params(m), sizeof(float) * *n);
+    km_unetpp_free(m);
+    return w;
+}
+
+KM_TEST(mine_onetime_frozen_labels_and_lambda_term) {
+    km_mine_result r0, r5;
+    size_t n0 = 0, n5 = 0;
+    float *w0 = onetime_weights("one_l0", 0.0, &r0, &n0);
+    float *w5 = onetime_weights("one_l5", 0.5, &r5, &n5);
+    if (!w0 || !w5) return;
+    /* one teacher call per unlabelled image with prompts, from the shared cache */
+    CHECK(r5.teacher_calls + r5.no_box == 6);
+    CHECK(r5.encoder_runs == 0 && r5.cache_hits == r5.teacher_calls);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/pseudo", sub("one_l5"));
+    int npng = check_pngs(p, 32);
+    CHECK_MSG(npng == (int)r5.teacher_calls, "%d one-time PNGs, expected %ld", npng, r5.teacher_calls);
+    /* same data, order and augmentation: only lambda differs; with lambda 0
+     * the pseudo term is still computed (and logged) but weighs nothing */
+    CHECK(r0.last_pseudo_loss > 0 && r5.last_pseudo_loss > 0);
+    CHECK(n0 == n5);
+    double maxd = 0;
+    for (size_t i = 0; i < n0 && i < n5; i++) maxd = fmax(maxd, fabs((double)w0[i] - w5[i]));
+    printf("    one-time: %ld labels, %ld NO_BOX, pseudo Dice %.4f; max |w(lambda 0.5) - w(lambda 0)| = %.3g\n",
+           r5.teacher_calls, r5.no_box, r5.last_pseudo_dice, maxd);
+    CHECK(maxd > 1e-6);
+    km_free(w0);
+    km_free(w5);
+}
+
+KM_TEST(mine_empty_predictions_counted_as_no_box) {
+    /* a student whose head bias is -100 predicts nothing: no box anywhere */
+    const char *cont = cont_run();
+    char init[1200], nob[1200];
+    snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
+    snprintf(nob, sizeof nob, "%s/nobox.safetensors", km_test_tmpdir());
+    km_unetpp *m = NULL;
+    CHECK_OK(km_unetpp_load(&m, init));
+    if (!m) return;
+    km_unetpp_tensor(m, "segmentation_head.0.bias", 0)[0] = -100.0f;
+    km_tdict meta;
+    km_tdict_init(&meta);
+    CHECK_OK(km_unetpp_save(m, nob, &meta));
+    km_tdict_free(&meta);
+    km_unetpp_free(m);
+    for (int sched = 0; sched < 2; sched++) {
+        km_mine_config c;
+        const char *dir = sub(sched ? "nobox_cont" : "nobox_one");
+        small_config(&c, dir);
+        c.init = nob;
+        c.schedule = sched ? KM_MINE_CONTINUOUS : KM_MINE_ONETIME;
+        c.mine_epochs = 1;
+        km_mine_result r;
+        CHECK_OK(km_mine_run(&c, NULL, &r));
+        printf("    %s: NO_BOX %ld, teacher calls %ld, unlabelled visits %ld\n", sched ? "continuous" : "one-time",
+               r.no_box, r.teacher_calls, r.last_unl_visits);
+        CHECK(r.no_box == 6);
+        CHECK(r.teacher_calls == 0);
+        CHECK(r.last_unl_visits == (sched ? 6 : 0)); /* one-time leaves them out of the phase */
+        CHECK(isnan(r.last_pseudo_loss));            /* the unlabelled part was empty */
+    }
+}
+
+static void expect_fail(const char *args, const char *needle) {
+    const char *log = sub("cli_err.txt");
+    int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);
+    uint8_t *txt = NULL;
+    size_t n = 0;
+    km_read_file(log, 1 << 20, &txt, &n);
+    char *s = km_malloc(n + 1);
+    if (n) memcpy(s, txt, n);
+    s[n] = 0;
+    CHECK_MSG(rc != 0, "kmseg %s: exit 0, expected failure", args);
+    CHECK_MSG(strstr(s, needle) != NULL, "kmseg %s: output '%s' lacks '%s'", args, s, needle);
+    printf("    kmseg %.50s... -> exit %d: %s", args, rc, s);
+    km_free(s);
+    km_free(txt);
+}
+
+KM_TEST(mine_cli_bad_inputs_fail_clearly) {
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    const char *out = sub("cli");
+    char a[4096];
+    const char *common = "--max-images 16 --size 32 --resnet 18 --batch 4 --epochs 1 --mine-epochs 1 --quiet";
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r0' --teacher '%s/missing.pth' %s", kv, out, out, common);
+    expect_fail(a, "missing.pth");
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r1' --teacher '%s' --schedule weekly %s", kv, out, sam, common);
+    expect_fail(a, "--schedule 'weekly'");
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r2' %s", kv, out, common);
+    expect_fail(a, "--teacher");
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3' --teacher '%s' --teacher-profile medsam %s", kv, out, sam, common);
+    expect_fail(a, "box prompts only");
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r4' --teacher '%s' --prompt-mode dots %s", kv, out, sam, common);
+    expect_fail(a, "--prompt-mode");
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r5' --teacher '%s' --init '%s/none.safetensors' %s", kv, out, sam,
+             out, common);
+    expect_fail(a, "none.safetensors");
+    /* a teacher file that is not a checkpoint */
+    CHECK(km_test_sh("printf 'not a checkpoint' > '%s/bad.pth'", km_test_tmpdir()) == 0);
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r6' --teacher '%s/bad.pth' --init '%s/cont/supervised/best.safetensors' %s",
+             kv, out, km_test_tmpdir(), km_test_tmpdir(), common);
+    cont_run();
+    expect_fail(a, "bad.pth");
+}
