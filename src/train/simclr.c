@@ -432,7 +432,7 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
                 c->resnet, ds.n, S, S, N, B, steps_per_epoch, c->lr, c->temperature, T);
     for (int ep = 1; ep <= c->epochs && !s && !stop; ep++) {
         km_rng_shuffle(&rs, order, ds.n);
-        km_progress pg;
+        km_progress pg = {0};
         char lbl[64], extra[64];
         snprintf(lbl, sizeof lbl, "pretrain %d/%d", ep, c->epochs);
         if (log) km_progress_start(&pg, log, lbl, (int64_t)steps_per_epoch * N, "img");
@@ -498,6 +498,7 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
         }
         double dt = km_now() - t0;
         res->seconds += dt;
+        pg.total = (int64_t)esteps * N; /* an epoch cut short by --max-steps ends at what was done */
         if (s || !esteps) {
             if (log) km_progress_end(&pg, NULL);
             break;
