@@ -150,6 +150,11 @@ KM_TEST(mine_continuous_regenerates_labels_and_hits_cache) {
     CHECK(csv_get(csv, 1, "teacher_calls") > 0);
     CHECK(r->encoder_runs == r->cache_misses);
     CHECK(r->teacher_calls == r->cache_hits + r->cache_misses);
+    /* the run's splits and settings */
+    CHECK(km_test_sh("test $(wc -l < '%s/splits/unlabelled.txt') -eq 6 && test $(wc -l < '%s/splits/labelled.txt') -eq 6",
+                     dir, dir) == 0);
+    CHECK(km_test_sh("grep -q '\"schedule\": \"continuous\"' '%s/mine_config.json'", dir) == 0);
+    CHECK(r->encoder_seconds > 0 && r->decoder_seconds > 0);
     snprintf(p, sizeof p, "%s/supervised/best.safetensors", dir);
     CHECK(km_test_sh("test -s '%s' && test -s '%s/best.safetensors' && test -s '%s/last.safetensors'", p, dir, dir) == 0);
 }
@@ -239,6 +244,39 @@ KM_TEST(mine_empty_predictions_counted_as_no_box) {
         CHECK(r.last_unl_visits == (sched ? 6 : 0)); /* one-time leaves them out of the phase */
         CHECK(isnan(r.last_pseudo_loss));            /* the unlabelled part was empty */
     }
+}
+
+KM_TEST(mine_medsam_profile_box_prompts) {
+    /* MedSAM profile: its own preprocessing (another cache key than SAM's for
+     * the same crops: all misses in a cache shared with the SAM runs), box
+     * prompts, labels at the crop size; one test-split Dice column filled */
+    const char *cont = cont_run();
+    char init[1200];
+    snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
+    km_mine_config c;
+    const char *dir = sub("medsam");
+    small_config(&c, dir);
+    c.init = init;
+    c.profile = KM_SAM_PROFILE_MEDSAM;
+    c.prompt_mode = KM_PROMPT_BOX;
+    c.mine_epochs = 1;
+    c.cache_dir = (char *)sub("cont_cache");
+    c.train.test_fraction = 0.125;
+    c.train.val_fraction = 0.125;
+    c.train.eval_test = 1;
+    km_mine_result r;
+    CHECK_OK(km_mine_run(&c, NULL, &r));
+    char csv[1200], p[1200];
+    snprintf(csv, sizeof csv, "%s/metrics.csv", dir);
+    snprintf(p, sizeof p, "%s/pseudo/epoch_001", dir);
+    int n = check_pngs(p, 32);
+    printf("    medsam: %d unlabelled, %ld teacher calls, %ld NO_BOX, %ld encoder runs, test Dice %.4f\n", r.n_unlabelled,
+           r.teacher_calls, r.no_box, r.encoder_runs, csv_get(csv, 1, "test_dice"));
+    CHECK(r.n_unlabelled == 6 && r.teacher_calls + r.no_box == 6);
+    CHECK(r.encoder_runs == r.teacher_calls && r.cache_hits == 0);
+    CHECK(n == (int)r.teacher_calls);
+    double td = csv_get(csv, 1, "test_dice");
+    CHECK(td >= 0 && td <= 1);
 }
 
 static void expect_fail(const char *args, const char *needle) {

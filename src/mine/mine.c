@@ -3,6 +3,7 @@
 
 #include "embcache.h"
 #include "../core/log.h"
+#include "../core/progress.h"
 #include "../core/rng.h"
 #include "../eval/metrics.h"
 #include "../io/image.h"
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -106,6 +108,64 @@ static double dice_u8(const uint8_t *p, const uint8_t *g, size_t n) {
     return sp + sg ? 2.0 * inter / (double)(sp + sg) : 1.0; /* both empty = 1 (method.md 7) */
 }
 
+/* JSON string (escaped) or null */
+static void json_str(FILE *f, const char *v) {
+    if (!v) {
+        fputs("null", f);
+        return;
+    }
+    char *b = NULL;
+    size_t len = 0, cap = 0;
+    km_json_escape(&b, &len, &cap, v);
+    fwrite(b, 1, len, f);
+    km_free(b);
+}
+
+/* <out>/mine_config.json: every resolved mining setting and the data /
+ * optimisation settings the phase uses (the supervised phase writes its own
+ * supervised/config.json). */
+static km_status write_config(const km_mine_config *c, const char *path) {
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f) return km_err(KM_EIO, "%s: cannot build the configuration: %s", path, strerror(errno));
+    const km_train_config *t = &c->train;
+    fprintf(f, "{\n  \"kmseg_version\": ");
+    json_str(f, KM_VERSION);
+    fprintf(f, ",\n  \"data\": ");
+    json_str(f, t->data);
+    fprintf(f, ",\n  \"split_dir\": ");
+    json_str(f, t->split_dir);
+    fprintf(f, ",\n  \"teacher\": ");
+    json_str(f, c->teacher);
+    fprintf(f, ",\n  \"teacher_profile\": \"%s\"", c->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
+    fprintf(f, ",\n  \"schedule\": \"%s\"", c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
+    fprintf(f, ",\n  \"init\": ");
+    json_str(f, c->init);
+    fprintf(f, ",\n  \"prompt_mode\": \"%s\"", km_prompt_mode_name(c->prompt_mode));
+    fprintf(f, ",\n  \"points\": %d,\n  \"pseudo_weight\": %.17g,\n  \"mine_epochs\": %d", c->points,
+            c->pseudo_weight, c->mine_epochs);
+    fprintf(f, ",\n  \"cache_dir\": ");
+    json_str(f, c->cache_dir);
+    fprintf(f, ",\n  \"cache_mem\": %d,\n  \"sample_pngs\": %d", c->cache_mem, c->sample_pngs);
+    fprintf(f, ",\n  \"val_fraction\": %.17g,\n  \"test_fraction\": %.17g,\n  \"labelled_fraction\": %.17g",
+            t->val_fraction, t->test_fraction, t->labelled_fraction);
+    fprintf(f, ",\n  \"max_images\": %d,\n  \"size\": %d,\n  \"resnet\": %d,\n  \"batch\": %d,\n  \"epochs\": %d",
+            t->max_images, t->size, t->resnet, t->batch, t->epochs);
+    fprintf(f, ",\n  \"lr\": %.17g,\n  \"beta1\": %.17g,\n  \"beta2\": %.17g,\n  \"eps\": %.17g", t->lr, t->beta1,
+            t->beta2, t->eps);
+    fprintf(f, ",\n  \"weight_decay\": %.17g,\n  \"plateau_factor\": %.17g,\n  \"min_lr\": %.17g", t->weight_decay,
+            t->plateau_factor, t->min_lr);
+    fprintf(f, ",\n  \"plateau_patience\": %d,\n  \"early_stop\": %d,\n  \"bce_weight\": %.17g",
+            t->plateau_patience, t->early_stop, t->bce_weight);
+    fprintf(f, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"eval_test\": %d\n}\n", (unsigned long long)t->seed,
+            t->threads, t->eval_test);
+    fclose(f);
+    km_status s = km_write_file_atomic(path, buf, n);
+    free(buf);
+    return s;
+}
+
 /* ------------------------------------------------------------------ teacher */
 
 typedef struct {
@@ -118,6 +178,7 @@ typedef struct {
     uint64_t fp;
     float *encin, *emb;
     long calls, encoder_runs;
+    double t_encode, t_decode; /* seconds in the image encoder / prompt encoder + decoder + post-processing */
     km_prompt_mode mode;
     float *m256;
 } teacher;
@@ -161,9 +222,11 @@ static km_status teacher_label(teacher *t, const uint8_t *rgb, int S, km_prompts
                    S, S);
     km_status s;
     if (!km_embcache_lookup(&t->cache, &k, t->emb)) {
+        double t0 = km_now();
         if (t->profile == KM_SAM_PROFILE_MEDSAM) km_medsam_preprocess(t->encin, KM_SAM_INPUT, rgb, S, S, 3);
         else km_sam_preprocess(t->encin, KM_SAM_INPUT, rgb, S, S, 3, NULL, NULL);
         s = km_sam_encoder_forward(t->sam.encoder, t->encin, t->emb, NULL);
+        t->t_encode += km_now() - t0;
         if (s) return s;
         t->encoder_runs++;
         if (km_embcache_insert(&t->cache, &k, t->emb))
@@ -180,7 +243,9 @@ static km_status teacher_label(teacher *t, const uint8_t *rgb, int S, km_prompts
     km_prompts_to_sam(pr, m256, &sp);
     km_sam_result r;
     memset(&r, 0, sizeof r);
+    double t0 = km_now();
     s = km_sam_predict(&t->p, &sp, &r);
+    t->t_decode += km_now() - t0;
     if (!s) {
         KM_ASSERT(r.K >= 1 && r.h == S && r.w == S);
         memcpy(label, r.masks, (size_t)S * S);
@@ -198,10 +263,11 @@ typedef struct {
     int *lab, *unl;
     int n_lab, n_unl;
     km_dataset pool; /* labelled [0, n_lab) then unlabelled [n_lab, n_lab + n_unl), with masks */
-    km_dataset va;
+    km_dataset va, te;
 } mine_data;
 
 static void mine_data_free(mine_data *d) {
+    km_dataset_free(&d->te);
     km_dataset_free(&d->va);
     km_dataset_free(&d->pool);
     km_free(d->lab);
@@ -210,8 +276,10 @@ static void mine_data_free(mine_data *d) {
     km_dataset_index_free(&d->idx);
 }
 
-/* The splits exactly as train.c's prepare_data makes them for a new run. */
-static km_status mine_data_load(const km_train_config *c, mine_data *d) {
+/* The splits exactly as train.c's prepare_data makes them for a new run,
+ * written to <out>/splits/ (train, val, test, labelled, unlabelled .txt) so
+ * that `kmseg eval --split-dir` can score the mined student. */
+static km_status mine_data_load(const km_train_config *c, const char *out, mine_data *d) {
     km_issues iss;
     km_issues_init(&iss);
     km_status s = km_dataset_scan(c->data, &d->idx, &iss);
@@ -227,6 +295,19 @@ static km_status mine_data_load(const km_train_config *c, mine_data *d) {
     }
     km_split_labelled(&d->sp, c->labelled_fraction, c->seed, &d->lab, &d->n_lab, &d->unl, &d->n_unl);
     if (d->sp.n_val < 1) return km_err(KM_EARG, "%s: the validation split is empty", c->data);
+    if (d->n_lab < 2) return km_err(KM_EARG, "%s: %d labelled training image(s); at least 2 are needed", c->data, d->n_lab);
+    char *sd = join(out, "splits");
+    s = mkdir_p(sd);
+    if (!s) s = km_split_write(&d->idx, &d->sp, sd);
+    char *lp = join(sd, "labelled.txt"), *up = join(sd, "unlabelled.txt"), *tp = join(sd, "test.txt");
+    if (!s && d->sp.n_test == 0) remove(tp); /* an empty list does not read back (splits.h) */
+    if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
+    if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
+    km_free(lp);
+    km_free(up);
+    km_free(tp);
+    km_free(sd);
+    if (s) return s;
     int n = d->n_lab + d->n_unl;
     int *which = km_malloc(sizeof(int) * (size_t)(n + 1));
     memcpy(which, d->lab, sizeof(int) * (size_t)d->n_lab);
@@ -234,6 +315,8 @@ static km_status mine_data_load(const km_train_config *c, mine_data *d) {
     s = km_dataset_load(&d->idx, which, n, c->size, 1, &d->pool, NULL);
     km_free(which);
     if (!s) s = km_dataset_load(&d->idx, d->sp.val, d->sp.n_val, c->size, 1, &d->va, NULL);
+    if (!s && c->eval_test && d->sp.n_test)
+        s = km_dataset_load(&d->idx, d->sp.test, d->sp.n_test, c->size, 1, &d->te, NULL);
     return s;
 }
 
@@ -255,8 +338,8 @@ static double part_loss(const float *logits, const float *y, const int *sel, int
 
 static const char *const k_mine_cols[] = {
     "epoch", "train_loss", "sup_loss", "pseudo_loss", "val_loss", "val_dice", "val_iou",
-    "lr", "seconds", "unl_visits", "teacher_calls", "no_box", "cache_hits", "cache_misses",
-    "encoder_runs", "pseudo_dice"};
+    "test_dice", "test_iou", "lr", "seconds", "unl_visits", "teacher_calls", "no_box", "cache_hits",
+    "cache_misses", "encoder_runs", "encoder_seconds", "decoder_seconds", "pseudo_dice"};
 #define NMCOLS ((int)(sizeof k_mine_cols / sizeof k_mine_cols[0]))
 
 /* Eval-mode validation: size-weighted loss, per-image Dice/IoU at logit > 0. */
@@ -295,6 +378,10 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     km_status s = km_mine_config_check(c);
     if (s) return s;
     s = mkdir_p(c->out);
+    if (s) return s;
+    char *p_cfg = join(c->out, "mine_config.json");
+    s = write_config(c, p_cfg);
+    km_free(p_cfg);
     if (s) return s;
 
     /* 1. supervised phase (or a given student) */
@@ -340,7 +427,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", init, km_unetpp_resnet_depth(m), tc->resnet);
     if (s) goto out;
     km_unetpp_adam_reset(m); /* fresh optimiser state (method.md 5) */
-    s = mine_data_load(tc, &d);
+    s = mine_data_load(tc, c->out, &d);
     if (!s) s = teacher_open(&T, c);
     if (!s) s = km_unetpp_reserve(m, B, S, S);
     if (!s) s = mkdir_p(p_pseudo);
@@ -410,9 +497,9 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         res->last_pseudo_dice = npd ? pd / npd : NAN;
         if (log)
             fprintf(log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
-                         "%.4f, %ld encoder runs, %ld cache hits\n",
-                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, T.encoder_runs,
-                    T.cache.hits_mem + T.cache.hits_disk - hits0);
+                         "%.4f, %ld encoder runs (%.1f s), %ld cache hits, decoder %.1f s\n",
+                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, T.encoder_runs, T.t_encode,
+                    T.cache.hits_mem + T.cache.hits_disk - hits0, T.t_decode);
     } else {
         for (int u = 0; u < d.n_unl; u++) pool[npool++] = d.n_lab + u;
     }
@@ -437,6 +524,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         for (int i = 0; i < npool; i++) aug[i] = km_aug_draw(&rng);
         long calls0 = T.calls, hits0 = T.cache.hits_mem + T.cache.hits_disk, miss0 = T.cache.misses;
         long enc0 = T.encoder_runs, nobox = 0, visits = 0;
+        double tenc0 = T.t_encode, tdec0 = T.t_decode;
         double lsum = 0, lsup = 0, lpse = 0, pd = 0;
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
         char sdir[600];
@@ -445,6 +533,11 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         float lr = (float)pl.lr;
         double lr_ep = pl.lr;
         int nb = npool / B + (npool % B > 1 ? 1 : 0);
+        km_progress pg;
+        int show = hooks->progress && log;
+        char label[48], extra[64];
+        snprintf(label, sizeof label, "mine epoch %d/%d", epoch, c->mine_epochs);
+        if (show) km_progress_start(&pg, log, label, (int64_t)nb * B > npool ? npool : (int64_t)nb * B, "img");
         for (int k = 0; k < nb && !s; k++) {
             int b0 = k * B, bn = npool - b0 < B ? npool - b0 : B;
             const uint8_t *ab = aug + b0;
@@ -508,14 +601,20 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
             nsup += nl;
             lpse += lu * nu;
             npse += nu;
+            if (show) {
+                snprintf(extra, sizeof extra, "loss %.4f", lsum / seen);
+                km_progress_update(&pg, seen, extra);
+            }
         }
+        if (show) km_progress_end(&pg, seen ? extra : NULL);
         if (s) break;
         if (c->schedule == KM_MINE_ONETIME) {
             pd = res->last_pseudo_dice;
             npd = 1;
         }
-        double vl, vd, vi;
+        double vl, vd, vi, tl = NAN, td = NAN, ti = NAN;
         s = validate(m, &d.va, B, S, tc->bce_weight, x, y, z, dz, &vl, &vd, &vi);
+        if (!s && d.te.n) s = validate(m, &d.te, B, S, tc->bce_weight, x, y, z, dz, &tl, &td, &ti);
         if (s) break;
         int improved = 0;
         int stop = km_early_stop_step(&es, vl, epoch, &improved);
@@ -546,10 +645,10 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         res->last_epoch_seconds = secs;
         res->no_box += res->last_no_box;
         double vals[NMCOLS] = {epoch, seen ? lsum / seen : NAN, res->last_sup_loss, res->last_pseudo_loss, vl, vd, vi,
-                               lr_ep, secs, (double)visits, (double)res->last_teacher_calls,
+                               td, ti, lr_ep, secs, (double)visits, (double)res->last_teacher_calls,
                                (double)res->last_no_box, (double)res->last_cache_hits,
                                (double)res->last_cache_misses, (double)(T.encoder_runs - enc0),
-                               res->last_pseudo_dice};
+                               T.t_encode - tenc0, T.t_decode - tdec0, res->last_pseudo_dice};
         km_csv_int(&csv, epoch);
         for (int i = 1; i < NMCOLS; i++) km_csv_num(&csv, vals[i]);
         s = km_csv_end_row(&csv);
@@ -584,6 +683,8 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     res->best_val_loss = es.best;
     res->teacher_calls = T.calls;
     res->encoder_runs = T.encoder_runs;
+    res->encoder_seconds = T.t_encode;
+    res->decoder_seconds = T.t_decode;
     res->cache_hits = T.cache.hits_mem + T.cache.hits_disk;
     res->cache_misses = T.cache.misses;
 out:

@@ -4,12 +4,18 @@
  * teacher-labelled images.
  *
  * Run folder <out>:
+ *   mine_config.json     every resolved setting of the mining run
+ *   splits/              train/val/test/labelled/unlabelled .txt (as train.h)
  *   supervised/          the supervised phase's own run folder (train.h),
  *                        absent when init is given
  *   pseudo/<id>.png      one-time: every unlabelled image's frozen pseudo label
  *   pseudo/epoch_NNN/    continuous: the first `sample_pngs` pseudo labels of
  *                        each epoch, named <id>.png, in the un-augmented frame
- *   metrics.csv/.jsonl   one row per mining epoch (columns: k_mine_cols)
+ *   metrics.csv/.jsonl   one row per mining epoch: losses (total, labelled part,
+ *                        pseudo part), val (and with eval_test, test) loss /
+ *                        Dice / IoU, lr, seconds, unlabelled visits, teacher
+ *                        calls, NO_BOX, cache hits / misses, encoder runs,
+ *                        encoder / decoder seconds, pseudo labels' mean Dice
  *   best.safetensors     weights of the best val-loss mining epoch
  *   last.safetensors     weights after the last epoch (not resumable)
  *
@@ -83,6 +89,7 @@ typedef struct {
     int n_labelled, n_unlabelled;
     /* totals over the mining phase (one-time labelling included) */
     long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
+    double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
     long last_teacher_calls, last_no_box, last_unl_visits, last_cache_hits, last_cache_misses;
