@@ -279,6 +279,44 @@ KM_TEST(mine_medsam_profile_box_prompts) {
     CHECK(td >= 0 && td <= 1);
 }
 
+static int same_file(const char *a, const char *b) {
+    uint8_t *da = NULL, *db = NULL;
+    size_t na = 0, nb = 0;
+    int ok = km_read_file(a, (size_t)1 << 30, &da, &na) == KM_OK && km_read_file(b, (size_t)1 << 30, &db, &nb) == KM_OK &&
+             na == nb && !memcmp(da, db, na);
+    km_free(da);
+    km_free(db);
+    return ok;
+}
+
+KM_TEST(mine_cached_embeddings_train_identically) {
+    /* continuous mining from the same student: encoder run every time (memory
+     * cache of size 0, no folder) vs every embedding read from the disk cache
+     * of the shared run -> the same bytes of last.safetensors, through the CLI */
+    const char *cont = cont_run();
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    const char *common = "--max-images 16 --val-fraction 0.25 --test-fraction 0 --size 32 --resnet 18 --batch 4 "
+                         "--lr 1e-3 --seed 3 --threads 1 --mine-epochs 1 --quiet";
+    const char *a = sub("nocache"), *b = sub("cached");
+    int rc = km_test_sh("'%s' mine --data '%s' --teacher '%s' --init '%s/supervised/best.safetensors' --out '%s' "
+                        "--no-cache --cache-mem 0 %s", bin(), kv, sam, cont, a, common);
+    CHECK(rc == 0);
+    rc = km_test_sh("'%s' mine --data '%s' --teacher '%s' --init '%s/supervised/best.safetensors' --out '%s' "
+                    "--cache-dir '%s' %s", bin(), kv, sam, cont, b, sub("cont_cache"), common);
+    CHECK(rc == 0);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/metrics.csv", a);
+    snprintf(pb, sizeof pb, "%s/metrics.csv", b);
+    double ea = csv_get(pa, 1, "encoder_runs"), eb = csv_get(pb, 1, "encoder_runs");
+    double ha = csv_get(pa, 1, "cache_hits"), hb = csv_get(pb, 1, "cache_hits");
+    printf("    no cache: %g encoder runs, %g hits; disk cache: %g encoder runs, %g hits\n", ea, ha, eb, hb);
+    CHECK(ea == csv_get(pa, 1, "teacher_calls") && ea > 0 && ha == 0);
+    CHECK(eb == 0 && hb == csv_get(pb, 1, "teacher_calls"));
+    snprintf(pa, sizeof pa, "%s/last.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/last.safetensors", b);
+    CHECK(same_file(pa, pb));
+}
+
 static void expect_fail(const char *args, const char *needle) {
     const char *log = sub("cli_err.txt");
     int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);

@@ -54,6 +54,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--bce-weight", KM_FLAG_FLOAT, &t->bce_weight, "a in loss = a*BCE + (1-a)*Dice", 0, 0},
         {"--seed", KM_FLAG_INT, &seed, "seed of split, init, shuffling, augmentation and prompt ties", 0, 0},
         {"--threads", KM_FLAG_INT, &t->threads, "compute threads", 0, 0},
+        {"--eval-test", KM_FLAG_BOOL, &t->eval_test, "also score the test split every epoch (reported only)", 0, 0},
         {"--quiet", KM_FLAG_BOOL, &quiet, "no progress or epoch lines", 0, 0},
         {0}};
     int help = 0;
