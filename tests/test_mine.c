@@ -155,6 +155,8 @@ KM_TEST(mine_continuous_regenerates_labels_and_hits_cache) {
                      dir, dir) == 0);
     CHECK(km_test_sh("grep -q '\"schedule\": \"continuous\"' '%s/mine_config.json'", dir) == 0);
     CHECK(r->encoder_seconds > 0 && r->decoder_seconds > 0);
+    printf("    teacher cost: encoder %.3f s per run, prompt encoder + decoder + post-processing %.3f s per call\n",
+           r->encoder_seconds / (double)r->encoder_runs, r->decoder_seconds / (double)r->teacher_calls);
     snprintf(p, sizeof p, "%s/supervised/best.safetensors", dir);
     CHECK(km_test_sh("test -s '%s' && test -s '%s/best.safetensors' && test -s '%s/last.safetensors'", p, dir, dir) == 0);
 }
@@ -351,6 +353,13 @@ KM_TEST(mine_cli_bad_inputs_fail_clearly) {
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r5' --teacher '%s' --init '%s/none.safetensors' %s", kv, out, sam,
              out, common);
     expect_fail(a, "none.safetensors");
+    /* --help shows the method.md defaults */
+    const char *h = sub("help.txt");
+    CHECK(km_test_sh("'%s' mine --help > '%s' 2>&1", bin(), h) == 0);
+    CHECK(km_test_sh("grep -q 'schedule.*(default: continuous)' '%s' && grep -q 'pseudo-weight.*(default: 0.5)' '%s' && "
+                     "grep -q 'prompt-mode.*(default: points+box)' '%s' && grep -q 'labelled-fraction.*(default: 0.5)' '%s' && "
+                     "grep -q 'points .*(default: 1)' '%s' && grep -q 'size.*(default: 224)' '%s'",
+                     h, h, h, h, h, h) == 0);
     /* a teacher file that is not a checkpoint */
     CHECK(km_test_sh("printf 'not a checkpoint' > '%s/bad.pth'", km_test_tmpdir()) == 0);
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r6' --teacher '%s/bad.pth' --init '%s/cont/supervised/best.safetensors' %s",
