@@ -16,6 +16,7 @@ static const km_command g_commands[] = {
     {"predict", km_cmd_predict, "predict masks (PNG, original resolution) for a folder of images"},
     {"pretrain", km_cmd_pretrain, "SimCLR pretraining of the student's encoder on the train images"},
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
+    {"experiments", km_cmd_experiments, "the paper's grid: datasets x fractions x methods x seeds -> tables.md, results.csv"},
     {"mine", km_cmd_mine, "knowledge mining: student + SAM teacher pseudo labels (one-time / continuous)"},
 };
 
