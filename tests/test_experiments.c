@@ -1,0 +1,241 @@
+/* test_experiments.c - `kmseg experiments` end to end on a tiny grid: 12 real
+ * Kvasir images (6 train / 3 val / 3 test) at 32x32, ResNet18, 1 epoch,
+ * fractions 1 and 0.5, methods supervised + onetime (sam_tiny teacher, random
+ * weights: plumbing only), seeds 0 and 1. Checks the tables against a
+ * recomputation from the per-run eval summaries, skipping on restart, the
+ * restart of an interrupted run, the one-seed table and bad inputs. */
+#include "test.h"
+#include "../src/io/json.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = km_malloc(1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Runs kmseg with args, output into <tmp>/out.txt; returns exit status and the output. */
+static int kmseg(char **output, const char *args) {
+    char log[1024];
+    snprintf(log, sizeof log, "%s/out.txt", km_test_tmpdir());
+    int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);
+    *output = slurp(log);
+    if (!*output) *output = km_strdup("");
+    return rc;
+}
+
+static int summary(const char *run, double *dice, double *iou) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/eval/summary.json", run);
+    char *t = slurp(p);
+    if (!t) return 0;
+    km_json j;
+    int ok = km_json_parse(p, t, strlen(t), &j) == KM_OK;
+    if (ok) {
+        *dice = km_json_get(&j, "mean_dice")->num;
+        *iou = km_json_get(&j, "mean_iou")->num;
+        km_json_free(&j);
+    }
+    km_free(t);
+    return ok;
+}
+
+/* Field k (0-based) of a CSV line without quoted fields, into buf. */
+static const char *field(const char *line, int k, char *buf, size_t n) {
+    for (int i = 0; i < k && line; i++) {
+        line = strchr(line, ',');
+        if (line) line++;
+    }
+    if (!line) return "";
+    size_t len = strcspn(line, ",\n");
+    if (len >= n) len = n - 1;
+    memcpy(buf, line, len);
+    buf[len] = 0;
+    return buf;
+}
+
+static double mtime(const char *path) {
+    struct stat st;
+    if (stat(path, &st)) return -1;
+    return (double)st.st_mtim.tv_sec + 1e-9 * st.st_mtim.tv_nsec;
+}
+
+KM_TEST(experiments_tiny_grid_tables_skip_restart) {
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    char dir[1024], args[4096], p[2048];
+    snprintf(dir, sizeof dir, "%s/exp", km_test_tmpdir());
+    const char *knobs = "--size 32 --resnet 18 --epochs 1 --mine-epochs 1 --max-images 12 --val-fraction 0.25 "
+                        "--test-fraction 0.25 --batch 3 --threads 1 --no-cache";
+    snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1,0.5 "
+             "--methods supervised,onetime --seeds 0,1 %s", dir, kv, sam, knobs);
+    char *o = NULL;
+    double t0 = km_now();
+    int rc = kmseg(&o, args);
+    double t_first = km_now() - t0;
+    CHECK_MSG(rc == 0, "first invocation: exit %d: %s", rc, o);
+    CHECK_MSG(strstr(o, "8 runs: 8 ran, 0 skipped") != NULL, "first invocation output: %s", o);
+    km_free(o);
+
+    /* recompute mean +- sample std (ddof 1) over seeds from the run summaries */
+    const char *fr[2] = {"1", "0.5"}, *me[2] = {"supervised", "onetime"};
+    double mean[2][2][2], sd[2][2][2], runv[2][2][2][2]; /* [f][m][dice|iou] ([seed]) */
+    for (int f = 0; f < 2; f++)
+        for (int m = 0; m < 2; m++) {
+            for (int s = 0; s < 2; s++) {
+                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d", dir, fr[f], me[m], s);
+                CHECK_MSG(summary(p, &runv[f][m][0][s], &runv[f][m][1][s]), "%s: no eval summary", p);
+                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d/best.safetensors", dir, fr[f], me[m], s);
+                CHECK(mtime(p) > 0);
+            }
+            for (int k = 0; k < 2; k++) {
+                double a = runv[f][m][k][0], b = runv[f][m][k][1];
+                mean[f][m][k] = (a + b) / 2;
+                sd[f][m][k] = sqrt(((a - mean[f][m][k]) * (a - mean[f][m][k]) + (b - mean[f][m][k]) * (b - mean[f][m][k])) / 1.0);
+            }
+        }
+
+    /* results.csv: header, 8 run rows + 4 mean rows with the recomputed numbers */
+    snprintf(p, sizeof p, "%s/results.csv", dir);
+    char *csv = slurp(p);
+    CHECK(csv != NULL);
+    if (csv) {
+        CHECK(!strncmp(csv, "kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n",
+                       strlen("kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n")));
+        int nrun = 0, nmean = 0;
+        char b[6][256];
+        for (char *save = NULL, *l = strtok_r(csv, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            const char *kind = field(l, 0, b[0], 256);
+            if (!strcmp(kind, "kind")) continue;
+            CHECK(!strcmp(field(l, 1, b[1], 256), "kvasir"));
+            int f = !strcmp(field(l, 2, b[2], 256), "1") ? 0 : !strcmp(b[2], "0.5") ? 1 : -1;
+            int m = !strcmp(field(l, 3, b[3], 256), "supervised") ? 0 : !strcmp(b[3], "onetime") ? 1 : -1;
+            CHECK_MSG(f >= 0 && m >= 0, "unexpected row %s", l);
+            if (f < 0 || m < 0) continue;
+            if (!strcmp(kind, "run")) {
+                int s = atoi(field(l, 4, b[4], 256));
+                CHECK(s == 0 || s == 1);
+                if (s < 0 || s > 1) continue;
+                nrun++;
+                CHECK(atoi(field(l, 6, b[5], 256)) == 3); /* 3 test images */
+                CHECK_NEAR(strtod(field(l, 7, b[5], 256), NULL), runv[f][m][0][s], 1e-8);
+                CHECK_NEAR(strtod(field(l, 9, b[5], 256), NULL), runv[f][m][1][s], 1e-8);
+            } else {
+                CHECK(!strcmp(kind, "mean"));
+                nmean++;
+                CHECK(atoi(field(l, 5, b[5], 256)) == 2);
+                CHECK_NEAR(strtod(field(l, 7, b[5], 256), NULL), mean[f][m][0], 1e-8);
+                CHECK_NEAR(strtod(field(l, 8, b[5], 256), NULL), sd[f][m][0], 1e-8);
+                CHECK_NEAR(strtod(field(l, 9, b[5], 256), NULL), mean[f][m][1], 1e-8);
+                CHECK_NEAR(strtod(field(l, 10, b[5], 256), NULL), sd[f][m][1], 1e-8);
+                printf("    %s %-10s Dice %.4f +- %.4f  IoU %.4f +- %.4f\n", fr[f], me[m], mean[f][m][0], sd[f][m][0],
+                       mean[f][m][1], sd[f][m][1]);
+            }
+        }
+        CHECK(nrun == 8);
+        CHECK(nmean == 4);
+        km_free(csv);
+    }
+
+    /* tables.md: Dice and IoU tables, columns 100% 50%, rows = method, cells "mean ± std" */
+    snprintf(p, sizeof p, "%s/tables.md", dir);
+    char *md = slurp(p);
+    CHECK(md != NULL);
+    if (md) {
+        const char *dsec = strstr(md, "## kvasir - Dice"), *isec = strstr(md, "## kvasir - IoU");
+        CHECK(dsec && isec && dsec < isec);
+        CHECK(strstr(md, "| method | 100% | 50% |") != NULL);
+        for (int k = 0; k < 2 && dsec && isec; k++)
+            for (int m = 0; m < 2; m++) {
+                char row[512];
+                snprintf(row, sizeof row, "| %s | %.4f ± %.4f | %.4f ± %.4f |\n", me[m], mean[0][m][k], sd[0][m][k],
+                         mean[1][m][k], sd[1][m][k]);
+                const char *at = strstr(k ? isec : dsec, row);
+                CHECK_MSG(at && (k || at < isec), "tables.md lacks row '%s' in the %s table:\n%s", row,
+                          k ? "IoU" : "Dice", md);
+            }
+        km_free(md);
+    }
+
+    /* second invocation: everything skipped, no checkpoint touched */
+    snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1/best.safetensors", dir);
+    double mt = mtime(p);
+    t0 = km_now();
+    rc = kmseg(&o, args);
+    double t_second = km_now() - t0;
+    CHECK_MSG(rc == 0 && strstr(o, "8 runs: 0 ran, 8 skipped") != NULL, "second invocation: exit %d: %s", rc, o);
+    CHECK(mtime(p) == mt);
+    CHECK(t_second < t_first / 4);
+    printf("    first invocation %.1f s, second (all skipped) %.2f s\n", t_first, t_second);
+    km_free(o);
+
+    /* an interrupted run (no eval/summary.json) is deleted and restarted from scratch */
+    CHECK(km_test_sh("rm '%s/kvasir/0.5/onetime/seed1/eval/summary.json' && touch '%s/kvasir/0.5/onetime/seed1/stray'",
+                     dir, dir) == 0);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "8 runs: 1 ran, 7 skipped") != NULL && strstr(o, "restarting it from scratch"),
+              "restart: exit %d: %s", rc, o);
+    snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1/stray", dir);
+    CHECK(mtime(p) < 0);
+    double d1, i1;
+    snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1", dir);
+    CHECK(summary(p, &d1, &i1));
+    CHECK_NEAR(d1, runv[1][1][0][1], 1e-12); /* deterministic: the same score again */
+    km_free(o);
+
+    /* one seed: the tables show the mean and n=1 (all runs skipped) */
+    snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1,0.5 "
+             "--methods supervised,onetime --seeds 0 %s", dir, kv, sam, knobs);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "4 runs: 0 ran, 4 skipped") != NULL, "one seed: exit %d: %s", rc, o);
+    km_free(o);
+    snprintf(p, sizeof p, "%s/tables.md", dir);
+    md = slurp(p);
+    if (md) {
+        char row[512];
+        snprintf(row, sizeof row, "| supervised | %.4f (n=1) | %.4f (n=1) |\n", runv[0][0][0][0], runv[1][0][0][0]);
+        CHECK_MSG(strstr(md, row) != NULL, "tables.md lacks '%s':\n%s", row, md);
+        km_free(md);
+    }
+}
+
+static void expect_fail(const char *args, const char *needle) {
+    char *o = NULL;
+    int rc = kmseg(&o, args);
+    CHECK_MSG(rc != 0, "kmseg %s: exit 0, expected failure", args);
+    CHECK_MSG(strstr(o, needle) != NULL, "kmseg %s: output '%s' lacks '%s'", args, o, needle);
+    printf("    -> exit %d: %s", rc, o);
+    km_free(o);
+}
+
+KM_TEST(experiments_bad_inputs_fail_clearly) {
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    const char *t = km_test_tmpdir();
+    char a[4096];
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --teacher '%s' --methods supervised,magic", t, kv, sam);
+    expect_fail(a, "unknown method 'magic'");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s/nowhere' --methods supervised", t, t);
+    expect_fail(a, "nowhere: no such folder");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data '%s' --methods supervised", t, kv);
+    expect_fail(a, "expected name=path");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --methods onetime", t, kv);
+    expect_fail(a, "--teacher");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --teacher '%s/none.pth' --methods box", t, kv, t);
+    expect_fail(a, "none.pth");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --fractions 1,1.5 --methods supervised", t, kv);
+    expect_fail(a, "'1.5'");
+    snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --seeds 0,x --methods supervised", t, kv);
+    expect_fail(a, "--seeds");
+    /* nothing was run or written by a rejected invocation */
+    char p[1024];
+    snprintf(p, sizeof p, "%s/e", t);
+    struct stat st;
+    CHECK(stat(p, &st) != 0);
+}
