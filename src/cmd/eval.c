@@ -12,13 +12,24 @@
  * true_pixels) in split-list order and <out>/summary.json (mean and sample
  * std of the per-image scores, global/micro Dice and IoU from the summed
  * counts, and what was evaluated). --split other than all needs --split-dir
- * (a run folder's splits/ or user lists). */
+ * (a run folder's splits/ or user lists).
+ *
+ * Refined mode (--teacher CKPT, issue 5.4): each image's student logits
+ * prompt the teacher on the same S x S crop and the teacher's mask is the
+ * prediction (src/mine/refine.h: prompts, cache, +-1 logits, fallbacks).
+ * Images whose prompts give NO_BOX, or whose teacher mask is empty, keep the
+ * student's own mask; per_image.csv's last column "prediction" says which
+ * (teacher / student_no_box / student_empty_teacher; "student" in the
+ * default student-only mode) and summary.json records "mode" (student or
+ * refined), the teacher settings, teacher calls and the fallback counts. */
 #include "cmd.h"
 
 #include "../core/args.h"
 #include "../core/log.h"
 #include "../io/json.h"
 #include "../eval/metrics.h"
+#include "../mine/embcache.h"
+#include "../mine/refine.h"
 #include "../models/unetpp.h"
 #include "../train/dataset.h"
 #include "../train/splits.h"
@@ -49,6 +60,8 @@ static void jstr(FILE *f, const char *key, const char *v) {
 km_status km_cmd_eval(int argc, char **argv) {
     const char *weights = NULL, *data = NULL, *split = "test", *split_dir = NULL, *out = NULL;
     int size = 0, batch = 8, threads = 2;
+    const char *teacher = NULL, *profile = "sam", *pmode = "points+box", *cache_dir = NULL;
+    int points = 1, no_cache = 0;
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
@@ -58,6 +71,12 @@ km_status km_cmd_eval(int argc, char **argv) {
         {"--size", KM_FLAG_INT, &size, "crop size (0: the checkpoint's training size, else 224)", 0, 0},
         {"--batch", KM_FLAG_INT, &batch, "images per forward pass", 0, 0},
         {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "refined mode: SAM/MedSAM checkpoint prompted by the student (default: student only)", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: sam or medsam (box prompts only)", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: points, box, points+box or points+box+mask", 0, 0},
+        {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
+        {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
+        {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
         {0}};
     int help = 0;
     km_status s = km_parse_flags("eval", "--weights W --data DIR [--split test|val|train|all --split-dir D] --out DIR",
@@ -76,11 +95,29 @@ km_status km_cmd_eval(int argc, char **argv) {
     if (batch < 1) return km_err(KM_EARG, "--batch %d: expected >= 1", batch);
     if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
     km_set_threads(threads);
+    km_refine_config rc;
+    km_refine_config_default(&rc);
+    char dbuf[4096];
+    if (teacher) {
+        if (!strcmp(profile, "sam")) rc.profile = KM_SAM_PROFILE_SAM;
+        else if (!strcmp(profile, "medsam")) rc.profile = KM_SAM_PROFILE_MEDSAM;
+        else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+        if ((s = km_prompt_mode_parse(pmode, &rc.mode))) return km_err_prefix(s, "--prompt-mode: ");
+        rc.teacher = teacher;
+        rc.points = points;
+        rc.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, sizeof dbuf);
+    }
 
     km_unetpp *m = NULL;
     int msize = 0;
+    km_refiner ref;
+    memset(&ref, 0, sizeof ref);
+    if (teacher && (s = km_refiner_open(&ref, &rc))) return s;
     s = km_train_load_student(weights, &m, &msize);
-    if (s) return s;
+    if (s) {
+        km_refiner_close(&ref);
+        return s;
+    }
     if (!size) size = msize ? msize : 224;
 
     km_issues iss;
@@ -118,10 +155,11 @@ km_status km_cmd_eval(int argc, char **argv) {
     if (!s && mkdir(out, 0777) && errno != EEXIST)
         s = km_err(KM_EIO, "%s: cannot create folder: %s", out, strerror(errno));
     char path[4096];
-    static const char *const cols[] = {"id", "dice", "iou", "tp", "fp", "fn", "pred_pixels", "true_pixels"};
+    static const char *const cols[] = {"id", "dice", "iou", "tp", "fp", "fn", "pred_pixels", "true_pixels",
+                                       "prediction"};
     if (!s) {
         snprintf(path, sizeof path, "%s/per_image.csv", out);
-        s = km_csv_open(&csv, path, cols, 8, 0);
+        s = km_csv_open(&csv, path, cols, 9, 0);
     }
     km_metric_acc acc;
     km_metric_acc_init(&acc);
@@ -138,6 +176,9 @@ km_status km_cmd_eval(int argc, char **argv) {
             km_batch_fill(&ds, pos, NULL, bn, x, y);
             s = km_unetpp_forward(m, x, bn, size, size, 0, lg);
             for (int b = 0; b < bn && !s; b++) {
+                km_refine_outcome ro = KM_REFINE_TEACHER;
+                if (teacher && (s = km_refine_logits(&ref, ds.images + 3 * P * (b0 + b), size, lg + P * b, &ro)))
+                    break;
                 km_conf c = km_conf_logits_u8(lg + P * b, ds.masks + P * (b0 + b), P);
                 km_metric_acc_add(&acc, c, &dices[b0 + b], &ious[b0 + b]);
                 km_csv_str(&csv, ds.ids[b0 + b]);
@@ -148,6 +189,7 @@ km_status km_cmd_eval(int argc, char **argv) {
                 km_csv_int(&csv, c.fn);
                 km_csv_int(&csv, c.tp + c.fp);
                 km_csv_int(&csv, c.tp + c.fn);
+                km_csv_str(&csv, teacher ? km_refine_outcome_name(ro) : "student");
                 s = km_csv_end_row(&csv);
             }
         }
@@ -171,6 +213,19 @@ km_status km_cmd_eval(int argc, char **argv) {
         jstr(f, "split_dir", split_dir);
         jnum(f, "n", n, 0);
         jnum(f, "size", size, 0);
+        jstr(f, "mode", teacher ? "refined" : "student");
+        jstr(f, "teacher", teacher);
+        if (teacher) {
+            jstr(f, "teacher_profile", rc.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
+            jstr(f, "prompt_mode", km_prompt_mode_name(rc.mode));
+            jnum(f, "points", rc.points, 0);
+        }
+        jnum(f, "teacher_calls", (double)ref.teacher_calls, 0);
+        jnum(f, "teacher_encoder_runs", (double)ref.encoder_runs, 0);
+        jnum(f, "teacher_cache_hits", teacher ? (double)km_refiner_cache_hits(&ref) : 0, 0);
+        jnum(f, "fallbacks", (double)(ref.fallback_no_box + ref.fallback_empty), 0);
+        jnum(f, "fallback_no_box", (double)ref.fallback_no_box, 0);
+        jnum(f, "fallback_empty_teacher", (double)ref.fallback_empty, 0);
         jnum(f, "mean_dice", md, 0);
         jnum(f, "std_dice", sd, 0);
         jnum(f, "mean_iou", mi, 0);
@@ -186,6 +241,12 @@ km_status km_cmd_eval(int argc, char **argv) {
             printf("%s %s: %d images at %dx%d  Dice %.4f +- %.4f  IoU %.4f +- %.4f  global Dice %.4f IoU %.4f\n",
                    data, split, n, size, size, md, sd, mi, si, km_metric_global_dice(&acc),
                    km_metric_global_iou(&acc));
+        if (!s && teacher)
+            printf("refined by %s: %ld teacher call(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty "
+                   "teacher mask)\n",
+                   teacher, ref.teacher_calls, ref.encoder_runs, km_refiner_cache_hits(&ref),
+                   ref.fallback_no_box + ref.fallback_empty, ref.fallback_no_box,
+                   ref.fallback_empty);
     }
     free(bufj); /* open_memstream buffer: plain malloc */
     km_free(dices);
@@ -199,5 +260,6 @@ km_status km_cmd_eval(int argc, char **argv) {
     if (idx.items || idx.root) km_dataset_index_free(&idx);
     km_issues_free(&iss);
     km_unetpp_free(m);
+    km_refiner_close(&ref);
     return s;
 }

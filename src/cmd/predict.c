@@ -24,12 +24,26 @@
  * Outputs, named <id>.png after the image's id: <out>/masks/ (0/255 grey),
  * with --prob <out>/prob/ (round(255 * sigmoid(logit)) grey), with
  * --overlay <out>/overlay/ (RGB: the image with the mask tinted red at 50 %
- * and its boundary pure red). */
+ * and its boundary pure red).
+ *
+ * Refined mode (--teacher CKPT, issue 5.4): the centre window's logits prompt
+ * the teacher on that same S x S crop (src/mine/refine.h) and are replaced by
+ * +-1 logits of the teacher's mask (+1 foreground, -1 background) before step
+ * 1 assembles the frame, so steps 1-2 run unchanged: the mask is the teacher's
+ * mask, bilinearly resized as +-1 logits and thresholded at 0 (a pixel
+ * exactly half-way between the two classes is background); --prob then
+ * shows sigmoid(+-1 resampled), i.e. values in [69, 186], not a teacher
+ * probability. Outside the centre crop the teacher has seen nothing, so the
+ * --outside rule (student tiles or background) applies as in the default
+ * mode. Images whose prompts give NO_BOX, or whose teacher mask is empty,
+ * keep the student's logits; the count is printed. */
 #include "cmd.h"
 
 #include "../core/args.h"
 #include "../io/image.h"
 #include "../io/resize.h"
+#include "../mine/embcache.h"
+#include "../mine/refine.h"
 #include "../models/unetpp.h"
 #include "../train/dataset.h"
 #include "../train/train.h"
@@ -44,9 +58,10 @@ static km_status mkdir1(const char *dir) {
     return KM_OK;
 }
 
-/* Logits over the resized frame [rh, rw] for one image (see header). */
-static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int tile, const km_geom *g, float *frame,
-                               float **x, float **lg, int *cap) {
+/* Logits over the resized frame [rh, rw] for one image (see header); ref
+ * (NULL: student only) refines the centre window. */
+static km_status predict_frame(km_unetpp *m, km_refiner *ref, const km_image *img, int S, int tile, const km_geom *g,
+                               float *frame, float **x, float **lg, int *cap) {
     uint8_t *rs = km_malloc((size_t)g->rw * g->rh * 3);
     km_resize_pil_bilinear(rs, g->rw, g->rh, img->data, img->w, img->h, 3);
     int horiz = g->rw > g->rh; /* long axis along x */
@@ -65,11 +80,12 @@ static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int til
         *lg = km_malloc(sizeof(float) * P * nw);
         *cap = nw;
     }
-    uint8_t *crop = km_malloc(P * 3);
+    uint8_t *crop = km_malloc(P * 3), *crop0 = ref ? km_malloc(P * 3) : NULL;
     for (int w = 0; w < nw; w++) {
         int ox = horiz ? off[w] : 0, oy = horiz ? 0 : off[w];
         for (int yy = 0; yy < S; yy++) memcpy(crop + (size_t)yy * S * 3, rs + ((size_t)(yy + oy) * g->rw + ox) * 3, (size_t)S * 3);
         km_normalize_rgb(crop, S, *x + 3 * P * w);
+        if (w == 0 && crop0) memcpy(crop0, crop, P * 3);
     }
     km_free(crop);
     km_free(rs);
@@ -78,6 +94,9 @@ static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int til
      * it depend on the image's aspect ratio */
     km_status s = KM_OK;
     for (int w = 0; w < nw && !s; w++) s = km_unetpp_forward(m, *x + 3 * P * w, 1, S, S, 0, *lg + P * w);
+    km_refine_outcome ro;
+    if (!s && ref) s = km_refine_logits(ref, crop0, S, *lg, &ro);
+    km_free(crop0);
     if (!s)
         for (int yy = 0; yy < g->rh; yy++)
             for (int xx = 0; xx < g->rw; xx++) {
@@ -128,6 +147,8 @@ static void bilinear_f32(const float *in, int iw, int ih, float *out, int ow, in
 km_status km_cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *images = NULL, *out = NULL, *outside = "tile";
     int size = 0, threads = 2, prob = 0, overlay = 0;
+    const char *teacher = NULL, *profile = "sam", *pmode = "points+box", *cache_dir = NULL;
+    int points = 1, no_cache = 0;
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         {"--images", KM_FLAG_STR, &images, "folder of images (JPEG/PNG)", 1, 0},
@@ -138,6 +159,12 @@ km_status km_cmd_predict(int argc, char **argv) {
         {"--prob", KM_FLAG_BOOL, &prob, "also write probability maps (0..255) to prob/", 0, 0},
         {"--overlay", KM_FLAG_BOOL, &overlay, "also write overlays of the mask on the image to overlay/", 0, 0},
         {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "refined mode: SAM/MedSAM checkpoint prompted by the student (default: student only)", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: sam or medsam (box prompts only)", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: points, box, points+box or points+box+mask", 0, 0},
+        {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
+        {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
+        {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
         {0}};
     int help = 0;
     km_status s = km_parse_flags("predict", "--weights W --images DIR --out DIR [--prob] [--overlay]", flags, argc,
@@ -150,11 +177,29 @@ km_status km_cmd_predict(int argc, char **argv) {
     if (size && (size < 32 || size % 32)) return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", size);
     if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
     km_set_threads(threads);
+    km_refine_config rc;
+    km_refine_config_default(&rc);
+    char dbuf[4096];
+    if (teacher) {
+        if (!strcmp(profile, "sam")) rc.profile = KM_SAM_PROFILE_SAM;
+        else if (!strcmp(profile, "medsam")) rc.profile = KM_SAM_PROFILE_MEDSAM;
+        else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+        if ((s = km_prompt_mode_parse(pmode, &rc.mode))) return km_err_prefix(s, "--prompt-mode: ");
+        rc.teacher = teacher;
+        rc.points = points;
+        rc.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, sizeof dbuf);
+    }
 
     km_unetpp *m = NULL;
     int msize = 0;
+    km_refiner ref;
+    memset(&ref, 0, sizeof ref);
+    if (teacher && (s = km_refiner_open(&ref, &rc))) return s;
     s = km_train_load_student(weights, &m, &msize);
-    if (s) return s;
+    if (s) {
+        km_refiner_close(&ref);
+        return s;
+    }
     if (!size) size = msize ? msize : 224;
     km_issues iss;
     km_issues_init(&iss);
@@ -184,7 +229,7 @@ km_status km_cmd_predict(int argc, char **argv) {
         km_geom_compute(img.w, img.h, size, &g);
         float *frame = km_malloc(sizeof(float) * (size_t)g.rw * g.rh);
         float *full = km_malloc(sizeof(float) * (size_t)img.w * img.h);
-        s = predict_frame(m, &img, size, tile, &g, frame, &x, &lg, &cap);
+        s = predict_frame(m, teacher ? &ref : NULL, &img, size, tile, &g, frame, &x, &lg, &cap);
         if (!s) bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
         size_t np = (size_t)img.w * img.h;
         km_image mk = {img.w, img.h, 1, km_malloc(np)};
@@ -232,10 +277,17 @@ km_status km_cmd_predict(int argc, char **argv) {
         km_image_free(&img);
     }
     if (!s) printf("%d masks written to %s (%.1f s)\n", idx.n, dm, km_now() - t0);
+    if (!s && teacher)
+        printf("refined by %s: %ld teacher call(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty teacher "
+               "mask)\n",
+               teacher, ref.teacher_calls, ref.encoder_runs, km_refiner_cache_hits(&ref),
+                   ref.fallback_no_box + ref.fallback_empty, ref.fallback_no_box,
+               ref.fallback_empty);
     km_free(x);
     km_free(lg);
     if (idx.items || idx.root) km_dataset_index_free(&idx);
     km_issues_free(&iss);
     km_unetpp_free(m);
+    km_refiner_close(&ref);
     return s;
 }
