@@ -239,3 +239,39 @@ KM_TEST(experiments_bad_inputs_fail_clearly) {
     struct stat st;
     CHECK(stat(p, &st) != 0);
 }
+
+/* --simclr and a prompt ablation: one SimCLR pretraining feeds the
+ * simclr+supervised run's encoder; "box" is continuous mining with box prompts
+ * from the supervised run of the same seed; supervised runs made only as
+ * dependencies are left out of the tables. */
+KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    char dir[1024], args[4096], p[2048];
+    snprintf(dir, sizeof dir, "%s/exps", km_test_tmpdir());
+    snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 0.5 --methods box "
+             "--simclr --seeds 0 --pretrain-epochs 1 --pretrain-batch 3 --size 32 --resnet 18 --epochs 1 --mine-epochs 1 "
+             "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache", dir, kv, sam);
+    char *o = NULL;
+    int rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "2 runs: 2 ran, 0 skipped (finished earlier); 2 supervised dependency run(s), 1 SimCLR pretraining(s)"),
+              "exit %d: %s", rc, o);
+    km_free(o);
+    snprintf(p, sizeof p, "%s/kvasir/0.5/simclr+supervised/seed0/config.json", dir);
+    char *cfg = slurp(p), want[2048];
+    snprintf(want, sizeof want, "\"encoder_weights\": \"%s/kvasir/simclr/seed0/encoder.safetensors\"", dir);
+    CHECK_MSG(cfg && strstr(cfg, want), "%s lacks %s", p, want);
+    km_free(cfg);
+    const char *var[2] = {"", "simclr+"};
+    for (int v = 0; v < 2; v++) {
+        snprintf(p, sizeof p, "%s/kvasir/0.5/%sbox/seed0/mine_config.json", dir, var[v]);
+        cfg = slurp(p);
+        snprintf(want, sizeof want, "\"init\": \"%s/kvasir/0.5/%ssupervised/seed0/best.safetensors\"", dir, var[v]);
+        CHECK_MSG(cfg && strstr(cfg, want) && strstr(cfg, "\"prompt_mode\": \"box\"") &&
+                  strstr(cfg, "\"schedule\": \"continuous\""), "%s: %s", p, cfg ? cfg : "(missing)");
+        km_free(cfg);
+    }
+    snprintf(p, sizeof p, "%s/tables.md", dir);
+    char *md = slurp(p);
+    CHECK(md && strstr(md, "\n| box | ") && strstr(md, "\n| simclr+box | ") && !strstr(md, "supervised |"));
+    km_free(md);
+}

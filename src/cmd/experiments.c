@@ -16,7 +16,9 @@
  * Mining runs start from the supervised run of the same dataset / fraction /
  * seed (mine --init its best.safetensors): km_mine_run recomputes the same
  * splits from the seed, and its own supervised phase would be that very
- * km_train_run, so it is trained once and shared. The supervised run is made
+ * km_train_run, so it is trained once and shared (a mining run folder thus
+ * has no supervised/ of its own; its mine_config.json names the init). The
+ * supervised run is made
  * (as a dependency) even when "supervised" is not among --methods; it is then
  * left out of the tables.
  * --simclr adds "simclr+<method>" for every method: SimCLR pretraining once per
@@ -226,7 +228,7 @@ typedef struct {
     /* results: [d][f][m][s] */
     double dice[MAXD][MAXF][2 * MAXM][MAXS], iou[MAXD][MAXF][2 * MAXM][MAXS];
     int ntest[MAXD][MAXF][2 * MAXM][MAXS], have[MAXD][MAXF][2 * MAXM][MAXS];
-    int ran, skipped, total, pretrained;
+    int ran, skipped, total, pretrained, deps; /* deps: untabled supervised runs made for mining */
 } grid;
 
 static void run_dir(const grid *g, int d, int f, const char *method, int s, char *buf, size_t n) {
@@ -292,10 +294,12 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
     snprintf(evd, sizeof evd, "%s/eval", dir);
     if (g->have[d][f][mi][s]) return KM_OK; /* done earlier in this invocation */
     km_status st = KM_OK;
-    int idx = tabled ? ++g->total : 0;
+    char tag[32];
+    if (tabled) snprintf(tag, sizeof tag, "[%d]", ++g->total);
+    else snprintf(tag, sizeof tag, "[dependency]");
     if (file_exists(summ)) {
         if (tabled) g->skipped++;
-        if (tabled) printf("[%d] %s %s %s seed%d: skipped (finished)\n", idx, g->dname[d], g->fname[f], method, g->seed[s]);
+        if (tabled) printf("%s %s %s %s seed%d: skipped (finished)\n", tag, g->dname[d], g->fname[f], method, g->seed[s]);
     } else {
         /* dependencies first: the supervised run (and its SimCLR encoder) */
         char enc[4200] = "", sup_best[4200] = "";
@@ -314,7 +318,7 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
         if (dir_exists(dir))
             printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
         if ((st = rm_rf(dir)) || (st = mkdir_p(dir))) return st;
-        printf("[%d] %s %s %s seed%d: running -> %s\n", idx, g->dname[d], g->fname[f], method, g->seed[s], dir);
+        printf("%s %s %s %s seed%d: running -> %s\n", tag, g->dname[d], g->fname[f], method, g->seed[s], dir);
         fflush(stdout);
         double t0 = km_now();
         argl a = {0};
@@ -363,8 +367,9 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
         arg_pass(&a, 8);
         st = call(km_cmd_eval, &a);
         if (st) return km_err_prefix(st, "evaluating %s: ", dir);
-        g->ran++;
-        printf("[%d] %s %s %s seed%d: done, training %.1f s, eval %.1f s\n", idx, g->dname[d], g->fname[f], method,
+        if (tabled) g->ran++;
+        else g->deps++;
+        printf("%s %s %s %s seed%d: done, training %.1f s, eval %.1f s\n", tag, g->dname[d], g->fname[f], method,
                g->seed[s], t1 - t0, km_now() - t1);
     }
     st = read_summary(summ, &g->dice[d][f][mi][s], &g->iou[d][f][mi][s], &g->ntest[d][f][mi][s]);
@@ -638,9 +643,9 @@ km_status km_cmd_experiments(int argc, char **argv) {
         if (!s) s = s2;
     }
     if (!s)
-        printf("experiments: %d runs: %d ran, %d skipped (finished earlier), %d SimCLR pretraining(s); %.1f s; "
-               "tables in %s/tables.md, %s/results.csv\n",
-               g->total, g->ran, g->skipped, g->pretrained, km_now() - t0, out, out);
+        printf("experiments: %d runs: %d ran, %d skipped (finished earlier); %d supervised dependency run(s), "
+               "%d SimCLR pretraining(s); %.1f s; tables in %s/tables.md, %s/results.csv\n",
+               g->total, g->ran, g->skipped, g->deps, g->pretrained, km_now() - t0, out, out);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
     km_free(dbuf);
     km_free(fbuf);
