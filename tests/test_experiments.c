@@ -190,6 +190,13 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     CHECK_NEAR(d1, runv[1][1][0][1], 1e-12); /* deterministic: the same score again */
     km_free(o);
 
+    /* other knobs in the same folder: refused, finished runs are not reused with other settings */
+    snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1 "
+             "--methods supervised --seeds 0 %s --epochs 2", dir, kv, sam, knobs);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc != 0 && strstr(o, "made with '--epochs 1', now '--epochs 2'"), "other knobs: exit %d: %s", rc, o);
+    km_free(o);
+
     /* one seed: the tables show the mean and n=1 (all runs skipped) */
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1,0.5 "
              "--methods supervised,onetime --seeds 0 %s", dir, kv, sam, knobs);

@@ -34,12 +34,16 @@
  * are not resumable; restarting supervised runs too keeps one simple rule).
  * A pretraining folder is finished when its encoder.safetensors exists.
  *
- * Outputs (rewritten at the end of every invocation from all finished runs):
+ * Outputs (rewritten at the end of every invocation, from the finished runs
+ * of that invocation's grid, also after a failed run):
  *   DIR/results.csv  kind,dataset,fraction,method,seed,n_seeds,n_test,
  *                    dice_mean,dice_std,iou_mean,iou_std,run_dir
  *                    kind "run": one test-set score per run (mean per-image
  *                    Dice/IoU; std empty); kind "mean": per dataset x fraction
  *                    x method, mean and sample std (ddof 1) over seeds.
+ *   DIR/settings.txt the knobs the runs were made with; a later invocation
+ *                    with other knobs is refused (finished runs are reused by
+ *                    folder name, so they must mean the same thing)
  *   DIR/tables.md    per dataset, a Dice table and an IoU table: rows = method,
  *                    columns = labelled fraction, cells "mean ± std" over
  *                    seeds ("mean (n=1)" with one seed, "-" for none). */
@@ -75,32 +79,33 @@ typedef struct {
     const char *help;
     char *val;
     int is_bool;
+    int no_result; /* does not change any result (threads: bit-level only; cache) */
 } passflag;
 
 static passflag g_pass[] = {
-    {"--size", 15, "crop size, multiple of 32 (all steps)", 0, 0},
-    {"--resnet", 7, "encoder depth: 34 or 18", 0, 0},
-    {"--threads", 15, "compute threads", 0, 0},
-    {"--max-images", 7, "random split over the first N ids only", 0, 0},
-    {"--val-fraction", 3, "random split: validation fraction", 0, 0},
-    {"--test-fraction", 3, "random split: test fraction", 0, 0},
-    {"--epochs", 3, "maximum supervised epochs", 0, 0},
-    {"--batch", 3, "batch size (train, mine)", 0, 0},
-    {"--lr", 3, "Adam learning rate (train, mine)", 0, 0},
-    {"--weight-decay", 3, "Adam weight decay (train, mine)", 0, 0},
-    {"--plateau-patience", 3, "ReduceLROnPlateau patience", 0, 0},
-    {"--plateau-factor", 3, "ReduceLROnPlateau factor", 0, 0},
-    {"--min-lr", 3, "ReduceLROnPlateau minimum lr", 0, 0},
-    {"--early-stop", 3, "early-stopping patience", 0, 0},
-    {"--bce-weight", 3, "a in a*BCE + (1-a)*Dice", 0, 0},
-    {"--max-steps", 1, "supervised: stop after this many optimiser steps", 0, 0},
-    {"--mine-epochs", 2, "maximum mining epochs", 0, 0},
-    {"--points", 2, "guiding points per image", 0, 0},
-    {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0},
-    {"--teacher-profile", 2, "sam or medsam", 0, 0},
-    {"--cache-dir", 2, "teacher embedding cache folder", 0, 0},
-    {"--cache-mem", 2, "teacher embeddings kept in memory", 0, 0},
-    {"--no-cache", 2, "teacher embeddings in memory only", 0, 1},
+    {"--size", 15, "crop size, multiple of 32 (all steps)", 0, 0, 0},
+    {"--resnet", 7, "encoder depth: 34 or 18", 0, 0, 0},
+    {"--threads", 15, "compute threads", 0, 0, 1},
+    {"--max-images", 7, "random split over the first N ids only", 0, 0, 0},
+    {"--val-fraction", 3, "random split: validation fraction", 0, 0, 0},
+    {"--test-fraction", 3, "random split: test fraction", 0, 0, 0},
+    {"--epochs", 3, "maximum supervised epochs", 0, 0, 0},
+    {"--batch", 3, "batch size (train, mine)", 0, 0, 0},
+    {"--lr", 3, "Adam learning rate (train, mine)", 0, 0, 0},
+    {"--weight-decay", 3, "Adam weight decay (train, mine)", 0, 0, 0},
+    {"--plateau-patience", 3, "ReduceLROnPlateau patience", 0, 0, 0},
+    {"--plateau-factor", 3, "ReduceLROnPlateau factor", 0, 0, 0},
+    {"--min-lr", 3, "ReduceLROnPlateau minimum lr", 0, 0, 0},
+    {"--early-stop", 3, "early-stopping patience", 0, 0, 0},
+    {"--bce-weight", 3, "a in a*BCE + (1-a)*Dice", 0, 0, 0},
+    {"--max-steps", 1, "supervised: stop after this many optimiser steps", 0, 0, 0},
+    {"--mine-epochs", 2, "maximum mining epochs", 0, 0, 0},
+    {"--points", 2, "guiding points per image", 0, 0, 0},
+    {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0, 0},
+    {"--teacher-profile", 2, "sam or medsam", 0, 0, 0},
+    {"--cache-dir", 2, "teacher embedding cache folder", 0, 0, 1},
+    {"--cache-mem", 2, "teacher embeddings kept in memory", 0, 0, 1},
+    {"--no-cache", 2, "teacher embeddings in memory only", 0, 1, 1},
 };
 enum { NPASS = sizeof g_pass / sizeof g_pass[0] };
 
@@ -208,6 +213,69 @@ static km_status read_summary(const char *path, double *dice, double *iou, int *
         *n = (int)c->num;
     }
     km_json_free(&j);
+    return s;
+}
+
+/* The settings that shape every run's result (pass-through knobs, teacher,
+ * pretraining), one "flag value" line each. A finished run is skipped on the
+ * strength of its folder name alone, so an experiment folder is tied to these
+ * settings: DIR/settings.txt is written by the first invocation and a later
+ * one with different settings is refused. The grid lists may grow freely, so
+ * a line "(unused)" (no mining method / no --simclr yet) on either side
+ * matches anything and is filled in by the first invocation that uses it. */
+static km_status check_settings(const char *out, const char *teacher, const char *pe, const char *pb) {
+    enum { MAXL = NPASS + 3 };
+    char *cur[MAXL];
+    int nl = 0;
+    char line[4200];
+    for (int i = 0; i < NPASS; i++)
+        if (!g_pass[i].no_result) {
+            snprintf(line, sizeof line, "%s %s", g_pass[i].name, g_pass[i].val ? g_pass[i].val : "(default)");
+            cur[nl++] = km_strdup(line);
+        }
+    snprintf(line, sizeof line, "--teacher %s", teacher ? teacher : "(unused)");
+    cur[nl++] = km_strdup(line);
+    snprintf(line, sizeof line, "--pretrain-epochs %s", pe ? pe : "(unused)");
+    cur[nl++] = km_strdup(line);
+    snprintf(line, sizeof line, "--pretrain-batch %s", pb ? pb : "(unused)");
+    cur[nl++] = km_strdup(line);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/settings.txt", out);
+    km_status s = KM_OK;
+    int changed = !file_exists(path);
+    if (!changed) {
+        uint8_t *old = NULL;
+        size_t n = 0;
+        s = km_read_file(path, 1 << 20, &old, &n);
+        char *save = NULL, *t = s ? NULL : strtok_r((char *)old, "\n", &save);
+        (void)n;
+        for (int i = 0; i < nl && !s; i++, t = strtok_r(NULL, "\n", &save)) {
+            const char *unused = " (unused)";
+            size_t lu = strlen(unused), lt = t ? strlen(t) : 0, lc = strlen(cur[i]);
+            int t_unused = t && lt > lu && !strcmp(t + lt - lu, unused);
+            int c_unused = lc > lu && !strcmp(cur[i] + lc - lu, unused);
+            if (t && (!strcmp(t, cur[i]) || t_unused || c_unused)) {
+                if (c_unused && !t_unused) { /* keep the recorded value */
+                    km_free(cur[i]);
+                    cur[i] = km_strdup(t);
+                } else if (t_unused && !c_unused)
+                    changed = 1;
+                continue;
+            }
+            s = km_err(KM_EARG, "%s: this folder's runs were made with '%s', now '%s': finished runs would be "
+                       "reused with other settings; use a new --out (or the old settings)", path, t ? t : "", cur[i]);
+        }
+        km_free(old);
+    }
+    if (!s && changed) {
+        size_t len = 0;
+        for (int i = 0; i < nl; i++) len += strlen(cur[i]) + 1;
+        char *buf = km_malloc(len + 1), *p = buf;
+        for (int i = 0; i < nl; i++) p += sprintf(p, "%s\n", cur[i]);
+        s = km_write_file_atomic(path, buf, len);
+        km_free(buf);
+    }
+    for (int i = 0; i < nl; i++) km_free(cur[i]);
     return s;
 }
 
@@ -621,6 +689,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
         s = km_err(KM_EARG, "--teacher: required by the mining methods (onetime, continuous, prompt ablations)");
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
     if (!s) s = mkdir_p(out);
+    if (!s) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);
 
     double t0 = km_now();
     int started = !s;
