@@ -155,22 +155,6 @@ static int dir_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static km_status mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return km_err(KM_EIO, "%s: cannot create folder: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    return KM_OK;
-}
-
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
     return remove(p);
@@ -317,7 +301,7 @@ static km_status ensure_pretrain(grid *g, int d, int s, char *enc, size_t n) {
     snprintf(enc, n, "%s/encoder.safetensors", dir);
     if (file_exists(enc)) return KM_OK;
     km_status st = rm_rf(dir);
-    if (!st) st = mkdir_p(dir);
+    if (!st) st = km_mkdir_p(dir);
     if (st) return st;
     printf("experiments: %s seed%d: SimCLR pretraining -> %s\n", g->dname[d], g->seed[s], dir);
     fflush(stdout);
@@ -385,7 +369,7 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
             return st;
         if (dir_exists(dir))
             printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
-        if ((st = rm_rf(dir)) || (st = mkdir_p(dir))) return st;
+        if ((st = rm_rf(dir)) || (st = km_mkdir_p(dir))) return st;
         printf("%s %s %s %s seed%d: running -> %s\n", tag, g->dname[d], g->fname[f], method, g->seed[s], dir);
         fflush(stdout);
         double t0 = km_now();
@@ -688,7 +672,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     if (!s && need_teacher && !teacher)
         s = km_err(KM_EARG, "--teacher: required by the mining methods (onetime, continuous, prompt ablations)");
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
-    if (!s) s = mkdir_p(out);
+    if (!s) s = km_mkdir_p(out);
     if (!s) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);
 
     double t0 = km_now();

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -202,4 +203,30 @@ km_status km_read_file(const char *path, size_t max_bytes, uint8_t **data, size_
     *data = buf;
     *n = (size_t)sz;
     return KM_OK;
+}
+
+char *km_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = km_malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+km_status km_mkdir_p(const char *dir) {
+    char *p = km_strdup(dir);
+    km_status s = KM_OK;
+    for (char *q = p + 1;; q++) {
+        if (*q == '/' || *q == 0) {
+            char keep = *q;
+            *q = 0;
+            if (mkdir(p, 0777) && errno != EEXIST) {
+                s = km_err(KM_EIO, "%s: cannot create folder: %s", p, strerror(errno));
+                break;
+            }
+            *q = keep;
+            if (!keep) break;
+        }
+    }
+    km_free(p);
+    return s;
 }

@@ -81,6 +81,10 @@ km_status km_atomic_open(km_atomic_file *af, const char *path);
 km_status km_atomic_commit(km_atomic_file *af); /* closes, renames */
 void km_atomic_abort(km_atomic_file *af);       /* closes, removes tmp */
 km_status km_write_file_atomic(const char *path, const void *data, size_t n);
+/* "dir/name" in a new km_malloc'ed string. */
+char *km_path_join(const char *dir, const char *name);
+/* mkdir -p: creates every missing folder of `dir` (error names the folder). */
+km_status km_mkdir_p(const char *dir);
 /* Read a whole file into memory (max_bytes guards against absurd sizes). */
 km_status km_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *n);
 

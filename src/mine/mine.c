@@ -65,32 +65,6 @@ km_status km_mine_config_check(const km_mine_config *c) {
 
 /* ------------------------------------------------------------------ helpers */
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = km_malloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static km_status mkdir_p(const char *dir) {
-    char *p = km_strdup(dir);
-    km_status s = KM_OK;
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || *q == 0) {
-            char keep = *q;
-            *q = 0;
-            if (mkdir(p, 0777) && errno != EEXIST) {
-                s = km_err(KM_EIO, "%s: cannot create folder: %s", p, strerror(errno));
-                break;
-            }
-            *q = keep;
-            if (!keep) break;
-        }
-    }
-    km_free(p);
-    return s;
-}
-
 /* {0,1} mask [S, S] -> 0/255 grey PNG */
 static km_status save_mask_png(const char *path, const uint8_t *m01, int S, uint8_t *tmp) {
     for (int i = 0; i < S * S; i++) tmp[i] = m01[i] ? 255 : 0;
@@ -296,10 +270,10 @@ static km_status mine_data_load(const km_train_config *c, const char *out, mine_
     km_split_labelled(&d->sp, c->labelled_fraction, c->seed, &d->lab, &d->n_lab, &d->unl, &d->n_unl);
     if (d->sp.n_val < 1) return km_err(KM_EARG, "%s: the validation split is empty", c->data);
     if (d->n_lab < 2) return km_err(KM_EARG, "%s: %d labelled training image(s); at least 2 are needed", c->data, d->n_lab);
-    char *sd = join(out, "splits");
-    s = mkdir_p(sd);
+    char *sd = km_path_join(out, "splits");
+    s = km_mkdir_p(sd);
     if (!s) s = km_split_write(&d->idx, &d->sp, sd);
-    char *lp = join(sd, "labelled.txt"), *up = join(sd, "unlabelled.txt"), *tp = join(sd, "test.txt");
+    char *lp = km_path_join(sd, "labelled.txt"), *up = km_path_join(sd, "unlabelled.txt"), *tp = km_path_join(sd, "test.txt");
     if (!s && d->sp.n_test == 0) remove(tp); /* an empty list does not read back (splits.h) */
     if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
     if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
@@ -377,15 +351,15 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     res->best_val_loss = res->last_val_dice = NAN;
     km_status s = km_mine_config_check(c);
     if (s) return s;
-    s = mkdir_p(c->out);
+    s = km_mkdir_p(c->out);
     if (s) return s;
-    char *p_cfg = join(c->out, "mine_config.json");
+    char *p_cfg = km_path_join(c->out, "mine_config.json");
     s = write_config(c, p_cfg);
     km_free(p_cfg);
     if (s) return s;
 
     /* 1. supervised phase (or a given student) */
-    char *p_sup = join(c->out, "supervised"), *init = NULL;
+    char *p_sup = km_path_join(c->out, "supervised"), *init = NULL;
     if (c->init) {
         init = km_strdup(c->init);
     } else {
@@ -398,7 +372,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
             km_free(p_sup);
             return km_err_prefix(s, "supervised phase: ");
         }
-        init = join(p_sup, "best.safetensors");
+        init = km_path_join(p_sup, "best.safetensors");
     }
     km_free(p_sup);
     km_set_threads(c->train.threads);
@@ -418,9 +392,9 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     float *x = NULL, *y = NULL, *z = NULL, *dz = NULL, *gz = NULL, *gy = NULL, *gd = NULL, *zo = NULL;
     uint8_t *frozen = NULL, *has_frozen = NULL, *lab_o = NULL, *lab_a = NULL, *png = NULL, *aug = NULL;
     int *order = NULL, *pool = NULL, *sel_l = NULL, *sel_u = NULL;
-    char *p_best = join(c->out, "best.safetensors"), *p_last = join(c->out, "last.safetensors");
-    char *p_pseudo = join(c->out, "pseudo"), *p_csv = join(c->out, "metrics.csv");
-    char *p_jsonl = join(c->out, "metrics.jsonl");
+    char *p_best = km_path_join(c->out, "best.safetensors"), *p_last = km_path_join(c->out, "last.safetensors");
+    char *p_pseudo = km_path_join(c->out, "pseudo"), *p_csv = km_path_join(c->out, "metrics.csv");
+    char *p_jsonl = km_path_join(c->out, "metrics.jsonl");
 
     s = km_unetpp_load(&m, init);
     if (!s && km_unetpp_resnet_depth(m) != tc->resnet)
@@ -430,7 +404,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     s = mine_data_load(tc, c->out, &d);
     if (!s) s = teacher_open(&T, c);
     if (!s) s = km_unetpp_reserve(m, B, S, S);
-    if (!s) s = mkdir_p(p_pseudo);
+    if (!s) s = km_mkdir_p(p_pseudo);
     if (s) goto out;
     res->n_labelled = d.n_lab;
     res->n_unlabelled = d.n_unl;
@@ -529,7 +503,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
         char sdir[600];
         snprintf(sdir, sizeof sdir, "%s/epoch_%03d", p_pseudo, epoch);
-        if (c->schedule == KM_MINE_CONTINUOUS && c->sample_pngs > 0 && d.n_unl > 0 && (s = mkdir_p(sdir))) break;
+        if (c->schedule == KM_MINE_CONTINUOUS && c->sample_pngs > 0 && d.n_unl > 0 && (s = km_mkdir_p(sdir))) break;
         float lr = (float)pl.lr;
         double lr_ep = pl.lr;
         int nb = npool / B + (npool % B > 1 ? 1 : 0);

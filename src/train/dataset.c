@@ -78,15 +78,6 @@ km_status km_issues_status(const km_issues *l, const char *what) {
 
 /* ------------------------------------------------------------------- index */
 
-static char *path_join(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    char *p = km_malloc(na + nb + 2);
-    memcpy(p, a, na);
-    p[na] = '/';
-    memcpy(p + na + 1, b, nb + 1);
-    return p;
-}
-
 /* Length of the name without a supported extension, or -1 if it has none. */
 static int strip_ext(const char *name) {
     static const char *exts[] = {".jpg", ".jpeg", ".png"};
@@ -143,7 +134,7 @@ static km_status list_dir(const char *dir, const char *rel, named **out, int *no
             if (strcmp(name, ".") && strcmp(name, "..")) (*n_hidden)++;
             continue;
         }
-        char *full = path_join(dir, name), relp[4096];
+        char *full = km_path_join(dir, name), relp[4096];
         snprintf(relp, sizeof relp, "%s/%s", rel, name);
         struct stat st;
         int ok = stat(full, &st) == 0;
@@ -230,8 +221,8 @@ km_status km_dataset_scan(const char *root, km_dataset_index *idx, km_issues *is
     if (stat(root, &st) || !S_ISDIR(st.st_mode))
         return km_err(KM_EIO, "%s: not a folder (expected a dataset folder with images/ and masks/)", root);
     idx->root = km_strdup(root);
-    idx->images_dir = path_join(root, "images");
-    idx->masks_dir = path_join(root, "masks");
+    idx->images_dir = km_path_join(root, "images");
+    idx->masks_dir = km_path_join(root, "masks");
     named *im = NULL, *mk = NULL;
     int nim = 0, nmk = 0;
     km_status s = list_dir(idx->images_dir, "images", &im, &nim, &idx->n_hidden, issues);
@@ -319,12 +310,12 @@ int km_dataset_find(const km_dataset_index *idx, const char *id) {
 
 char *km_dataset_image_path(const km_dataset_index *idx, int i) {
     KM_ASSERT(i >= 0 && i < idx->n);
-    return path_join(idx->images_dir, idx->items[i].image);
+    return km_path_join(idx->images_dir, idx->items[i].image);
 }
 
 char *km_dataset_mask_path(const km_dataset_index *idx, int i) {
     KM_ASSERT(i >= 0 && i < idx->n && idx->items[i].mask && idx->masks_dir);
-    return path_join(idx->masks_dir, idx->items[i].mask);
+    return km_path_join(idx->masks_dir, idx->items[i].mask);
 }
 
 /* ---------------------------------------------------------------- geometry */

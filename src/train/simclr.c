@@ -227,29 +227,6 @@ void km_simclr_config_default(km_simclr_config *c) {
     km_simclr_aug_default(&c->aug);
 }
 
-static km_status mkdir_p(const char *dir) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return km_err(KM_EARG, "path too long: %s", dir);
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || !*q) {
-            char ch = *q;
-            *q = 0;
-            if (mkdir(p, 0777) && errno != EEXIST)
-                return km_err(KM_EIO, "%s: cannot create folder: %s", p, strerror(errno));
-            *q = ch;
-            if (!ch) break;
-        }
-    }
-    return KM_OK;
-}
-
-static char *join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *s = km_malloc(n);
-    snprintf(s, n, "%s/%s", a, b);
-    return s;
-}
-
 static km_status write_config(const km_simclr_config *c, const char *path, int n_train) {
     char *buf = NULL;
     size_t len = 0, cap = 0;
@@ -373,9 +350,9 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
         km_split_free(&sp);
         return s;
     }
-    s = mkdir_p(c->out);
-    char *p_cfg = join(c->out, "config.json"), *p_met = join(c->out, "metrics.csv");
-    char *p_enc = join(c->out, "encoder.safetensors"), *p_head = join(c->out, "projection_head.safetensors");
+    s = km_mkdir_p(c->out);
+    char *p_cfg = km_path_join(c->out, "config.json"), *p_met = km_path_join(c->out, "metrics.csv");
+    char *p_enc = km_path_join(c->out, "encoder.safetensors"), *p_head = km_path_join(c->out, "projection_head.safetensors");
     if (!s) s = write_config(c, p_cfg, sp.n_train);
 
     int S = c->size, B = 2 * N, fh = S / 32, HW = fh * fh;

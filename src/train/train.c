@@ -366,32 +366,6 @@ static void model_meta(const km_train_config *c, km_tdict *d, int epoch) {
     meta_set_int(d, "seed", (long long)c->seed);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = km_malloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static km_status mkdir_p(const char *dir) {
-    char *p = km_strdup(dir);
-    km_status s = KM_OK;
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || *q == 0) {
-            char keep = *q;
-            *q = 0;
-            if (mkdir(p, 0777) && errno != EEXIST) {
-                s = km_err(KM_EIO, "%s: cannot create folder: %s", p, strerror(errno));
-                break;
-            }
-            *q = keep;
-            if (!keep) break;
-        }
-    }
-    km_free(p);
-    return s;
-}
-
 /* --------------------------------------------------------------- the run */
 
 static const char *const k_cols[] = {"epoch", "train_loss", "val_loss", "val_dice", "val_iou",
@@ -442,10 +416,10 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
     km_issues_free(&iss);
     if (s) return s;
     if (resume || c->split_dir) {
-        char *sd = resume ? join(c->out, "splits") : km_strdup(c->split_dir);
+        char *sd = resume ? km_path_join(c->out, "splits") : km_strdup(c->split_dir);
         s = km_split_from_dir(&d->idx, sd, &d->sp, NULL);
         if (!s && resume) {
-            char *lp = join(sd, "labelled.txt");
+            char *lp = km_path_join(sd, "labelled.txt");
             km_split ls;
             s = km_split_from_lists(&d->idx, lp, NULL, NULL, &ls, NULL);
             if (!s) {
@@ -471,16 +445,16 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
         return km_err(KM_EARG, "%s: the validation split is empty (it drives the schedule and early stopping)",
                       c->data);
     if (c->out && !resume) {
-        char *sd = join(c->out, "splits");
-        s = mkdir_p(sd);
+        char *sd = km_path_join(c->out, "splits");
+        s = km_mkdir_p(sd);
         if (!s) s = km_split_write(&d->idx, &d->sp, sd);
         if (!s && d->sp.n_test == 0) {
             /* an empty list does not read back (splits.h); test.txt is optional */
-            char *tp = join(sd, "test.txt");
+            char *tp = km_path_join(sd, "test.txt");
             remove(tp);
             km_free(tp);
         }
-        char *lp = join(sd, "labelled.txt"), *up = join(sd, "unlabelled.txt");
+        char *lp = km_path_join(sd, "labelled.txt"), *up = km_path_join(sd, "unlabelled.txt");
         if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
         if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
         km_free(lp);
@@ -577,13 +551,13 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
 
     char *p_cfg = NULL, *p_best = NULL, *p_last = NULL, *p_csv = NULL, *p_jsonl = NULL;
     if (c->out) {
-        s = mkdir_p(c->out);
+        s = km_mkdir_p(c->out);
         if (s) return s;
-        p_cfg = join(c->out, "config.json");
-        p_best = join(c->out, "best.safetensors");
-        p_last = join(c->out, "last.safetensors");
-        p_csv = join(c->out, "metrics.csv");
-        p_jsonl = join(c->out, "metrics.jsonl");
+        p_cfg = km_path_join(c->out, "config.json");
+        p_best = km_path_join(c->out, "best.safetensors");
+        p_last = km_path_join(c->out, "last.safetensors");
+        p_csv = km_path_join(c->out, "metrics.csv");
+        p_jsonl = km_path_join(c->out, "metrics.jsonl");
     }
     run_data d;
     memset(&d, 0, sizeof d);
