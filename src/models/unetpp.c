@@ -75,7 +75,7 @@ struct km_unetpp {
     /* activations for the reserved batch geometry */
     int rN, rH, rW, rT, planned; /* rT: threads at reserve (conv workspace depends on it) */
     float *act, *gact;
-    size_t nact, ngact;
+    size_t nact, ngact, ngact_enc; /* ngact_enc: the encoder's prefix of gact */
     /* Gradients that are produced and consumed inside one unit / block
      * (BatchNorm input gradient, concat gradient) share two scratch buffers
      * instead of each having its own: ~40% less memory for the backward. */
@@ -572,6 +572,7 @@ static size_t plan(carver *c, int N, int H, int W) {
         m->F[3 - L] = in;
         m->gF[3 - L] = gin;
     }
+    m->ngact_enc = c->goff; /* encoder gradients are carved first */
     /* decoder in execution order */
     for (int l = 0; l <= 4; l++)
         for (int d = (l == 4 ? 0 : l); d >= 0; d--) {
@@ -815,7 +816,7 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
 void km_unetpp_encoder_backward(km_unetpp *m, const float *dfeat, float *dx) {
     KM_ASSERT(m->planned && m->last_train && m->last_encoder_only);
     int N = m->lastN, H = m->lastH, W = m->lastW;
-    memset(m->gact, 0, sizeof(float) * m->ngact);
+    memset(m->gact, 0, sizeof(float) * m->ngact_enc); /* the decoder's part stays untouched */
     memcpy(m->gF[0], dfeat, sizeof(float) * N * 512 * (H / 32) * (W / 32));
     encoder_backward(m, dx);
 }
