@@ -180,15 +180,9 @@ km_status km_cmd_predict(int argc, char **argv) {
     km_refine_config rc;
     km_refine_config_default(&rc);
     char dbuf[4096];
-    if (teacher) {
-        if (!strcmp(profile, "sam")) rc.profile = KM_SAM_PROFILE_SAM;
-        else if (!strcmp(profile, "medsam")) rc.profile = KM_SAM_PROFILE_MEDSAM;
-        else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
-        if ((s = km_prompt_mode_parse(pmode, &rc.mode))) return km_err_prefix(s, "--prompt-mode: ");
-        rc.teacher = teacher;
-        rc.points = points;
-        rc.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, sizeof dbuf);
-    }
+    if (teacher && (s = km_refine_config_from_flags(&rc, teacher, profile, pmode, points, cache_dir,
+                                                    no_cache, dbuf, sizeof dbuf)))
+        return s;
 
     km_unetpp *m = NULL;
     int msize = 0;

@@ -15,6 +15,20 @@ void km_refine_config_default(km_refine_config *c) {
     c->cache_mem = 16;
 }
 
+km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, const char *profile,
+                                      const char *prompt_mode, int points, const char *cache_dir,
+                                      int no_cache, char *dbuf, size_t ndbuf) {
+    km_status s;
+    if (!strcmp(profile, "sam")) c->profile = KM_SAM_PROFILE_SAM;
+    else if (!strcmp(profile, "medsam")) c->profile = KM_SAM_PROFILE_MEDSAM;
+    else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+    if ((s = km_prompt_mode_parse(prompt_mode, &c->mode))) return km_err_prefix(s, "--prompt-mode: ");
+    c->teacher = teacher;
+    c->points = points;
+    c->cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, ndbuf);
+    return KM_OK;
+}
+
 const char *km_refine_outcome_name(km_refine_outcome o) {
     switch (o) {
     case KM_REFINE_TEACHER: return "teacher";

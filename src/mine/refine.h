@@ -47,6 +47,12 @@ typedef struct {
 } km_refine_config;
 
 void km_refine_config_default(km_refine_config *c);
+/* Fills c from the --teacher/--teacher-profile/--prompt-mode/--points/
+ * --cache-dir/--no-cache flags shared by eval and predict (dbuf holds the
+ * default cache folder name). KM_EARG names the bad flag. */
+km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, const char *profile,
+                                      const char *prompt_mode, int points, const char *cache_dir,
+                                      int no_cache, char *dbuf, size_t ndbuf);
 
 typedef enum {
     KM_REFINE_TEACHER = 0,       /* the teacher's mask is the prediction */
