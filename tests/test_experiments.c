@@ -3,7 +3,8 @@
  * fractions 1 and 0.5, methods supervised + onetime (sam_tiny teacher, random
  * weights: plumbing only), seeds 0 and 1. Checks the tables against a
  * recomputation from the per-run eval summaries, skipping on restart, the
- * restart of an interrupted run, the one-seed table and bad inputs. */
+ * restart (supervised) or resume (mining) of an interrupted run, the one-seed
+ * table and bad inputs. */
 #include "test.h"
 #include "../src/io/json.h"
 
@@ -176,18 +177,28 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     printf("    first invocation %.1f s, second (all skipped) %.2f s\n", t_first, t_second);
     km_free(o);
 
-    /* an interrupted run (no eval/summary.json) is deleted and restarted from scratch */
+    /* interrupted runs (no eval/summary.json): a mining run is resumed in its
+     * folder (kmseg mine --resume), a supervised one deleted and restarted
+     * from scratch */
     CHECK(km_test_sh("rm '%s/kvasir/0.5/onetime/seed1/eval/summary.json' && touch '%s/kvasir/0.5/onetime/seed1/stray'",
                      dir, dir) == 0);
+    CHECK(km_test_sh("rm '%s/kvasir/1/supervised/seed0/eval/summary.json' && touch '%s/kvasir/1/supervised/seed0/stray'",
+                     dir, dir) == 0);
     rc = kmseg(&o, args);
-    CHECK_MSG(rc == 0 && strstr(o, "8 runs: 1 ran, 7 skipped") != NULL && strstr(o, "restarting it from scratch"),
+    CHECK_MSG(rc == 0 && strstr(o, "8 runs: 2 ran, 6 skipped") != NULL && strstr(o, "restarting it from scratch") &&
+              strstr(o, "interrupted mining run (no eval/summary.json), resuming it"),
               "restart: exit %d: %s", rc, o);
     snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1/stray", dir);
+    CHECK(mtime(p) > 0);
+    snprintf(p, sizeof p, "%s/kvasir/1/supervised/seed0/stray", dir);
     CHECK(mtime(p) < 0);
     double d1, i1;
     snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1", dir);
     CHECK(summary(p, &d1, &i1));
     CHECK_NEAR(d1, runv[1][1][0][1], 1e-12); /* deterministic: the same score again */
+    snprintf(p, sizeof p, "%s/kvasir/1/supervised/seed0", dir);
+    CHECK(summary(p, &d1, &i1));
+    CHECK_NEAR(d1, runv[0][0][0][0], 1e-12);
     km_free(o);
 
     /* other knobs in the same folder: refused, finished runs are not reused with other settings */

@@ -5,6 +5,7 @@
  * second epoch on, NO_BOX counted) and the CLI's errors, not label quality. */
 #include "test.h"
 #include "../src/io/image.h"
+#include "../src/io/json.h"
 #include "../src/io/safetensors.h"
 #include "../src/mine/mine.h"
 #include "../src/models/unetpp.h"
@@ -109,7 +110,7 @@ static const char *cont_run(void) {
     small_config(&c, dir);
     c.cache_dir = (char *)sub("cont_cache");
     double t0 = km_now();
-    CHECK_OK(km_mine_run(&c, NULL, &g_cont));
+    CHECK_OK(km_mine_run(&c, 0, NULL, &g_cont));
     printf("    continuous run (3 supervised + 2 mining epochs): %.1f s\n", km_now() - t0);
     return dir;
 }
@@ -174,7 +175,7 @@ static float *onetime_weights(const char *name, double lambda, km_mine_result *r
     c.pseudo_weight = lambda;
     c.mine_epochs = 1;
     c.cache_dir = (char *)sub("cont_cache");
-    CHECK_OK(km_mine_run(&c, NULL, r));
+    CHECK_OK(km_mine_run(&c, 0, NULL, r));
     char last[1200];
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
     km_unetpp *m = NULL;
@@ -238,7 +239,7 @@ KM_TEST(mine_empty_predictions_counted_as_no_box) {
         c.schedule = sched ? KM_MINE_CONTINUOUS : KM_MINE_ONETIME;
         c.mine_epochs = 1;
         km_mine_result r;
-        CHECK_OK(km_mine_run(&c, NULL, &r));
+        CHECK_OK(km_mine_run(&c, 0, NULL, &r));
         printf("    %s: NO_BOX %ld, teacher calls %ld, unlabelled visits %ld\n", sched ? "continuous" : "one-time",
                r.no_box, r.teacher_calls, r.last_unl_visits);
         CHECK(r.no_box == 6);
@@ -267,7 +268,7 @@ KM_TEST(mine_medsam_profile_box_prompts) {
     c.train.val_fraction = 0.125;
     c.train.eval_test = 1;
     km_mine_result r;
-    CHECK_OK(km_mine_run(&c, NULL, &r));
+    CHECK_OK(km_mine_run(&c, 0, NULL, &r));
     char csv[1200], p[1200];
     snprintf(csv, sizeof csv, "%s/metrics.csv", dir);
     snprintf(p, sizeof p, "%s/pseudo/epoch_001", dir);
@@ -366,4 +367,262 @@ KM_TEST(mine_cli_bad_inputs_fail_clearly) {
              kv, out, km_test_tmpdir(), km_test_tmpdir(), common);
     cont_run();
     expect_fail(a, "bad.pth");
+}
+
+/* ------------------------------------------------------------------ resume */
+
+/* The run folder's metrics.csv and metrics.jsonl agree with another's row for
+ * row, every column but the wall-clock ones and those counting what the
+ * process found in the embedding cache. */
+static int skip_col(const char *name) {
+    static const char *const cols[] = {"seconds", "encoder_seconds", "decoder_seconds", "cache_hits", "cache_misses",
+                                       "encoder_runs"};
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(name, cols[i])) return 1;
+    return 0;
+}
+
+static char *slurp(const char *path) {
+    uint8_t *d = NULL;
+    size_t n = 0;
+    if (km_read_file(path, 1 << 24, &d, &n) != KM_OK) return NULL;
+    char *s = km_malloc(n + 1);
+    if (n) memcpy(s, d, n);
+    s[n] = 0;
+    km_free(d);
+    return s;
+}
+
+static int count_lines(const char *path) {
+    char *t = slurp(path);
+    if (!t) return -1;
+    int n = 0;
+    for (const char *p = t; *p; p++) n += *p == '\n';
+    km_free(t);
+    return n;
+}
+
+static int same_csv_rows(const char *a, const char *b, int *rows) {
+    char *ta = slurp(a), *tb = slurp(b);
+    int ok = ta && tb, r = 0, timecol[64] = {0};
+    char *sa = NULL, *sb = NULL;
+    for (char *la = ta ? strtok_r(ta, "\n", &sa) : NULL, *lb = tb ? strtok_r(tb, "\n", &sb) : NULL; ok && (la || lb);
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), r++) {
+        if (!la || !lb) {
+            ok = 0;
+            break;
+        }
+        char *fa = NULL, *fb = NULL;
+        int k = 0;
+        for (char *xa = strtok_r(la, ",", &fa), *xb = strtok_r(lb, ",", &fb); xa || xb;
+             xa = strtok_r(NULL, ",", &fa), xb = strtok_r(NULL, ",", &fb), k++) {
+            if (!xa || !xb || k >= 64) {
+                ok = 0;
+                break;
+            }
+            if (r == 0) timecol[k] = skip_col(xa);
+            if (!timecol[k] && strcmp(xa, xb)) {
+                printf("    %s row %d column %d: '%s' vs '%s'\n", b, r, k, xa, xb);
+                ok = 0;
+            }
+        }
+    }
+    km_free(ta);
+    km_free(tb);
+    *rows = r - 1;
+    return ok;
+}
+
+static int same_jsonl_rows(const char *a, const char *b) {
+    char *ta = slurp(a), *tb = slurp(b);
+    int ok = ta && tb;
+    char *sa = NULL, *sb = NULL;
+    for (char *la = ta ? strtok_r(ta, "\n", &sa) : NULL, *lb = tb ? strtok_r(tb, "\n", &sb) : NULL; ok && (la || lb);
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb)) {
+        km_json ja, jb;
+        if (!la || !lb || km_json_parse(a, la, strlen(la), &ja) != KM_OK) {
+            ok = 0;
+            break;
+        }
+        if (km_json_parse(b, lb, strlen(lb), &jb) != KM_OK) {
+            km_json_free(&ja);
+            ok = 0;
+            break;
+        }
+        ok = ja.type == KM_JSON_OBJ && jb.type == KM_JSON_OBJ && ja.n == jb.n;
+        for (int i = 0; ok && i < ja.n; i++) {
+            const km_json *va = &ja.items[i], *vb = km_json_get(&jb, ja.keys[i].str);
+            if (skip_col(ja.keys[i].str)) continue;
+            ok = vb && va->type == vb->type && (va->type != KM_JSON_NUM || va->num == vb->num);
+            if (!ok) printf("    %s: '%s' differs\n", b, ja.keys[i].str);
+        }
+        km_json_free(&ja);
+        km_json_free(&jb);
+    }
+    km_free(ta);
+    km_free(tb);
+    return ok;
+}
+
+/* The files of an uninterrupted run folder a and a killed + resumed one b:
+ * checkpoints byte for byte, log rows as above. */
+static void check_same_run(const char *a, const char *b, int rows, int supervised) {
+    const char *files[] = {"last.safetensors", "best.safetensors", "supervised/last.safetensors",
+                           "supervised/best.safetensors"};
+    char pa[1200], pb[1200];
+    for (int i = 0; i < (supervised ? 4 : 2); i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        CHECK_MSG(same_file(pa, pb), "%s: the resumed run's bytes differ from the uninterrupted run's", files[i]);
+    }
+    int ra = 0, rb = 0;
+    snprintf(pa, sizeof pa, "%s/metrics.csv", a);
+    snprintf(pb, sizeof pb, "%s/metrics.csv", b);
+    CHECK_MSG(same_csv_rows(pa, pa, &ra) && ra == rows, "%s: %d rows, expected %d", pa, ra, rows);
+    CHECK_MSG(same_csv_rows(pa, pb, &rb) && rb == rows, "metrics.csv of the resumed run differs (%d rows)", rb);
+    snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
+    snprintf(pb, sizeof pb, "%s/metrics.jsonl", b);
+    CHECK(count_lines(pa) == rows && count_lines(pb) == rows);
+    CHECK_MSG(same_jsonl_rows(pa, pb), "metrics.jsonl of the resumed run differs");
+}
+
+/* A log row written after the checkpoint (killed before last.safetensors was
+ * replaced), which the resume must drop. */
+static void append_stray_rows(const char *dir) {
+    CHECK(km_test_sh("echo '9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9' >> '%s/metrics.csv' && "
+                     "echo '{\"epoch\":9}' >> '%s/metrics.jsonl'", dir, dir) == 0);
+}
+
+KM_TEST(mine_resume_continuous_matches_uninterrupted) {
+    /* the shared continuous run (3 supervised + 2 mining epochs) again, killed
+     * in the supervised phase (after epoch 2), then in the mining phase
+     * (after mining epoch 1, with a stray log row), resumed each time */
+    const char *a = cont_run(), *b = sub("res_cont_killed");
+    km_mine_config c;
+    small_config(&c, b);
+    c.cache_dir = (char *)sub("cont_cache");
+    km_mine_result rb;
+    km_train_hooks h = {0};
+    h.stop_after = 2;
+    double t0 = km_now();
+    CHECK_OK(km_mine_run(&c, 0, &h, &rb));
+    CHECK(!rb.finished && rb.epochs_done == 0);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/last.safetensors", b);
+    CHECK(km_test_sh("test -s '%s/supervised/last.safetensors' && ! test -e '%s'", b, p) == 0);
+    /* from here on the run's own mine_config.json is the configuration */
+    km_mine_config rc;
+    CHECK_OK(km_mine_config_load(b, &rc));
+    CHECK(rc.schedule == KM_MINE_CONTINUOUS && rc.mine_epochs == 2 && rc.train.epochs == 3 && rc.train.seed == 3 &&
+          rc.train.size == 32 && rc.train.max_images == 16 && rc.pseudo_weight == 0.5 && rc.cache_dir &&
+          !strcmp(rc.cache_dir, c.cache_dir) && !strcmp(rc.out, b) && !rc.init);
+    h.stop_after = 4; /* 3 supervised + 1 mining epoch */
+    CHECK_OK(km_mine_run(&rc, 1, &h, &rb));
+    CHECK(!rb.finished && rb.epochs_done == 1);
+    snprintf(p, sizeof p, "%s/metrics.csv", b);
+    CHECK(count_lines(p) == 2);
+    append_stray_rows(b);
+    CHECK_OK(km_mine_run(&rc, 1, NULL, &rb));
+    CHECK(rb.finished && rb.epochs_done == 2);
+    km_mine_config_free(&rc);
+    printf("    killed twice + resumed: %.1f s; teacher calls %ld / %ld, NO_BOX %ld / %ld, best epoch %d / %d\n",
+           km_now() - t0, g_cont.teacher_calls, rb.teacher_calls, g_cont.no_box, rb.no_box, g_cont.best_epoch,
+           rb.best_epoch);
+    check_same_run(a, b, 2, 1);
+    /* the totals carried over in the checkpoint */
+    CHECK(rb.teacher_calls == g_cont.teacher_calls && rb.no_box == g_cont.no_box);
+    CHECK(rb.best_epoch == g_cont.best_epoch && rb.best_val_loss == g_cont.best_val_loss);
+    /* cache counts are the last process's: one lookup per teacher call of epoch 2 */
+    CHECK(rb.cache_hits + rb.cache_misses == (long)csv_get(p, 2, "teacher_calls"));
+    /* the sample labels of the epoch after the kill were made again */
+    char pa[1200];
+    snprintf(pa, sizeof pa, "%s/pseudo/epoch_002", a);
+    snprintf(p, sizeof p, "%s/pseudo/epoch_002", b);
+    int na = check_pngs(pa, 32);
+    CHECK(na > 0 && check_pngs(p, 32) == na);
+}
+
+static const char *onetime_common(char *buf, size_t n) {
+    snprintf(buf, n, "--data '%s' --teacher '%s' --init '%s/supervised/best.safetensors' --cache-dir '%s' "
+             "--schedule onetime --max-images 16 --val-fraction 0.25 --test-fraction 0 --size 32 --resnet 18 "
+             "--batch 4 --lr 1e-3 --seed 3 --threads 1 --mine-epochs 2 --quiet",
+             km_test_path("data/kvasir-seg"), km_test_path("fixtures/sam_tiny/sam_tiny.pth"), cont_run(),
+             sub("cont_cache"));
+    return buf;
+}
+
+KM_TEST(mine_resume_onetime_cli_matches_uninterrupted) {
+    /* one-time through the CLI from a given student: killed after mining
+     * epoch 1 of 2 (with a stray log row), resumed; the frozen labels come
+     * back from pseudo/<id>.png */
+    char common[4096];
+    onetime_common(common, sizeof common);
+    const char *a = sub("res_one_full"), *b = sub("res_one_killed");
+    double t0 = km_now();
+    CHECK(km_test_sh("'%s' mine %s --out '%s'", bin(), common, a) == 0);
+    double t_full = km_now() - t0;
+    t0 = km_now();
+    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1", bin(), common, b) == 0);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/metrics.csv", b);
+    CHECK(count_lines(p) == 2);
+    append_stray_rows(b);
+    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", bin(), b) == 0);
+    double t_killed = km_now() - t0;
+    printf("    uninterrupted %.1f s, killed + resumed %.1f s\n", t_full, t_killed);
+    check_same_run(a, b, 2, 0);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/pseudo", a);
+    snprintf(pb, sizeof pb, "%s/pseudo", b);
+    int na = check_pngs(pa, 32), nb = check_pngs(pb, 32);
+    CHECK(na > 0 && na == nb);
+    /* resuming a finished run changes nothing */
+    snprintf(pb, sizeof pb, "%s/last.safetensors", b);
+    CHECK(km_test_sh("'%s' mine --resume '%s' > '%s/again.txt' 2>&1", bin(), b, km_test_tmpdir()) == 0);
+    CHECK(km_test_sh("grep -q 'already finished' '%s/again.txt'", km_test_tmpdir()) == 0);
+    snprintf(pa, sizeof pa, "%s/res_one_full/last.safetensors", km_test_tmpdir());
+    CHECK(same_file(pa, pb));
+    CHECK(count_lines(p) == 3);
+}
+
+KM_TEST(mine_resume_bad_run_folder_fails_clearly) {
+    char common[4096], a[4096];
+    onetime_common(common, sizeof common);
+    const char *r = sub("res_bad");
+    /* a one-time run stopped after mining epoch 1 of 2: resumable */
+    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1 && cp '%s/last.safetensors' '%s/good.safetensors'", bin(),
+                     common, r, r, km_test_tmpdir()) == 0);
+    snprintf(a, sizeof a, "mine --resume '%s/nothere'", km_test_tmpdir());
+    expect_fail(a, "nothere/mine_config.json");
+    snprintf(a, sizeof a, "mine --resume '%s' --lr 0.1", r);
+    expect_fail(a, "--lr cannot be combined with --resume");
+    /* a truncated checkpoint */
+    CHECK(km_test_sh("head -c 300 '%s/good.safetensors' > '%s/last.safetensors'", km_test_tmpdir(), r) == 0);
+    snprintf(a, sizeof a, "mine --resume '%s' --quiet", r);
+    expect_fail(a, "last.safetensors");
+    /* weights without the mining state (e.g. best.safetensors) */
+    CHECK(km_test_sh("cp '%s/best.safetensors' '%s/last.safetensors'", r, r) == 0);
+    expect_fail(a, "last.safetensors");
+    /* a frozen one-time label that is not one */
+    CHECK(km_test_sh("cp '%s/good.safetensors' '%s/last.safetensors' && f=$(ls '%s/pseudo/'*.png | head -1) && "
+                     "cp \"$f\" '%s/keep.png' && echo \"$f\" > '%s/png.txt' && printf 'not a png' > \"$f\"",
+                     km_test_tmpdir(), r, r, km_test_tmpdir(), km_test_tmpdir()) == 0);
+    char png[1200] = "";
+    FILE *f = fopen(sub("png.txt"), "r");
+    if (f) {
+        if (fgets(png, sizeof png, f)) png[strcspn(png, "\n")] = 0;
+        fclose(f);
+    }
+    const char *base = strrchr(png, '/');
+    expect_fail(a, base ? base + 1 : "png");
+    /* a config that is not one */
+    CHECK(km_test_sh("cp '%s/keep.png' '%s' && cp '%s/mine_config.json' '%s/cfg.json' && "
+                     "printf '{\"data\": 1}' > '%s/mine_config.json'", km_test_tmpdir(), png, r, km_test_tmpdir(), r) == 0);
+    expect_fail(a, "mine_config.json");
+    /* and with everything restored it resumes (the failures were the files' fault) */
+    CHECK(km_test_sh("cp '%s/cfg.json' '%s/mine_config.json'", km_test_tmpdir(), r) == 0);
+    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", bin(), r) == 0);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/metrics.csv", r);
+    CHECK(count_lines(p) == 3);
 }

@@ -30,8 +30,9 @@
  * test split (RUN/splits) into RUN/eval/{per_image.csv,summary.json}.
  * A run is finished when RUN/eval/summary.json exists (written atomically,
  * last); restarting skips finished runs. A run folder without it was
- * interrupted: it is deleted and the run restarted from scratch (mining runs
- * are not resumable; restarting supervised runs too keeps one simple rule).
+ * interrupted: a mining run that got as far as writing its mine_config.json
+ * is resumed (kmseg mine --resume: the same bytes as an uninterrupted run),
+ * any other run folder is deleted and the run restarted from scratch.
  * A pretraining folder is finished when its encoder.safetensors exists.
  *
  * Outputs (rewritten at the end of every invocation, from the finished runs
@@ -367,39 +368,59 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
             snprintf(sup_best, sizeof sup_best, "%s/best.safetensors", sd);
         } else if (simclr && (st = ensure_pretrain(g, d, s, enc, sizeof enc)))
             return st;
-        if (dir_exists(dir))
-            printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
-        if ((st = rm_rf(dir)) || (st = km_mkdir_p(dir))) return st;
+        char mcfg[4200];
+        snprintf(mcfg, sizeof mcfg, "%s/mine_config.json", dir);
+        int resume = !sup && file_exists(mcfg);
+        if (resume) {
+            printf("experiments: %s: interrupted mining run (no eval/summary.json), resuming it\n", dir);
+        } else {
+            if (dir_exists(dir))
+                printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
+            if ((st = rm_rf(dir)) || (st = km_mkdir_p(dir))) return st;
+        }
         printf("%s %s %s %s seed%d: running -> %s\n", tag, g->dname[d], g->fname[f], method, g->seed[s], dir);
         fflush(stdout);
         double t0 = km_now();
         argl a = {0};
-        arg(&a, sup ? "train" : "mine");
-        arg(&a, "--data");
-        arg(&a, "%s", g->dpath[d]);
-        arg(&a, "--out");
-        arg(&a, "%s", dir);
-        arg(&a, "--labelled-fraction");
-        arg(&a, "%.17g", g->frac[f]);
-        arg(&a, "--seed");
-        arg(&a, "%d", g->seed[s]);
-        if (sup) {
-            if (simclr) {
-                arg(&a, "--encoder-weights");
-                arg(&a, "%s", enc);
-            }
-            arg_pass(&a, 1);
+        if (resume) {
+            /* the settings come from the run's mine_config.json; only the
+             * flags that change no result pass */
+            arg(&a, "mine");
+            arg(&a, "--resume");
+            arg(&a, "%s", dir);
+            for (int i = 0; i < NPASS; i++)
+                if ((g_pass[i].to & 2) && g_pass[i].no_result && g_pass[i].val) {
+                    arg(&a, "%s", g_pass[i].name);
+                    if (!g_pass[i].is_bool) arg(&a, "%s", g_pass[i].val);
+                }
         } else {
-            int onetime = !strcmp(base, "onetime"), cont = !strcmp(base, "continuous");
-            arg(&a, "--teacher");
-            arg(&a, "%s", g->teacher);
-            arg(&a, "--init");
-            arg(&a, "%s", sup_best);
-            arg(&a, "--schedule");
-            arg(&a, onetime ? "onetime" : "continuous");
-            arg(&a, "--prompt-mode");
-            arg(&a, "%s", onetime || cont ? "points+box" : base);
-            arg_pass(&a, 2);
+            arg(&a, sup ? "train" : "mine");
+            arg(&a, "--data");
+            arg(&a, "%s", g->dpath[d]);
+            arg(&a, "--out");
+            arg(&a, "%s", dir);
+            arg(&a, "--labelled-fraction");
+            arg(&a, "%.17g", g->frac[f]);
+            arg(&a, "--seed");
+            arg(&a, "%d", g->seed[s]);
+            if (sup) {
+                if (simclr) {
+                    arg(&a, "--encoder-weights");
+                    arg(&a, "%s", enc);
+                }
+                arg_pass(&a, 1);
+            } else {
+                int onetime = !strcmp(base, "onetime"), cont = !strcmp(base, "continuous");
+                arg(&a, "--teacher");
+                arg(&a, "%s", g->teacher);
+                arg(&a, "--init");
+                arg(&a, "%s", sup_best);
+                arg(&a, "--schedule");
+                arg(&a, onetime ? "onetime" : "continuous");
+                arg(&a, "--prompt-mode");
+                arg(&a, "%s", onetime || cont ? "points+box" : base);
+                arg_pass(&a, 2);
+            }
         }
         arg(&a, "--quiet");
         st = call(sup ? km_cmd_train : km_cmd_mine, &a);

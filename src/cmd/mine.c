@@ -1,7 +1,15 @@
 /* mine.c - `kmseg mine`: knowledge mining (method.md 4, 5): a supervised
  * phase (or --init), then fine-tuning on labelled + teacher-labelled images
  * with the one-time or continuous schedule. Protocol and run folder:
- * src/mine/mine.h. Every default is shown by --help. */
+ * src/mine/mine.h. Every default is shown by --help.
+ *
+ *   kmseg mine --data DIR --out RUN --teacher SAM.pth [knobs]   a new run
+ *   kmseg mine --resume RUN [--threads N]                       continue a killed run
+ *
+ * With --resume the settings come from RUN/mine_config.json; any other
+ * setting with it is an error, except --threads (bit-identical results need
+ * the original count), the cache flags (they change speed and the cache
+ * columns only), --stop-after and --quiet. */
 #include "cmd.h"
 
 #include "../core/args.h"
@@ -15,12 +23,13 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_mine_config_default(&c);
     km_train_config *t = &c.train;
     const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
-    const char *profile = "sam", *schedule = "continuous", *mode = "points+box", *cache_dir = NULL;
-    int seed = 0, quiet = 0, no_cache = 0;
+    const char *profile = "sam", *schedule = "continuous", *mode = "points+box", *cache_dir = NULL, *resume = NULL;
+    int seed = 0, quiet = 0, no_cache = 0, stop_after = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
-        {"--out", KM_FLAG_STR, &out, "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", 1, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "SAM or MedSAM checkpoint (.pth or safetensors)", 1, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
+        {"--out", KM_FLAG_STR, &out, "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", 0, 0},
+        {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder (settings from its mine_config.json)", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "SAM or MedSAM checkpoint (.pth or safetensors)", 0, 0},
         {"--teacher-profile", KM_FLAG_STR, &profile, "teacher pre/post-processing: sam or medsam (box prompts only)", 0, 0},
         {"--schedule", KM_FLAG_STR, &schedule, "pseudo labels: onetime (frozen after the supervised phase) or continuous", 0, 0},
         {"--init", KM_FLAG_STR, &init, "student checkpoint to mine from (skips the supervised phase)", 0, 0},
@@ -55,37 +64,72 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--seed", KM_FLAG_INT, &seed, "seed of split, init, shuffling, augmentation and prompt ties", 0, 0},
         {"--threads", KM_FLAG_INT, &t->threads, "compute threads", 0, 0},
         {"--eval-test", KM_FLAG_BOOL, &t->eval_test, "also score the test split every epoch (reported only)", 0, 0},
+        {"--stop-after", KM_FLAG_INT, &stop_after, "exit after this many epochs in total (supervised, then mining), resumable (0 = off)", 0, 0},
         {"--quiet", KM_FLAG_BOOL, &quiet, "no progress or epoch lines", 0, 0},
         {0}};
     int help = 0;
-    km_status s = km_parse_flags("mine", "--data DIR --out RUN --teacher SAM.pth [options]", flags, argc, argv, &help);
+    km_status s = km_parse_flags("mine", "--data DIR --out RUN --teacher SAM.pth [options] | --resume RUN", flags, argc,
+                                 argv, &help);
     if (s || help) return s;
-    if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
-    if (!strcmp(schedule, "onetime") || !strcmp(schedule, "one-time")) c.schedule = KM_MINE_ONETIME;
-    else if (!strcmp(schedule, "continuous")) c.schedule = KM_MINE_CONTINUOUS;
-    else return km_err(KM_EARG, "--schedule '%s': expected onetime or continuous", schedule);
-    if (!strcmp(profile, "sam")) c.profile = KM_SAM_PROFILE_SAM;
-    else if (!strcmp(profile, "medsam")) c.profile = KM_SAM_PROFILE_MEDSAM;
-    else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
-    if ((s = km_prompt_mode_parse(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
-    char dbuf[4096];
-    if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
-    c.cache_dir = no_cache ? NULL : (char *)cache_dir;
-    t->data = (char *)data;
-    t->split_dir = (char *)split_dir;
-    t->encoder_weights = (char *)enc;
-    t->seed = (uint64_t)seed;
-    c.out = (char *)out;
-    c.teacher = (char *)teacher;
-    c.init = (char *)init;
-    km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, 0, NULL, NULL};
+    if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
+    km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, stop_after, NULL, NULL};
     km_mine_result r;
-    s = km_mine_run(&c, &hooks, &r);
+    if (resume) {
+        static const char *const allowed[] = {"--resume", "--threads", "--cache-dir", "--no-cache", "--cache-mem",
+                                              "--stop-after", "--quiet", NULL};
+        int threads_seen = 0;
+        for (km_flag *f = flags; f->name; f++) {
+            int ok = 0;
+            for (int i = 0; allowed[i]; i++) ok |= !strcmp(f->name, allowed[i]);
+            if (f->seen && !ok)
+                return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/mine_config.json",
+                              f->name, resume);
+            threads_seen |= f->seen && !strcmp(f->name, "--threads");
+        }
+        km_mine_config rc;
+        s = km_mine_config_load(resume, &rc);
+        if (s) return s;
+        if (threads_seen && t->threads != rc.train.threads && hooks.log)
+            fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
+                            "to an uninterrupted run\n", t->threads, rc.train.threads);
+        if (threads_seen) rc.train.threads = t->threads;
+        for (km_flag *f = flags; f->name; f++)
+            if (f->seen && !strcmp(f->name, "--cache-mem")) rc.cache_mem = c.cache_mem;
+        if (no_cache || cache_dir) {
+            km_free(rc.cache_dir);
+            rc.cache_dir = no_cache ? NULL : km_strdup(cache_dir);
+        }
+        s = km_mine_run(&rc, 1, &hooks, &r);
+        km_mine_config_free(&rc);
+    } else {
+        if (!data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg mine --help)");
+        if (!out) return km_err(KM_EARG, "missing required flag --out (the run folder)");
+        if (!teacher) return km_err(KM_EARG, "missing required flag --teacher (see kmseg mine --help)");
+        if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
+        if (!strcmp(schedule, "onetime") || !strcmp(schedule, "one-time")) c.schedule = KM_MINE_ONETIME;
+        else if (!strcmp(schedule, "continuous")) c.schedule = KM_MINE_CONTINUOUS;
+        else return km_err(KM_EARG, "--schedule '%s': expected onetime or continuous", schedule);
+        if (!strcmp(profile, "sam")) c.profile = KM_SAM_PROFILE_SAM;
+        else if (!strcmp(profile, "medsam")) c.profile = KM_SAM_PROFILE_MEDSAM;
+        else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+        if ((s = km_prompt_mode_parse(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
+        char dbuf[4096];
+        if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
+        c.cache_dir = no_cache ? NULL : (char *)cache_dir;
+        t->data = (char *)data;
+        t->split_dir = (char *)split_dir;
+        t->encoder_weights = (char *)enc;
+        t->seed = (uint64_t)seed;
+        c.out = (char *)out;
+        c.teacher = (char *)teacher;
+        c.init = (char *)init;
+        s = km_mine_run(&c, 0, &hooks, &r);
+    }
     if (s) return s;
     if (!quiet)
-        fprintf(stderr, "mining finished after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
+        fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
                         "encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
-                r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls, r.encoder_runs, r.cache_hits,
-                r.cache_misses, r.no_box);
+                r.finished ? "finished" : "stopped", r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls,
+                r.encoder_runs, r.cache_hits, r.cache_misses, r.no_box);
     return KM_OK;
 }

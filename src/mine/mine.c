@@ -1,13 +1,13 @@
 /* mine.c - the knowledge-mining run; see mine.h for the protocol. */
 #include "mine.h"
 
-#include "embcache.h"
+#include "refine.h"
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../core/rng.h"
 #include "../eval/metrics.h"
 #include "../io/image.h"
-#include "../models/sam_preprocess.h"
+#include "../io/json.h"
 #include "../models/unetpp.h"
 #include "../train/augment.h"
 #include "../train/dataset.h"
@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,25 +39,33 @@ void km_mine_config_default(km_mine_config *c) {
     c->sample_pngs = 8;
 }
 
+/* The teacher's settings as refine.h takes them (the mining run labels with
+ * km_refine_teacher_mask). */
+static void teacher_config(const km_mine_config *c, km_refine_config *rc) {
+    km_refine_config_default(rc);
+    rc->teacher = c->teacher;
+    rc->profile = c->profile;
+    rc->mode = c->prompt_mode;
+    rc->points = c->points;
+    rc->cache_dir = c->cache_dir;
+    rc->cache_mem = c->cache_mem;
+}
+
 km_status km_mine_config_check(const km_mine_config *c) {
     if (!c->out || !c->out[0]) return km_err(KM_EARG, "--out: a run folder is required");
-    if (!c->teacher || !c->teacher[0]) return km_err(KM_EARG, "--teacher: a SAM/MedSAM checkpoint is required");
+    if (c->cache_mem < 0) return km_err(KM_EARG, "--cache-mem %d: expected >= 0", c->cache_mem);
+    km_refine_config rc;
+    teacher_config(c, &rc);
+    km_status s = km_refine_config_check(&rc); /* --teacher, --points, MedSAM box prompts */
+    if (s) return s;
     struct stat st;
-    if (stat(c->teacher, &st) || !S_ISREG(st.st_mode))
-        return km_err(KM_EIO, "--teacher %s: no such checkpoint file", c->teacher);
     if (c->init && (stat(c->init, &st) || !S_ISREG(st.st_mode)))
         return km_err(KM_EIO, "--init %s: no such checkpoint file", c->init);
     if (c->schedule != KM_MINE_ONETIME && c->schedule != KM_MINE_CONTINUOUS)
         return km_err(KM_EARG, "--schedule: expected onetime or continuous");
-    if (c->points < 1 || c->points > KM_PROMPTS_MAX_POINTS)
-        return km_err(KM_EARG, "--points %d: expected 1..%d", c->points, KM_PROMPTS_MAX_POINTS);
-    if (c->profile == KM_SAM_PROFILE_MEDSAM && c->prompt_mode != KM_PROMPT_BOX)
-        return km_err(KM_EARG, "--prompt-mode %s: MedSAM takes box prompts only (use --prompt-mode box)",
-                      km_prompt_mode_name(c->prompt_mode));
     if (!(c->pseudo_weight >= 0) || isinf(c->pseudo_weight))
         return km_err(KM_EARG, "--pseudo-weight %g: expected a finite value >= 0", c->pseudo_weight);
     if (c->mine_epochs < 1) return km_err(KM_EARG, "--mine-epochs %d: expected >= 1", c->mine_epochs);
-    if (c->cache_mem < 0) return km_err(KM_EARG, "--cache-mem %d: expected >= 0", c->cache_mem);
     if (c->sample_pngs < 0) return km_err(KM_EARG, "--sample-pngs %d: expected >= 0", c->sample_pngs);
     km_train_config t = c->train;
     if (!t.data) return km_err(KM_EARG, "--data: a dataset folder is required");
@@ -84,15 +94,8 @@ static double dice_u8(const uint8_t *p, const uint8_t *g, size_t n) {
 
 /* JSON string (escaped) or null */
 static void json_str(FILE *f, const char *v) {
-    if (!v) {
-        fputs("null", f);
-        return;
-    }
-    char *b = NULL;
-    size_t len = 0, cap = 0;
-    km_json_escape(&b, &len, &cap, v);
-    fwrite(b, 1, len, f);
-    km_free(b);
+    if (v) km_json_fput_str(f, v);
+    else fputs("null", f);
 }
 
 /* <out>/mine_config.json: every resolved mining setting and the data /
@@ -110,6 +113,10 @@ static km_status write_config(const km_mine_config *c, const char *path) {
     json_str(f, t->data);
     fprintf(f, ",\n  \"split_dir\": ");
     json_str(f, t->split_dir);
+    fprintf(f, ",\n  \"encoder_weights\": ");
+    json_str(f, t->encoder_weights);
+    fprintf(f, ",\n  \"init_weights\": ");
+    json_str(f, t->init_weights);
     fprintf(f, ",\n  \"teacher\": ");
     json_str(f, c->teacher);
     fprintf(f, ",\n  \"teacher_profile\": \"%s\"", c->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
@@ -132,6 +139,7 @@ static km_status write_config(const km_mine_config *c, const char *path) {
             t->plateau_factor, t->min_lr);
     fprintf(f, ",\n  \"plateau_patience\": %d,\n  \"early_stop\": %d,\n  \"bce_weight\": %.17g",
             t->plateau_patience, t->early_stop, t->bce_weight);
+    fprintf(f, ",\n  \"max_steps\": %d,\n  \"eval_init\": %d", t->max_steps, t->eval_init);
     fprintf(f, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"eval_test\": %d\n}\n", (unsigned long long)t->seed,
             t->threads, t->eval_test);
     fclose(f);
@@ -140,157 +148,124 @@ static km_status write_config(const km_mine_config *c, const char *path) {
     return s;
 }
 
-/* ------------------------------------------------------------------ teacher */
+void km_mine_config_free(km_mine_config *c) {
+    km_train_config_free(&c->train);
+    km_free(c->out);
+    km_free(c->teacher);
+    km_free(c->init);
+    km_free(c->cache_dir);
+    c->out = c->teacher = c->init = c->cache_dir = NULL;
+}
 
-typedef struct {
-    km_sam sam;
-    int loaded;
-    km_sam_predictor p;
-    km_sam_profile profile;
-    km_embcache cache;
-    int cache_on;
-    uint64_t fp;
-    float *encin, *emb;
-    long calls, encoder_runs;
-    double t_encode, t_decode; /* seconds in the image encoder / prompt encoder + decoder + post-processing */
-    km_prompt_mode mode;
-    float *m256;
-} teacher;
-
-static km_status teacher_open(teacher *t, const km_mine_config *c) {
-    memset(t, 0, sizeof *t);
-    t->profile = c->profile;
-    t->mode = c->prompt_mode;
-    km_status s = km_sam_load(&t->sam, c->teacher, 1);
-    if (s) return km_err_prefix(s, "--teacher: ");
-    t->loaded = 1;
-    s = km_sam_predictor_init(&t->p, &t->sam, c->profile);
-    if (!s) s = km_checkpoint_fingerprint(c->teacher, &t->fp);
-    if (!s) s = km_embcache_init(&t->cache, c->cache_dir, 256, c->cache_mem);
-    if (s) return s;
-    t->cache_on = 1;
-    t->encin = km_malloc(sizeof(float) * 3 * KM_SAM_INPUT * KM_SAM_INPUT);
-    t->emb = km_malloc(sizeof(float) * 256 * KM_EMB_HW * KM_EMB_HW);
-    t->m256 = km_malloc(sizeof(float) * 256 * 256);
+/* Member `key` of the config object: a string (or null when nullable) -> *v
+ * (owned), an int or a number; errors name the file and the key. */
+static km_status cfg_str(const km_json *j, const char *path, const char *key, int nullable, char **v) {
+    const km_json *x = km_json_get(j, key);
+    if (!x) return km_err(KM_EMISSING, "%s: missing setting '%s'", path, key);
+    if (nullable && x->type == KM_JSON_NULL) return KM_OK;
+    if (x->type != KM_JSON_STR)
+        return km_err(KM_EFORMAT, "%s: '%s' must be a string%s", path, key, nullable ? " or null" : "");
+    *v = km_strdup(x->str);
     return KM_OK;
 }
 
-static void teacher_close(teacher *t) {
-    if (t->cache_on) km_embcache_free(&t->cache);
-    if (t->loaded) {
-        km_sam_predictor_free(&t->p);
-        km_sam_free(&t->sam);
-    }
-    km_free(t->encin);
-    km_free(t->emb);
-    km_free(t->m256);
+static km_status cfg_num(const km_json *j, const char *path, const char *key, int *iv, double *dv) {
+    const km_json *x = km_json_get(j, key);
+    if (!x) return km_err(KM_EMISSING, "%s: missing setting '%s'", path, key);
+    if (x->type != KM_JSON_NUM || (iv && (!x->is_int || x->i < INT32_MIN || x->i > INT32_MAX)))
+        return km_err(KM_EFORMAT, "%s: '%s' must be %s", path, key, iv ? "an integer" : "a number");
+    if (iv) *iv = (int)x->i;
+    else *dv = x->num;
+    return KM_OK;
 }
 
-/* Pseudo label [S, S] {0,1} of the un-augmented crop rgb [S, S, 3] from
- * prompts in that frame; z_orig (the student's logits in that frame) only for
- * the mask mode. */
-static km_status teacher_label(teacher *t, const uint8_t *rgb, int S, km_prompts *pr, const float *z_orig,
-                               uint8_t *label) {
-    km_embkey k;
-    km_embkey_make(&k, km_hash_image(rgb, S, S, 3), t->fp, t->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam",
-                   S, S);
-    km_status s;
-    if (!km_embcache_lookup(&t->cache, &k, t->emb)) {
-        double t0 = km_now();
-        if (t->profile == KM_SAM_PROFILE_MEDSAM) km_medsam_preprocess(t->encin, KM_SAM_INPUT, rgb, S, S, 3);
-        else km_sam_preprocess(t->encin, KM_SAM_INPUT, rgb, S, S, 3, NULL, NULL);
-        s = km_sam_encoder_forward(t->sam.encoder, t->encin, t->emb, NULL);
-        t->t_encode += km_now() - t0;
-        if (s) return s;
-        t->encoder_runs++;
-        if (km_embcache_insert(&t->cache, &k, t->emb))
-            fprintf(stderr, "kmseg mine: warning: embedding not cached: %s\n", km_errmsg());
+km_status km_mine_config_load(const char *dir, km_mine_config *c) {
+    km_mine_config_default(c);
+    char *path = km_path_join(dir, "mine_config.json");
+    uint8_t *txt = NULL;
+    size_t n = 0;
+    km_json j;
+    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
+    if (s) {
+        km_free(path);
+        return km_err_prefix(s, "--resume %s: ", dir);
     }
-    s = km_sam_set_embedding(&t->p, t->emb, S, S);
-    if (s) return s;
-    const float *m256 = NULL;
-    if (t->mode & KM_PROMPT_USE_MASK) {
-        km_prompts_mask_input(t->m256, z_orig, S, S, t->p.input_h, t->p.input_w);
-        m256 = t->m256;
+    s = km_json_parse(path, (const char *)txt, n, &j);
+    km_free(txt);
+    if (s) {
+        km_free(path);
+        return s;
     }
-    km_sam_prompts sp;
-    km_prompts_to_sam(pr, m256, &sp);
-    km_sam_result r;
-    memset(&r, 0, sizeof r);
-    double t0 = km_now();
-    s = km_sam_predict(&t->p, &sp, &r);
-    t->t_decode += km_now() - t0;
+    /* settings an older mine_config.json did not record keep their defaults */
+    static const char *const optional[] = {"out", "encoder_weights", "init_weights", "max_steps", "eval_init", NULL};
+    char *profile = NULL, *schedule = NULL, *mode = NULL;
+    s = km_train_config_from_json(&j, path, optional, &c->train);
+    if (!s) s = cfg_str(&j, path, "teacher", 0, &c->teacher);
+    if (!s) s = cfg_str(&j, path, "teacher_profile", 0, &profile);
+    if (!s) s = cfg_str(&j, path, "schedule", 0, &schedule);
+    if (!s) s = cfg_str(&j, path, "init", 1, &c->init);
+    if (!s) s = cfg_str(&j, path, "prompt_mode", 0, &mode);
+    if (!s) s = cfg_num(&j, path, "points", &c->points, NULL);
+    if (!s) s = cfg_num(&j, path, "pseudo_weight", NULL, &c->pseudo_weight);
+    if (!s) s = cfg_num(&j, path, "mine_epochs", &c->mine_epochs, NULL);
+    if (!s) s = cfg_str(&j, path, "cache_dir", 1, &c->cache_dir);
+    if (!s) s = cfg_num(&j, path, "cache_mem", &c->cache_mem, NULL);
+    if (!s) s = cfg_num(&j, path, "sample_pngs", &c->sample_pngs, NULL);
     if (!s) {
-        KM_ASSERT(r.K >= 1 && r.h == S && r.w == S);
-        memcpy(label, r.masks, (size_t)S * S);
-        t->calls++;
+        if (!strcmp(profile, "sam")) c->profile = KM_SAM_PROFILE_SAM;
+        else if (!strcmp(profile, "medsam")) c->profile = KM_SAM_PROFILE_MEDSAM;
+        else s = km_err(KM_EFORMAT, "%s: teacher_profile '%s': expected sam or medsam", path, profile);
     }
-    km_sam_result_free(&r);
+    if (!s) {
+        if (!strcmp(schedule, "onetime")) c->schedule = KM_MINE_ONETIME;
+        else if (!strcmp(schedule, "continuous")) c->schedule = KM_MINE_CONTINUOUS;
+        else s = km_err(KM_EFORMAT, "%s: schedule '%s': expected onetime or continuous", path, schedule);
+    }
+    if (!s && (s = km_prompt_mode_parse(mode, &c->prompt_mode))) s = km_err_prefix(s, "%s: ", path);
+    km_free(profile);
+    km_free(schedule);
+    km_free(mode);
+    km_json_free(&j);
+    km_free(path);
+    if (s) km_mine_config_free(c);
+    else c->out = km_strdup(dir);
     return s;
 }
 
 /* ------------------------------------------------------------------ data */
 
 typedef struct {
-    km_dataset_index idx;
-    km_split sp;
-    int *lab, *unl;
-    int n_lab, n_unl;
+    km_train_split s;
     km_dataset pool; /* labelled [0, n_lab) then unlabelled [n_lab, n_lab + n_unl), with masks */
     km_dataset va, te;
+    int n_lab, n_unl;
 } mine_data;
 
 static void mine_data_free(mine_data *d) {
     km_dataset_free(&d->te);
     km_dataset_free(&d->va);
     km_dataset_free(&d->pool);
-    km_free(d->lab);
-    km_free(d->unl);
-    km_split_free(&d->sp);
-    km_dataset_index_free(&d->idx);
+    km_train_split_free(&d->s);
 }
 
-/* The splits exactly as train.c's prepare_data makes them for a new run,
- * written to <out>/splits/ (train, val, test, labelled, unlabelled .txt) so
- * that `kmseg eval --split-dir` can score the mined student. */
+/* The splits exactly as the supervised phase makes them (train.h), written
+ * to <out>/splits/ (train, val, test, labelled, unlabelled .txt) so that
+ * `kmseg eval --split-dir` can score the mined student. */
 static km_status mine_data_load(const km_train_config *c, const char *out, mine_data *d) {
-    km_issues iss;
-    km_issues_init(&iss);
-    km_status s = km_dataset_scan(c->data, &d->idx, &iss);
-    if (!s) s = km_issues_status(&iss, c->data);
-    km_issues_free(&iss);
+    km_train_split *t = &d->s;
+    km_status s = km_train_split_make(c, 0, out, t);
     if (s) return s;
-    if (c->split_dir) {
-        s = km_split_from_dir(&d->idx, c->split_dir, &d->sp, NULL);
-        if (s) return s;
-    } else {
-        int n = c->max_images && c->max_images < d->idx.n ? c->max_images : d->idx.n;
-        km_split_random(n, c->seed, c->val_fraction, c->test_fraction, &d->sp);
-    }
-    km_split_labelled(&d->sp, c->labelled_fraction, c->seed, &d->lab, &d->n_lab, &d->unl, &d->n_unl);
-    if (d->sp.n_val < 1) return km_err(KM_EARG, "%s: the validation split is empty", c->data);
-    if (d->n_lab < 2) return km_err(KM_EARG, "%s: %d labelled training image(s); at least 2 are needed", c->data, d->n_lab);
-    char *sd = km_path_join(out, "splits");
-    s = km_mkdir_p(sd);
-    if (!s) s = km_split_write(&d->idx, &d->sp, sd);
-    char *lp = km_path_join(sd, "labelled.txt"), *up = km_path_join(sd, "unlabelled.txt"), *tp = km_path_join(sd, "test.txt");
-    if (!s && d->sp.n_test == 0) remove(tp); /* an empty list does not read back (splits.h) */
-    if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
-    if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
-    km_free(lp);
-    km_free(up);
-    km_free(tp);
-    km_free(sd);
-    if (s) return s;
-    int n = d->n_lab + d->n_unl;
+    d->n_lab = t->n_lab;
+    d->n_unl = t->n_unl;
+    int n = t->n_lab + t->n_unl;
     int *which = km_malloc(sizeof(int) * (size_t)(n + 1));
-    memcpy(which, d->lab, sizeof(int) * (size_t)d->n_lab);
-    if (d->n_unl) memcpy(which + d->n_lab, d->unl, sizeof(int) * (size_t)d->n_unl);
-    s = km_dataset_load(&d->idx, which, n, c->size, 1, &d->pool, NULL);
+    memcpy(which, t->lab, sizeof(int) * (size_t)t->n_lab);
+    if (t->n_unl) memcpy(which + t->n_lab, t->unl, sizeof(int) * (size_t)t->n_unl);
+    s = km_dataset_load(&t->idx, which, n, c->size, 1, &d->pool, NULL);
     km_free(which);
-    if (!s) s = km_dataset_load(&d->idx, d->sp.val, d->sp.n_val, c->size, 1, &d->va, NULL);
-    if (!s && c->eval_test && d->sp.n_test)
-        s = km_dataset_load(&d->idx, d->sp.test, d->sp.n_test, c->size, 1, &d->te, NULL);
+    if (!s) s = km_dataset_load(&t->idx, t->sp.val, t->sp.n_val, c->size, 1, &d->va, NULL);
+    if (!s && c->eval_test && t->sp.n_test)
+        s = km_dataset_load(&t->idx, t->sp.test, t->sp.n_test, c->size, 1, &d->te, NULL);
     return s;
 }
 
@@ -341,49 +316,164 @@ static km_status validate(km_unetpp *m, const km_dataset *va, int B, int S, doub
     return s;
 }
 
+/* ------------------------------------------------------------------ state */
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void meta_put(km_tdict *d, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void meta_put(km_tdict *d, const char *key, const char *fmt, ...) {
+    char b[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    km_tdict_set_meta(d, key, b);
+}
+
+static km_status meta_num(const km_tdict *d, const char *key, const char *file, double *v) {
+    const char *t = km_tdict_get_meta(d, key);
+    char *end;
+    if (!t) return km_err(KM_EMISSING, "%s: missing metadata '%s' (not a kmseg mine last.safetensors?)", file, key);
+    *v = strtod(t, &end);
+    if (end == t || *end) return km_err(KM_EFORMAT, "%s: metadata '%s' = '%s' is not a number", file, key, t);
+    return KM_OK;
+}
+
+/* What last.safetensors holds beyond the training-loop state (train.h's
+ * km_train_checkpoint_*, prefix "mine"): the totals so far of teacher calls
+ * and NO_BOX (no times, no cache counts: the file's bytes do not depend on
+ * interruptions or on the embedding cache), the supervised epochs before the phase and, for the
+ * one-time schedule, which unlabelled images have a frozen label (their PNGs
+ * in pseudo/ are the labels) and those labels' mean Dice. */
+typedef struct {
+    long done, sup_epochs, teacher_calls, no_box;
+    double onetime_dice, last_val_dice;
+} mine_state;
+
+static const struct {
+    const char *key;
+    size_t off;
+    int is_num; /* double, else long */
+} k_state[] = {
+    {"mine.done", offsetof(mine_state, done), 0},
+    {"mine.sup_epochs", offsetof(mine_state, sup_epochs), 0},
+    {"mine.teacher_calls", offsetof(mine_state, teacher_calls), 0},
+    {"mine.no_box", offsetof(mine_state, no_box), 0},
+    {"mine.onetime.pseudo_dice", offsetof(mine_state, onetime_dice), 1},
+    {"mine.last_val_dice", offsetof(mine_state, last_val_dice), 1},
+};
+#define NSTATE ((int)(sizeof k_state / sizeof k_state[0]))
+
+static km_status save_state(const char *path, const km_mine_config *c, const km_unetpp *m, int epoch,
+                            const km_rng *rng, const km_plateau *pl, const km_early_stop *es, const mine_state *st,
+                            const uint8_t *has_frozen, int n_unl) {
+    km_tdict x;
+    km_tdict_init(&x);
+    meta_put(&x, "mine.schedule", "%s", c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
+    for (int i = 0; i < NSTATE; i++) {
+        const char *p = (const char *)st + k_state[i].off;
+        if (k_state[i].is_num) meta_put(&x, k_state[i].key, "%.17g", *(const double *)p);
+        else meta_put(&x, k_state[i].key, "%ld", *(const long *)p);
+    }
+    if (has_frozen) {
+        char *b = km_malloc((size_t)n_unl + 1);
+        for (int u = 0; u < n_unl; u++) b[u] = has_frozen[u] ? '1' : '0';
+        b[n_unl] = 0;
+        km_tdict_set_meta(&x, "mine.onetime.labelled", b);
+        km_free(b);
+    }
+    km_status s = km_train_checkpoint_save(path, m, &c->train, "mine", epoch, rng, pl, es, &x);
+    km_tdict_free(&x);
+    return s;
+}
+
+static km_status load_state(const char *path, const km_mine_config *c, km_unetpp **m, int *epoch, km_rng *rng,
+                            km_plateau *pl, km_early_stop *es, mine_state *st, uint8_t *has_frozen, int n_unl) {
+    km_tdict x;
+    km_tdict_init(&x);
+    km_status s = km_train_checkpoint_load(path, "mine", m, epoch, rng, pl, es, &x);
+    const char *sched = s ? NULL : km_tdict_get_meta(&x, "mine.schedule");
+    const char *want = c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous";
+    if (!s && (!sched || strcmp(sched, want)))
+        s = km_err(KM_EFORMAT, "%s: metadata 'mine.schedule' is '%s', but the run's schedule is %s", path,
+                   sched ? sched : "(missing)", want);
+    for (int i = 0; i < NSTATE && !s; i++) {
+        char *p = (char *)st + k_state[i].off;
+        long long v = 0;
+        if (k_state[i].is_num) s = meta_num(&x, k_state[i].key, path, (double *)p);
+        else if (!(s = km_train_meta_int(&x, k_state[i].key, path, &v))) *(long *)p = (long)v;
+    }
+    if (!s && km_unetpp_resnet_depth(*m) != c->train.resnet)
+        s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
+                   km_unetpp_resnet_depth(*m), c->train.resnet);
+    if (!s && has_frozen) {
+        const char *b = km_tdict_get_meta(&x, "mine.onetime.labelled");
+        if (!b || (int)strlen(b) != n_unl || strspn(b, "01") != (size_t)n_unl)
+            s = km_err(KM_EFORMAT, "%s: metadata 'mine.onetime.labelled' missing or not %d digits 0/1 (one per "
+                                   "unlabelled image)", path, n_unl);
+        for (int u = 0; u < n_unl && !s; u++) has_frozen[u] = b[u] == '1';
+    }
+    km_tdict_free(&x);
+    if (s && *m) {
+        km_unetpp_free(*m);
+        *m = NULL;
+    }
+    return s;
+}
+
+/* One-time labels frozen earlier in this run folder: pseudo/<id>.png, S x S
+ * grey 0/255 -> {0,1}. */
+static km_status load_frozen(const char *dir, const mine_data *d, int S, const uint8_t *has_frozen, uint8_t *frozen) {
+    size_t P = (size_t)S * S;
+    for (int u = 0; u < d->n_unl; u++) {
+        if (!has_frozen[u]) continue;
+        char *name = km_malloc(strlen(dir) + strlen(d->pool.ids[d->n_lab + u]) + 8);
+        sprintf(name, "%s/%s.png", dir, d->pool.ids[d->n_lab + u]);
+        km_image img;
+        km_status s = km_image_load(name, &img, 0);
+        if (s) {
+            s = km_err_prefix(s, "--resume: one-time pseudo label: ");
+            km_free(name);
+            return s;
+        }
+        int ok = img.w == S && img.h == S && img.c == 1;
+        for (size_t i = 0; ok && i < P; i++) {
+            ok = img.data[i] == 0 || img.data[i] == 255;
+            frozen[P * u + i] = img.data[i] != 0;
+        }
+        km_image_free(&img);
+        if (!ok) s = km_err(KM_EFORMAT, "%s: not this run's one-time pseudo label (expected a %dx%d grey 0/255 PNG)",
+                            name, S, S);
+        km_free(name);
+        if (s) return s;
+    }
+    return KM_OK;
+}
+
 /* ------------------------------------------------------------------ run */
 
-km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_mine_result *res) {
+km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res) {
     static const km_train_hooks no_hooks = {0};
     if (!hooks) hooks = &no_hooks;
     FILE *log = hooks->log;
     memset(res, 0, sizeof *res);
-    res->best_val_loss = res->last_val_dice = NAN;
+    res->best_val_loss = res->last_val_dice = res->last_pseudo_dice = NAN;
     km_status s = km_mine_config_check(c);
     if (s) return s;
-    s = km_mkdir_p(c->out);
-    if (s) return s;
-    char *p_cfg = km_path_join(c->out, "mine_config.json");
-    s = write_config(c, p_cfg);
-    km_free(p_cfg);
-    if (s) return s;
-
-    /* 1. supervised phase (or a given student) */
-    char *p_sup = km_path_join(c->out, "supervised"), *init = NULL;
-    if (c->init) {
-        init = km_strdup(c->init);
-    } else {
-        km_train_config tc = c->train;
-        tc.out = p_sup;
-        km_train_result tr;
-        if (log) fprintf(log, "supervised phase -> %s\n", p_sup);
-        s = km_train_run(&tc, 0, hooks, &tr);
-        if (s) {
-            km_free(p_sup);
-            return km_err_prefix(s, "supervised phase: ");
-        }
-        init = km_path_join(p_sup, "best.safetensors");
-    }
-    km_free(p_sup);
-    km_set_threads(c->train.threads);
-
+    char *p_cfg = km_path_join(c->out, "mine_config.json"), *p_sup = km_path_join(c->out, "supervised");
+    char *p_best = km_path_join(c->out, "best.safetensors"), *p_last = km_path_join(c->out, "last.safetensors");
+    char *p_pseudo = km_path_join(c->out, "pseudo"), *p_csv = km_path_join(c->out, "metrics.csv");
+    char *p_jsonl = km_path_join(c->out, "metrics.jsonl"), *init = NULL;
     const km_train_config *tc = &c->train;
     int S = tc->size, B = tc->batch;
     size_t P = (size_t)S * S;
     mine_data d;
     memset(&d, 0, sizeof d);
-    teacher T;
-    memset(&T, 0, sizeof T);
+    km_refiner R;
+    memset(&R, 0, sizeof R);
     km_unetpp *m = NULL;
     km_csv csv;
     km_jsonl jl;
@@ -391,23 +481,95 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     memset(&jl, 0, sizeof jl);
     float *x = NULL, *y = NULL, *z = NULL, *dz = NULL, *gz = NULL, *gy = NULL, *gd = NULL, *zo = NULL;
     uint8_t *frozen = NULL, *has_frozen = NULL, *lab_o = NULL, *lab_a = NULL, *png = NULL, *aug = NULL;
-    int *order = NULL, *pool = NULL, *sel_l = NULL, *sel_u = NULL;
-    char *p_best = km_path_join(c->out, "best.safetensors"), *p_last = km_path_join(c->out, "last.safetensors");
-    char *p_pseudo = km_path_join(c->out, "pseudo"), *p_csv = km_path_join(c->out, "metrics.csv");
-    char *p_jsonl = km_path_join(c->out, "metrics.jsonl");
+    int *order = NULL, *pool = NULL, *sel_l = NULL, *sel_u = NULL, *which = NULL;
+    mine_state st;
+    memset(&st, 0, sizeof st);
+    st.onetime_dice = st.last_val_dice = NAN;
+    int have_last = resume && file_exists(p_last);
 
-    s = km_unetpp_load(&m, init);
-    if (!s && km_unetpp_resnet_depth(m) != tc->resnet)
-        s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", init, km_unetpp_resnet_depth(m), tc->resnet);
-    if (s) goto out;
-    km_unetpp_adam_reset(m); /* fresh optimiser state (method.md 5) */
+    if (resume && !file_exists(p_cfg)) {
+        s = km_err(KM_EIO, "--resume %s: %s: no such file (not a kmseg mine run folder)", c->out, p_cfg);
+        goto out;
+    }
+    if (!resume) {
+        s = km_mkdir_p(c->out);
+        if (!s) s = write_config(c, p_cfg);
+        if (s) goto out;
+    }
+
+    /* 1. supervised phase (or a given student); done when the mining phase
+     * has a checkpoint */
+    if (!have_last && c->init) {
+        init = km_strdup(c->init);
+    } else if (!have_last) {
+        km_train_config sc = c->train;
+        sc.out = p_sup;
+        char *sup_last = km_path_join(p_sup, "last.safetensors");
+        int sup_resume = resume && file_exists(sup_last);
+        km_free(sup_last);
+        km_train_result tr;
+        if (log) fprintf(log, "supervised phase -> %s%s\n", p_sup, sup_resume ? " (resuming)" : "");
+        s = km_train_run(&sc, sup_resume, hooks, &tr);
+        if (s) {
+            s = km_err_prefix(s, "supervised phase: ");
+            goto out;
+        }
+        if (!tr.finished) { /* stopped by hooks->stop_after, as if killed */
+            if (log) fprintf(log, "stopped in the supervised phase after epoch %d (continue with --resume)\n",
+                             tr.epochs_done);
+            goto out;
+        }
+        st.sup_epochs = tr.epochs_done;
+        init = km_path_join(p_sup, "best.safetensors");
+    }
+    if (!have_last && hooks->stop_after && st.sup_epochs >= hooks->stop_after) goto out;
+    km_set_threads(tc->threads);
+
+    /* 2. the mining phase's data, teacher and student */
+    km_refine_config rc;
+    teacher_config(c, &rc);
     s = mine_data_load(tc, c->out, &d);
-    if (!s) s = teacher_open(&T, c);
-    if (!s) s = km_unetpp_reserve(m, B, S, S);
-    if (!s) s = km_mkdir_p(p_pseudo);
     if (s) goto out;
     res->n_labelled = d.n_lab;
     res->n_unlabelled = d.n_unl;
+    km_rng rng;
+    km_rng_seed(&rng, tc->seed ^ KM_MINE_RNG_SALT);
+    km_plateau pl;
+    km_plateau_init(&pl, tc->lr, tc->plateau_factor, tc->plateau_patience, tc->min_lr);
+    km_early_stop es;
+    km_early_stop_init(&es, tc->early_stop);
+    int epoch = 0;
+    if (c->schedule == KM_MINE_ONETIME) {
+        frozen = km_malloc(P * (d.n_unl + 1));
+        has_frozen = km_calloc((size_t)d.n_unl + 1);
+    }
+    if (have_last) {
+        s = load_state(p_last, c, &m, &epoch, &rng, &pl, &es, &st, has_frozen, d.n_unl);
+        if (!s && has_frozen) s = load_frozen(p_pseudo, &d, S, has_frozen, frozen);
+        /* drop log rows written after the checkpoint (killed between the log
+         * write and the checkpoint write) */
+        if (!s) s = km_text_keep_lines(p_csv, epoch + 1);
+        if (!s) s = km_text_keep_lines(p_jsonl, epoch);
+        if (s) goto out;
+        if (log) fprintf(log, "resuming %s after mining epoch %d%s\n", c->out, epoch,
+                         st.done ? ": the run had already finished" : "");
+    } else {
+        s = km_unetpp_load(&m, init);
+        if (!s && km_unetpp_resnet_depth(m) != tc->resnet)
+            s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", init, km_unetpp_resnet_depth(m), tc->resnet);
+        if (s) goto out;
+        km_unetpp_adam_reset(m); /* fresh optimiser state (method.md 5) */
+    }
+    s = km_refiner_open(&R, &rc);
+    if (s) goto out;
+    res->no_box = st.no_box;
+    res->last_pseudo_dice = st.onetime_dice;
+    res->last_val_dice = st.last_val_dice;
+    s = km_unetpp_reserve(m, B, S, S);
+    if (!s) s = km_mkdir_p(p_pseudo);
+    if (!s) s = km_csv_open(&csv, p_csv, (const char *const *)k_mine_cols, NMCOLS, have_last);
+    if (!s) s = km_jsonl_open(&jl, p_jsonl, have_last);
+    if (s) goto out;
     if (log)
         fprintf(log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, lambda %g\n",
                 d.n_lab, d.n_unl, d.va.n, c->teacher, c->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam",
@@ -427,18 +589,15 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
     png = km_malloc(P);
     sel_l = km_malloc(sizeof(int) * B);
     sel_u = km_malloc(sizeof(int) * B);
-    km_rng rng;
-    km_rng_seed(&rng, tc->seed ^ KM_MINE_RNG_SALT);
-    int npool_all = d.n_lab + d.n_unl;
-    pool = km_malloc(sizeof(int) * (size_t)(npool_all + 1));
+    which = km_malloc(sizeof(int) * B);
+    pool = km_malloc(sizeof(int) * (size_t)(d.n_lab + d.n_unl + 1));
     int npool = 0;
     for (int i = 0; i < d.n_lab; i++) pool[npool++] = i;
 
-    /* 2. one-time pseudo labels, frozen */
-    if (c->schedule == KM_MINE_ONETIME) {
-        frozen = km_malloc(P * (d.n_unl + 1));
-        has_frozen = km_calloc((size_t)d.n_unl + 1);
-        long hits0 = T.cache.hits_mem + T.cache.hits_disk;
+    /* one-time pseudo labels, frozen; then a checkpoint (epoch 0) so that a
+     * resumed run reads them back instead of labelling again */
+    if (c->schedule == KM_MINE_ONETIME && !have_last) {
+        long hits0 = km_refiner_cache_hits(&R);
         double pd = 0;
         int npd = 0;
         for (int b0 = 0; b0 < d.n_unl && !s; b0 += B) {
@@ -455,10 +614,9 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
                     res->no_box++;
                     continue;
                 }
-                s = teacher_label(&T, d.pool.images + 3 * P * pi, S, &pr, z + P * i, frozen + P * u);
+                s = km_refine_teacher_mask(&R, d.pool.images + 3 * P * pi, S, &pr, z + P * i, frozen + P * u);
                 if (s) break;
                 has_frozen[u] = 1;
-                pool[npool++] = pi;
                 pd += dice_u8(frozen + P * u, d.pool.masks + P * pi, P);
                 npd++;
                 char name[600];
@@ -467,38 +625,34 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
             }
         }
         if (s) goto out;
-        res->teacher_calls = T.calls;
-        res->last_pseudo_dice = npd ? pd / npd : NAN;
+        res->last_pseudo_dice = st.onetime_dice = npd ? pd / npd : NAN;
         if (log)
             fprintf(log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
                          "%.4f, %ld encoder runs (%.1f s), %ld cache hits, decoder %.1f s\n",
-                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, T.encoder_runs, T.t_encode,
-                    T.cache.hits_mem + T.cache.hits_disk - hits0, T.t_decode);
-    } else {
-        for (int u = 0; u < d.n_unl; u++) pool[npool++] = d.n_lab + u;
+                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, R.encoder_runs, R.encoder_seconds,
+                    km_refiner_cache_hits(&R) - hits0, R.decoder_seconds);
+        st.no_box = res->no_box;
+        st.teacher_calls = R.teacher_calls;
+        s = save_state(p_last, c, m, 0, &rng, &pl, &es, &st, has_frozen, d.n_unl);
+        if (s) goto out;
     }
+    /* teacher calls before this process (resumed: the checkpoint's total) */
+    long calls_before = have_last ? st.teacher_calls : 0;
+    for (int u = 0; u < d.n_unl; u++)
+        if (!has_frozen || has_frozen[u]) pool[npool++] = d.n_lab + u;
 
     /* 3. mining epochs */
-    s = km_csv_open(&csv, p_csv, (const char *const *)k_mine_cols, NMCOLS, 0);
-    if (!s) s = km_jsonl_open(&jl, p_jsonl, 0);
-    if (s) goto out;
-    km_plateau pl;
-    km_plateau_init(&pl, tc->lr, tc->plateau_factor, tc->plateau_patience, tc->min_lr);
-    km_early_stop es;
-    km_early_stop_init(&es, tc->early_stop);
     order = km_malloc(sizeof(int) * (size_t)(npool + 1));
     aug = km_malloc((size_t)npool + 1);
-    int *which = km_malloc(sizeof(int) * B);
-    int epoch = 0;
-    while (epoch < c->mine_epochs) {
+    while (!st.done && epoch < c->mine_epochs) {
         epoch++;
         double t0 = km_now();
         memcpy(order, pool, sizeof(int) * (size_t)npool);
         km_rng_shuffle(&rng, order, npool);
         for (int i = 0; i < npool; i++) aug[i] = km_aug_draw(&rng);
-        long calls0 = T.calls, hits0 = T.cache.hits_mem + T.cache.hits_disk, miss0 = T.cache.misses;
-        long enc0 = T.encoder_runs, nobox = 0, visits = 0;
-        double tenc0 = T.t_encode, tdec0 = T.t_decode;
+        long calls0 = R.teacher_calls, hits0 = km_refiner_cache_hits(&R), miss0 = R.cache.misses;
+        long enc0 = R.encoder_runs, nobox = 0, visits = 0;
+        double tenc0 = R.encoder_seconds, tdec0 = R.decoder_seconds;
         double lsum = 0, lsup = 0, lpse = 0, pd = 0;
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
         char sdir[600];
@@ -546,7 +700,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
                     }
                     km_prompts_unaugment(&pr, ab[i], S);
                     if (c->prompt_mode & KM_PROMPT_USE_MASK) km_prompts_unaugment_map(ab[i], S, z + P * i, zo);
-                    s = teacher_label(&T, d.pool.images + 3 * P * pi, S, &pr, zo, lab_o);
+                    s = km_refine_teacher_mask(&R, d.pool.images + 3 * P * pi, S, &pr, zo, lab_o);
                     if (s) break;
                     pd += dice_u8(lab_o, d.pool.masks + P * pi, P);
                     npd++;
@@ -583,7 +737,7 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         if (show) km_progress_end(&pg, seen ? extra : NULL);
         if (s) break;
         if (c->schedule == KM_MINE_ONETIME) {
-            pd = res->last_pseudo_dice;
+            pd = st.onetime_dice;
             npd = 1;
         }
         double vl, vd, vi, tl = NAN, td = NAN, ti = NAN;
@@ -596,13 +750,9 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         if (improved) {
             km_tdict meta;
             km_tdict_init(&meta);
-            char b[64];
-            snprintf(b, sizeof b, "%d", S);
-            km_tdict_set_meta(&meta, "size", b);
-            snprintf(b, sizeof b, "%d", epoch);
-            km_tdict_set_meta(&meta, "mine.epoch", b);
-            snprintf(b, sizeof b, "%.17g", vl);
-            km_tdict_set_meta(&meta, "val_loss", b);
+            meta_put(&meta, "size", "%d", S);
+            meta_put(&meta, "mine.epoch", "%d", epoch);
+            meta_put(&meta, "val_loss", "%.17g", vl);
             s = km_unetpp_save(m, p_best, &meta);
             km_tdict_free(&meta);
             if (s) break;
@@ -611,18 +761,18 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         res->last_sup_loss = nsup ? lsup / nsup : NAN;
         res->last_pseudo_loss = npse ? lpse / npse : NAN;
         res->last_pseudo_dice = npd ? pd / npd : NAN;
-        res->last_teacher_calls = T.calls - calls0;
+        res->last_teacher_calls = R.teacher_calls - calls0;
         res->last_no_box = c->schedule == KM_MINE_CONTINUOUS ? nobox : 0;
         res->last_unl_visits = visits;
-        res->last_cache_hits = T.cache.hits_mem + T.cache.hits_disk - hits0;
-        res->last_cache_misses = T.cache.misses - miss0;
+        res->last_cache_hits = km_refiner_cache_hits(&R) - hits0;
+        res->last_cache_misses = R.cache.misses - miss0;
         res->last_epoch_seconds = secs;
         res->no_box += res->last_no_box;
         double vals[NMCOLS] = {epoch, seen ? lsum / seen : NAN, res->last_sup_loss, res->last_pseudo_loss, vl, vd, vi,
                                td, ti, lr_ep, secs, (double)visits, (double)res->last_teacher_calls,
                                (double)res->last_no_box, (double)res->last_cache_hits,
-                               (double)res->last_cache_misses, (double)(T.encoder_runs - enc0),
-                               T.t_encode - tenc0, T.t_decode - tdec0, res->last_pseudo_dice};
+                               (double)res->last_cache_misses, (double)(R.encoder_runs - enc0),
+                               R.encoder_seconds - tenc0, R.decoder_seconds - tdec0, res->last_pseudo_dice};
         km_csv_int(&csv, epoch);
         for (int i = 1; i < NMCOLS; i++) km_csv_num(&csv, vals[i]);
         s = km_csv_end_row(&csv);
@@ -631,36 +781,38 @@ km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_m
         for (int i = 1; i < NMCOLS; i++) km_jsonl_num(&jl, k_mine_cols[i], vals[i]);
         s = km_jsonl_end(&jl);
         if (s) break;
+        /* the checkpoint last: best -> log rows -> last.safetensors */
+        res->last_val_dice = vd;
+        st.done = stop || epoch >= c->mine_epochs;
+        st.no_box = res->no_box;
+        st.teacher_calls = calls_before + R.teacher_calls;
+        st.last_val_dice = vd;
+        s = save_state(p_last, c, m, epoch, &rng, &pl, &es, &st, has_frozen, d.n_unl);
+        if (s) break;
         if (log) {
             fprintf(log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  "
                          "teacher %ld, cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
                     epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls,
                     res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice, secs);
+            if (stop) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad,
+                              es.best_epoch);
             fflush(log);
         }
-        res->last_val_dice = vd;
         res->stopped_early = stop;
-        if (stop) break;
+        if (hooks->stop_after && st.sup_epochs + epoch >= hooks->stop_after) break;
     }
-    km_free(which);
-    if (!s) {
-        km_tdict meta;
-        km_tdict_init(&meta);
-        char b[32];
-        snprintf(b, sizeof b, "%d", S);
-        km_tdict_set_meta(&meta, "size", b);
-        s = km_unetpp_save(m, p_last, &meta);
-        km_tdict_free(&meta);
-    }
+    if (s) goto out;
+    res->finished = st.done;
     res->epochs_done = epoch;
     res->best_epoch = es.best_epoch;
     res->best_val_loss = es.best;
-    res->teacher_calls = T.calls;
-    res->encoder_runs = T.encoder_runs;
-    res->encoder_seconds = T.t_encode;
-    res->decoder_seconds = T.t_decode;
-    res->cache_hits = T.cache.hits_mem + T.cache.hits_disk;
-    res->cache_misses = T.cache.misses;
+    res->teacher_calls = calls_before + R.teacher_calls;
+    /* this process's: the checkpoint holds no times nor cache counts */
+    res->encoder_runs = R.encoder_runs;
+    res->encoder_seconds = R.encoder_seconds;
+    res->decoder_seconds = R.decoder_seconds;
+    res->cache_hits = km_refiner_cache_hits(&R);
+    res->cache_misses = R.cache.misses;
 out:
     if (csv.f) {
         km_status s2 = km_csv_close(&csv);
@@ -670,13 +822,13 @@ out:
         km_status s2 = km_jsonl_close(&jl);
         if (!s) s = s2;
     }
-    teacher_close(&T);
+    km_refiner_close(&R);
     mine_data_free(&d);
     if (m) km_unetpp_free(m);
     km_free(x); km_free(y); km_free(z); km_free(dz); km_free(gz); km_free(gy); km_free(gd); km_free(zo);
     km_free(frozen); km_free(has_frozen); km_free(lab_o); km_free(lab_a); km_free(png); km_free(aug);
-    km_free(order); km_free(pool); km_free(sel_l); km_free(sel_u);
-    km_free(p_best); km_free(p_last); km_free(p_pseudo); km_free(p_csv); km_free(p_jsonl);
-    km_free(init);
+    km_free(order); km_free(pool); km_free(sel_l); km_free(sel_u); km_free(which);
+    km_free(p_cfg); km_free(p_sup); km_free(p_best); km_free(p_last); km_free(p_pseudo); km_free(p_csv);
+    km_free(p_jsonl); km_free(init);
     return s;
 }

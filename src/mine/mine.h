@@ -17,7 +17,28 @@
  *                        calls, NO_BOX, cache hits / misses, encoder runs,
  *                        encoder / decoder seconds, pseudo labels' mean Dice
  *   best.safetensors     weights of the best val-loss mining epoch
- *   last.safetensors     weights after the last epoch (not resumable)
+ *   last.safetensors     the resumable checkpoint (train.h's
+ *                        km_train_checkpoint_save, prefix "mine"): weights,
+ *                        Adam moments and step, RNG, plateau and early-stop
+ *                        state, epoch, plus metadata "mine.*": done, the
+ *                        supervised epochs, the schedule, the totals so far
+ *                        of teacher calls and NO_BOX and, one-time, which
+ *                        unlabelled images have a frozen label (their
+ *                        pseudo/<id>.png, read back on resume) and those
+ *                        labels' mean Dice. Written after the one-time
+ *                        labelling (epoch 0) and after every epoch, in the
+ *                        order best -> log rows -> last, atomically.
+ *
+ * Resume (km_mine_run with resume = 1, `kmseg mine --resume RUN`): a run
+ * killed anywhere continues from what it has on disk: without
+ * last.safetensors, the supervised phase resumes from supervised/ (train.h)
+ * and the mining phase starts from scratch (one-time labels are made again);
+ * with it, log rows beyond its epoch are dropped and the mining phase goes on
+ * from that state. Same seed and thread count -> the same bytes of best /
+ * last.safetensors and the same log rows as an uninterrupted run, except the
+ * time columns (seconds, encoder/decoder seconds) and the cache columns
+ * (cache hits / misses, encoder runs), which count what the process found in
+ * the embedding cache.
  *
  * Mining phase:
  *   - student = best supervised checkpoint (or init), fresh Adam state, the
@@ -80,6 +101,11 @@ typedef struct {
  * SAM profile, continuous, points+box, 1 point, lambda 0.5, 100 epochs,
  * 8 sample PNGs, 256 embeddings in memory. */
 void km_mine_config_default(km_mine_config *c);
+/* Reads <dir>/mine_config.json (written by a run) into c, strings owned,
+ * c->out = dir; errors name the file. */
+km_status km_mine_config_load(const char *dir, km_mine_config *c);
+/* Frees the strings of a config read by km_mine_config_load. */
+void km_mine_config_free(km_mine_config *c);
 /* KM_EARG naming the flag for a bad setting; KM_EIO for a missing teacher. */
 km_status km_mine_config_check(const km_mine_config *c);
 
@@ -87,17 +113,23 @@ typedef struct {
     int epochs_done, best_epoch, stopped_early;
     double best_val_loss, last_val_dice;
     int n_labelled, n_unlabelled;
-    /* totals over the mining phase (one-time labelling included) */
+    /* totals over the mining phase (one-time labelling included); after a
+     * resume, cache hits / misses, encoder runs and seconds count this
+     * process only */
     long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
     double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
     long last_teacher_calls, last_no_box, last_unl_visits, last_cache_hits, last_cache_misses;
     double last_epoch_seconds;
+    int finished; /* 0: stopped by hooks->stop_after (resumable) */
 } km_mine_result;
 
-/* hooks: log / progress as for km_train_run (on_step, stop_after unused by the
- * mining phase; passed to the supervised phase). */
-km_status km_mine_run(const km_mine_config *c, const km_train_hooks *hooks, km_mine_result *res);
+/* resume = 1 continues the run in c->out (c must be the run's own config, see
+ * km_mine_config_load). hooks: log / progress as for km_train_run; on_step is
+ * passed to the supervised phase; stop_after = N returns after N epochs in
+ * total, supervised epochs first, then mining epochs, as if killed (the run
+ * folder is resumable; res->finished = 0). */
+km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res);
 
 #endif

@@ -38,7 +38,7 @@ const char *km_refine_outcome_name(km_refine_outcome o) {
     return "?";
 }
 
-static km_status refine_config_check(const km_refine_config *c) {
+km_status km_refine_config_check(const km_refine_config *c) {
     if (!c->teacher || !c->teacher[0]) return km_err(KM_EARG, "--teacher: a SAM/MedSAM checkpoint is required");
     struct stat st;
     if (stat(c->teacher, &st) || !S_ISREG(st.st_mode))
@@ -54,7 +54,7 @@ static km_status refine_config_check(const km_refine_config *c) {
 
 km_status km_refiner_open(km_refiner *r, const km_refine_config *c) {
     memset(r, 0, sizeof *r);
-    km_status s = refine_config_check(c);
+    km_status s = km_refine_config_check(c);
     if (s) return s;
     r->cfg = *c;
     s = km_sam_load(&r->sam, c->teacher, 1);
@@ -91,18 +91,19 @@ void km_refiner_close(km_refiner *r) {
 
 long km_refiner_cache_hits(const km_refiner *r) { return r->cache.hits_mem + r->cache.hits_disk; }
 
-/* Teacher mask [S, S] {0,1} of crop rgb from prompts pr (mask mode: z is the
- * mask prompt), as mine.c's teacher_label. */
-static km_status teacher_mask(km_refiner *r, const uint8_t *rgb, int S, km_prompts *pr, const float *z,
-                              uint8_t *mask) {
+km_status km_refine_teacher_mask(km_refiner *r, const uint8_t *rgb, int S, km_prompts *pr, const float *z,
+                                 uint8_t *mask) {
+    KM_ASSERT(r->loaded && S > 0);
     km_embkey k;
     km_embkey_make(&k, km_hash_image(rgb, S, S, 3), r->fp,
                    r->cfg.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam", S, S);
     km_status s;
     if (!km_embcache_lookup(&r->cache, &k, r->emb)) {
+        double t0 = km_now();
         if (r->cfg.profile == KM_SAM_PROFILE_MEDSAM) km_medsam_preprocess(r->encin, KM_SAM_INPUT, rgb, S, S, 3);
         else km_sam_preprocess(r->encin, KM_SAM_INPUT, rgb, S, S, 3, NULL, NULL);
         s = km_sam_encoder_forward(r->sam.encoder, r->encin, r->emb, NULL);
+        r->encoder_seconds += km_now() - t0;
         if (s) return s;
         r->encoder_runs++;
         /* a failed disk write only costs a recompute next time */
@@ -120,7 +121,9 @@ static km_status teacher_mask(km_refiner *r, const uint8_t *rgb, int S, km_promp
     km_prompts_to_sam(pr, m256, &sp);
     km_sam_result res;
     memset(&res, 0, sizeof res);
+    double t0 = km_now();
     s = km_sam_predict(&r->p, &sp, &res);
+    r->decoder_seconds += km_now() - t0;
     if (!s) {
         KM_ASSERT(res.K >= 1 && res.h == S && res.w == S);
         memcpy(mask, res.masks, (size_t)S * S);
@@ -149,7 +152,7 @@ km_status km_refine_logits(km_refiner *r, const uint8_t *rgb, int S, float *z, k
         *outcome = KM_REFINE_FALLBACK_NO_BOX;
         return KM_OK;
     }
-    if ((s = teacher_mask(r, rgb, S, &pr, z, r->mask))) return s;
+    if ((s = km_refine_teacher_mask(r, rgb, S, &pr, z, r->mask))) return s;
     size_t fg = 0;
     for (size_t i = 0; i < P; i++) fg += r->mask[i] != 0;
     if (!fg) {

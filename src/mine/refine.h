@@ -1,6 +1,7 @@
 /* refine.h - refined inference (issue 5.4, paper 2.3): the student's
  * prediction prompts the teacher and the teacher's mask is the prediction.
- * Shared by `kmseg eval --teacher` and `kmseg predict --teacher`.
+ * Shared by `kmseg eval --teacher` and `kmseg predict --teacher`; the
+ * mining run (mine.h) uses its teacher step, km_refine_teacher_mask.
  *
  *   km_refine_config rc;  km_refine_config_default(&rc);  rc.teacher = "sam.pth";
  *   km_refiner r;  km_refiner_open(&r, &rc);
@@ -54,6 +55,10 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
                                       const char *prompt_mode, int points, const char *cache_dir,
                                       int no_cache, char *dbuf, size_t ndbuf);
 
+/* KM_EARG naming the flag (--teacher, --points, --prompt-mode for MedSAM);
+ * KM_EIO "--teacher X: no such checkpoint file". */
+km_status km_refine_config_check(const km_refine_config *c);
+
 typedef enum {
     KM_REFINE_TEACHER = 0,       /* the teacher's mask is the prediction */
     KM_REFINE_FALLBACK_NO_BOX = 1, /* prompts NO_BOX: student's mask kept, teacher not called */
@@ -75,6 +80,7 @@ typedef struct {
     size_t cap;
     /* counters since open */
     long images, teacher_calls, encoder_runs, fallback_no_box, fallback_empty;
+    double encoder_seconds, decoder_seconds; /* image encoder; prompt encoder + decoder + post-processing */
 } km_refiner;
 
 /* Checks the config (KM_EARG naming the flag; KM_EIO "--teacher X: no such
@@ -86,6 +92,14 @@ void km_refiner_close(km_refiner *r);
 /* rgb [S, S, 3] the crop the student saw, z [S, S] its logits, replaced by
  * +-1 logits of the teacher's mask unless a fallback happens (header). */
 km_status km_refine_logits(km_refiner *r, const uint8_t *rgb, int S, float *z, km_refine_outcome *outcome);
+
+/* Step 2 alone, for callers with their own prompts (the mining run, mine.h):
+ * the teacher's mask [S, S] {0,1} of crop rgb [S, S, 3] for prompts pr in that
+ * crop's frame; z [S, S] is the mask prompt's logits in the same frame (read
+ * only in a mode with KM_PROMPT_USE_MASK, else may be NULL). The image
+ * embedding comes from the cache or one encoder run; counts a teacher call. */
+km_status km_refine_teacher_mask(km_refiner *r, const uint8_t *rgb, int S, km_prompts *pr, const float *z,
+                                 uint8_t *mask);
 
 /* Cache hits since open (memory + disk). */
 long km_refiner_cache_hits(const km_refiner *r);

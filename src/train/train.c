@@ -162,27 +162,22 @@ static km_status config_write(const km_train_config *c, const char *path) {
     return s;
 }
 
-km_status km_train_config_load(const char *dir, km_train_config *c) {
-    km_train_config_default(c);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    uint8_t *txt;
-    size_t n;
-    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
-    if (s) return km_err_prefix(s, "--resume %s: ", dir);
-    km_json j;
-    s = km_json_parse(path, (const char *)txt, n, &j);
-    km_free(txt);
-    if (s) return s;
-    if (j.type != KM_JSON_OBJ) {
-        km_json_free(&j);
-        return km_err(KM_EFORMAT, "%s: expected a JSON object", path);
-    }
+static int key_in(const char *const *list, const char *key) {
+    for (; list && *list; list++)
+        if (!strcmp(*list, key)) return 1;
+    return 0;
+}
+
+km_status km_train_config_from_json(const km_json *j, const char *path, const char *const *optional,
+                                    km_train_config *c) {
+    if (j->type != KM_JSON_OBJ) return km_err(KM_EFORMAT, "%s: expected a JSON object", path);
+    km_status s = KM_OK;
     for (int i = 0; i < NFIELDS && !s; i++) {
         const field *f = &k_fields[i];
         char *p = (char *)c + f->off;
-        const km_json *v = km_json_get(&j, f->key);
+        const km_json *v = km_json_get(j, f->key);
         if (!v) {
+            if (key_in(optional, f->key)) continue;
             s = km_err(KM_EMISSING, "%s: missing setting '%s'", path, f->key);
             break;
         }
@@ -202,6 +197,22 @@ km_status km_train_config_load(const char *dir, km_train_config *c) {
             else *(uint64_t *)p = (uint64_t)v->i;
         }
     }
+    return s;
+}
+
+km_status km_train_config_load(const char *dir, km_train_config *c) {
+    km_train_config_default(c);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    uint8_t *txt;
+    size_t n;
+    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
+    if (s) return km_err_prefix(s, "--resume %s: ", dir);
+    km_json j;
+    s = km_json_parse(path, (const char *)txt, n, &j);
+    km_free(txt);
+    if (s) return s;
+    s = km_train_config_from_json(&j, path, NULL, c);
     km_json_free(&j);
     if (s) km_train_config_free(c);
     return s;
@@ -331,14 +342,7 @@ static km_status evaluate(loop *L, const km_dataset *ds, const int *order, eval_
     return KM_OK;
 }
 
-static void rng_to_meta(const km_rng *r, km_tdict *d) {
-    char b[80];
-    snprintf(b, sizeof b, "%016llx %016llx %016llx %016llx", (unsigned long long)r->s[0],
-             (unsigned long long)r->s[1], (unsigned long long)r->s[2], (unsigned long long)r->s[3]);
-    km_tdict_set_meta(d, "train.rng", b);
-}
-
-static km_status meta_int(const km_tdict *d, const char *key, const char *file, long long *v) {
+km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v) {
     const char *s = km_tdict_get_meta(d, key);
     char *end;
     if (!s) return km_err(KM_EMISSING, "%s: missing metadata '%s' (not a kmseg last.safetensors?)", file, key);
@@ -360,10 +364,77 @@ static void meta_set_num(km_tdict *d, const char *key, double v) {
     km_tdict_set_meta(d, key, b);
 }
 
-static void model_meta(const km_train_config *c, km_tdict *d, int epoch) {
-    meta_set_int(d, "train.epoch", epoch);
+static void model_meta(const km_train_config *c, km_tdict *d, const char *prefix, int epoch) {
+    char key[64];
+    snprintf(key, sizeof key, "%s.epoch", prefix);
+    meta_set_int(d, key, epoch);
     meta_set_int(d, "size", c->size);
     meta_set_int(d, "seed", (long long)c->seed);
+}
+
+km_status km_train_checkpoint_save(const char *path, const km_unetpp *m, const km_train_config *c, const char *prefix,
+                                   int epoch, const km_rng *rng, const km_plateau *pl, const km_early_stop *es,
+                                   const km_tdict *extra) {
+    km_tdict d;
+    km_tdict_init(&d);
+    km_unetpp_to_tdict(m, &d);
+    km_unetpp_optim_to_tdict(m, &d);
+    km_tdict_set_meta(&d, "format", "pt");
+    km_tdict_set_meta(&d, "kmseg_version", KM_VERSION);
+    km_tdict_set_meta(&d, "arch", "UnetPlusPlus");
+    km_tdict_set_meta(&d, "encoder_name", km_unetpp_resnet_depth(m) == 34 ? "resnet34" : "resnet18");
+    model_meta(c, &d, prefix, epoch);
+    if (extra)
+        for (int i = 0; i < extra->nmeta; i++) km_tdict_set_meta(&d, extra->meta[i].key, extra->meta[i].value);
+    char key[64], b[80];
+    snprintf(key, sizeof key, "%s.rng", prefix);
+    snprintf(b, sizeof b, "%016llx %016llx %016llx %016llx", (unsigned long long)rng->s[0],
+             (unsigned long long)rng->s[1], (unsigned long long)rng->s[2], (unsigned long long)rng->s[3]);
+    km_tdict_set_meta(&d, key, b);
+    snprintf(key, sizeof key, "%s.plateau", prefix);
+    km_plateau_to_meta(pl, &d, key);
+    snprintf(key, sizeof key, "%s.early_stop", prefix);
+    km_early_stop_to_meta(es, &d, key);
+    km_status s = km_safetensors_save(path, &d);
+    km_tdict_free(&d);
+    return s;
+}
+
+km_status km_train_checkpoint_load(const char *path, const char *prefix, km_unetpp **m, int *epoch, km_rng *rng,
+                                   km_plateau *pl, km_early_stop *es, km_tdict *meta) {
+    *m = NULL;
+    km_tdict d;
+    km_tdict_init(&d);
+    km_status s = km_safetensors_load(path, &d);
+    if (s) return km_err_prefix(s, "--resume: ");
+    long long e = 0;
+    char key[64];
+    snprintf(key, sizeof key, "%s.epoch", prefix);
+    s = km_unetpp_from_tdict(m, &d, path);
+    if (!s) s = km_unetpp_optim_from_tdict(*m, &d, path);
+    if (!s) s = km_train_meta_int(&d, key, path, &e);
+    snprintf(key, sizeof key, "%s.plateau", prefix);
+    if (!s) s = km_plateau_from_meta(pl, &d, key, path);
+    snprintf(key, sizeof key, "%s.early_stop", prefix);
+    if (!s) s = km_early_stop_from_meta(es, &d, key, path);
+    if (!s) {
+        snprintf(key, sizeof key, "%s.rng", prefix);
+        const char *r = km_tdict_get_meta(&d, key);
+        unsigned long long v[4];
+        if (!r || sscanf(r, "%16llx %16llx %16llx %16llx", &v[0], &v[1], &v[2], &v[3]) != 4)
+            s = km_err(KM_EFORMAT, "%s: missing or malformed metadata '%s'", path, key);
+        else
+            for (int i = 0; i < 4; i++) rng->s[i] = v[i];
+    }
+    if (!s && meta)
+        for (int i = 0; i < d.nmeta; i++) km_tdict_set_meta(meta, d.meta[i].key, d.meta[i].value);
+    km_tdict_free(&d);
+    *epoch = (int)e;
+    if (s && *m) {
+        km_unetpp_free(*m);
+        *m = NULL;
+    }
+    return s;
 }
 
 /* --------------------------------------------------------------- the run */
@@ -390,11 +461,73 @@ static km_status log_row(km_csv *csv, km_jsonl *jl, int epoch, double tl, const 
     return KM_OK;
 }
 
+void km_train_split_free(km_train_split *t) {
+    km_free(t->lab);
+    km_free(t->unl);
+    km_split_free(&t->sp);
+    km_dataset_index_free(&t->idx);
+    memset(t, 0, sizeof *t);
+}
+
+km_status km_train_split_make(const km_train_config *c, int resume, const char *out, km_train_split *t) {
+    memset(t, 0, sizeof *t);
+    km_issues iss;
+    km_issues_init(&iss);
+    km_status s = km_dataset_scan(c->data, &t->idx, &iss);
+    if (!s) s = km_issues_status(&iss, c->data);
+    km_issues_free(&iss);
+    if (s) return s;
+    if (resume || c->split_dir) {
+        char *sd = resume ? km_path_join(out, "splits") : km_strdup(c->split_dir);
+        s = km_split_from_dir(&t->idx, sd, &t->sp, NULL);
+        if (!s && resume) {
+            char *lp = km_path_join(sd, "labelled.txt");
+            km_split ls;
+            s = km_split_from_lists(&t->idx, lp, NULL, NULL, &ls, NULL);
+            if (!s) {
+                t->lab = ls.train;
+                t->n_lab = ls.n_train;
+                ls.train = NULL;
+                km_split_free(&ls);
+                t->unl = km_malloc(sizeof(int));
+            }
+            km_free(lp);
+        }
+        km_free(sd);
+        if (s) return s;
+    } else {
+        int n = c->max_images && c->max_images < t->idx.n ? c->max_images : t->idx.n;
+        km_split_random(n, c->seed, c->val_fraction, c->test_fraction, &t->sp);
+    }
+    if (!t->lab) km_split_labelled(&t->sp, c->labelled_fraction, c->seed, &t->lab, &t->n_lab, &t->unl, &t->n_unl);
+    if (t->n_lab < 2)
+        return km_err(KM_EARG, "%s: %d labelled training image%s; at least 2 are needed", c->data, t->n_lab,
+                      t->n_lab == 1 ? "" : "s");
+    if (t->sp.n_val < 1)
+        return km_err(KM_EARG, "%s: the validation split is empty (it drives the schedule and early stopping)",
+                      c->data);
+    if (out && !resume) {
+        char *sd = km_path_join(out, "splits");
+        s = km_mkdir_p(sd);
+        if (!s) s = km_split_write(&t->idx, &t->sp, sd);
+        if (!s && t->sp.n_test == 0) {
+            /* an empty list does not read back (splits.h); test.txt is optional */
+            char *tp = km_path_join(sd, "test.txt");
+            remove(tp);
+            km_free(tp);
+        }
+        char *lp = km_path_join(sd, "labelled.txt"), *up = km_path_join(sd, "unlabelled.txt");
+        if (!s) s = km_write_id_list(&t->idx, t->lab, t->n_lab, lp);
+        if (!s) s = km_write_id_list(&t->idx, t->unl, t->n_unl, up);
+        km_free(lp);
+        km_free(up);
+        km_free(sd);
+    }
+    return s;
+}
+
 typedef struct {
-    km_dataset_index idx;
-    km_split sp;
-    int *lab, *unl;
-    int n_lab, n_unl;
+    km_train_split s;
     km_dataset tr, va, te;
 } run_data;
 
@@ -402,122 +535,44 @@ static void run_data_free(run_data *d) {
     km_dataset_free(&d->te);
     km_dataset_free(&d->va);
     km_dataset_free(&d->tr);
-    km_free(d->lab);
-    km_free(d->unl);
-    km_split_free(&d->sp);
-    km_dataset_index_free(&d->idx);
+    km_train_split_free(&d->s);
 }
 
 static km_status prepare_data(const km_train_config *c, int resume, run_data *d, FILE *log) {
-    km_issues iss;
-    km_issues_init(&iss);
-    km_status s = km_dataset_scan(c->data, &d->idx, &iss);
-    if (!s) s = km_issues_status(&iss, c->data);
-    km_issues_free(&iss);
+    km_train_split *t = &d->s;
+    km_status s = km_train_split_make(c, resume, c->out, t);
     if (s) return s;
-    if (resume || c->split_dir) {
-        char *sd = resume ? km_path_join(c->out, "splits") : km_strdup(c->split_dir);
-        s = km_split_from_dir(&d->idx, sd, &d->sp, NULL);
-        if (!s && resume) {
-            char *lp = km_path_join(sd, "labelled.txt");
-            km_split ls;
-            s = km_split_from_lists(&d->idx, lp, NULL, NULL, &ls, NULL);
-            if (!s) {
-                d->lab = ls.train;
-                d->n_lab = ls.n_train;
-                ls.train = NULL;
-                km_split_free(&ls);
-                d->unl = km_malloc(sizeof(int));
-            }
-            km_free(lp);
-        }
-        km_free(sd);
-        if (s) return s;
-    } else {
-        int n = c->max_images && c->max_images < d->idx.n ? c->max_images : d->idx.n;
-        km_split_random(n, c->seed, c->val_fraction, c->test_fraction, &d->sp);
-    }
-    if (!d->lab) km_split_labelled(&d->sp, c->labelled_fraction, c->seed, &d->lab, &d->n_lab, &d->unl, &d->n_unl);
-    if (d->n_lab < 2)
-        return km_err(KM_EARG, "%s: %d labelled training image%s; at least 2 are needed", c->data, d->n_lab,
-                      d->n_lab == 1 ? "" : "s");
-    if (d->sp.n_val < 1)
-        return km_err(KM_EARG, "%s: the validation split is empty (it drives the schedule and early stopping)",
-                      c->data);
-    if (c->out && !resume) {
-        char *sd = km_path_join(c->out, "splits");
-        s = km_mkdir_p(sd);
-        if (!s) s = km_split_write(&d->idx, &d->sp, sd);
-        if (!s && d->sp.n_test == 0) {
-            /* an empty list does not read back (splits.h); test.txt is optional */
-            char *tp = km_path_join(sd, "test.txt");
-            remove(tp);
-            km_free(tp);
-        }
-        char *lp = km_path_join(sd, "labelled.txt"), *up = km_path_join(sd, "unlabelled.txt");
-        if (!s) s = km_write_id_list(&d->idx, d->lab, d->n_lab, lp);
-        if (!s) s = km_write_id_list(&d->idx, d->unl, d->n_unl, up);
-        km_free(lp);
-        km_free(up);
-        km_free(sd);
-        if (s) return s;
-    }
     double t0 = km_now();
-    s = km_dataset_load(&d->idx, d->lab, d->n_lab, c->size, 1, &d->tr, NULL);
-    if (!s) s = km_dataset_load(&d->idx, d->sp.val, d->sp.n_val, c->size, 1, &d->va, NULL);
-    if (!s && c->eval_test && d->sp.n_test)
-        s = km_dataset_load(&d->idx, d->sp.test, d->sp.n_test, c->size, 1, &d->te, NULL);
+    s = km_dataset_load(&t->idx, t->lab, t->n_lab, c->size, 1, &d->tr, NULL);
+    if (!s) s = km_dataset_load(&t->idx, t->sp.val, t->sp.n_val, c->size, 1, &d->va, NULL);
+    if (!s && c->eval_test && t->sp.n_test)
+        s = km_dataset_load(&t->idx, t->sp.test, t->sp.n_test, c->size, 1, &d->te, NULL);
     if (!s && log)
         fprintf(log, "data: %s, %d train (%d labelled), %d val, %d test; decoded in %.1f s\n", c->data,
-                d->sp.n_train, d->n_lab, d->sp.n_val, d->sp.n_test, km_now() - t0);
+                t->sp.n_train, t->n_lab, t->sp.n_val, t->sp.n_test, km_now() - t0);
     return s;
 }
 
 static km_status save_last(loop *L, const char *path, int epoch, int steps, const km_rng *rng,
                            const km_plateau *pl, const km_early_stop *es, int done) {
-    km_tdict d;
-    km_tdict_init(&d);
-    km_unetpp_to_tdict(L->m, &d);
-    km_unetpp_optim_to_tdict(L->m, &d);
-    km_tdict_set_meta(&d, "format", "pt");
-    km_tdict_set_meta(&d, "kmseg_version", KM_VERSION);
-    km_tdict_set_meta(&d, "arch", "UnetPlusPlus");
-    km_tdict_set_meta(&d, "encoder_name", L->c->resnet == 34 ? "resnet34" : "resnet18");
-    model_meta(L->c, &d, epoch);
-    meta_set_int(&d, "train.steps", steps);
-    meta_set_int(&d, "train.done", done);
-    rng_to_meta(rng, &d);
-    km_plateau_to_meta(pl, &d, "train.plateau");
-    km_early_stop_to_meta(es, &d, "train.early_stop");
-    km_status s = km_safetensors_save(path, &d);
-    km_tdict_free(&d);
+    km_tdict extra;
+    km_tdict_init(&extra);
+    meta_set_int(&extra, "train.steps", steps);
+    meta_set_int(&extra, "train.done", done);
+    km_status s = km_train_checkpoint_save(path, L->m, L->c, "train", epoch, rng, pl, es, &extra);
+    km_tdict_free(&extra);
     return s;
 }
 
 static km_status load_last(const char *path, km_unetpp **m, int *epoch, int *steps, int *done, km_rng *rng,
                            km_plateau *pl, km_early_stop *es) {
-    km_tdict d;
-    km_tdict_init(&d);
-    km_status s = km_safetensors_load(path, &d);
-    if (s) return km_err_prefix(s, "--resume: ");
-    long long e = 0, st = 0, dn = 0;
-    s = km_unetpp_from_tdict(m, &d, path);
-    if (!s) s = km_unetpp_optim_from_tdict(*m, &d, path);
-    if (!s) s = meta_int(&d, "train.epoch", path, &e);
-    if (!s) s = meta_int(&d, "train.steps", path, &st);
-    if (!s) s = meta_int(&d, "train.done", path, &dn);
-    if (!s) s = km_plateau_from_meta(pl, &d, "train.plateau", path);
-    if (!s) s = km_early_stop_from_meta(es, &d, "train.early_stop", path);
-    if (!s) {
-        const char *r = km_tdict_get_meta(&d, "train.rng");
-        unsigned long long v[4];
-        if (!r || sscanf(r, "%16llx %16llx %16llx %16llx", &v[0], &v[1], &v[2], &v[3]) != 4)
-            s = km_err(KM_EFORMAT, "%s: missing or malformed metadata 'train.rng'", path);
-        else
-            for (int i = 0; i < 4; i++) rng->s[i] = v[i];
-    }
-    km_tdict_free(&d);
-    *epoch = (int)e;
+    km_tdict meta;
+    km_tdict_init(&meta);
+    long long st = 0, dn = 0;
+    km_status s = km_train_checkpoint_load(path, "train", m, epoch, rng, pl, es, &meta);
+    if (!s) s = km_train_meta_int(&meta, "train.steps", path, &st);
+    if (!s) s = km_train_meta_int(&meta, "train.done", path, &dn);
+    km_tdict_free(&meta);
     *steps = (int)st;
     *done = (int)dn;
     if (s && *m) {
@@ -712,7 +767,7 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
         if (improved && c->out) {
             km_tdict meta;
             km_tdict_init(&meta);
-            model_meta(c, &meta, epoch);
+            model_meta(c, &meta, "train", epoch);
             meta_set_num(&meta, "val_loss", vo.loss);
             meta_set_num(&meta, "val_dice", vo.dice);
             s = km_unetpp_save(L.m, p_best, &meta);

@@ -46,6 +46,9 @@
 #define KM_TRAIN_H
 
 #include "../core/km.h"
+#include "../core/rng.h"
+#include "sched.h"
+#include "splits.h"
 
 typedef struct {
     /* data */
@@ -103,6 +106,13 @@ void km_train_config_default(km_train_config *c);
 void km_train_config_free(km_train_config *c);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
+/* Reads the settings of a parsed config object (j: a km_json object; the keys
+ * as config.json writes them) into c, whose strings must be owned or NULL;
+ * keys listed in `optional` (NULL-terminated, may be NULL) may be absent and
+ * keep c's value. Errors name `path` and the key. Used for mine_config.json. */
+struct km_json;
+km_status km_train_config_from_json(const struct km_json *j, const char *path, const char *const *optional,
+                                    km_train_config *c);
 /* KM_EARG naming the flag when a setting is out of range. */
 km_status km_train_config_check(const km_train_config *c);
 
@@ -111,10 +121,43 @@ km_status km_train_config_check(const km_train_config *c);
 km_status km_train_run(const km_train_config *c, int resume, const km_train_hooks *hooks,
                        km_train_result *res);
 
+/* Steps 1-2 of a run (shared by km_train_run and the mining run, so that
+ * both phases see the same images): scan c->data (any problem fails), the
+ * split (c->split_dir lists or the seeded random split) and its nested
+ * labelled subset, written to <out>/splits/ when out != NULL. resume = 1
+ * reads train/val/test and labelled.txt back from <out>/splits/ instead
+ * (unl then empty). */
+typedef struct {
+    km_dataset_index idx;
+    km_split sp;
+    int *lab, *unl; /* labelled / unlabelled parts of sp.train (indices into idx) */
+    int n_lab, n_unl;
+} km_train_split;
+km_status km_train_split_make(const km_train_config *c, int resume, const char *out, km_train_split *t);
+void km_train_split_free(km_train_split *t);
+
+/* Resumable checkpoints (train's and mine's last.safetensors), written
+ * atomically: weights and BatchNorm state, the "adam.*" optimiser tensors,
+ * metadata format / kmseg_version / arch / encoder_name, "<prefix>.epoch",
+ * size, seed, the caller's `extra` metadata (may be NULL), "<prefix>.rng",
+ * "<prefix>.plateau.*" and "<prefix>.early_stop.*". */
+struct km_unetpp;
+km_status km_train_checkpoint_save(const char *path, const struct km_unetpp *m, const km_train_config *c,
+                                   const char *prefix, int epoch, const km_rng *rng, const km_plateau *pl,
+                                   const km_early_stop *es, const km_tdict *extra);
+/* Reads one back: the model with its optimiser state (*m, NULL on error),
+ * epoch, RNG, scheduler and early stopping; with meta != NULL the file's
+ * metadata is added to *meta (extras: km_train_meta_int). Errors name the
+ * file. */
+km_status km_train_checkpoint_load(const char *path, const char *prefix, struct km_unetpp **m, int *epoch,
+                                   km_rng *rng, km_plateau *pl, km_early_stop *es, km_tdict *meta);
+/* Integer metadata `key` of d (read from `file`): KM_EMISSING / KM_EFORMAT
+ * naming the file and the key. */
+km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v);
+
 /* Loads a student checkpoint (any format km_unetpp_load reads) and the crop
  * size it was trained at (metadata "size" written by kmseg train; 0 when
  * absent, e.g. an smp .pth). Used by eval and predict. */
-struct km_unetpp;
 km_status km_train_load_student(const char *path, struct km_unetpp **m, int *size);
 
 #endif
