@@ -26,21 +26,40 @@
  * parameters and BatchNorm statistics after 3 Adam steps: max_abs must stay
  * within the fixture's tolerance (5e-3 / 1e-2), p99 within 4x of it, and the
  * running statistics within 10% of max|ref| (measured: up to 7%, in the 4x4-pixel
- * decoder block x_0_0 whose batch statistics come from 32 values). */
+ * decoder block x_0_0 whose batch statistics come from 32 values).
+ *
+ * The default convolutions (3x3 stride 1 by Winograd F(2x2,3x3), see
+ * src/nn/winograd.c) round differently again: logits, losses, BN statistics
+ * and the head's gradients pass the same strict checks (logits 1.5e-4 of
+ * 5e-3, head 1e-6 relative), and most gradients sit closer to PyTorch than
+ * with im2col (decoder ~2e-4 vs ~1e-2 of max|ref|), but other kinks flip
+ * (one at x_0_4.conv2's ReLU; one in layer3 that moves a single input
+ * channel's 16 weight gradients of layer3.0.downsample.0 by up to 17% of
+ * max|ref|). So in that mode, gradients behind kinks are judged by the count
+ * of elements off by more than 5% of max|ref| (at most 0.1% of the tensor, or
+ * 2) and p99 <= 2% of max|ref|: a systematic error moves most elements and
+ * fails; isolated flipped kinks pass. Both modes are tested. */
 #include "test.h"
 #include "../src/io/npy.h"
 #include "../src/models/unetpp.h"
 #include "../src/io/safetensors.h"
 #include "../src/core/rng.h"
+#include "../src/nn/conv2d.h"
+
+#include <math.h>
 
 typedef struct {
     const char *name;
     double max_abs, p99;
 } tol;
 
+/* Set while the parity test runs the default (Winograd) convolutions. */
+static int g_wino;
+
 /* Names computed before the first flipped ReLU (see above): strict check. */
 static int strict_name(const char *name) {
     if (!strncmp(name, "adam_step", 9) || !strncmp(name, "bn_after_adam3", 14)) return 0;
+    if (g_wino && !strncmp(name, "grad.", 5) && strstr(name, "x_0_4.conv2")) return 0;
     return !strncmp(name, "logits", 6) || !strncmp(name, "loss", 4) ||
            !strncmp(name, "bn_after_train_fwd", 18) || !strcmp(name, "adam_losses") ||
            strstr(name, "segmentation_head") || strstr(name, "x_0_4.conv2");
@@ -152,6 +171,15 @@ static void cmp_fixture(const char *name, const float *got, size_t n) {
             CHECK_MSG(c.p99_abs <= 4 * tl->p99, "%s: p99 %.3g > 4 x %.3g", name, c.p99_abs, tl->p99);
         } else if (tl && !strncmp(name, "bn_after_adam3", 14)) {
             CHECK_MSG(c.max_rel <= 0.10, "%s: max_abs/max|ref| %.3g > 0.10", name, c.max_rel);
+        } else if (tl && g_wino) { /* behind a flipped kink, Winograd rounding */
+            size_t out = 0;
+            for (size_t i = 0; i < n; i++)
+                if (fabs((double)got[i] - ((const float *)t.data)[i]) > 0.05 * c.max_ref) out++;
+            printf("    %-58s %zu of %zu beyond 5%% of max|ref|\n", name, out, n);
+            CHECK_MSG(out <= (n / 1000 > 2 ? n / 1000 : 2), "%s: %zu elements beyond 5%% of max|ref|",
+                      name, out);
+            CHECK_MSG(c.p99_abs <= 0.02 * c.max_ref, "%s: p99/max|ref| %.3g > 0.02", name,
+                      c.p99_abs / c.max_ref);
         } else if (tl) { /* gradients behind a flipped ReLU kink */
             CHECK_MSG(c.max_rel <= 0.05, "%s: max_abs/max|ref| %.3g > 0.05", name, c.max_rel);
             CHECK_MSG(c.p99_abs <= 0.02 * c.max_ref, "%s: p99/max|ref| %.3g > 0.02", name,
@@ -214,7 +242,9 @@ KM_TEST(unetpp_architecture_tables) {
     km_unetpp_free(m);
 }
 
-KM_TEST(unetpp_parity_forward_backward) {
+static void parity_forward_backward(km_conv_algo algo) {
+    km_conv2d_set_algo(algo);
+    g_wino = algo == KM_CONV_AUTO;
     km_unetpp *m = NULL;
     CHECK_OK(km_unetpp_load(&m, km_test_path(FIX "unetpp_r18.pth")));
     if (!m) return;
@@ -252,7 +282,13 @@ KM_TEST(unetpp_parity_forward_backward) {
     }
     km_free(x); km_free(y); km_free(logits); km_free(dl); km_free(dx);
     km_unetpp_free(m);
+    km_conv2d_set_algo(KM_CONV_AUTO);
+    g_wino = 0;
 }
+
+KM_TEST(unetpp_parity_forward_backward_im2col) { parity_forward_backward(KM_CONV_IM2COL); }
+
+KM_TEST(unetpp_parity_forward_backward_winograd) { parity_forward_backward(KM_CONV_AUTO); }
 
 KM_TEST(unetpp_parity_adam_3_steps) {
     km_unetpp *m = NULL;

@@ -17,6 +17,8 @@
 
 #include <math.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #define MAXENT 400
 #define NAMELEN 64
@@ -109,6 +111,9 @@ static void conv_fwd(km_unetpp *m, float *out, const float *in, const float *w, 
     if (m->prof) {
         m->prof->fwd_s += km_now() - t0;
         m->prof->fwd_flop += conv_flop(d);
+        if (getenv("KMSEG_CONV_TRACE")) /* per-layer timings for bench/ */
+            fprintf(stderr, "F %d %d %d %d %d %d %d %d %.5f\n", d->N, d->C, d->H, d->W, d->K,
+                    d->kh, d->sh, d->ph, km_now() - t0);
     }
 }
 
@@ -119,6 +124,9 @@ static void conv_bwd(km_unetpp *m, float *din, float *dw, float *db, const float
     if (m->prof) {
         m->prof->bwd_s += km_now() - t0;
         m->prof->bwd_flop += conv_flop(d) * (din ? 2 : 1);
+        if (getenv("KMSEG_CONV_TRACE"))
+            fprintf(stderr, "B %d %d %d %d %d %d %d %d %d %.5f\n", d->N, d->C, d->H, d->W, d->K,
+                    d->kh, d->sh, d->ph, din != NULL, km_now() - t0);
     }
 }
 

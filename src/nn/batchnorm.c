@@ -3,7 +3,8 @@
  * Follows PyTorch's contiguous CPU kernels (aten/src/ATen/native/cpu/
  * batch_norm_kernel.cpp and Normalization.cpp) step by step so results agree
  * to rounding:
- *   - per-channel sum of x in double, mean stored as float;
+ *   - per-channel sum of x in double (8 lanes, see plane_sum), mean stored
+ *     as float;
  *   - var_sum = sum of the float products (x - mean)^2, accumulated in double,
  *     stored as float; invstd = 1 / sqrt(var_sum / n + eps) in double;
  *   - y = x * alpha + beta with alpha = invstd * w, beta = b - mean * alpha
@@ -34,6 +35,66 @@
 
 #include "nn_common.h"
 
+/* Plane reductions in double with 8 independent lanes (lane l takes the
+ * elements p = l mod 8, tail into lane 0..), folded in lane order at the end:
+ * a fixed order that the compiler can vectorise (a single running double sum
+ * is one dependent add per element). */
+#define LANES 8
+static double lane_fold(const double *a) {
+    double s = 0;
+    for (int l = 0; l < LANES; l++) s += a[l];
+    return s;
+}
+
+static void plane_sum(double *acc, const float *x, int n) {
+    int p = 0;
+    for (; p + LANES <= n; p += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += x[p + l];
+    for (int l = 0; p < n; p++, l++) acc[l] += x[p];
+}
+
+static void plane_sqdev(double *acc, const float *x, float m, int n) {
+    int p = 0;
+    for (; p + LANES <= n; p += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float d = x[p + l] - m;
+            acc[l] += d * d;
+        }
+    for (int l = 0; p < n; p++, l++) {
+        const float d = x[p] - m;
+        acc[l] += d * d;
+    }
+}
+
+/* s += dy, t += (x - m) * dy, with dy masked by r > 0 when r is given. */
+static void plane_sum_dot(double *s, double *t, const float *g, const float *x, const float *r,
+                          float m, int n) {
+    int p = 0;
+    if (r) {
+        for (; p + LANES <= n; p += LANES)
+            for (int l = 0; l < LANES; l++) {
+                const float gp = r[p + l] > 0.0f ? g[p + l] : 0.0f;
+                s[l] += gp;
+                t[l] += (x[p + l] - m) * gp;
+            }
+        for (int l = 0; p < n; p++, l++) {
+            const float gp = r[p] > 0.0f ? g[p] : 0.0f;
+            s[l] += gp;
+            t[l] += (x[p] - m) * gp;
+        }
+        return;
+    }
+    for (; p + LANES <= n; p += LANES)
+        for (int l = 0; l < LANES; l++) {
+            s[l] += g[p + l];
+            t[l] += (x[p + l] - m) * g[p + l];
+        }
+    for (int l = 0; p < n; p++, l++) {
+        s[l] += g[p];
+        t[l] += (x[p] - m) * g[p];
+    }
+}
+
 void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
                          const float *b, float *running_mean, float *running_var, int N, int C,
                          int HW, float eps, float momentum) {
@@ -43,21 +104,12 @@ void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in
     const double deps = km_float_as_decimal(eps);
 #pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
     for (int c = 0; c < C; c++) {
-        double sum = 0;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) sum += x[p];
-        }
-        const float m = (float)(sum / (double)n);
-        double vs = 0;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) {
-                float dx = x[p] - m;
-                vs += dx * dx;
-            }
-        }
-        const float var_sum = (float)vs;
+        double acc[LANES] = {0};
+        for (int i = 0; i < N; i++) plane_sum(acc, in + ((size_t)i * C + c) * HW, HW);
+        const float m = (float)(lane_fold(acc) / (double)n);
+        double vacc[LANES] = {0};
+        for (int i = 0; i < N; i++) plane_sqdev(vacc, in + ((size_t)i * C + c) * HW, m, HW);
+        const float var_sum = (float)lane_fold(vacc);
         const float is = (float)(1.0 / sqrt((double)(var_sum / (float)n) + deps));
         mean[c] = m;
         invstd[c] = is;
@@ -102,24 +154,12 @@ static void bn_backward(float *din, float *dw, float *db, const float *dout, con
 #pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
     for (int c = 0; c < C; c++) {
         const float m = mean[c], is = invstd[c], wc = w ? w[c] : 1.0f;
-        double sum = 0, dotp = 0;
+        double sacc[LANES] = {0}, tacc[LANES] = {0};
         for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            const float *g = dout + ((size_t)i * C + c) * HW;
-            if (relu_out) {
-                const float *r = relu_out + ((size_t)i * C + c) * HW;
-                for (int p = 0; p < HW; p++) {
-                    const float gp = r[p] > 0.0f ? g[p] : 0.0f;
-                    sum += gp;
-                    dotp += (x[p] - m) * gp;
-                }
-            } else {
-                for (int p = 0; p < HW; p++) {
-                    sum += g[p];
-                    dotp += (x[p] - m) * g[p];
-                }
-            }
+            const size_t o = ((size_t)i * C + c) * HW;
+            plane_sum_dot(sacc, tacc, dout + o, in + o, relu_out ? relu_out + o : NULL, m, HW);
         }
+        const double sum = lane_fold(sacc), dotp = lane_fold(tacc);
         if (din) {
             const float k = (float)dotp * is * is / (float)n;
             const float gmean = (float)(sum / (double)n);

@@ -28,8 +28,10 @@
  * a given thread count. */
 #include "conv2d.h"
 #include "gemm.h"
+#include "winograd.h"
 #include "../core/km.h"
 
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -114,8 +116,28 @@ static km_conv_dims transposed_dims(const km_conv_dims *d) {
                           d->kw - 1 - d->pw);
 }
 
+static int g_algo = -1; /* -1: not read from the environment yet */
+
+void km_conv2d_set_algo(km_conv_algo a) { g_algo = (int)a; }
+
+km_conv_algo km_conv2d_get_algo(void) {
+    if (g_algo < 0) {
+        const char *e = getenv("KMSEG_CONV");
+        g_algo = (e && !strcmp(e, "im2col")) ? KM_CONV_IM2COL : KM_CONV_AUTO;
+    }
+    return (km_conv_algo)g_algo;
+}
+
+static int use_wino(const km_conv_dims *d) {
+    return km_conv2d_get_algo() == KM_CONV_AUTO && km_wino_eligible(d);
+}
+
 size_t km_conv2d_work_floats(const km_conv_dims *d) {
     size_t w = work_plain(d);
+    if (km_wino_eligible(d)) {
+        size_t ww = km_wino_work_floats(d);
+        if (ww > w) w = ww;
+    }
     if (use_transposed(d)) {
         km_conv_dims t = transposed_dims(d);
         size_t wt = (size_t)d->C * d->K * d->kh * d->kw + work_plain(&t);
@@ -263,6 +285,10 @@ static void conv_forward(float *out, const float *in, const float *w, const floa
 
 void km_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const km_conv_dims *d, float *work) {
+    if (use_wino(d)) {
+        km_wino_forward(out, in, w, b, d, work, 0);
+        return;
+    }
     conv_forward(out, in, w, b, d, work, 0);
 }
 
@@ -301,6 +327,10 @@ void km_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     const size_t P = (size_t)d->OH * d->OW, HW = (size_t)d->H * d->W;
     const int G = conv_group(d);
     if (db) bias_grad(db, dout, d);
+    if (use_wino(d)) {
+        km_wino_backward(din, dw, dout, in, w, d, work);
+        return;
+    }
     if (din && use_transposed(d)) {
         km_conv2d_backward(NULL, dw, NULL, dout, in, w, d, work);
         input_grad_transposed(din, dout, w, d, work);

@@ -17,6 +17,15 @@ typedef struct {
     int OH, OW;     /* filled by km_conv2d_dims */
 } km_conv_dims;
 
+/* Algorithm: KM_CONV_AUTO (default) runs 3x3 stride-1 pad-1 convolutions
+ * by Winograd F(2x2, 3x3) (winograd.h: 2.25x fewer multiplications) and the
+ * rest as im2col + GEMM; KM_CONV_IM2COL runs everything as im2col + GEMM.
+ * The default comes from the environment variable KMSEG_CONV ("im2col" or
+ * "auto") at first use. Workspace sizes cover both, so switching is safe. */
+typedef enum { KM_CONV_AUTO = 0, KM_CONV_IM2COL = 1 } km_conv_algo;
+void km_conv2d_set_algo(km_conv_algo a);
+km_conv_algo km_conv2d_get_algo(void);
+
 /* Fills OH/OW; returns the dims struct for convenience. */
 km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
                             int ph, int pw);

@@ -1,0 +1,20 @@
+/* winograd.h - 3x3 stride-1 pad-1 convolutions by Winograd F(2x2, 3x3),
+ * used by conv2d.c for those shapes (see winograd.c). Same semantics and
+ * layouts as km_conv2d_forward / km_conv2d_backward (NCHW, [K, C, 3, 3]). */
+#ifndef KM_WINOGRAD_H
+#define KM_WINOGRAD_H
+
+#include "conv2d.h"
+
+#include <stddef.h>
+
+int km_wino_eligible(const km_conv_dims *d);
+size_t km_wino_work_floats(const km_conv_dims *d);
+/* out (= or +=, with accumulate) conv(in, w) + b. */
+void km_wino_forward(float *out, const float *in, const float *w, const float *b,
+                     const km_conv_dims *d, float *work, int accumulate);
+/* dw += dL/dw; din += dL/din when din is not NULL. */
+void km_wino_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                      const km_conv_dims *d, float *work);
+
+#endif
