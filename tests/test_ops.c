@@ -192,6 +192,74 @@ KM_TEST(conv2d_gradcheck) {
     }
 }
 
+/* Winograd F(2x2,3x3) (the default for 3x3 stride-1 pad-1) against the
+ * double-precision naive forward/backward and against im2col: odd sizes
+ * (edge tiles cut), a 1x1 image (all taps but the centre in the padding),
+ * rows longer than the 256-tile runs (W = 601), tile blocks spanning several
+ * images (7x7, N = 6, C + K = 600 -> 64-tile blocks of 96 tiles); and results
+ * bit-identical for 1 and 2 threads. */
+KM_TEST(conv2d_winograd_matches_reference_and_im2col) {
+    static const conv_case cases[] = {
+        {3, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1}, {2, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0},
+        {1, 2, 5, 601, 2, 3, 3, 1, 1, 1, 1, 1}, {6, 300, 7, 7, 300, 3, 3, 1, 1, 1, 1, 0},
+    };
+    km_rng r;
+    km_rng_seed(&r, 21);
+    const int threads = km_get_threads();
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const conv_case *k = &cases[t];
+        conv_ctx c;
+        conv_ctx_init(&c, k, &r);
+        CHECK(km_conv2d_get_algo() == KM_CONV_AUTO);
+        float *ref = falloc(c.nout), *im = falloc(c.nout), *o1 = falloc(c.nout);
+        km_conv2d_forward(c.out, c.in, c.w, c.b, &c.d, c.work);
+        km_conv2d_forward_ref(ref, c.in, c.w, c.b, &c.d);
+        km_conv2d_set_algo(KM_CONV_IM2COL);
+        km_conv2d_forward(im, c.in, c.w, c.b, &c.d, c.work);
+        km_conv2d_set_algo(KM_CONV_AUTO);
+        char label[160];
+        snprintf(label, sizeof label, "wino fwd %s", case_name(k));
+        km_cmp a = km_compare(label, c.out, ref, c.nout);
+        CHECK(a.max_abs <= 1e-5 * (a.max_ref > 1 ? a.max_ref : 1));
+        km_cmp b = km_compare("  vs im2col", c.out, im, c.nout);
+        CHECK(b.max_abs <= 1e-5 * (b.max_ref > 1 ? b.max_ref : 1));
+        CHECK(memcmp(c.out, im, sizeof(float) * c.nout) != 0 || c.d.H == 1); /* really another path */
+
+        double *rin = km_calloc(sizeof(double) * c.nin), *rw = km_calloc(sizeof(double) * c.nw);
+        double *rb = km_calloc(sizeof(double) * k->K);
+        conv_backward_naive(rin, rw, rb, c.R, c.in, c.w, &c.d);
+        float *din = falloc(c.nin), *dw = falloc(c.nw), *ein = falloc(c.nin), *ew = falloc(c.nw);
+        for (size_t i = 0; i < c.nin; i++) din[i] = 0.25f;
+        for (size_t i = 0; i < c.nw; i++) dw[i] = 0.25f;
+        km_conv2d_backward(din, dw, NULL, c.R, c.in, c.w, &c.d, c.work);
+        to_float(ein, rin, c.nin, 0.25f);
+        to_float(ew, rw, c.nw, 0.25f);
+        snprintf(label, sizeof label, "wino dx %s", case_name(k));
+        km_cmp e = km_compare(label, din, ein, c.nin);
+        snprintf(label, sizeof label, "wino dw %s", case_name(k));
+        km_cmp f = km_compare(label, dw, ew, c.nw);
+        CHECK(e.max_abs <= 1e-5 * (e.max_ref > 1 ? e.max_ref : 1));
+        CHECK(f.max_abs <= 1e-5 * (f.max_ref > 1 ? f.max_ref : 1));
+
+        /* the other thread count gives the same bits */
+        km_set_threads(threads == 1 ? 2 : 1);
+        float *work2 = falloc(km_conv2d_work_floats(&c.d));
+        float *din2 = falloc(c.nin), *dw2 = falloc(c.nw);
+        for (size_t i = 0; i < c.nin; i++) din2[i] = 0.25f;
+        for (size_t i = 0; i < c.nw; i++) dw2[i] = 0.25f;
+        km_conv2d_forward(o1, c.in, c.w, c.b, &c.d, work2);
+        km_conv2d_backward(din2, dw2, NULL, c.R, c.in, c.w, &c.d, work2);
+        km_set_threads(threads);
+        CHECK(memcmp(o1, c.out, sizeof(float) * c.nout) == 0);
+        CHECK(memcmp(din2, din, sizeof(float) * c.nin) == 0);
+        CHECK(memcmp(dw2, dw, sizeof(float) * c.nw) == 0);
+        km_free(work2); km_free(din2); km_free(dw2);
+        km_free(rin); km_free(rw); km_free(rb); km_free(din); km_free(dw); km_free(ein);
+        km_free(ew); km_free(ref); km_free(im); km_free(o1);
+        conv_ctx_free(&c);
+    }
+}
+
 /* --------------------------------------------------------------- batchnorm */
 
 typedef struct {
