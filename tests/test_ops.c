@@ -192,12 +192,12 @@ KM_TEST(conv2d_gradcheck) {
     }
 }
 
-/* Winograd F(2x2,3x3) (the default for 3x3 stride-1 pad-1) against the
+/* Winograd F(2x2,3x3) (KM_CONV_WINOGRAD forces it for every 3x3 s1 p1 shape) against the
  * double-precision naive forward/backward and against im2col: odd sizes
  * (edge tiles cut), a 1x1 image (all taps but the centre in the padding),
  * rows longer than the 256-tile runs (W = 601), tile blocks spanning several
- * images (7x7, N = 6, C + K = 600 -> 64-tile blocks of 96 tiles); and results
- * bit-identical for 1 and 2 threads. */
+ * images (7x7, N = 6: 96 tiles in 32-tile blocks); and the
+ * output and input gradient bit-identical for 1 and 2 threads. */
 KM_TEST(conv2d_winograd_matches_reference_and_im2col) {
     static const conv_case cases[] = {
         {3, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1}, {2, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0},
@@ -210,13 +210,13 @@ KM_TEST(conv2d_winograd_matches_reference_and_im2col) {
         const conv_case *k = &cases[t];
         conv_ctx c;
         conv_ctx_init(&c, k, &r);
-        CHECK(km_conv2d_get_algo() == KM_CONV_AUTO);
+        km_conv2d_set_algo(KM_CONV_WINOGRAD);
         float *ref = falloc(c.nout), *im = falloc(c.nout), *o1 = falloc(c.nout);
         km_conv2d_forward(c.out, c.in, c.w, c.b, &c.d, c.work);
         km_conv2d_forward_ref(ref, c.in, c.w, c.b, &c.d);
         km_conv2d_set_algo(KM_CONV_IM2COL);
         km_conv2d_forward(im, c.in, c.w, c.b, &c.d, c.work);
-        km_conv2d_set_algo(KM_CONV_AUTO);
+        km_conv2d_set_algo(KM_CONV_WINOGRAD);
         char label[160];
         snprintf(label, sizeof label, "wino fwd %s", case_name(k));
         km_cmp a = km_compare(label, c.out, ref, c.nout);
@@ -250,9 +250,12 @@ KM_TEST(conv2d_winograd_matches_reference_and_im2col) {
         km_conv2d_forward(o1, c.in, c.w, c.b, &c.d, work2);
         km_conv2d_backward(din2, dw2, NULL, c.R, c.in, c.w, &c.d, work2);
         km_set_threads(threads);
+        km_conv2d_set_algo(KM_CONV_AUTO);
         CHECK(memcmp(o1, c.out, sizeof(float) * c.nout) == 0);
         CHECK(memcmp(din2, din, sizeof(float) * c.nin) == 0);
-        CHECK(memcmp(dw2, dw, sizeof(float) * c.nw) == 0);
+        /* dW sums per-thread partials: same bits only for the same thread count */
+        km_cmp g = km_compare("  dw, other thread count", dw2, dw, c.nw);
+        CHECK(g.max_abs <= 1e-5 * (g.max_ref > 1 ? g.max_ref : 1));
         km_free(work2); km_free(din2); km_free(dw2);
         km_free(rin); km_free(rw); km_free(rb); km_free(din); km_free(dw); km_free(ein);
         km_free(ew); km_free(ref); km_free(im); km_free(o1);

@@ -49,6 +49,7 @@ static double lane_fold(const double *a) {
 static void plane_sum(double *acc, const float *x, int n) {
     int p = 0;
     for (; p + LANES <= n; p += LANES)
+#pragma omp simd
         for (int l = 0; l < LANES; l++) acc[l] += x[p + l];
     for (int l = 0; p < n; p++, l++) acc[l] += x[p];
 }
@@ -56,6 +57,7 @@ static void plane_sum(double *acc, const float *x, int n) {
 static void plane_sqdev(double *acc, const float *x, float m, int n) {
     int p = 0;
     for (; p + LANES <= n; p += LANES)
+#pragma omp simd
         for (int l = 0; l < LANES; l++) {
             const float d = x[p + l] - m;
             acc[l] += d * d;
@@ -72,6 +74,7 @@ static void plane_sum_dot(double *s, double *t, const float *g, const float *x, 
     int p = 0;
     if (r) {
         for (; p + LANES <= n; p += LANES)
+#pragma omp simd
             for (int l = 0; l < LANES; l++) {
                 const float gp = r[p + l] > 0.0f ? g[p + l] : 0.0f;
                 s[l] += gp;
@@ -85,6 +88,7 @@ static void plane_sum_dot(double *s, double *t, const float *g, const float *x, 
         return;
     }
     for (; p + LANES <= n; p += LANES)
+#pragma omp simd
         for (int l = 0; l < LANES; l++) {
             s[l] += g[p + l];
             t[l] += (x[p + l] - m) * g[p + l];
@@ -169,11 +173,13 @@ static void bn_backward(float *din, float *dw, float *db, const float *dout, con
                 float *dx = din + ((size_t)i * C + c) * HW;
                 if (relu_out) {
                     const float *r = relu_out + ((size_t)i * C + c) * HW;
+#pragma omp simd
                     for (int p = 0; p < HW; p++) {
                         const float gp = r[p] > 0.0f ? g[p] : 0.0f;
                         dx[p] += (gp - gmean - (x[p] - m) * k) * is * wc;
                     }
                 } else {
+#pragma omp simd
                     for (int p = 0; p < HW; p++) dx[p] += (g[p] - gmean - (x[p] - m) * k) * is * wc;
                 }
             }

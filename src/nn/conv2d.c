@@ -123,13 +123,20 @@ void km_conv2d_set_algo(km_conv_algo a) { g_algo = (int)a; }
 km_conv_algo km_conv2d_get_algo(void) {
     if (g_algo < 0) {
         const char *e = getenv("KMSEG_CONV");
-        g_algo = (e && !strcmp(e, "im2col")) ? KM_CONV_IM2COL : KM_CONV_AUTO;
+        g_algo = (e && !strcmp(e, "im2col"))     ? KM_CONV_IM2COL
+                 : (e && !strcmp(e, "winograd")) ? KM_CONV_WINOGRAD
+                                                 : KM_CONV_AUTO;
     }
     return (km_conv_algo)g_algo;
 }
 
+/* AUTO: Winograd from 8x8 outputs up; below (ResNet layer4 at 7x7), the
+ * 2x2 tiles pad 7 to 8 and the blocks are too small for the GEMMs: im2col
+ * was 1.4x faster there (bench: 512 -> 512 channels, 7x7, batch 8). */
 static int use_wino(const km_conv_dims *d) {
-    return km_conv2d_get_algo() == KM_CONV_AUTO && km_wino_eligible(d);
+    const km_conv_algo a = km_conv2d_get_algo();
+    if (a == KM_CONV_IM2COL || !km_wino_eligible(d)) return 0;
+    return a == KM_CONV_WINOGRAD || (d->OH >= 8 && d->OW >= 8);
 }
 
 size_t km_conv2d_work_floats(const km_conv_dims *d) {

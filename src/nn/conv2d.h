@@ -18,11 +18,13 @@ typedef struct {
 } km_conv_dims;
 
 /* Algorithm: KM_CONV_AUTO (default) runs 3x3 stride-1 pad-1 convolutions
- * by Winograd F(2x2, 3x3) (winograd.h: 2.25x fewer multiplications) and the
- * rest as im2col + GEMM; KM_CONV_IM2COL runs everything as im2col + GEMM.
- * The default comes from the environment variable KMSEG_CONV ("im2col" or
- * "auto") at first use. Workspace sizes cover both, so switching is safe. */
-typedef enum { KM_CONV_AUTO = 0, KM_CONV_IM2COL = 1 } km_conv_algo;
+ * with outputs of at least 8x8 by Winograd F(2x2, 3x3) (winograd.h: 2.25x
+ * fewer multiplications) and the rest as im2col + GEMM; KM_CONV_IM2COL runs
+ * everything as im2col + GEMM; KM_CONV_WINOGRAD uses Winograd for every
+ * 3x3 stride-1 pad-1 shape. The default comes from the environment variable
+ * KMSEG_CONV ("auto", "im2col" or "winograd") at first use. Workspace sizes
+ * cover both paths, so switching is safe. */
+typedef enum { KM_CONV_AUTO = 0, KM_CONV_IM2COL = 1, KM_CONV_WINOGRAD = 2 } km_conv_algo;
 void km_conv2d_set_algo(km_conv_algo a);
 km_conv_algo km_conv2d_get_algo(void);
 

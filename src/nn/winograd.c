@@ -32,9 +32,12 @@
 #include "../core/km.h"
 
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifndef KM_WINO_BLOCK_FLOATS
-#define KM_WINO_BLOCK_FLOATS (1 << 19)
+#define KM_WINO_BLOCK_FLOATS (1 << 18)
 #endif
 
 int km_wino_eligible(const km_conv_dims *d) {
@@ -45,28 +48,37 @@ static size_t tiles_total(const km_conv_dims *d) {
     return (size_t)d->N * ((d->OH + 1) / 2) * ((d->OW + 1) / 2);
 }
 
-/* Tiles per block: V (16 x C x nt) and M (16 x K x nt) within the budget. */
+/* Tiles per block: V (16 x C x nt) and M (16 x K x nt) of one thread within
+ * the budget, and at least 4 blocks per thread when there are enough tiles
+ * (the threads take blocks round robin). */
 static size_t block_tiles(const km_conv_dims *d) {
     size_t nt = KM_WINO_BLOCK_FLOATS / (16 * ((size_t)d->C + d->K));
-    if (nt < 64) nt = 64;
+    const size_t T = tiles_total(d), per = T / (4 * (size_t)km_get_threads());
+    if (nt > per) nt = per;
+    if (nt < 32) nt = 32;
     nt = (nt + 15) & ~(size_t)15;
-    size_t T = tiles_total(d);
     return nt < T ? nt : T;
 }
 
-static size_t fwd_floats(const km_conv_dims *d) {
-    size_t nt = block_tiles(d);
-    return 16 * (size_t)d->K * d->C + 16 * ((size_t)d->C + d->K) * nt;
+/* Per thread: V and M (or Z) for one block. */
+static size_t thread_floats(const km_conv_dims *d) {
+    return 16 * ((size_t)d->C + d->K) * block_tiles(d);
 }
 
 static km_conv_dims flipped_dims(const km_conv_dims *d) {
     return km_conv2d_dims(d->N, d->K, d->OH, d->OW, d->C, 3, 3, 1, 1, 1, 1);
 }
 
+/* forward: U + T x (V, M); backward: T x dU + T x (V, Z), then the input
+ * gradient: W' + U' + T x (V', M'). */
 size_t km_wino_work_floats(const km_conv_dims *d) {
+    const size_t T = (size_t)km_get_threads(), KC = (size_t)d->K * d->C;
     km_conv_dims t = flipped_dims(d);
-    size_t a = fwd_floats(d), b = 9 * (size_t)d->C * d->K + fwd_floats(&t);
-    return a > b ? a : b;
+    size_t f = 16 * KC + T * thread_floats(d);
+    size_t b = T * (16 * KC + thread_floats(d));
+    size_t x = 9 * KC + 16 * KC + T * thread_floats(&t);
+    if (b > f) f = b;
+    return x > f ? x : f;
 }
 
 /* U[a][k][c] = (G g_kc G^T)[a]. */
@@ -124,7 +136,6 @@ static int next_run(tiling tl, size_t t, size_t end, size_t *img, int *ty, int *
 static void transform_input(float *V, size_t ld, const float *src, int C, int H, int W,
                             tiling tl, size_t t0, size_t n) {
     const size_t plane = (size_t)H * W, pstride = (size_t)C * ld;
-#pragma omp for schedule(static)
     for (int c = 0; c < C; c++) {
         float buf[4][2 * CHUNK + 2], se[4][CHUNK + 1], so[4][CHUNK + 1];
         for (size_t t = t0; t < t0 + n;) {
@@ -178,7 +189,6 @@ static void transform_input(float *V, size_t ld, const float *src, int C, int H,
 static void transform_output(float *out, const float *M, size_t ld, const float *b, int K,
                              int OH, int OW, tiling tl, size_t t0, size_t n, int accumulate) {
     const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
-#pragma omp for schedule(static)
     for (int k = 0; k < K; k++) {
         const float bias = b ? b[k] : 0.0f;
         float y[2][2][CHUNK];
@@ -236,7 +246,6 @@ static void transform_output(float *out, const float *M, size_t ld, const float 
 static void transform_dout(float *Z, size_t ld, const float *dout, int K, int OH, int OW,
                            tiling tl, size_t t0, size_t n) {
     const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
-#pragma omp for schedule(static)
     for (int k = 0; k < K; k++) {
         float ev[2][CHUNK], od[2][CHUNK];
         for (size_t t = t0; t < t0 + n;) {
@@ -285,18 +294,27 @@ static void transform_dout(float *Z, size_t ld, const float *dout, int K, int OH
     }
 }
 
-/* Body of the forward pass; must run inside a parallel region (or serially). */
+/* Forward pass; runs inside a parallel region (or serially): U is shared
+ * (one barrier after it is built), each thread then takes blocks
+ * tid, tid + nth, ... with its own V and M, without further barriers. Every
+ * output element comes from one block, computed the same way whatever the
+ * thread count. */
 static void forward_body(float *out, const float *in, const float *w, const float *b,
                          const km_conv_dims *d, float *work, int accumulate) {
     const int C = d->C, K = d->K;
     const tiling tl = {(d->OH + 1) / 2, (d->OW + 1) / 2};
     const size_t T = tiles_total(d), nt = block_tiles(d), KC = (size_t)K * C;
-    float *U = work, *V = U + 16 * KC, *M = V + 16 * (size_t)C * nt;
+    float *U = work;
     transform_weights(U, w, K, C);
-    for (size_t t0 = 0; t0 < T; t0 += nt) {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+    const int tid = 0, nth = 1;
+#endif
+    float *V = U + 16 * KC + (size_t)tid * thread_floats(d), *M = V + 16 * (size_t)C * nt;
+    for (size_t t0 = (size_t)tid * nt; t0 < T; t0 += (size_t)nth * nt) {
         const size_t n = T - t0 < nt ? T - t0 : nt;
         transform_input(V, nt, in, C, d->H, d->W, tl, t0, n);
-#pragma omp for schedule(static)
         for (int a = 0; a < 16; a++)
             km_sgemm(0, 0, K, (int)n, C, 1.0f, U + a * KC, C, V + (size_t)a * C * nt, (int)nt, 0.0f,
                      M + (size_t)a * K * nt, (int)nt);
@@ -312,34 +330,49 @@ void km_wino_forward(float *out, const float *in, const float *w, const float *b
     forward_body(out, in, w, b, d, work, accumulate);
 }
 
+/* Weight gradient: each thread sums its blocks into its own dU; the partial
+ * sums are added in thread order (deterministic for a given thread count,
+ * like the im2col path). Input gradient: forward_body on dY. */
 void km_wino_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                       const km_conv_dims *d, float *work) {
     KM_ASSERT(km_wino_eligible(d));
     const int C = d->C, K = d->K, T = km_get_threads();
     const tiling tl = {(d->OH + 1) / 2, (d->OW + 1) / 2};
     const size_t Tt = tiles_total(d), nt = block_tiles(d), KC = (size_t)K * C;
-    float *dU = work, *V = dU + 16 * KC, *Z = V + 16 * (size_t)C * nt;
+    const size_t per = 16 * KC + thread_floats(d);
     const km_conv_dims fd = flipped_dims(d);
+    int used = 1;
 #pragma omp parallel num_threads(T) if (T > 1)
     {
-#pragma omp for schedule(static)
-        for (int a = 0; a < 16; a++) memset(dU + a * KC, 0, sizeof(float) * KC);
-        for (size_t t0 = 0; t0 < Tt; t0 += nt) {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+#pragma omp single
+        used = nth;
+        float *dU = work + (size_t)tid * per, *V = dU + 16 * KC, *Z = V + 16 * (size_t)C * nt;
+        memset(dU, 0, sizeof(float) * 16 * KC);
+        for (size_t t0 = (size_t)tid * nt; t0 < Tt; t0 += (size_t)nth * nt) {
             const size_t n = Tt - t0 < nt ? Tt - t0 : nt;
             transform_input(V, nt, in, C, d->H, d->W, tl, t0, n);
             transform_dout(Z, nt, dout, K, d->OH, d->OW, tl, t0, n);
-#pragma omp for schedule(static)
             for (int a = 0; a < 16; a++)
                 km_sgemm(0, 1, K, C, (int)n, 1.0f, Z + (size_t)a * K * nt, (int)nt,
                          V + (size_t)a * C * nt, (int)nt, 1.0f, dU + a * KC, C);
         }
-        /* dw[k, c] += G^T dU_kc G */
+#pragma omp barrier
+        /* dw[k, c] += G^T (sum over threads of dU_kc) G */
 #pragma omp for schedule(static)
         for (int k = 0; k < K; k++)
             for (int c = 0; c < C; c++) {
                 const size_t o = (size_t)k * C + c;
                 float q[4][4];
-                for (int a = 0; a < 16; a++) q[a / 4][a % 4] = dU[a * KC + o];
+                for (int a = 0; a < 16; a++) {
+                    float acc = work[a * KC + o];
+                    for (int t = 1; t < used; t++) acc += work[(size_t)t * per + a * KC + o];
+                    q[a / 4][a % 4] = acc;
+                }
                 float s[3][4];
                 for (int j = 0; j < 4; j++) {
                     s[0][j] = q[0][j] + 0.5f * (q[1][j] + q[2][j]);
