@@ -192,16 +192,21 @@ KM_TEST(conv2d_gradcheck) {
     }
 }
 
-/* Winograd F(2x2,3x3) (KM_CONV_WINOGRAD forces it for every 3x3 s1 p1 shape) against the
- * double-precision naive forward/backward and against im2col: odd sizes
- * (edge tiles cut), a 1x1 image (all taps but the centre in the padding),
- * rows longer than the 256-tile runs (W = 601), tile blocks spanning several
- * images (7x7, N = 6: 96 tiles in 32-tile blocks); and the
- * output and input gradient bit-identical for 1 and 2 threads. */
+/* Winograd (KM_CONV_WINOGRAD forces it for every 3x3 s1 p1 shape) against
+ * the double-precision naive forward/backward and against im2col.
+ * F(2x2,3x3) (outputs under 16x16): odd sizes (edge tiles cut), a 1x1 image
+ * (all taps but the centre in the padding), rows longer than the 256-tile
+ * runs (W = 601), tile blocks spanning several images (7x7, N = 6: 96 tiles
+ * in 32-tile blocks). F(4x4,3x3): 17x23 (partial tiles on both edges), rows
+ * longer than the 128-tile chunks (18x1030), and 64 input channels (its
+ * rounding error grows with the channel count). The output and the input
+ * gradient are bit-identical for 1 and 2 threads. */
 KM_TEST(conv2d_winograd_matches_reference_and_im2col) {
     static const conv_case cases[] = {
         {3, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1}, {2, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0},
         {1, 2, 5, 601, 2, 3, 3, 1, 1, 1, 1, 1}, {6, 300, 7, 7, 300, 3, 3, 1, 1, 1, 1, 0},
+        {2, 3, 17, 23, 5, 3, 3, 1, 1, 1, 1, 1}, {1, 2, 18, 1030, 2, 3, 3, 1, 1, 1, 1, 0},
+        {3, 64, 20, 20, 48, 3, 3, 1, 1, 1, 1, 1},
     };
     km_rng r;
     km_rng_seed(&r, 21);
