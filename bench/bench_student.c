@@ -81,13 +81,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < repeats; i++) sum += t[i];
     qsort(t, repeats, sizeof *t, cmp);
     double conv_s = prof.fwd_s + prof.bwd_s, conv_flop = prof.fwd_flop + prof.bwd_flop;
+    double gemm_flop = prof.fwd_gemm_flop + prof.bwd_gemm_flop;
     printf("{\"impl\": \"kmseg\", \"mode\": \"%s\", \"median_s\": %.4f, \"min_s\": %.4f, \"max_s\": %.4f, "
            "\"peak_rss_mb\": %.1f, \"rss_mb_after_build\": %.1f, \"conv_time_frac\": %.3f, "
            "\"conv_gflops\": %.1f, \"conv_fwd_gflops\": %.1f, \"conv_bwd_gflops\": %.1f, "
+           "\"conv_gemm_gflops\": %.1f, \"gemm_gflop_per_step\": %.1f, "
            "\"gflop_per_step\": %.1f, \"threads\": %d, \"batch\": %d, \"size\": %d, \"blas\": \"%s\"}\n",
            mode, t[repeats / 2], t[0], t[repeats - 1], peak_rss_mb(), rss_build,
            conv_s / sum, conv_flop / conv_s / 1e9, prof.fwd_flop / prof.fwd_s / 1e9,
-           prof.bwd_s > 0 ? prof.bwd_flop / prof.bwd_s / 1e9 : 0.0, conv_flop / repeats / 1e9,
+           prof.bwd_s > 0 ? prof.bwd_flop / prof.bwd_s / 1e9 : 0.0, gemm_flop / conv_s / 1e9,
+           gemm_flop / repeats / 1e9, conv_flop / repeats / 1e9,
            threads, batch, size, km_gemm_backend());
     km_unetpp_free(m);
     return 0;

@@ -39,6 +39,10 @@ print("| eval forward (median s) | %.2f | %.2f | %.2fx |" % (ke["median_s"], pt[
 print("| train step (median s) | %.2f | %.2f | %.2fx |" % (kt["median_s"], pt["train_step_s"], kt["median_s"] / pt["train_step_s"]))
 print("| peak RSS eval (MB) | %.0f | %.0f | %.2fx |" % (ke["peak_rss_mb"], pt["peak_rss_mb_eval"], ke["peak_rss_mb"] / pt["peak_rss_mb_eval"]))
 print("| peak RSS train (MB) | %.0f | %.0f | %.2fx |" % (kt["peak_rss_mb"], pt["peak_rss_mb_train"], kt["peak_rss_mb"] / pt["peak_rss_mb_train"]))
-print("\nconv layers: %.0f GFLOP/s in the train step (fwd %.0f, bwd %.0f) = %.0f%% of the measured FMA peak %.0f GFLOP/s; convs take %.0f%% of the step" % (
-    kt["conv_gflops"], kt["conv_fwd_gflops"], kt["conv_bwd_gflops"], 100 * kt["conv_gflops"] / pk["fma_peak_gflops"], pk["fma_peak_gflops"], 100 * kt["conv_time_frac"]))
+print("\nconv layers: %.0f GFLOP/s counted as direct convolutions (fwd %.0f, bwd %.0f; %.0f GFLOP per step); "
+      "their GEMMs perform %.0f GFLOP per step (Winograd) at %.0f GFLOP/s = %.0f%% of the measured FMA peak %.0f GFLOP/s; "
+      "convs take %.0f%% of the step" % (
+    kt["conv_gflops"], kt["conv_fwd_gflops"], kt["conv_bwd_gflops"], kt["gflop_per_step"], kt["gemm_gflop_per_step"],
+    kt["conv_gemm_gflops"], 100 * kt["conv_gemm_gflops"] / pk["fma_peak_gflops"], pk["fma_peak_gflops"],
+    100 * kt["conv_time_frac"]))
 PY

@@ -111,6 +111,7 @@ static void conv_fwd(km_unetpp *m, float *out, const float *in, const float *w, 
     if (m->prof) {
         m->prof->fwd_s += km_now() - t0;
         m->prof->fwd_flop += conv_flop(d);
+        m->prof->fwd_gemm_flop += km_conv2d_gemm_flop(d);
         if (getenv("KMSEG_CONV_TRACE")) /* per-layer timings for bench/ */
             fprintf(stderr, "F %d %d %d %d %d %d %d %d %.5f\n", d->N, d->C, d->H, d->W, d->K,
                     d->kh, d->sh, d->ph, km_now() - t0);
@@ -124,6 +125,7 @@ static void conv_bwd(km_unetpp *m, float *din, float *dw, float *db, const float
     if (m->prof) {
         m->prof->bwd_s += km_now() - t0;
         m->prof->bwd_flop += conv_flop(d) * (din ? 2 : 1);
+        m->prof->bwd_gemm_flop += km_conv2d_gemm_flop(d) * (din ? 2 : 1);
         if (getenv("KMSEG_CONV_TRACE"))
             fprintf(stderr, "B %d %d %d %d %d %d %d %d %d %.5f\n", d->N, d->C, d->H, d->W, d->K,
                     d->kh, d->sh, d->ph, din != NULL, km_now() - t0);

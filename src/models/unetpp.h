@@ -87,9 +87,11 @@ km_status km_unetpp_optim_from_tdict(km_unetpp *m, const km_tdict *d, const char
 
 /* Optional timing of the convolutions (forward and backward), for the
  * benchmarks: when set, every conv call adds its seconds and FLOPs
- * (2 x MACs) here. Pass NULL to stop. */
+ * (2 x MACs) here: *_flop as a direct convolution would count them,
+ * *_gemm_flop as actually performed in the GEMMs (fewer with Winograd, see
+ * km_conv2d_gemm_flop). Pass NULL to stop. */
 typedef struct {
-    double fwd_s, bwd_s, fwd_flop, bwd_flop;
+    double fwd_s, bwd_s, fwd_flop, bwd_flop, fwd_gemm_flop, bwd_gemm_flop;
 } km_unetpp_profile;
 void km_unetpp_set_profile(km_unetpp *m, km_unetpp_profile *p);
 

@@ -139,6 +139,11 @@ static int use_wino(const km_conv_dims *d) {
     return a == KM_CONV_WINOGRAD || (d->OH >= 8 && d->OW >= 8);
 }
 
+double km_conv2d_gemm_flop(const km_conv_dims *d) {
+    if (use_wino(d)) return km_wino_gemm_flop(d);
+    return 2.0 * d->N * d->K * d->C * d->kh * d->kw * (double)d->OH * d->OW;
+}
+
 size_t km_conv2d_work_floats(const km_conv_dims *d) {
     size_t w = work_plain(d);
     if (km_wino_eligible(d)) {

@@ -28,6 +28,13 @@ typedef enum { KM_CONV_AUTO = 0, KM_CONV_IM2COL = 1, KM_CONV_WINOGRAD = 2 } km_c
 void km_conv2d_set_algo(km_conv_algo a);
 km_conv_algo km_conv2d_get_algo(void);
 
+/* Floating-point operations (2 x multiply-adds) that one forward pass of
+ * this convolution performs in its GEMMs with the current algorithm:
+ * 2*N*K*C*kh*kw*OH*OW for im2col, fewer with Winograd (2*P*K*C per tile,
+ * P = 16 or 36 positions per 4 or 16 outputs). For the benchmarks' "fraction
+ * of the FMA peak"; the transforms' additions are not counted. */
+double km_conv2d_gemm_flop(const km_conv_dims *d);
+
 /* Fills OH/OW; returns the dims struct for convenience. */
 km_conv_dims km_conv2d_dims(int N, int C, int H, int W, int K, int kh, int kw, int sh, int sw,
                             int ph, int pw);

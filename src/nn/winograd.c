@@ -56,6 +56,10 @@ static size_t tiles_total(const km_conv_dims *d) {
     return (size_t)d->N * ((d->OH + m - 1) / m) * ((d->OW + m - 1) / m);
 }
 
+double km_wino_gemm_flop(const km_conv_dims *d) {
+    return 2.0 * npos(d) * d->K * d->C * (double)tiles_total(d);
+}
+
 /* Tiles per block: V (P x C x nt) and M (P x K x nt) of one thread within
  * the budget, and at least 4 blocks per thread when there are enough tiles
  * (the threads take blocks round robin). */

@@ -10,6 +10,8 @@
 
 int km_wino_eligible(const km_conv_dims *d);
 size_t km_wino_work_floats(const km_conv_dims *d);
+/* 2 x multiply-adds in the GEMMs of one forward pass */
+double km_wino_gemm_flop(const km_conv_dims *d);
 /* out (= or +=, with accumulate) conv(in, w) + b. */
 void km_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const km_conv_dims *d, float *work, int accumulate);
