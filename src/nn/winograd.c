@@ -320,6 +320,8 @@ static void transform_dout(float *Z, size_t ld, const float *dout, int K, int OH
  * Same structure as the F(2x2) transforms above: one 6-row pass contiguous
  * along the run, then the 6-column pass per tile, vectorised across tiles. */
 #define CHUNK4 128
+/* stands for the rows above and below the image */
+static const float k_zeros[4 * CHUNK4 + 2];
 
 /* out[0..5] = B^T x[0..5] (x strided by sx, out strided by so) */
 #define BT6(o, so, x, sx)                                                                        \
@@ -409,7 +411,7 @@ static void transform_input4(float *V, size_t ld, const float *src, int C, int H
                              tiling tl, size_t t0, size_t n) {
     const size_t plane = (size_t)H * W, pstride = (size_t)C * ld;
     run4 runs[CHUNK4];
-    float buf[6][4 * CHUNK4 + 2], sv[6][4 * CHUNK4 + 2], D[36][CHUNK4];
+    float sv[6][4 * CHUNK4 + 2], D[36][CHUNK4];
     for (size_t c0 = 0; c0 < n; c0 += CHUNK4) {
         const int cl = n - c0 < CHUNK4 ? (int)(n - c0) : CHUNK4;
         const int nr = chunk_runs(tl, t0 + c0, cl, runs);
@@ -418,29 +420,33 @@ static void transform_input4(float *V, size_t ld, const float *src, int C, int H
                 const run4 *ru = &runs[ri];
                 const float *p = src + (ru->img * C + c) * plane;
                 const int len = ru->len, xa = 4 * ru->tx0 - 1, nx = 4 * len + 2;
+                /* columns x' in [lo, hi) are inside the image (x = xa + x'); rows
+                 * outside it read zeros */
+                const int lo = xa < 0 ? -xa : 0, hi = W - xa < nx ? W - xa : nx;
+                const float *b[6];
                 for (int i = 0; i < 6; i++) {
                     const int y = 4 * ru->ty - 1 + i;
-                    float *b = buf[i];
-                    if (y < 0 || y >= H) {
-                        memset(b, 0, sizeof(float) * nx);
-                        continue;
-                    }
-                    const float *row = p + (size_t)y * W;
-                    int lo = xa < 0 ? -xa : 0, hi = W - xa < nx ? W - xa : nx;
-                    for (int x = 0; x < lo; x++) b[x] = 0.0f;
-                    if (hi > lo) memcpy(b + lo, row + xa + lo, sizeof(float) * (hi - lo));
-                    for (int x = hi > lo ? hi : lo; x < nx; x++) b[x] = 0.0f;
+                    b[i] = (y < 0 || y >= H) ? k_zeros : p + (size_t)y * W + (xa + lo);
                 }
+                const float *b0p = b[0], *b1p = b[1], *b2p = b[2], *b3p = b[3], *b4p = b[4],
+                            *b5p = b[5];
+                float *s0 = sv[0] + lo, *s1 = sv[1] + lo, *s2 = sv[2] + lo, *s3 = sv[3] + lo,
+                      *s4 = sv[4] + lo, *s5 = sv[5] + lo;
+                const int nv = hi - lo;
 #pragma omp simd
-                for (int x = 0; x < nx; x++) {
-                    const float b0 = buf[0][x], b1 = buf[1][x], b2 = buf[2][x], b3 = buf[3][x],
-                                b4 = buf[4][x], b5 = buf[5][x];
-                    sv[0][x] = 4.0f * b0 - 5.0f * b2 + b4;
-                    sv[1][x] = -4.0f * (b1 + b2) + b3 + b4;
-                    sv[2][x] = 4.0f * (b1 - b2) - b3 + b4;
-                    sv[3][x] = -2.0f * (b1 - b3) - b2 + b4;
-                    sv[4][x] = 2.0f * (b1 - b3) - b2 + b4;
-                    sv[5][x] = 4.0f * b1 - 5.0f * b3 + b5;
+                for (int x = 0; x < nv; x++) {
+                    const float b0 = b0p[x], b1 = b1p[x], b2 = b2p[x], b3 = b3p[x], b4 = b4p[x],
+                                b5 = b5p[x];
+                    s0[x] = 4.0f * b0 - 5.0f * b2 + b4;
+                    s1[x] = -4.0f * (b1 + b2) + b3 + b4;
+                    s2[x] = 4.0f * (b1 - b2) - b3 + b4;
+                    s3[x] = -2.0f * (b1 - b3) - b2 + b4;
+                    s4[x] = 2.0f * (b1 - b3) - b2 + b4;
+                    s5[x] = 4.0f * b1 - 5.0f * b3 + b5;
+                }
+                for (int i = 0; i < 6; i++) {
+                    for (int x = 0; x < lo; x++) sv[i][x] = 0.0f;
+                    for (int x = hi > lo ? hi : lo; x < nx; x++) sv[i][x] = 0.0f;
                 }
                 for (int i = 0; i < 6; i++) {
                     const float *r = sv[i];
