@@ -122,194 +122,6 @@ typedef struct {
     int TH, TW;
 } tiling;
 
-/* The tiles [t, end) start with a run in one tile row: image *img, row *ty,
- * columns [*tx0, *tx1), at most CHUNK long. Returns the run's length. */
-#define CHUNK 256
-static int next_run(tiling tl, size_t t, size_t end, size_t *img, int *ty, int *tx0, int *tx1) {
-    const size_t per = (size_t)tl.TH * tl.TW;
-    *img = t / per;
-    const int rem = (int)(t % per);
-    *ty = rem / tl.TW;
-    *tx0 = rem % tl.TW;
-    int n = tl.TW - *tx0;
-    if (n > CHUNK) n = CHUNK;
-    if ((size_t)n > end - t) n = (int)(end - t);
-    *tx1 = *tx0 + n;
-    return n;
-}
-
-/* V[a][c][t - t0] = (B^T d_ct B)[a] for tiles [t0, t0 + n) of the planes
- * src (channel c of image i at src + (i*C + c)*H*W), ld = row stride of V's
- * per-position matrices (C x ld). Zero padding outside the image.
- * Per run of tiles in one tile row: the 4 input rows are copied with their
- * padding (buf[x + 1] = row[x]), combined vertically (s = B^T d, contiguous),
- * split into even/odd columns, and combined horizontally, all contiguous
- * along the run so that the loops vectorise. */
-static void transform_input(float *V, size_t ld, const float *src, int C, int H, int W,
-                            tiling tl, size_t t0, size_t n) {
-    const size_t plane = (size_t)H * W, pstride = (size_t)C * ld;
-    for (int c = 0; c < C; c++) {
-        float buf[4][2 * CHUNK + 2], se[4][CHUNK + 1], so[4][CHUNK + 1];
-        for (size_t t = t0; t < t0 + n;) {
-            size_t img;
-            int ty, tx0, tx1;
-            const int len = next_run(tl, t, t0 + n, &img, &ty, &tx0, &tx1);
-            const float *p = src + (img * C + c) * plane;
-            /* padded columns x' = 2*tx0 .. 2*tx1 + 1, i.e. x = x' - 1 */
-            const int xa = 2 * tx0 - 1, nx = 2 * len + 2;
-            for (int i = 0; i < 4; i++) {
-                const int y = 2 * ty - 1 + i;
-                float *b = buf[i];
-                if (y < 0 || y >= H) {
-                    memset(b, 0, sizeof(float) * nx);
-                    continue;
-                }
-                const float *row = p + (size_t)y * W;
-                int lo = xa < 0 ? -xa : 0, hi = W - xa < nx ? W - xa : nx;
-                for (int x = 0; x < lo; x++) b[x] = 0.0f;
-                if (hi > lo) memcpy(b + lo, row + xa + lo, sizeof(float) * (hi - lo));
-                for (int x = hi > lo ? hi : lo; x < nx; x++) b[x] = 0.0f;
-            }
-#pragma omp simd
-            for (int m = 0; m <= len; m++) {
-                const float e0 = buf[0][2 * m], e1 = buf[1][2 * m], e2 = buf[2][2 * m],
-                            e3 = buf[3][2 * m];
-                const float o0 = buf[0][2 * m + 1], o1 = buf[1][2 * m + 1],
-                            o2 = buf[2][2 * m + 1], o3 = buf[3][2 * m + 1];
-                se[0][m] = e0 - e2; se[1][m] = e1 + e2; se[2][m] = e2 - e1; se[3][m] = e1 - e3;
-                so[0][m] = o0 - o2; so[1][m] = o1 + o2; so[2][m] = o2 - o1; so[3][m] = o1 - o3;
-            }
-            float *v = V + (size_t)c * ld + (t - t0);
-            for (int i = 0; i < 4; i++) {
-                float *v0 = v + (size_t)(i * 4 + 0) * pstride, *v1 = v + (size_t)(i * 4 + 1) * pstride;
-                float *v2 = v + (size_t)(i * 4 + 2) * pstride, *v3 = v + (size_t)(i * 4 + 3) * pstride;
-                const float *e = se[i], *o = so[i];
-#pragma omp simd
-                for (int m = 0; m < len; m++) {
-                    v0[m] = e[m] - e[m + 1];
-                    v1[m] = o[m] + e[m + 1];
-                    v2[m] = e[m + 1] - o[m];
-                    v3[m] = o[m] - o[m + 1];
-                }
-            }
-            t += (size_t)len;
-        }
-    }
-}
-
-/* out[n, k, 2ty + i, 2tx + j] (=|+=) (A^T M_kt A)[i][j] (+ b[k]) for tiles
- * [t0, t0 + n); M[a] is K x ld. Rows/columns past OH/OW are dropped. */
-static void transform_output(float *out, const float *M, size_t ld, const float *b, int K,
-                             int OH, int OW, tiling tl, size_t t0, size_t n, int accumulate) {
-    const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
-    for (int k = 0; k < K; k++) {
-        const float bias = b ? b[k] : 0.0f;
-        float y[2][2][CHUNK];
-        for (size_t t = t0; t < t0 + n;) {
-            size_t img;
-            int ty, tx0, tx1;
-            const int len = next_run(tl, t, t0 + n, &img, &ty, &tx0, &tx1);
-            const float *m = M + (size_t)k * ld + (t - t0);
-            const float *m0 = m, *m1 = m + pstride, *m2 = m + 2 * pstride, *m3 = m + 3 * pstride;
-            const float *m4 = m + 4 * pstride, *m5 = m + 5 * pstride, *m6 = m + 6 * pstride;
-            const float *m7 = m + 7 * pstride, *m8 = m + 8 * pstride, *m9 = m + 9 * pstride;
-            const float *m10 = m + 10 * pstride, *m11 = m + 11 * pstride, *m12 = m + 12 * pstride;
-            const float *m13 = m + 13 * pstride, *m14 = m + 14 * pstride, *m15 = m + 15 * pstride;
-            float *y00 = y[0][0], *y01 = y[0][1], *y10 = y[1][0], *y11 = y[1][1];
-#pragma omp simd
-            for (int q = 0; q < len; q++) {
-                /* s = A^T M (rows), y = s A (columns) */
-                const float s00 = m0[q] + m4[q] + m8[q], s01 = m1[q] + m5[q] + m9[q];
-                const float s02 = m2[q] + m6[q] + m10[q], s03 = m3[q] + m7[q] + m11[q];
-                const float s10 = m4[q] - m8[q] - m12[q], s11 = m5[q] - m9[q] - m13[q];
-                const float s12 = m6[q] - m10[q] - m14[q], s13 = m7[q] - m11[q] - m15[q];
-                y00[q] = s00 + s01 + s02 + bias;
-                y01[q] = s01 - s02 - s03 + bias;
-                y10[q] = s10 + s11 + s12 + bias;
-                y11[q] = s11 - s12 - s13 + bias;
-            }
-            float *dst = out + (img * K + k) * plane;
-            for (int i = 0; i < 2; i++) {
-                const int oy = 2 * ty + i;
-                if (oy >= OH) break;
-                float *o = dst + (size_t)oy * OW + 2 * tx0;
-                const float *ya = y[i][0], *yb = y[i][1];
-                int full = len; /* tiles with both columns inside */
-                if (2 * tx1 > OW) full = len - 1;
-                if (accumulate) {
-#pragma omp simd
-                    for (int q = 0; q < full; q++) {
-                        o[2 * q] += ya[q];
-                        o[2 * q + 1] += yb[q];
-                    }
-                    if (full < len) o[2 * full] += ya[full];
-                } else {
-#pragma omp simd
-                    for (int q = 0; q < full; q++) {
-                        o[2 * q] = ya[q];
-                        o[2 * q + 1] = yb[q];
-                    }
-                    if (full < len) o[2 * full] = ya[full];
-                }
-            }
-            t += (size_t)len;
-        }
-    }
-}
-
-/* Z[a][k][t - t0] = (A dY_kt A^T)[a], dY zero past OH/OW. */
-static void transform_dout(float *Z, size_t ld, const float *dout, int K, int OH, int OW,
-                           tiling tl, size_t t0, size_t n) {
-    const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
-    for (int k = 0; k < K; k++) {
-        float ev[2][CHUNK], od[2][CHUNK];
-        for (size_t t = t0; t < t0 + n;) {
-            size_t img;
-            int ty, tx0, tx1;
-            const int len = next_run(tl, t, t0 + n, &img, &ty, &tx0, &tx1);
-            const float *g = dout + (img * K + k) * plane;
-            for (int i = 0; i < 2; i++) {
-                const int oy = 2 * ty + i;
-                if (oy >= OH) {
-                    memset(ev[i], 0, sizeof(float) * len);
-                    memset(od[i], 0, sizeof(float) * len);
-                    continue;
-                }
-                const float *r = g + (size_t)oy * OW + 2 * tx0;
-                int full = len;
-                if (2 * tx1 > OW) full = len - 1;
-#pragma omp simd
-                for (int q = 0; q < full; q++) {
-                    ev[i][q] = r[2 * q];
-                    od[i][q] = r[2 * q + 1];
-                }
-                if (full < len) {
-                    ev[i][full] = r[2 * full];
-                    od[i][full] = 0.0f;
-                }
-            }
-            float *z = Z + (size_t)k * ld + (t - t0);
-            float *z0 = z, *z1 = z + pstride, *z2 = z + 2 * pstride, *z3 = z + 3 * pstride;
-            float *z4 = z + 4 * pstride, *z5 = z + 5 * pstride, *z6 = z + 6 * pstride;
-            float *z7 = z + 7 * pstride, *z8 = z + 8 * pstride, *z9 = z + 9 * pstride;
-            float *z10 = z + 10 * pstride, *z11 = z + 11 * pstride, *z12 = z + 12 * pstride;
-            float *z13 = z + 13 * pstride, *z14 = z + 14 * pstride, *z15 = z + 15 * pstride;
-            const float *e0 = ev[0], *e1 = ev[1], *f0 = od[0], *f1 = od[1];
-            /* r = A e (rows), then z = r A^T (columns) */
-#pragma omp simd
-            for (int q = 0; q < len; q++) {
-                const float r0 = e0[q], r1 = e0[q] + e1[q], r2 = e0[q] - e1[q], r3 = -e1[q];
-                const float p0 = f0[q], p1 = f0[q] + f1[q], p2 = f0[q] - f1[q], p3 = -f1[q];
-                z0[q] = r0; z1[q] = r0 + p0; z2[q] = r0 - p0; z3[q] = -p0;
-                z4[q] = r1; z5[q] = r1 + p1; z6[q] = r1 - p1; z7[q] = -p1;
-                z8[q] = r2; z9[q] = r2 + p2; z10[q] = r2 - p2; z11[q] = -p2;
-                z12[q] = r3; z13[q] = r3 + p3; z14[q] = r3 - p3; z15[q] = -p3;
-            }
-            t += (size_t)len;
-        }
-    }
-}
-
 /* ------------------------------------------------------ F(4x4, 3x3)
  *   B^T = [4  0 -5  0  1  0;   G = [ 1/4     0     0  ;  A^T = [1 1  1 1  1 0;
  *          0 -4 -4  1  1  0;         -1/6  -1/6  -1/6 ;         0 1 -1 2 -2 0;
@@ -781,6 +593,233 @@ static void transform_dout4(float *Z, size_t ld, const float *dout, int K, int O
     }
 }
 
+/* F(2x2) transforms on chunks spanning tile rows, like the F(4x4) ones
+ * (tile rows are only 4-7 tiles long where F(2x2) is used, 8x8 to 15x15). */
+static void transform_input2(float *V, size_t ld, const float *src, int C, int H, int W,
+                             tiling tl, size_t t0, size_t n) {
+    const size_t plane = (size_t)H * W, pstride = (size_t)C * ld;
+    run4 runs[CHUNK4];
+    float sv[4][2 * CHUNK4 + 2], D[16][CHUNK4];
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK4) {
+        const int cl = n - c0 < CHUNK4 ? (int)(n - c0) : CHUNK4;
+        const int nr = chunk_runs(tl, t0 + c0, cl, runs);
+        for (int c = 0; c < C; c++) {
+            for (int ri = 0; ri < nr; ri++) {
+                const run4 *ru = &runs[ri];
+                const float *p = src + (ru->img * C + c) * plane;
+                const int len = ru->len, xa = 2 * ru->tx0 - 1, nx = 2 * len + 2;
+                const int lo = xa < 0 ? -xa : 0, hi = W - xa < nx ? W - xa : nx;
+                const float *b[4];
+                for (int i = 0; i < 4; i++) {
+                    const int y = 2 * ru->ty - 1 + i;
+                    b[i] = (y < 0 || y >= H) ? k_zeros : p + (size_t)y * W + (xa + lo);
+                }
+                const float *b0p = b[0], *b1p = b[1], *b2p = b[2], *b3p = b[3];
+                float *s0 = sv[0] + lo, *s1 = sv[1] + lo, *s2 = sv[2] + lo, *s3 = sv[3] + lo;
+                const int nv = hi - lo;
+#pragma omp simd
+                for (int x = 0; x < nv; x++) {
+                    const float b0 = b0p[x], b1 = b1p[x], b2 = b2p[x], b3 = b3p[x];
+                    s0[x] = b0 - b2;
+                    s1[x] = b1 + b2;
+                    s2[x] = b2 - b1;
+                    s3[x] = b1 - b3;
+                }
+                for (int i = 0; i < 4; i++) {
+                    for (int x = 0; x < lo; x++) sv[i][x] = 0.0f;
+                    for (int x = hi > lo ? hi : lo; x < nx; x++) sv[i][x] = 0.0f;
+                }
+                for (int i = 0; i < 4; i++) {
+                    const float *r = sv[i];
+                    float *d0 = D[i * 4] + ru->off, *d1 = D[i * 4 + 1] + ru->off,
+                          *d2 = D[i * 4 + 2] + ru->off, *d3 = D[i * 4 + 3] + ru->off;
+#pragma omp simd
+                    for (int q = 0; q < len; q++) {
+                        d0[q] = r[2 * q];
+                        d1[q] = r[2 * q + 1];
+                        d2[q] = r[2 * q + 2];
+                        d3[q] = r[2 * q + 3];
+                    }
+                }
+            }
+            float *v = V + (size_t)c * ld + c0;
+            for (int i = 0; i < 4; i++) {
+                const float *x0p = D[i * 4], *x1p = D[i * 4 + 1], *x2p = D[i * 4 + 2],
+                            *x3p = D[i * 4 + 3];
+                float *v0 = v + (size_t)(i * 4) * pstride, *v1 = v0 + pstride, *v2 = v1 + pstride,
+                      *v3 = v2 + pstride;
+#pragma omp simd
+                for (int q = 0; q < cl; q++) {
+                    const float x0 = x0p[q], x1 = x1p[q], x2 = x2p[q], x3 = x3p[q];
+                    v0[q] = x0 - x2;
+                    v1[q] = x1 + x2;
+                    v2[q] = x2 - x1;
+                    v3[q] = x1 - x3;
+                }
+            }
+        }
+    }
+}
+
+static void transform_output2(float *out, const float *M, size_t ld, const float *b, int K,
+                              int OH, int OW, tiling tl, size_t t0, size_t n, int accumulate) {
+    const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
+    run4 runs[CHUNK4];
+    float yq[4][CHUNK4], yrow[2 * CHUNK4];
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK4) {
+        const int cl = n - c0 < CHUNK4 ? (int)(n - c0) : CHUNK4;
+        const int nr = chunk_runs(tl, t0 + c0, cl, runs);
+        for (int k = 0; k < K; k++) {
+            const float bias = b ? b[k] : 0.0f;
+            const float *m = M + (size_t)k * ld + c0;
+            const float *m0 = m + (size_t)0 * pstride;
+            const float *m1 = m + (size_t)1 * pstride;
+            const float *m2 = m + (size_t)2 * pstride;
+            const float *m3 = m + (size_t)3 * pstride;
+            const float *m4 = m + (size_t)4 * pstride;
+            const float *m5 = m + (size_t)5 * pstride;
+            const float *m6 = m + (size_t)6 * pstride;
+            const float *m7 = m + (size_t)7 * pstride;
+            const float *m8 = m + (size_t)8 * pstride;
+            const float *m9 = m + (size_t)9 * pstride;
+            const float *m10 = m + (size_t)10 * pstride;
+            const float *m11 = m + (size_t)11 * pstride;
+            const float *m12 = m + (size_t)12 * pstride;
+            const float *m13 = m + (size_t)13 * pstride;
+            const float *m14 = m + (size_t)14 * pstride;
+            const float *m15 = m + (size_t)15 * pstride;
+            float *y0 = yq[0];
+            float *y1 = yq[1];
+            float *y2 = yq[2];
+            float *y3 = yq[3];
+#pragma omp simd
+            for (int q = 0; q < cl; q++) {
+                const float t0_0 = m0[q] + m4[q] + m8[q];
+                const float t0_1 = m1[q] + m5[q] + m9[q];
+                const float t0_2 = m2[q] + m6[q] + m10[q];
+                const float t0_3 = m3[q] + m7[q] + m11[q];
+                const float t1_0 = m4[q] - m8[q] - m12[q];
+                const float t1_1 = m5[q] - m9[q] - m13[q];
+                const float t1_2 = m6[q] - m10[q] - m14[q];
+                const float t1_3 = m7[q] - m11[q] - m15[q];
+                y0[q] = t0_0 + t0_1 + t0_2 + bias;
+                y1[q] = t0_1 - t0_2 - t0_3 + bias;
+                y2[q] = t1_0 + t1_1 + t1_2 + bias;
+                y3[q] = t1_1 - t1_2 - t1_3 + bias;
+            }
+            for (int ri = 0; ri < nr; ri++) {
+                const run4 *ru = &runs[ri];
+                float *dst = out + (ru->img * K + k) * plane;
+                const int len = ru->len;
+                int ncol = 2 * len;
+                if (2 * (ru->tx0 + len) > OW) ncol = OW - 2 * ru->tx0;
+                for (int r = 0; r < 2; r++) {
+                    const int oy = 2 * ru->ty + r;
+                    if (oy >= OH) break;
+                    const float *a0 = yq[r * 2] + ru->off, *a1 = yq[r * 2 + 1] + ru->off;
+#pragma omp simd
+                    for (int q = 0; q < len; q++) {
+                        yrow[2 * q] = a0[q];
+                        yrow[2 * q + 1] = a1[q];
+                    }
+                    float *o = dst + (size_t)oy * OW + 2 * ru->tx0;
+                    if (accumulate) {
+#pragma omp simd
+                        for (int x = 0; x < ncol; x++) o[x] += yrow[x];
+                    } else {
+                        memcpy(o, yrow, sizeof(float) * ncol);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void transform_dout2(float *Z, size_t ld, const float *dout, int K, int OH, int OW,
+                            tiling tl, size_t t0, size_t n) {
+    const size_t plane = (size_t)OH * OW, pstride = (size_t)K * ld;
+    run4 runs[CHUNK4];
+    float eq[4][CHUNK4], erow[2 * CHUNK4];
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK4) {
+        const int cl = n - c0 < CHUNK4 ? (int)(n - c0) : CHUNK4;
+        const int nr = chunk_runs(tl, t0 + c0, cl, runs);
+        for (int k = 0; k < K; k++) {
+            for (int ri = 0; ri < nr; ri++) {
+                const run4 *ru = &runs[ri];
+                const float *g = dout + (ru->img * K + k) * plane;
+                const int len = ru->len;
+                int ncol = 2 * len;
+                if (2 * (ru->tx0 + len) > OW) ncol = OW - 2 * ru->tx0;
+                for (int r = 0; r < 2; r++) {
+                    const int oy = 2 * ru->ty + r;
+                    float *a0 = eq[r * 2] + ru->off, *a1 = eq[r * 2 + 1] + ru->off;
+                    if (oy >= OH) {
+                        memset(a0, 0, sizeof(float) * len);
+                        memset(a1, 0, sizeof(float) * len);
+                        continue;
+                    }
+                    memcpy(erow, g + (size_t)oy * OW + 2 * ru->tx0, sizeof(float) * ncol);
+                    for (int x = ncol; x < 2 * len; x++) erow[x] = 0.0f;
+#pragma omp simd
+                    for (int q = 0; q < len; q++) {
+                        a0[q] = erow[2 * q];
+                        a1[q] = erow[2 * q + 1];
+                    }
+                }
+            }
+            float *z = Z + (size_t)k * ld + c0;
+            const float *e0 = eq[0];
+            const float *e1 = eq[1];
+            const float *e2 = eq[2];
+            const float *e3 = eq[3];
+            float *z0 = z + (size_t)0 * pstride;
+            float *z1 = z + (size_t)1 * pstride;
+            float *z2 = z + (size_t)2 * pstride;
+            float *z3 = z + (size_t)3 * pstride;
+            float *z4 = z + (size_t)4 * pstride;
+            float *z5 = z + (size_t)5 * pstride;
+            float *z6 = z + (size_t)6 * pstride;
+            float *z7 = z + (size_t)7 * pstride;
+            float *z8 = z + (size_t)8 * pstride;
+            float *z9 = z + (size_t)9 * pstride;
+            float *z10 = z + (size_t)10 * pstride;
+            float *z11 = z + (size_t)11 * pstride;
+            float *z12 = z + (size_t)12 * pstride;
+            float *z13 = z + (size_t)13 * pstride;
+            float *z14 = z + (size_t)14 * pstride;
+            float *z15 = z + (size_t)15 * pstride;
+            /* R = A e (4x2, rows), then z = R A^T (4x4, columns) */
+#pragma omp simd
+            for (int q = 0; q < cl; q++) {
+                const float R0_0 = e0[q];
+                const float R0_1 = e1[q];
+                const float R1_0 = e0[q] + e2[q];
+                const float R1_1 = e1[q] + e3[q];
+                const float R2_0 = e0[q] - e2[q];
+                const float R2_1 = e1[q] - e3[q];
+                const float R3_0 = -e2[q];
+                const float R3_1 = -e3[q];
+                z0[q] = R0_0;
+                z1[q] = R0_0 + R0_1;
+                z2[q] = R0_0 - R0_1;
+                z3[q] = -R0_1;
+                z4[q] = R1_0;
+                z5[q] = R1_0 + R1_1;
+                z6[q] = R1_0 - R1_1;
+                z7[q] = -R1_1;
+                z8[q] = R2_0;
+                z9[q] = R2_0 + R2_1;
+                z10[q] = R2_0 - R2_1;
+                z11[q] = -R2_1;
+                z12[q] = R3_0;
+                z13[q] = R3_0 + R3_1;
+                z14[q] = R3_0 - R3_1;
+                z15[q] = -R3_1;
+            }
+        }
+    }
+}
+
 /* g (3x3) += G^T q G for the 6x6 q of F(4x4) or the 4x4 q of F(2x2) */
 static void weight_grad_back4(float *g, const float q[6][6]) {
     float s[3][6];
@@ -840,14 +879,14 @@ static void forward_body(float *out, const float *in, const float *w, const floa
         if (m == 4)
             transform_input4(V, nt, in, C, d->H, d->W, tl, t0, n);
         else
-            transform_input(V, nt, in, C, d->H, d->W, tl, t0, n);
+            transform_input2(V, nt, in, C, d->H, d->W, tl, t0, n);
         for (int a = 0; a < P; a++)
             km_sgemm(0, 0, K, (int)n, C, 1.0f, U + a * KC, C, V + (size_t)a * C * nt, (int)nt, 0.0f,
                      M + (size_t)a * K * nt, (int)nt);
         if (m == 4)
             transform_output4(out, M, nt, b, K, d->OH, d->OW, tl, t0, n, accumulate);
         else
-            transform_output(out, M, nt, b, K, d->OH, d->OW, tl, t0, n, accumulate);
+            transform_output2(out, M, nt, b, K, d->OH, d->OW, tl, t0, n, accumulate);
     }
 }
 
@@ -888,8 +927,8 @@ void km_wino_backward(float *din, float *dw, const float *dout, const float *in,
                 transform_input4(V, nt, in, C, d->H, d->W, tl, t0, n);
                 transform_dout4(Z, nt, dout, K, d->OH, d->OW, tl, t0, n);
             } else {
-                transform_input(V, nt, in, C, d->H, d->W, tl, t0, n);
-                transform_dout(Z, nt, dout, K, d->OH, d->OW, tl, t0, n);
+                transform_input2(V, nt, in, C, d->H, d->W, tl, t0, n);
+                transform_dout2(Z, nt, dout, K, d->OH, d->OW, tl, t0, n);
             }
             for (int a = 0; a < P; a++)
                 km_sgemm(0, 1, K, C, (int)n, 1.0f, Z + (size_t)a * K * nt, (int)nt,
