@@ -1,20 +1,23 @@
 /* winograd.c - 3x3 stride-1 pad-1 convolutions by Winograd's minimal
- * filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
- * Neural Networks", 2016), forward and both gradients.
+ * filtering F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+ * Neural Networks", 2016), forward and both gradients; m = 4 for outputs of
+ * at least 16x16, m = 2 below (tile_m).
  *
- * The output is cut into 2x2 tiles t (over all images: t = (n*TH + ty)*TW + tx)
- * whose 4x4 input patches d_t overlap by 2. With
+ * The output is cut into m x m tiles t (over all images: t = (n*TH + ty)*TW + tx)
+ * whose (m+2) x (m+2) input patches d_t overlap by 2. For F(2x2, 3x3)
  *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
  *   G   = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
  *   A^T = [1 1 1 0; 0 1 -1 -1]
- * one output tile is Y_kt = A^T [ sum_c (G g_kc G^T) (.) (B^T d_ct B) ] A, so
- * for each of the 16 positions a of the 4x4 transformed tile the sum over c
- * is a GEMM: M[a] (K x T) = U[a] (K x C) @ V[a] (C x T). That is 16 MACs per
- * 4 outputs instead of 36: 2.25x fewer than a direct/im2col convolution.
- * F(2x2, 3x3) is the variant whose transforms have only 0, +-1 and +-1/2 as
- * coefficients, so its rounding error stays at the level of a direct
- * convolution (tests/test_ops.c compares it with the double-precision
- * reference at the same tolerance as im2col).
+ * (F(4x4, 3x3)'s matrices are given above its transforms). One output tile is
+ *   Y_kt = A^T [ sum_c (G g_kc G^T) (.) (B^T d_ct B) ] A,
+ * so for each of the P = (m+2)^2 positions a of the transformed tile the sum
+ * over c is a GEMM: M[a] (K x T) = U[a] (K x C) @ V[a] (C x T). That is 16
+ * MACs per 4 outputs (F(2x2): 2.25x fewer than direct or im2col) or 36 per 16
+ * (F(4x4): 4x fewer). F(2x2)'s transforms have only 0, +-1 and +-1/2 as
+ * coefficients and its rounding error stays at the level of a direct
+ * convolution; F(4x4)'s (4, 5, 1/6, 1/24, ...) cost about 10x that, still
+ * ~1e-5 relative with 64 channels (tests/test_ops.c compares both with the
+ * double-precision reference, within 1e-5 of the largest value).
  *
  * Gradients:
  *   dL/dg_kc = G^T [ sum_t (A dY_kt A^T) (.) (B^T d_ct B) ] G,
@@ -23,10 +26,15 @@
  * and the input gradient of a stride-1 pad-1 3x3 convolution is the forward
  * convolution of dY with the flipped, transposed kernel (also pad 1).
  *
- * Tiles are processed in blocks of `nt` so that V and M (or Z) stay near the
- * caches; inside a block the threads split the channels (transforms) and the
- * 16 positions (one single-threaded GEMM each). Every sum has an order fixed
- * by the dims alone, so results do not even depend on the thread count. */
+ * Tiles are processed in blocks of `nt` (block_tiles) so that one thread's V
+ * and M (or Z) stay near its caches; the threads take whole blocks round
+ * robin, each running its P GEMMs single-threaded, with no barrier inside a
+ * convolution. Forward outputs and input gradients come from one block each
+ * and do not depend on the thread count; weight gradients are summed from
+ * per-thread partials in thread order (same bits for the same thread count).
+ * The transforms gather each chunk of up to 128 tiles (which may span tile
+ * rows and images) into per-position arrays so that their arithmetic is
+ * vectorised across tiles. */
 #include "winograd.h"
 #include "gemm.h"
 #include "../core/km.h"
