@@ -1,4 +1,6 @@
 /* conv2d.c - nn.Conv2d (groups 1, no dilation) as im2col + SGEMM, NCHW.
+ * 3x3 stride-1 pad-1 convolutions with outputs of at least 8x8 go to
+ * winograd.c instead (KM_CONV_AUTO, the default; see conv2d.h).
  *
  * Per image, with P = OH*OW and CKK = C*kh*kw:
  *   forward   out[K, P]   = W[K, CKK] @ col[CKK, P] (+ b[K])
