@@ -5,12 +5,14 @@
 #include "test.h"
 #include "../src/core/rng.h"
 #include "../src/io/load.h"
+#include "../src/io/safetensors.h"
 #include "../src/io/tensor.h"
 #include "../src/models/unetpp.h"
 #include "../src/train/dataset.h"
 #include "../src/train/simclr.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
@@ -247,4 +249,102 @@ KM_TEST(simclr_pretrain_command_errors) {
     CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --resnet 50 > '%s/e4.txt' 2>&1", bin(), data, t, t) == 2);
     CHECK(km_test_sh("grep -q 'expected 18 or 34' '%s/e4.txt'", t) == 0);
     CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --batch 1 > /dev/null 2>&1", bin(), data, t) == 2);
+}
+
+/* ------------------------------------------------------------------ resume */
+
+#define PRE_ARGS "--max-images 10 --size 32 --resnet 18 --batch 4 --epochs 2 --seed 5 --threads 2 --quiet"
+
+static long long meta_ll(const char *file, const char *key) {
+    km_tdict d;
+    km_tdict_init(&d);
+    long long v = -1;
+    if (km_safetensors_load(file, &d) == KM_OK) {
+        const char *s = km_tdict_get_meta(&d, key);
+        if (s) v = atoll(s);
+    }
+    km_tdict_free(&d);
+    return v;
+}
+
+KM_TEST(simclr_pretrain_resume_is_bit_identical) {
+    /* 8 train images, batch 4: 2 steps per epoch, real augmentations. An
+     * uninterrupted 2-epoch run against one stopped after epoch 1 (as if
+     * killed, with a stray log row written after its checkpoint) and resumed. */
+    const char *t = km_test_tmpdir(), *data = km_test_path("data/kvasir-seg");
+    double t0 = km_now();
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rfull' " PRE_ARGS " > '%s/rfull.txt' 2>&1", bin(), data, t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rkill' " PRE_ARGS " --stop-after 1 > '%s/rkill.txt' 2>&1", bin(),
+                     data, t, t) == 0);
+    char p[1200], q[1200];
+    snprintf(p, sizeof p, "%s/rkill/last.safetensors", t);
+    CHECK(meta_ll(p, "pretrain.epoch") == 1 && meta_ll(p, "pretrain.steps") == 2 && meta_ll(p, "pretrain.done") == 0);
+    /* the comparison below can fail: after one epoch the weights differ */
+    CHECK(km_test_sh("cmp -s '%s/rfull/encoder.safetensors' '%s/rkill/encoder.safetensors'", t, t) != 0);
+    CHECK(km_test_sh("test $(wc -l < '%s/rkill/metrics.csv') -eq 2 && echo '2,9,9,9,9,9,9' >> '%s/rkill/metrics.csv'", t,
+                     t) == 0);
+    int rc = km_test_sh("'%s' pretrain --resume '%s/rkill' --quiet > '%s/rres.txt' 2>&1", bin(), t, t);
+    CHECK_MSG(rc == 0, "pretrain --resume failed (%d), see %s/rres.txt", rc, t);
+    const char *files[] = {"encoder.safetensors", "projection_head.safetensors", "last.safetensors"};
+    for (int i = 0; i < 3; i++)
+        CHECK_MSG(km_test_sh("cmp -s '%s/rfull/%s' '%s/rkill/%s'", t, files[i], t, files[i]) == 0,
+                  "%s: the resumed run's bytes differ from the uninterrupted run's", files[i]);
+    /* log rows: the stray one dropped, the rest identical but for the time columns */
+    CHECK(km_test_sh("test $(wc -l < '%s/rkill/metrics.csv') -eq 3", t) == 0);
+    CHECK_MSG(km_test_sh("cut -d, -f1-5 '%s/rfull/metrics.csv' > '%s/a.csv' && cut -d, -f1-5 '%s/rkill/metrics.csv' > "
+                         "'%s/b.csv' && cmp -s '%s/a.csv' '%s/b.csv'", t, t, t, t, t, t) == 0,
+              "metrics.csv rows of the resumed run differ");
+    snprintf(q, sizeof q, "%s/rfull/last.safetensors", t);
+    CHECK(meta_ll(q, "pretrain.epoch") == 2 && meta_ll(q, "pretrain.steps") == 4 && meta_ll(q, "pretrain.done") == 1);
+    /* the resumable state is in last.safetensors */
+    km_tdict d;
+    km_tdict_init(&d);
+    CHECK_OK(km_safetensors_load(q, &d));
+    const char *keys[] = {"adam.encoder.exp_avg", "adam.encoder.exp_avg_sq", "adam.head.exp_avg", "adam.head.exp_avg_sq",
+                          "pretrain.order", "projection_head.2.bias", "encoder.bn1.running_mean"};
+    for (int i = 0; i < 7; i++) CHECK_MSG(km_tdict_find(&d, keys[i]), "last.safetensors lacks '%s'", keys[i]);
+    CHECK(km_tdict_get_meta(&d, "pretrain.rng_shuffle") && km_tdict_get_meta(&d, "pretrain.rng_aug"));
+    km_tdict_free(&d);
+    /* resuming a finished run changes nothing */
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/rkill' > '%s/rres2.txt' 2>&1", bin(), t, t) == 0);
+    CHECK(km_test_sh("grep -q 'already finished' '%s/rres2.txt' && cmp -s '%s/rfull/last.safetensors' "
+                     "'%s/rkill/last.safetensors' && test $(wc -l < '%s/rkill/metrics.csv') -eq 3", t, t, t, t) == 0);
+    printf("    full, stopped + resumed runs: %.1f s\n", km_now() - t0);
+}
+
+KM_TEST(simclr_pretrain_resume_errors) {
+    const char *t = km_test_tmpdir(), *data = km_test_path("data/kvasir-seg");
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/ebase' " PRE_ARGS " --stop-after 1 > /dev/null 2>&1", bin(), data,
+                     t) == 0);
+    /* no such folder */
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/nothere' > '%s/r1.txt' 2>&1", bin(), t, t) == 1);
+    CHECK(km_test_sh("grep -q 'nothere/config.json' '%s/r1.txt'", t) == 0);
+    /* a setting with --resume */
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/ebase' --epochs 3 > '%s/r2.txt' 2>&1", bin(), t, t) == 2);
+    CHECK(km_test_sh("grep -q -- '--epochs cannot be combined with --resume' '%s/r2.txt'", t) == 0);
+    /* a truncated checkpoint */
+    CHECK(km_test_sh("cp -r '%s/ebase' '%s/etrunc' && head -c 4000 '%s/ebase/last.safetensors' > '%s/etrunc/last.safetensors'",
+                     t, t, t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/etrunc' > '%s/r3.txt' 2>&1", bin(), t, t) == 1);
+    CHECK_MSG(km_test_sh("grep -q 'etrunc/last.safetensors' '%s/r3.txt'", t) == 0, "see %s/r3.txt", t);
+    /* bad configs: a wrong type, a missing setting, not JSON, another command's */
+    const char *edits[][2] = {{"s/\"batch\": 4/\"batch\": \"four\"/", "'batch' must be an integer"},
+                              {"/\"temperature\"/d", "missing setting 'temperature'"},
+                              {"s/}/,/", "config.json"},
+                              {"s/\"command\": \"pretrain\"/\"command\": \"train\"/", "not the config of a kmseg pretrain run"}};
+    for (int i = 0; i < 4; i++) {
+        CHECK(km_test_sh("rm -rf '%s/ecfg' && cp -r '%s/ebase' '%s/ecfg' && sed -i '%s' '%s/ecfg/config.json'", t, t, t,
+                         edits[i][0], t) == 0);
+        CHECK(km_test_sh("'%s' pretrain --resume '%s/ecfg' > '%s/r4.txt' 2>&1", bin(), t, t) == 1);
+        CHECK_MSG(km_test_sh("grep -q 'ecfg/config.json' '%s/r4.txt' && grep -q \"%s\" '%s/r4.txt'", t, edits[i][1], t) == 0,
+                  "config edit %d: see %s/r4.txt", i, t);
+    }
+    /* killed inside epoch 1 (config.json, no checkpoint yet): starts over and
+     * reaches the same epoch-1 checkpoint */
+    CHECK(km_test_sh("cp -r '%s/ebase' '%s/enolast' && rm '%s/enolast/last.safetensors' '%s/enolast/encoder.safetensors'", t,
+                     t, t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/enolast' --stop-after 1 > '%s/r5.txt' 2>&1", bin(), t, t) == 0);
+    CHECK(km_test_sh("grep -q 'starting over' '%s/r5.txt' && cmp -s '%s/ebase/last.safetensors' '%s/enolast/last.safetensors'",
+                     t, t, t) == 0);
+    CHECK(km_test_sh("test $(wc -l < '%s/enolast/metrics.csv') -eq 2", t) == 0);
 }

@@ -3,7 +3,13 @@
  * folder are described in src/train/simclr.h).
  *
  *   kmseg pretrain --data DIR --out RUN [knobs]
+ *   kmseg pretrain --resume RUN [--threads N]     continue a killed run
  *   kmseg train --data DIR --out RUN2 --encoder-weights RUN/encoder.safetensors
+ *
+ * With --resume the settings come from RUN/config.json; passing any other
+ * setting with it is an error (it would silently change the run), except
+ * --threads (results are bit-identical only for the thread count of the
+ * original run), --stop-after and --quiet, as for `kmseg train --resume`.
  *
  * Use the same --seed and --max-images as the later `kmseg train` runs: the
  * pretraining images are the train split of that seeded 80/10/10 split, so
@@ -13,15 +19,19 @@
 #include "../core/args.h"
 #include "../train/simclr.h"
 
+#include <math.h>
+#include <string.h>
+
 km_status km_cmd_pretrain(int argc, char **argv) {
     km_simclr_config c;
     km_simclr_config_default(&c);
-    const char *data = NULL, *out = NULL;
-    int seed = 0, quiet = 0;
+    const char *data = NULL, *out = NULL, *resume = NULL;
+    int seed = 0, quiet = 0, stop_after = 0;
     double scale_min = c.aug.scale_min;
     km_flag flags[] = {
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/ (train split used, masks ignored)", 0, 0},
         {"--out", KM_FLAG_STR, &out, "run folder (encoder.safetensors, projection_head.safetensors, metrics.csv)", 0, 0},
+        {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder from last.safetensors", 0, 0},
         {"--epochs", KM_FLAG_INT, &c.epochs, "number of epochs", 0, 0},
         {"--batch", KM_FLAG_INT, &c.batch, "images per step (2 views each)", 0, 0},
         {"--lr", KM_FLAG_FLOAT, &c.lr, "Adam learning rate (constant)", 0, 0},
@@ -34,23 +44,55 @@ km_status km_cmd_pretrain(int argc, char **argv) {
         {"--threads", KM_FLAG_INT, &c.threads, "compute threads (results are bit-identical for a given count)", 0, 0},
         {"--max-images", KM_FLAG_INT, &c.max_images, "random split over the first N ids only (0 = all)", 0, 0},
         {"--max-steps", KM_FLAG_INT, &c.max_steps, "stop after this many optimiser steps (0 = no limit)", 0, 0},
+        {"--stop-after", KM_FLAG_INT, &stop_after, "exit after this many epochs in total, resumable (0 = off)", 0, 0},
         {"--quiet", KM_FLAG_BOOL, &quiet, "no progress or summary lines", 0, 0},
         {0}};
     int help = 0;
-    km_status s = km_parse_flags("pretrain", "--data DIR --out RUN [options]", flags, argc, argv, &help);
+    km_status s = km_parse_flags("pretrain", "--data DIR --out RUN [options] | --resume RUN", flags, argc, argv, &help);
     if (s || help) return s;
-    if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
-    if (!(scale_min > 0 && scale_min <= 1))
-        return km_err(KM_EARG, "--crop-scale-min %g: expected in (0, 1]", scale_min);
-    c.data = data;
-    c.out = out;
-    c.seed = (uint64_t)seed;
-    c.aug.scale_min = (float)scale_min;
+    if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_simclr_result r;
-    s = km_simclr_run(&c, quiet ? NULL : stderr, &r);
+    if (resume) {
+        int threads_seen = 0;
+        for (km_flag *f = flags; f->name; f++) {
+            if (f->seen && strcmp(f->name, "--resume") && strcmp(f->name, "--threads") &&
+                strcmp(f->name, "--stop-after") && strcmp(f->name, "--quiet"))
+                return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/config.json",
+                              f->name, resume);
+            threads_seen |= f->seen && !strcmp(f->name, "--threads");
+        }
+        km_simclr_config rc;
+        s = km_simclr_config_load(resume, &rc);
+        if (s) return s;
+        if (threads_seen && c.threads != rc.threads && !quiet)
+            fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
+                            "to an uninterrupted run\n", c.threads, rc.threads);
+        if (threads_seen) rc.threads = c.threads;
+        rc.out = resume; /* the folder may have moved */
+        rc.resume = 1;
+        rc.stop_after = stop_after;
+        s = km_simclr_run(&rc, quiet ? NULL : stderr, &r);
+        km_simclr_config_free(&rc);
+    } else {
+        if (!data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg pretrain --help)");
+        if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
+        if (!(scale_min > 0 && scale_min <= 1))
+            return km_err(KM_EARG, "--crop-scale-min %g: expected in (0, 1]", scale_min);
+        c.data = data;
+        c.out = out;
+        c.seed = (uint64_t)seed;
+        c.aug.scale_min = (float)scale_min;
+        c.stop_after = stop_after;
+        s = km_simclr_run(&c, quiet ? NULL : stderr, &r);
+    }
     if (s) return s;
-    if (!quiet)
-        fprintf(stderr, "finished after epoch %d: loss %.4f (first epoch %.4f); %d steps, %.2f img/s\n", r.epochs_done,
-                r.last_epoch_loss, r.first_epoch_loss, r.steps, r.seconds > 0 ? r.images / r.seconds : 0.0);
+    if (!quiet && !isnan(r.last_epoch_loss)) /* NaN: resumed, nothing left to train */
+        fprintf(stderr, "%s epoch %d: loss %.4f (%s %.4f); %d steps, %.2f img/s\n",
+                r.finished ? "finished after" : "at", r.epochs_done, r.last_epoch_loss,
+                r.resumed_epoch ? "first epoch after resuming" : "first epoch", r.first_epoch_loss, r.steps,
+                r.seconds > 0 ? r.images / r.seconds : 0.0);
+    if (!quiet && !r.finished)
+        fprintf(stderr, "stopped after epoch %d as asked (--stop-after): continue with --resume %s\n", r.epochs_done,
+                resume ? resume : out);
     return KM_OK;
 }

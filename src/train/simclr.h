@@ -50,15 +50,30 @@
  * the head is initialised as nn.Linear (U(-1/sqrt(in), 1/sqrt(in)) for weight
  * and bias). Adam (torch semantics) on encoder and head, constant lr.
  *
- * Run folder:
+ * Run folder (every file written atomically):
  *   encoder.safetensors        the encoder, keys 'encoder.*' (smp names,
  *                              including BatchNorm buffers), what
  *                              km_unetpp_load_encoder and `kmseg train
  *                              --encoder-weights` read
  *   projection_head.safetensors  projection_head.{0,2}.{weight,bias}
  *                              (nn.Sequential(Linear, ReLU, Linear) names)
+ *   last.safetensors           the resumable checkpoint: the student's state
+ *                              dict (encoder trained, decoder as seeded; with
+ *                              BatchNorm buffers and counters), the head,
+ *                              Adam moments "adam.{encoder,head}.exp_avg[_sq]",
+ *                              "pretrain.order" (int32, the shuffled image
+ *                              order, which each epoch permutes further) and
+ *                              metadata "pretrain.{epoch,steps,done,n_train,
+ *                              rng_shuffle,rng_aug}" (steps is Adam's step
+ *                              counter; the lr is constant, so there is no
+ *                              schedule state)
  *   metrics.csv                epoch, steps, images, loss, lr, seconds, img_per_s
- *   config.json                the settings */
+ *   config.json                the settings (read back by --resume)
+ * Per epoch: log row -> encoder -> head -> last.safetensors, so a run killed
+ * anywhere resumes from last.safetensors after dropping log rows beyond its
+ * epoch, and recomputes the rest exactly: the resumed run's files are
+ * byte-identical to an uninterrupted run's (metrics.csv but for the seconds
+ * and img_per_s columns) for the same thread count. */
 #ifndef KM_SIMCLR_H
 #define KM_SIMCLR_H
 
@@ -99,21 +114,34 @@ typedef struct {
     int epochs, batch, size, resnet, threads, max_images, max_steps;
     double lr, temperature, weight_decay;
     uint64_t seed;
-    int fixed_batch; /* tests: the first step's views are reused by every step */
+    int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */
     km_simclr_aug_cfg aug;
+    /* how this process runs (not part of config.json) */
+    int resume;     /* continue the run in `out` from last.safetensors (c: its
+                       config, km_simclr_config_load); without one (killed in
+                       epoch 1) the run starts over */
+    int stop_after; /* return after this many epochs in total, as if killed (0: off) */
 } km_simclr_config;
 
 void km_simclr_config_default(km_simclr_config *c);
+/* Reads <dir>/config.json (written by a pretraining run) into c (defaults
+ * first; c->data is allocated: km_simclr_config_free; c->out is left NULL).
+ * Errors name the file and the setting. */
+km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
+void km_simclr_config_free(km_simclr_config *c);
 
 typedef struct {
-    int epochs_done, steps, images;
-    double first_loss, last_loss;     /* first and last step */
+    int epochs_done, steps;           /* in total (a resumed run counts the epochs before) */
+    int resumed_epoch;                /* epoch the run resumed after (0: a fresh start) */
+    int finished;                     /* 0: stopped by stop_after */
+    int images;                       /* the rest: this process only */
+    double first_loss, last_loss;     /* first and last step (NaN: none) */
     double first_epoch_loss, last_epoch_loss;
     double seconds;                   /* training steps only */
 } km_simclr_result;
 
-/* Trains and writes the run folder (created if needed). log (may be NULL):
- * progress lines and a summary per epoch. */
+/* Trains and writes the run folder (created if needed); c->resume continues
+ * it. log (may be NULL): progress lines and a summary per epoch. */
 km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *res);
 
 #endif
