@@ -292,4 +292,20 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
     char *md = slurp(p);
     CHECK(md && strstr(md, "\n| box | ") && strstr(md, "\n| simclr+box | ") && !strstr(md, "supervised |"));
     km_free(md);
+
+    /* an interrupted pretraining (no pretrain.done: encoder.safetensors is
+     * written every epoch) is resumed, not taken as finished nor redone: here
+     * it had finished, so the encoder keeps its bytes */
+    CHECK(km_test_sh("test -f '%s/kvasir/simclr/seed0/pretrain.done' && "
+                     "cp '%s/kvasir/simclr/seed0/encoder.safetensors' '%s/enc_before' && "
+                     "rm '%s/kvasir/simclr/seed0/pretrain.done' '%s/kvasir/0.5/simclr+box/seed0/eval/summary.json' "
+                     "'%s/kvasir/0.5/simclr+supervised/seed0/eval/summary.json'",
+                     dir, dir, km_test_tmpdir(), dir, dir, dir) == 0);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "interrupted SimCLR pretraining (no pretrain.done), resuming it") &&
+              strstr(o, "2 runs: 1 ran, 1 skipped"), "exit %d: %s", rc, o);
+    km_free(o);
+    CHECK(km_test_sh("test -f '%s/kvasir/simclr/seed0/pretrain.done' && "
+                     "cmp -s '%s/kvasir/simclr/seed0/encoder.safetensors' '%s/enc_before'",
+                     dir, dir, km_test_tmpdir()) == 0);
 }

@@ -33,7 +33,9 @@
  * interrupted: a mining run that got as far as writing its mine_config.json
  * is resumed (kmseg mine --resume: the same bytes as an uninterrupted run),
  * any other run folder is deleted and the run restarted from scratch.
- * A pretraining folder is finished when its encoder.safetensors exists.
+ * A pretraining folder is finished when its pretrain.done marker exists
+ * (written after kmseg pretrain returns); one with a config.json but no
+ * marker is resumed (kmseg pretrain --resume), any other is restarted.
  *
  * Outputs (rewritten at the end of every invocation, from the finished runs
  * of that invocation's grid, also after a failed run):
@@ -295,39 +297,65 @@ static km_status call(km_cmd_fn fn, argl *a) {
     return s;
 }
 
-/* SimCLR pretraining of dataset d, seed s (once). */
+/* SimCLR pretraining of dataset d, seed s (once). Finished when its
+ * pretrain.done marker exists (written here after kmseg pretrain returned;
+ * encoder.safetensors alone is written after every epoch). A folder with a
+ * config.json but no marker was interrupted and is resumed. */
 static km_status ensure_pretrain(grid *g, int d, int s, char *enc, size_t n) {
-    char dir[4096];
+    char dir[4096], done[4200], cfg[4200];
     snprintf(dir, sizeof dir, "%s/%s/simclr/seed%d", g->out, g->dname[d], g->seed[s]);
     snprintf(enc, n, "%s/encoder.safetensors", dir);
-    if (file_exists(enc)) return KM_OK;
-    km_status st = rm_rf(dir);
-    if (!st) st = km_mkdir_p(dir);
-    if (st) return st;
+    snprintf(done, sizeof done, "%s/pretrain.done", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (file_exists(done) && file_exists(enc)) return KM_OK;
+    km_status st;
+    const int resume = file_exists(cfg);
+    if (resume) {
+        printf("experiments: %s: interrupted SimCLR pretraining (no pretrain.done), resuming it\n", dir);
+    } else {
+        st = rm_rf(dir);
+        if (!st) st = km_mkdir_p(dir);
+        if (st) return st;
+    }
     printf("experiments: %s seed%d: SimCLR pretraining -> %s\n", g->dname[d], g->seed[s], dir);
     fflush(stdout);
     double t0 = km_now();
     argl a = {0};
     arg(&a, "pretrain");
-    arg(&a, "--data");
-    arg(&a, "%s", g->dpath[d]);
-    arg(&a, "--out");
-    arg(&a, "%s", dir);
-    arg(&a, "--seed");
-    arg(&a, "%d", g->seed[s]);
-    if (g->pretrain_epochs) {
-        arg(&a, "--epochs");
-        arg(&a, "%s", g->pretrain_epochs);
+    if (resume) {
+        /* settings from the folder's config.json; only result-neutral flags */
+        arg(&a, "--resume");
+        arg(&a, "%s", dir);
+        for (int i = 0; i < NPASS; i++)
+            if ((g_pass[i].to & 4) && g_pass[i].no_result && g_pass[i].val) {
+                arg(&a, "%s", g_pass[i].name);
+                if (!g_pass[i].is_bool) arg(&a, "%s", g_pass[i].val);
+            }
+    } else {
+        arg(&a, "--data");
+        arg(&a, "%s", g->dpath[d]);
+        arg(&a, "--out");
+        arg(&a, "%s", dir);
+        arg(&a, "--seed");
+        arg(&a, "%d", g->seed[s]);
+        if (g->pretrain_epochs) {
+            arg(&a, "--epochs");
+            arg(&a, "%s", g->pretrain_epochs);
+        }
+        if (g->pretrain_batch) {
+            arg(&a, "--batch");
+            arg(&a, "%s", g->pretrain_batch);
+        }
+        arg_pass(&a, 4);
     }
-    if (g->pretrain_batch) {
-        arg(&a, "--batch");
-        arg(&a, "%s", g->pretrain_batch);
-    }
-    arg_pass(&a, 4);
     arg(&a, "--quiet");
     st = call(km_cmd_pretrain, &a);
     if (st) return km_err_prefix(st, "SimCLR pretraining %s: ", dir);
     if (!file_exists(enc)) return km_err(KM_EINTERNAL, "%s: pretraining wrote no encoder", enc);
+    km_atomic_file af;
+    st = km_atomic_open(&af, done);
+    if (!st) st = km_atomic_commit(&af);
+    if (st) return st;
     g->pretrained++;
     printf("experiments: %s seed%d: SimCLR pretraining done in %.1f s\n", g->dname[d], g->seed[s], km_now() - t0);
     return KM_OK;
