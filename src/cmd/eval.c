@@ -95,24 +95,10 @@ km_status km_cmd_eval(int argc, char **argv) {
     if (batch < 1) return km_err(KM_EARG, "--batch %d: expected >= 1", batch);
     if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
     km_set_threads(threads);
-    km_refine_config rc;
-    km_refine_config_default(&rc);
-    char dbuf[4096];
-    if (teacher && (s = km_refine_config_from_flags(&rc, teacher, profile, pmode, points, cache_dir,
-                                                    no_cache, dbuf, sizeof dbuf)))
-        return s;
-
     km_unetpp *m = NULL;
-    int msize = 0;
     km_refiner ref;
-    memset(&ref, 0, sizeof ref);
-    if (teacher && (s = km_refiner_open(&ref, &rc))) return s;
-    s = km_train_load_student(weights, &m, &msize);
-    if (s) {
-        km_refiner_close(&ref);
-        return s;
-    }
-    if (!size) size = msize ? msize : 224;
+    s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
+    if (s) return s;
 
     km_issues iss;
     km_issues_init(&iss);
@@ -210,9 +196,9 @@ km_status km_cmd_eval(int argc, char **argv) {
         jstr(f, "mode", teacher ? "refined" : "student");
         jstr(f, "teacher", teacher);
         if (teacher) {
-            jstr(f, "teacher_profile", rc.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
-            jstr(f, "prompt_mode", km_prompt_mode_name(rc.mode));
-            jnum(f, "points", rc.points, 0);
+            jstr(f, "teacher_profile", ref.cfg.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
+            jstr(f, "prompt_mode", km_prompt_mode_name(ref.cfg.mode));
+            jnum(f, "points", ref.cfg.points, 0);
         }
         jnum(f, "teacher_calls", (double)ref.teacher_calls, 0);
         jnum(f, "teacher_encoder_runs", (double)ref.encoder_runs, 0);

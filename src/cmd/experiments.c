@@ -143,6 +143,16 @@ static void arg_pass(argl *a, int to) {
     }
 }
 
+/* The passed flags for command mask `to` that change no result: all that
+ * may go with --resume (the run's own settings come from its folder). */
+static void arg_pass_neutral(argl *a, int to) {
+    for (int i = 0; i < NPASS; i++)
+        if ((g_pass[i].to & to) && g_pass[i].no_result && g_pass[i].val) {
+            arg(a, "%s", g_pass[i].name);
+            if (!g_pass[i].is_bool) arg(a, "%s", g_pass[i].val);
+        }
+}
+
 static void argl_free(argl *a) {
     for (int i = 0; i < a->n; i++) km_free(a->v[i]);
     a->n = 0;
@@ -326,11 +336,7 @@ static km_status ensure_pretrain(grid *g, int d, int s, char *enc, size_t n) {
         /* settings from the folder's config.json; only result-neutral flags */
         arg(&a, "--resume");
         arg(&a, "%s", dir);
-        for (int i = 0; i < NPASS; i++)
-            if ((g_pass[i].to & 4) && g_pass[i].no_result && g_pass[i].val) {
-                arg(&a, "%s", g_pass[i].name);
-                if (!g_pass[i].is_bool) arg(&a, "%s", g_pass[i].val);
-            }
+        arg_pass_neutral(&a, 4);
     } else {
         arg(&a, "--data");
         arg(&a, "%s", g->dpath[d]);
@@ -416,11 +422,7 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
             arg(&a, "mine");
             arg(&a, "--resume");
             arg(&a, "%s", dir);
-            for (int i = 0; i < NPASS; i++)
-                if ((g_pass[i].to & 2) && g_pass[i].no_result && g_pass[i].val) {
-                    arg(&a, "%s", g_pass[i].name);
-                    if (!g_pass[i].is_bool) arg(&a, "%s", g_pass[i].val);
-                }
+            arg_pass_neutral(&a, 2);
         } else {
             arg(&a, sup ? "train" : "mine");
             arg(&a, "--data");

@@ -75,24 +75,15 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, stop_after, NULL, NULL};
     km_mine_result r;
     if (resume) {
-        static const char *const allowed[] = {"--resume", "--threads", "--cache-dir", "--no-cache", "--cache-mem",
+        static const char *const allowed[] = {"--threads", "--cache-dir", "--no-cache", "--cache-mem",
                                               "--stop-after", "--quiet", NULL};
-        int threads_seen = 0;
-        for (km_flag *f = flags; f->name; f++) {
-            int ok = 0;
-            for (int i = 0; allowed[i]; i++) ok |= !strcmp(f->name, allowed[i]);
-            if (f->seen && !ok)
-                return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/mine_config.json",
-                              f->name, resume);
-            threads_seen |= f->seen && !strcmp(f->name, "--threads");
-        }
+        int threads_seen;
+        s = km_flags_resume_only(flags, allowed, resume, "mine_config.json", &threads_seen);
+        if (s) return s;
         km_mine_config rc;
         s = km_mine_config_load(resume, &rc);
         if (s) return s;
-        if (threads_seen && t->threads != rc.train.threads && hooks.log)
-            fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
-                            "to an uninterrupted run\n", t->threads, rc.train.threads);
-        if (threads_seen) rc.train.threads = t->threads;
+        km_resume_threads(&rc.train.threads, t->threads, threads_seen, hooks.log != NULL);
         for (km_flag *f = flags; f->name; f++)
             if (f->seen && !strcmp(f->name, "--cache-mem")) rc.cache_mem = c.cache_mem;
         if (no_cache || cache_dir) {

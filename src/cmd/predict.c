@@ -177,24 +177,10 @@ km_status km_cmd_predict(int argc, char **argv) {
     if (size && (size < 32 || size % 32)) return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", size);
     if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
     km_set_threads(threads);
-    km_refine_config rc;
-    km_refine_config_default(&rc);
-    char dbuf[4096];
-    if (teacher && (s = km_refine_config_from_flags(&rc, teacher, profile, pmode, points, cache_dir,
-                                                    no_cache, dbuf, sizeof dbuf)))
-        return s;
-
     km_unetpp *m = NULL;
-    int msize = 0;
     km_refiner ref;
-    memset(&ref, 0, sizeof ref);
-    if (teacher && (s = km_refiner_open(&ref, &rc))) return s;
-    s = km_train_load_student(weights, &m, &msize);
-    if (s) {
-        km_refiner_close(&ref);
-        return s;
-    }
-    if (!size) size = msize ? msize : 224;
+    s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
+    if (s) return s;
     km_issues iss;
     km_issues_init(&iss);
     km_dataset_index idx;

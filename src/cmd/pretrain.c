@@ -53,21 +53,14 @@ km_status km_cmd_pretrain(int argc, char **argv) {
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_simclr_result r;
     if (resume) {
-        int threads_seen = 0;
-        for (km_flag *f = flags; f->name; f++) {
-            if (f->seen && strcmp(f->name, "--resume") && strcmp(f->name, "--threads") &&
-                strcmp(f->name, "--stop-after") && strcmp(f->name, "--quiet"))
-                return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/config.json",
-                              f->name, resume);
-            threads_seen |= f->seen && !strcmp(f->name, "--threads");
-        }
+        static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", NULL};
+        int threads_seen;
+        s = km_flags_resume_only(flags, allowed, resume, "config.json", &threads_seen);
+        if (s) return s;
         km_simclr_config rc;
         s = km_simclr_config_load(resume, &rc);
         if (s) return s;
-        if (threads_seen && c.threads != rc.threads && !quiet)
-            fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
-                            "to an uninterrupted run\n", c.threads, rc.threads);
-        if (threads_seen) rc.threads = c.threads;
+        km_resume_threads(&rc.threads, c.threads, threads_seen, !quiet);
         rc.out = resume; /* the folder may have moved */
         rc.resume = 1;
         rc.stop_after = stop_after;

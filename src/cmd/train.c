@@ -61,20 +61,14 @@ km_status km_cmd_train(int argc, char **argv) {
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_train_result res;
     if (resume) {
-        for (km_flag *f = flags; f->name; f++)
-            if (f->seen && strcmp(f->name, "--resume") && strcmp(f->name, "--threads") &&
-                strcmp(f->name, "--stop-after") && strcmp(f->name, "--quiet"))
-                return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/config.json",
-                              f->name, resume);
+        static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", NULL};
+        int threads_seen;
+        s = km_flags_resume_only(flags, allowed, resume, "config.json", &threads_seen);
+        if (s) return s;
         km_train_config rc;
         s = km_train_config_load(resume, &rc);
         if (s) return s;
-        int threads_seen = 0;
-        for (km_flag *f = flags; f->name; f++) threads_seen |= f->seen && !strcmp(f->name, "--threads");
-        if (threads_seen && c.threads != rc.threads && hooks.log)
-            fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
-                            "to an uninterrupted run\n", c.threads, rc.threads);
-        if (threads_seen) rc.threads = c.threads;
+        km_resume_threads(&rc.threads, c.threads, threads_seen, hooks.log != NULL);
         km_free(rc.out);
         rc.out = km_strdup(resume); /* the folder may have moved */
         s = km_train_run(&rc, 1, &hooks, &res);

@@ -2,6 +2,7 @@
 #include "args.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static void print_help(const char *cmd, const char *usage, const km_flag *flags) {
@@ -98,4 +99,27 @@ void km_strlist_free(km_strlist *l) {
     km_free(l->items);
     l->items = NULL;
     l->n = 0;
+}
+
+km_status km_flags_resume_only(const km_flag *flags, const char *const *allowed, const char *run,
+                               const char *config, int *threads_seen) {
+    *threads_seen = 0;
+    for (const km_flag *f = flags; f->name; f++) {
+        if (!f->seen) continue;
+        int ok = !strcmp(f->name, "--resume");
+        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(f->name, allowed[i]);
+        if (!ok)
+            return km_err(KM_EARG, "%s cannot be combined with --resume: the settings come from %s/%s", f->name,
+                          run, config);
+        *threads_seen |= !strcmp(f->name, "--threads");
+    }
+    return KM_OK;
+}
+
+void km_resume_threads(int *run_threads, int given, int threads_seen, int warn) {
+    if (!threads_seen) return;
+    if (given != *run_threads && warn)
+        fprintf(stderr, "warning: --threads %d differs from the run's %d: the result will not be bit-identical "
+                        "to an uninterrupted run\n", given, *run_threads);
+    *run_threads = given;
 }

@@ -35,4 +35,13 @@ km_status km_parse_flags(const char *cmd, const char *usage, km_flag *flags, int
                          int *help_shown);
 void km_strlist_free(km_strlist *l);
 
+/* For `cmd --resume RUN`, whose settings come from RUN/<config>: any flag
+ * given besides --resume and those in `allowed` (NULL-terminated) is a
+ * KM_EARG error naming that file. *threads_seen: whether --threads was given. */
+km_status km_flags_resume_only(const km_flag *flags, const char *const *allowed, const char *run,
+                               const char *config, int *threads_seen);
+/* A --threads given with --resume replaces the run's count (*run_threads),
+ * with a warning on stderr (when `warn`) that the bits will differ. */
+void km_resume_threads(int *run_threads, int given, int threads_seen, int warn);
+
 #endif

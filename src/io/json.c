@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_DEPTH 64
@@ -327,4 +328,53 @@ void km_json_fput_str(FILE *f, const char *s) {
         else fputc(*p, f);
     }
     fputc('"', f);
+}
+
+km_status km_json_load(const char *path, const char *read_prefix, const char *arg, km_json *out) {
+    uint8_t *txt = NULL;
+    size_t n = 0;
+    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
+    if (s) return read_prefix ? km_err_prefix(s, read_prefix, arg) : s;
+    s = km_json_parse(path, (const char *)txt, n, out);
+    km_free(txt);
+    return s;
+}
+
+static km_status setting(const km_json *obj, const char *file, const char *key, const km_json **v) {
+    *v = km_json_get(obj, key);
+    return *v ? KM_OK : km_err(KM_EMISSING, "%s: missing setting '%s'", file, key);
+}
+
+static km_status setting_number(const km_json *obj, const char *file, const char *key, int integer,
+                                const km_json **v) {
+    km_status s = setting(obj, file, key, v);
+    if (s) return s;
+    const km_json *x = *v;
+    if (x->type != KM_JSON_NUM || (integer && (!x->is_int || x->i < INT32_MIN || x->i > INT32_MAX)))
+        return km_err(KM_EFORMAT, "%s: '%s' must be %s", file, key, integer ? "an integer" : "a number");
+    return KM_OK;
+}
+
+km_status km_json_setting_num(const km_json *obj, const char *file, const char *key, double *out) {
+    const km_json *v;
+    km_status s = setting_number(obj, file, key, 0, &v);
+    if (!s) *out = v->num;
+    return s;
+}
+
+km_status km_json_setting_int(const km_json *obj, const char *file, const char *key, int *out) {
+    const km_json *v;
+    km_status s = setting_number(obj, file, key, 1, &v);
+    if (!s) *out = (int)v->i;
+    return s;
+}
+
+km_status km_json_setting_str(const km_json *obj, const char *file, const char *key, int nullable, char **out) {
+    const km_json *v;
+    km_status s = setting(obj, file, key, &v);
+    if (s || (nullable && v->type == KM_JSON_NULL)) return s;
+    if (v->type != KM_JSON_STR)
+        return km_err(KM_EFORMAT, "%s: '%s' must be a string%s", file, key, nullable ? " or null" : "");
+    *out = km_strdup(v->str);
+    return KM_OK;
 }

@@ -33,6 +33,16 @@ void km_json_free(km_json *j);
 /* Member `key` of an object (first match), or NULL. */
 const km_json *km_json_get(const km_json *obj, const char *key);
 const char *km_json_type_name(km_json_type t);
+/* Reads (at most 16 MiB) and parses the JSON file `path`; a read failure's
+ * message gets `read_prefix` (printf-style, with `arg`) in front. */
+km_status km_json_load(const char *path, const char *read_prefix, const char *arg, km_json *out);
+/* Typed members of a settings object, for config files: missing ->
+ * KM_EMISSING "FILE: missing setting 'KEY'", wrong type -> KM_EFORMAT
+ * "FILE: 'KEY' must be a number / an integer / a string [or null]". An
+ * integer must fit an int; a null string (when nullable) leaves *out alone. */
+km_status km_json_setting_num(const km_json *obj, const char *file, const char *key, double *out);
+km_status km_json_setting_int(const km_json *obj, const char *file, const char *key, int *out);
+km_status km_json_setting_str(const km_json *obj, const char *file, const char *key, int nullable, char **out);
 /* Writes s as a JSON string literal (quotes, escapes for " \ and controls). */
 void km_json_fput_str(FILE *f, const char *s);
 

@@ -157,41 +157,11 @@ void km_mine_config_free(km_mine_config *c) {
     c->out = c->teacher = c->init = c->cache_dir = NULL;
 }
 
-/* Member `key` of the config object: a string (or null when nullable) -> *v
- * (owned), an int or a number; errors name the file and the key. */
-static km_status cfg_str(const km_json *j, const char *path, const char *key, int nullable, char **v) {
-    const km_json *x = km_json_get(j, key);
-    if (!x) return km_err(KM_EMISSING, "%s: missing setting '%s'", path, key);
-    if (nullable && x->type == KM_JSON_NULL) return KM_OK;
-    if (x->type != KM_JSON_STR)
-        return km_err(KM_EFORMAT, "%s: '%s' must be a string%s", path, key, nullable ? " or null" : "");
-    *v = km_strdup(x->str);
-    return KM_OK;
-}
-
-static km_status cfg_num(const km_json *j, const char *path, const char *key, int *iv, double *dv) {
-    const km_json *x = km_json_get(j, key);
-    if (!x) return km_err(KM_EMISSING, "%s: missing setting '%s'", path, key);
-    if (x->type != KM_JSON_NUM || (iv && (!x->is_int || x->i < INT32_MIN || x->i > INT32_MAX)))
-        return km_err(KM_EFORMAT, "%s: '%s' must be %s", path, key, iv ? "an integer" : "a number");
-    if (iv) *iv = (int)x->i;
-    else *dv = x->num;
-    return KM_OK;
-}
-
 km_status km_mine_config_load(const char *dir, km_mine_config *c) {
     km_mine_config_default(c);
     char *path = km_path_join(dir, "mine_config.json");
-    uint8_t *txt = NULL;
-    size_t n = 0;
     km_json j;
-    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
-    if (s) {
-        km_free(path);
-        return km_err_prefix(s, "--resume %s: ", dir);
-    }
-    s = km_json_parse(path, (const char *)txt, n, &j);
-    km_free(txt);
+    km_status s = km_json_load(path, "--resume %s: ", dir, &j);
     if (s) {
         km_free(path);
         return s;
@@ -200,17 +170,17 @@ km_status km_mine_config_load(const char *dir, km_mine_config *c) {
     static const char *const optional[] = {"out", "encoder_weights", "init_weights", "max_steps", "eval_init", NULL};
     char *profile = NULL, *schedule = NULL, *mode = NULL;
     s = km_train_config_from_json(&j, path, optional, &c->train);
-    if (!s) s = cfg_str(&j, path, "teacher", 0, &c->teacher);
-    if (!s) s = cfg_str(&j, path, "teacher_profile", 0, &profile);
-    if (!s) s = cfg_str(&j, path, "schedule", 0, &schedule);
-    if (!s) s = cfg_str(&j, path, "init", 1, &c->init);
-    if (!s) s = cfg_str(&j, path, "prompt_mode", 0, &mode);
-    if (!s) s = cfg_num(&j, path, "points", &c->points, NULL);
-    if (!s) s = cfg_num(&j, path, "pseudo_weight", NULL, &c->pseudo_weight);
-    if (!s) s = cfg_num(&j, path, "mine_epochs", &c->mine_epochs, NULL);
-    if (!s) s = cfg_str(&j, path, "cache_dir", 1, &c->cache_dir);
-    if (!s) s = cfg_num(&j, path, "cache_mem", &c->cache_mem, NULL);
-    if (!s) s = cfg_num(&j, path, "sample_pngs", &c->sample_pngs, NULL);
+    if (!s) s = km_json_setting_str(&j, path, "teacher", 0, &c->teacher);
+    if (!s) s = km_json_setting_str(&j, path, "teacher_profile", 0, &profile);
+    if (!s) s = km_json_setting_str(&j, path, "schedule", 0, &schedule);
+    if (!s) s = km_json_setting_str(&j, path, "init", 1, &c->init);
+    if (!s) s = km_json_setting_str(&j, path, "prompt_mode", 0, &mode);
+    if (!s) s = km_json_setting_int(&j, path, "points", &c->points);
+    if (!s) s = km_json_setting_num(&j, path, "pseudo_weight", &c->pseudo_weight);
+    if (!s) s = km_json_setting_int(&j, path, "mine_epochs", &c->mine_epochs);
+    if (!s) s = km_json_setting_str(&j, path, "cache_dir", 1, &c->cache_dir);
+    if (!s) s = km_json_setting_int(&j, path, "cache_mem", &c->cache_mem);
+    if (!s) s = km_json_setting_int(&j, path, "sample_pngs", &c->sample_pngs);
     if (!s) {
         if (!strcmp(profile, "sam")) c->profile = KM_SAM_PROFILE_SAM;
         else if (!strcmp(profile, "medsam")) c->profile = KM_SAM_PROFILE_MEDSAM;

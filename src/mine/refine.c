@@ -3,6 +3,7 @@
 
 #include "../models/sam_encoder.h"
 #include "../models/sam_preprocess.h"
+#include "../train/train.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -162,5 +163,28 @@ km_status km_refine_logits(km_refiner *r, const uint8_t *rgb, int S, float *z, k
     }
     for (size_t i = 0; i < P; i++) z[i] = r->mask[i] ? 1.0f : -1.0f;
     *outcome = KM_REFINE_TEACHER;
+    return KM_OK;
+}
+
+km_status km_refine_open_student(const char *weights, const char *teacher, const char *profile,
+                                 const char *prompt_mode, int points, const char *cache_dir,
+                                 int no_cache, km_refiner *ref, struct km_unetpp **m, int *size) {
+    memset(ref, 0, sizeof *ref);
+    *m = NULL;
+    km_refine_config rc;
+    km_refine_config_default(&rc);
+    char dbuf[4096];
+    km_status s;
+    if (teacher && (s = km_refine_config_from_flags(&rc, teacher, profile, prompt_mode, points, cache_dir,
+                                                    no_cache, dbuf, sizeof dbuf)))
+        return s;
+    if (teacher && (s = km_refiner_open(ref, &rc))) return s;
+    int msize = 0;
+    s = km_train_load_student(weights, m, &msize);
+    if (s) {
+        km_refiner_close(ref);
+        return s;
+    }
+    if (!*size) *size = msize ? msize : 224;
     return KM_OK;
 }

@@ -88,6 +88,15 @@ typedef struct {
  * everything opened so far is released (km_refiner_close is still safe). */
 km_status km_refiner_open(km_refiner *r, const km_refine_config *c);
 void km_refiner_close(km_refiner *r);
+/* What eval and predict open: the student from `weights` (*size, when 0,
+ * becomes the crop size it was trained at, else 224) and, when `teacher` is
+ * set, the refiner from the teacher flags (km_refine_config_from_flags).
+ * *ref is zeroed first (km_refiner_close is safe on it); on failure nothing
+ * stays open. */
+struct km_unetpp;
+km_status km_refine_open_student(const char *weights, const char *teacher, const char *profile,
+                                 const char *prompt_mode, int points, const char *cache_dir,
+                                 int no_cache, km_refiner *ref, struct km_unetpp **m, int *size);
 
 /* rgb [S, S, 3] the crop the student saw, z [S, S] its logits, replaced by
  * +-1 logits of the teacher's mask unless a fallback happens (header). */

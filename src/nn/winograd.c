@@ -137,24 +137,14 @@ typedef struct {
  *          0 -2 -1  2  1  0;          1/24  1/12  1/6 ;         0 1 -1 8 -8 1]
  *          0  2 -1 -2  1  0;          1/24 -1/12  1/6 ;
  *          0  4  0 -5  0  1]          0     0     1   ]
- * Same structure as the F(2x2) transforms above: one 6-row pass contiguous
- * along the run, then the 6-column pass per tile, vectorised across tiles. */
+ * Each transform: a pass over the rows contiguous along a run of tiles, then
+ * the column pass per tile, vectorised across tiles (the F(2x2) transforms
+ * below have the same structure). The two variants are kept as separate,
+ * fully unrolled functions on purpose: a version generic in the tile size
+ * (inlined per size) measured 5-10% slower on the U-Net++ layers. */
 #define CHUNK4 128
 /* stands for the rows above and below the image */
 static const float k_zeros[4 * CHUNK4 + 2];
-
-/* out[0..5] = B^T x[0..5] (x strided by sx, out strided by so) */
-#define BT6(o, so, x, sx)                                                                        \
-    do {                                                                                         \
-        const float x0_ = (x)[0], x1_ = (x)[(sx)], x2_ = (x)[2 * (sx)], x3_ = (x)[3 * (sx)],     \
-                    x4_ = (x)[4 * (sx)], x5_ = (x)[5 * (sx)];                                    \
-        (o)[0] = 4.0f * x0_ - 5.0f * x2_ + x4_;                                                  \
-        (o)[(so)] = -4.0f * (x1_ + x2_) + x3_ + x4_;                                             \
-        (o)[2 * (so)] = 4.0f * (x1_ - x2_) - x3_ + x4_;                                          \
-        (o)[3 * (so)] = -2.0f * (x1_ - x3_) - x2_ + x4_;                                         \
-        (o)[4 * (so)] = 2.0f * (x1_ - x3_) - x2_ + x4_;                                          \
-        (o)[5 * (so)] = 4.0f * x1_ - 5.0f * x3_ + x5_;                                           \
-    } while (0)
 
 static void transform_weights4(float *U, const float *w, int K, int C) {
     const size_t KC = (size_t)K * C;

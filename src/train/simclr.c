@@ -254,22 +254,6 @@ static km_status write_config(const km_simclr_config *c, const char *path, int n
     return km_write_file_atomic(path, txt, (size_t)n);
 }
 
-static km_status cfg_num(const km_json *j, const char *path, const char *key, int integer, double *out) {
-    const km_json *v = km_json_get(j, key);
-    if (!v) return km_err(KM_EMISSING, "%s: missing setting '%s'", path, key);
-    if (v->type != KM_JSON_NUM || (integer && (!v->is_int || v->i < INT32_MIN || v->i > INT32_MAX)))
-        return km_err(KM_EFORMAT, "%s: '%s' must be %s", path, key, integer ? "an integer" : "a number");
-    *out = v->num;
-    return KM_OK;
-}
-
-static km_status cfg_int(const km_json *j, const char *path, const char *key, int *out) {
-    double d = 0;
-    km_status s = cfg_num(j, path, key, 1, &d);
-    if (!s) *out = (int)d;
-    return s;
-}
-
 /* A pair [lo, hi] of numbers into floats; absent and optional: unchanged. */
 static km_status cfg_pair(const km_json *j, const char *path, const char *key, int optional, float *lo, float *hi) {
     const km_json *v = km_json_get(j, key);
@@ -284,16 +268,8 @@ static km_status cfg_pair(const km_json *j, const char *path, const char *key, i
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c) {
     km_simclr_config_default(c);
     char *path = km_path_join(dir, "config.json");
-    uint8_t *txt = NULL;
-    size_t n = 0;
-    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
-    if (s) {
-        km_free(path);
-        return km_err_prefix(s, "--resume %s: ", dir);
-    }
     km_json j;
-    s = km_json_parse(path, (const char *)txt, n, &j);
-    km_free(txt);
+    km_status s = km_json_load(path, "--resume %s: ", dir, &j);
     if (s) {
         km_free(path);
         return s;
@@ -306,24 +282,24 @@ km_status km_simclr_config_load(const char *dir, km_simclr_config *c) {
     if (!s && (!v || v->type != KM_JSON_STR)) s = km_err(KM_EFORMAT, "%s: 'data' must be a string", path);
     if (!s) c->data = km_strdup(v->str);
     double p_jitter = 0, p_grey = 0, p_blur = 0;
-    if (!s) s = cfg_int(&j, path, "epochs", &c->epochs);
-    if (!s) s = cfg_int(&j, path, "batch", &c->batch);
-    if (!s) s = cfg_num(&j, path, "lr", 0, &c->lr);
-    if (!s) s = cfg_num(&j, path, "temperature", 0, &c->temperature);
-    if (!s) s = cfg_num(&j, path, "weight_decay", 0, &c->weight_decay);
-    if (!s) s = cfg_int(&j, path, "size", &c->size);
-    if (!s) s = cfg_int(&j, path, "resnet", &c->resnet);
+    if (!s) s = km_json_setting_int(&j, path, "epochs", &c->epochs);
+    if (!s) s = km_json_setting_int(&j, path, "batch", &c->batch);
+    if (!s) s = km_json_setting_num(&j, path, "lr", &c->lr);
+    if (!s) s = km_json_setting_num(&j, path, "temperature", &c->temperature);
+    if (!s) s = km_json_setting_num(&j, path, "weight_decay", &c->weight_decay);
+    if (!s) s = km_json_setting_int(&j, path, "size", &c->size);
+    if (!s) s = km_json_setting_int(&j, path, "resnet", &c->resnet);
     v = s ? NULL : km_json_get(&j, "seed");
     if (!s && (!v || v->type != KM_JSON_NUM || !v->is_int || v->i < 0))
         s = km_err(v ? KM_EFORMAT : KM_EMISSING, "%s: 'seed' must be an integer >= 0", path);
     if (!s) c->seed = (uint64_t)v->i;
-    if (!s) s = cfg_int(&j, path, "threads", &c->threads);
-    if (!s) s = cfg_int(&j, path, "max_images", &c->max_images);
-    if (!s) s = cfg_int(&j, path, "max_steps", &c->max_steps);
+    if (!s) s = km_json_setting_int(&j, path, "threads", &c->threads);
+    if (!s) s = km_json_setting_int(&j, path, "max_images", &c->max_images);
+    if (!s) s = km_json_setting_int(&j, path, "max_steps", &c->max_steps);
     if (!s) s = cfg_pair(&j, path, "crop_scale", 0, &c->aug.scale_min, &c->aug.scale_max);
-    if (!s) s = cfg_num(&j, path, "p_jitter", 0, &p_jitter);
-    if (!s) s = cfg_num(&j, path, "p_grey", 0, &p_grey);
-    if (!s) s = cfg_num(&j, path, "p_blur", 0, &p_blur);
+    if (!s) s = km_json_setting_num(&j, path, "p_jitter", &p_jitter);
+    if (!s) s = km_json_setting_num(&j, path, "p_grey", &p_grey);
+    if (!s) s = km_json_setting_num(&j, path, "p_blur", &p_blur);
     /* not recorded before --resume existed: the (fixed) defaults */
     if (!s) s = cfg_pair(&j, path, "jitter", 1, &c->aug.jitter_bcs, &c->aug.jitter_hue);
     if (!s) s = cfg_pair(&j, path, "blur_sigma", 1, &c->aug.sigma_min, &c->aug.sigma_max);

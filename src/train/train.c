@@ -204,13 +204,8 @@ km_status km_train_config_load(const char *dir, km_train_config *c) {
     km_train_config_default(c);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    uint8_t *txt;
-    size_t n;
-    km_status s = km_read_file(path, (size_t)1 << 24, &txt, &n);
-    if (s) return km_err_prefix(s, "--resume %s: ", dir);
     km_json j;
-    s = km_json_parse(path, (const char *)txt, n, &j);
-    km_free(txt);
+    km_status s = km_json_load(path, "--resume %s: ", dir, &j);
     if (s) return s;
     s = km_train_config_from_json(&j, path, NULL, c);
     km_json_free(&j);
