@@ -296,7 +296,7 @@ KM_TEST(sam_predict_rejects_bad_prompts) {
         km_sam_prompts mm = {NULL, NULL, 0, box, NULL, 0, 0, 1};
         CHECK_ERR(km_sam_predict(&q, &mm, &r), KM_EARG, "single-mask");
         uint8_t img[4 * 4 * 3] = {0};
-        CHECK_ERR(km_sam_set_image(&q, img, 4, 4, 3), KM_EARG, "MedSAM profile");
+        CHECK_ERR(km_sam_set_image(&q, img, 4, 4, 3), KM_EARG, "without its image encoder");
         km_free(emb);
     }
     km_sam_predictor_free(&q);

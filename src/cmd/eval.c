@@ -60,8 +60,9 @@ static void jstr(FILE *f, const char *key, const char *v) {
 km_status km_cmd_eval(int argc, char **argv) {
     const char *weights = NULL, *data = NULL, *split = "test", *split_dir = NULL, *out = NULL;
     int size = 0, batch = 8, threads = 2;
-    const char *teacher = NULL, *profile = "sam", *pmode = "points+box", *cache_dir = NULL;
-    int points = 1, no_cache = 0;
+    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *cache_dir = NULL;
+    int points = 1, no_cache = 0, refine = 0;
+    char tbuf[4096];
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
@@ -71,9 +72,10 @@ km_status km_cmd_eval(int argc, char **argv) {
         {"--size", KM_FLAG_INT, &size, "crop size (0: the checkpoint's training size, else 224)", 0, 0},
         {"--batch", KM_FLAG_INT, &batch, "images per forward pass", 0, 0},
         {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "refined mode: SAM/MedSAM checkpoint prompted by the student (default: student only)", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: sam or medsam (box prompts only)", 0, 0},
-        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: points, box, points+box or points+box+mask", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "refined mode with this teacher checkpoint (implies --refine)", 0, 0},
+        {"--refine", KM_FLAG_BOOL, &refine, "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
         {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
         {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
         {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
@@ -97,6 +99,7 @@ km_status km_cmd_eval(int argc, char **argv) {
     km_set_threads(threads);
     km_unetpp *m = NULL;
     km_refiner ref;
+    if (refine && !teacher && (s = km_teacher_resolve(NULL, tbuf, sizeof tbuf, &teacher))) return s;
     s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
     if (s) return s;
 
@@ -196,7 +199,7 @@ km_status km_cmd_eval(int argc, char **argv) {
         jstr(f, "mode", teacher ? "refined" : "student");
         jstr(f, "teacher", teacher);
         if (teacher) {
-            jstr(f, "teacher_profile", ref.cfg.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
+            jstr(f, "teacher_profile", km_sam_profile_name(ref.cfg.profile));
             jstr(f, "prompt_mode", km_prompt_mode_name(ref.cfg.mode));
             jnum(f, "points", ref.cfg.points, 0);
         }

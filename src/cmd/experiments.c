@@ -58,6 +58,7 @@
 #include "../core/log.h"
 #include "../eval/metrics.h"
 #include "../io/json.h"
+#include "../models/teacher.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -105,7 +106,7 @@ static passflag g_pass[] = {
     {"--mine-epochs", 2, "maximum mining epochs", 0, 0, 0},
     {"--points", 2, "guiding points per image", 0, 0, 0},
     {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0, 0},
-    {"--teacher-profile", 2, "sam or medsam", 0, 0, 0},
+    {"--teacher-profile", 2, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0, 0},
     {"--cache-dir", 2, "teacher embedding cache folder", 0, 0, 1},
     {"--cache-mem", 2, "teacher embeddings kept in memory", 0, 0, 1},
     {"--no-cache", 2, "teacher embeddings in memory only", 0, 1, 1},
@@ -448,7 +449,7 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
                 arg(&a, "--schedule");
                 arg(&a, onetime ? "onetime" : "continuous");
                 arg(&a, "--prompt-mode");
-                arg(&a, "%s", onetime || cont ? "points+box" : base);
+                arg(&a, "%s", onetime || cont ? "auto" : base);
                 arg_pass(&a, 2);
             }
         }
@@ -604,7 +605,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     km_flag head[] = {
         {"--out", KM_FLAG_STR, &out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
         {"--data", KM_FLAG_STR, &data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "SAM / MedSAM checkpoint (needed by the mining methods)", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint for the mining methods (default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
         {"--fractions", KM_FLAG_STR, &fractions, "labelled fractions of the train split", 0, 0},
         {"--methods", KM_FLAG_STR, &methods,
          "supervised, onetime, continuous, points, box, points+box, points+box+mask (the last four: continuous "
@@ -720,8 +721,9 @@ km_status km_cmd_experiments(int argc, char **argv) {
             }
         }
     }
-    if (!s && need_teacher && !teacher)
-        s = km_err(KM_EARG, "--teacher: required by the mining methods (onetime, continuous, prompt ablations)");
+    char tbuf[4096];
+    if (!s && need_teacher && (s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher)) == KM_OK)
+        g->teacher = teacher;
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
     if (!s) s = km_mkdir_p(out);
     if (!s) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);

@@ -23,17 +23,17 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_mine_config_default(&c);
     km_train_config *t = &c.train;
     const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
-    const char *profile = "sam", *schedule = "continuous", *mode = "points+box", *cache_dir = NULL, *resume = NULL;
+    const char *profile = "auto", *schedule = "continuous", *mode = "auto", *cache_dir = NULL, *resume = NULL;
     int seed = 0, quiet = 0, no_cache = 0, stop_after = 0;
     km_flag flags[] = {
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
         {"--out", KM_FLAG_STR, &out, "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", 0, 0},
         {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder (settings from its mine_config.json)", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "SAM or MedSAM checkpoint (.pth or safetensors)", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "teacher pre/post-processing: sam or medsam (box prompts only)", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint (.pth or safetensors; default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "teacher profile: auto (from the checkpoint), sam, medsam (box only), litemedsam or mobilesam", 0, 0},
         {"--schedule", KM_FLAG_STR, &schedule, "pseudo labels: onetime (frozen after the supervised phase) or continuous", 0, 0},
         {"--init", KM_FLAG_STR, &init, "student checkpoint to mine from (skips the supervised phase)", 0, 0},
-        {"--prompt-mode", KM_FLAG_STR, &mode, "points, box, points+box or points+box+mask", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &mode, "auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
         {"--points", KM_FLAG_INT, &c.points, "guiding points per image (highest student probability)", 0, 0},
         {"--pseudo-weight", KM_FLAG_FLOAT, &c.pseudo_weight, "lambda in L = L_labelled + lambda * L_pseudo", 0, 0},
         {"--mine-epochs", KM_FLAG_INT, &c.mine_epochs, "maximum mining epochs", 0, 0},
@@ -68,7 +68,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--quiet", KM_FLAG_BOOL, &quiet, "no progress or epoch lines", 0, 0},
         {0}};
     int help = 0;
-    km_status s = km_parse_flags("mine", "--data DIR --out RUN --teacher SAM.pth [options] | --resume RUN", flags, argc,
+    km_status s = km_parse_flags("mine", "--data DIR --out RUN [--teacher FILE] [options] | --resume RUN", flags, argc,
                                  argv, &help);
     if (s || help) return s;
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
@@ -95,15 +95,14 @@ km_status km_cmd_mine(int argc, char **argv) {
     } else {
         if (!data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg mine --help)");
         if (!out) return km_err(KM_EARG, "missing required flag --out (the run folder)");
-        if (!teacher) return km_err(KM_EARG, "missing required flag --teacher (see kmseg mine --help)");
+        char tbuf[4096];
+        if ((s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher))) return s;
         if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
         if (!strcmp(schedule, "onetime") || !strcmp(schedule, "one-time")) c.schedule = KM_MINE_ONETIME;
         else if (!strcmp(schedule, "continuous")) c.schedule = KM_MINE_CONTINUOUS;
         else return km_err(KM_EARG, "--schedule '%s': expected onetime or continuous", schedule);
-        if (!strcmp(profile, "sam")) c.profile = KM_SAM_PROFILE_SAM;
-        else if (!strcmp(profile, "medsam")) c.profile = KM_SAM_PROFILE_MEDSAM;
-        else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
-        if ((s = km_prompt_mode_parse(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
+        if ((s = km_sam_profile_parse_auto(profile, &c.profile))) return km_err_prefix(s, "--teacher-profile: ");
+        if ((s = km_prompt_mode_parse_auto(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
         char dbuf[4096];
         if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
         c.cache_dir = no_cache ? NULL : (char *)cache_dir;

@@ -147,8 +147,9 @@ static void bilinear_f32(const float *in, int iw, int ih, float *out, int ow, in
 km_status km_cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *images = NULL, *out = NULL, *outside = "tile";
     int size = 0, threads = 2, prob = 0, overlay = 0;
-    const char *teacher = NULL, *profile = "sam", *pmode = "points+box", *cache_dir = NULL;
-    int points = 1, no_cache = 0;
+    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *cache_dir = NULL;
+    int points = 1, no_cache = 0, refine = 0;
+    char tbuf[4096];
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         {"--images", KM_FLAG_STR, &images, "folder of images (JPEG/PNG)", 1, 0},
@@ -159,9 +160,10 @@ km_status km_cmd_predict(int argc, char **argv) {
         {"--prob", KM_FLAG_BOOL, &prob, "also write probability maps (0..255) to prob/", 0, 0},
         {"--overlay", KM_FLAG_BOOL, &overlay, "also write overlays of the mask on the image to overlay/", 0, 0},
         {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "refined mode: SAM/MedSAM checkpoint prompted by the student (default: student only)", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: sam or medsam (box prompts only)", 0, 0},
-        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: points, box, points+box or points+box+mask", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "refined mode with this teacher checkpoint (implies --refine)", 0, 0},
+        {"--refine", KM_FLAG_BOOL, &refine, "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
+        {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
         {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
         {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
         {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
@@ -179,6 +181,7 @@ km_status km_cmd_predict(int argc, char **argv) {
     km_set_threads(threads);
     km_unetpp *m = NULL;
     km_refiner ref;
+    if (refine && !teacher && (s = km_teacher_resolve(NULL, tbuf, sizeof tbuf, &teacher))) return s;
     s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
     if (s) return s;
     km_issues iss;

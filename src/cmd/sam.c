@@ -1,11 +1,12 @@
-/* sam.c - `kmseg sam`: prompt Segment Anything (SamPredictor) or MedSAM.
+/* sam.c - `kmseg sam`: prompt a SAM-family teacher (SAM, MedSAM, LiteMedSAM,
+ * MobileSAM; the profiles of models/teacher.h).
  *
  * One image (this form is fixed; scripts rely on it):
- *   kmseg sam --checkpoint FILE --image IMG [--point x,y[,label]]... [--box x0,y0,x1,y1]
+ *   kmseg sam [--checkpoint FILE] --image IMG [--point x,y[,label]]... [--box x0,y0,x1,y1]
  *             [--mask-input L.npy] [--multimask] --out MASK.png
  *             [--embedding-out E.npy] [--lowres-out L.npy] [--iou-out I.npy]
- *             [--overlay OUT.png] [--profile sam|medsam] [--cache-dir DIR | --no-cache]
- *             [--threads N]
+ *             [--overlay OUT.png] [--profile auto|sam|medsam|litemedsam|mobilesam]
+ *             [--cache-dir DIR | --no-cache] [--threads N]
  * A folder of images with a prompts file:
  *   kmseg sam --checkpoint FILE --images DIR --prompts prompts.csv|prompts.json --out-dir DIR
  *             [--multimask] [--overlay DIR] [--profile ...] [--cache-dir DIR | --no-cache]
@@ -20,8 +21,11 @@
  * blue and the prompts drawn (foreground points green, background red, box
  * green), as the segment-anything notebooks show them.
  *
- * --profile medsam: MedSAM_Inference.py (box only, single mask, its own
- * pre-processing, probability > 0.5); see models/sam.h.
+ * Without --checkpoint the default teacher (LiteMedSAM, installed by
+ * tools/install-teacher.sh; $KMSEG_TEACHER overrides) is used. --profile
+ * auto (default) takes the checkpoint's own profile (ViT -> sam, TinyViT ->
+ * litemedsam or mobilesam); medsam must be named (box only, single mask, its
+ * own pre-processing, probability > 0.5); see models/teacher.h.
  *
  * Embedding cache (mine/embcache.h): on by default in --cache-dir, else
  * $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg; --no-cache turns it
@@ -439,7 +443,6 @@ typedef struct {
     int use_cache;
     uint64_t ckpt_fp;
     float *emb;     /* [D, 64, 64] */
-    float *encin;   /* [3, 1024, 1024] encoder input */
     double t_encode; /* seconds spent in pre-processing + encoder */
     int n_encoded;
 } sam_ctx;
@@ -449,7 +452,6 @@ static void ctx_free(sam_ctx *c) {
     if (c->have_model) km_sam_free(&c->m);
     if (c->use_cache) km_embcache_free(&c->cache);
     km_free(c->emb);
-    km_free(c->encin);
 }
 
 /* Loads (or reloads with its image encoder) the model. */
@@ -462,7 +464,11 @@ static km_status ctx_model(sam_ctx *c, int need_encoder) {
     if (s) return s;
     c->have_model = 1;
     c->model_has_encoder = need_encoder;
-    km_sam_predictor_init(&c->p, &c->m, c->profile);
+    if (c->profile == KM_SAM_PROFILE_AUTO) {
+        c->profile = km_sam_auto_profile(&c->m);
+        c->profile_name = km_sam_profile_name(c->profile);
+    }
+    if ((s = km_sam_predictor_init(&c->p, &c->m, c->profile))) return s;
     c->have_pred = 1;
     int D = c->m.dec.D;
     if (c->use_cache && c->cache.D != D) {
@@ -496,11 +502,7 @@ static km_status ctx_set_image(sam_ctx *c, const km_image *img, const km_embkey 
     if (!*hit) {
         if ((s = ctx_model(c, 1))) return s;
         double t0 = km_now();
-        if (!c->encin) c->encin = km_malloc(sizeof(float) * 3 * KM_SAM_INPUT * KM_SAM_INPUT);
-        if (c->profile == KM_SAM_PROFILE_MEDSAM)
-            km_medsam_preprocess(c->encin, KM_SAM_INPUT, img->data, img->w, img->h, img->c);
-        else km_sam_preprocess(c->encin, KM_SAM_INPUT, img->data, img->w, img->h, img->c, NULL, NULL);
-        s = km_sam_encoder_forward(c->m.encoder, c->encin, c->emb, NULL);
+        s = km_sam_encode(&c->m, c->profile, img->data, img->w, img->h, img->c, c->emb);
         c->t_encode += km_now() - t0;
         c->n_encoded++;
         if (s) return s;
@@ -655,11 +657,11 @@ static km_status run_batch(sam_ctx *c, const char *dir, const char *prompts, con
 km_status km_cmd_sam(int argc, char **argv) {
     const char *ckpt = NULL, *image = NULL, *box_s = NULL, *mask_in = NULL, *out = NULL;
     const char *emb_out = NULL, *low_out = NULL, *iou_out = NULL, *overlay = NULL;
-    const char *profile = "sam", *cache_dir = NULL, *images = NULL, *prompts = NULL, *out_dir = NULL;
+    const char *profile = "auto", *cache_dir = NULL, *images = NULL, *prompts = NULL, *out_dir = NULL;
     km_strlist points = {0};
     int multimask = 0, threads = 2, no_cache = 0;
     km_flag flags[] = {
-        {"--checkpoint", KM_FLAG_STR, &ckpt, "SAM / MedSAM checkpoint (.pth or .safetensors)", 1, 0},
+        {"--checkpoint", KM_FLAG_STR, &ckpt, "teacher checkpoint (.pth or .safetensors; default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
         {"--image", KM_FLAG_STR, &image, "image: PNG, JPEG, or .npy uint8 (H,W,3)", 0, 0},
         {"--point", KM_FLAG_MULTI, &points, "x,y[,label] in image pixels (label 1 fg, 0 bg)", 0, 0},
         {"--box", KM_FLAG_STR, &box_s, "x0,y0,x1,y1 in image pixels", 0, 0},
@@ -670,7 +672,7 @@ km_status km_cmd_sam(int argc, char **argv) {
         {"--lowres-out", KM_FLAG_STR, &low_out, "write the low-res logits .npy (1,K,256,256)", 0, 0},
         {"--iou-out", KM_FLAG_STR, &iou_out, "write the IoU predictions .npy (1,K)", 0, 0},
         {"--overlay", KM_FLAG_STR, &overlay, "overlay PNG of mask and prompts (batch: a folder)", 0, 0},
-        {"--profile", KM_FLAG_STR, &profile, "sam (SamPredictor) or medsam (MedSAM: box only)", 0, 0},
+        {"--profile", KM_FLAG_STR, &profile, "auto (from the checkpoint), sam, medsam (box only), litemedsam or mobilesam", 0, 0},
         {"--cache-dir", KM_FLAG_STR, &cache_dir, "embedding cache folder (default $KMSEG_CACHE or ~/.cache/kmseg)", 0, 0},
         {"--no-cache", KM_FLAG_BOOL, &no_cache, "do not read or write the embedding cache", 0, 0},
         {"--images", KM_FLAG_STR, &images, "batch: folder of images", 0, 0},
@@ -680,9 +682,9 @@ km_status km_cmd_sam(int argc, char **argv) {
         {0}};
     int help;
     km_status s = km_parse_flags("sam",
-                                 "--checkpoint FILE --image IMG [--point x,y[,label]]... "
+                                 "[--checkpoint FILE] --image IMG [--point x,y[,label]]... "
                                  "[--box x0,y0,x1,y1] [--mask-input L.npy] [--multimask] --out MASK.png\n"
-                                 "       kmseg sam --checkpoint FILE --images DIR --prompts FILE "
+                                 "       kmseg sam [--checkpoint FILE] --images DIR --prompts FILE "
                                  "--out-dir DIR",
                                  flags, argc, argv, &help);
     if (s || help) {
@@ -690,9 +692,11 @@ km_status km_cmd_sam(int argc, char **argv) {
         return s;
     }
     int batch = images != NULL;
+    km_sam_profile prof = KM_SAM_PROFILE_AUTO;
+    char tbuf[4096];
     if (threads < 1) s = km_err(KM_EARG, "--threads must be >= 1, got %d", threads);
-    else if (strcmp(profile, "sam") && strcmp(profile, "medsam"))
-        s = km_err(KM_EARG, "--profile '%s': expected 'sam' or 'medsam'", profile);
+    else if ((s = km_sam_profile_parse_auto(profile, &prof))) s = km_err_prefix(s, "--profile: ");
+    else if ((s = km_teacher_resolve(ckpt, tbuf, sizeof tbuf, &ckpt))) ;
     else if (no_cache && cache_dir)
         s = km_err(KM_EARG, "--no-cache and --cache-dir contradict each other");
     else if (batch && image)
@@ -718,8 +722,8 @@ km_status km_cmd_sam(int argc, char **argv) {
     sam_ctx c;
     memset(&c, 0, sizeof c);
     c.ckpt = ckpt;
-    c.profile = strcmp(profile, "medsam") ? KM_SAM_PROFILE_SAM : KM_SAM_PROFILE_MEDSAM;
-    c.profile_name = profile;
+    c.profile = prof;
+    c.profile_name = km_sam_profile_name(prof);
     c.multimask = multimask;
     char dbuf[4096];
     if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
@@ -758,6 +762,7 @@ km_status km_cmd_sam(int argc, char **argv) {
         if (!s) s = load_image(image, &img);
     }
     km_sam_prompts pr = to_prompts(&ps, mask, multimask);
+    if (!s && c.profile == KM_SAM_PROFILE_AUTO) s = ctx_model(&c, 0); /* resolves the profile */
     if (!s && !batch) s = km_sam_validate_prompts(&pr, c.profile, img.w, img.h);
     if (!s && c.use_cache) s = km_checkpoint_fingerprint(ckpt, &c.ckpt_fp);
     if (!s && batch) s = run_batch(&c, images, prompts, out_dir, overlay);

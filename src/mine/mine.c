@@ -29,9 +29,9 @@ void km_mine_config_default(km_mine_config *c) {
     memset(c, 0, sizeof *c);
     km_train_config_default(&c->train);
     c->train.labelled_fraction = 0.5;
-    c->profile = KM_SAM_PROFILE_SAM;
+    c->profile = KM_SAM_PROFILE_AUTO;
     c->schedule = KM_MINE_CONTINUOUS;
-    c->prompt_mode = KM_PROMPT_POINTS_BOX;
+    c->prompt_mode = KM_PROMPT_AUTO;
     c->points = 1;
     c->pseudo_weight = 0.5;
     c->mine_epochs = 100;
@@ -119,7 +119,7 @@ static km_status write_config(const km_mine_config *c, const char *path) {
     json_str(f, t->init_weights);
     fprintf(f, ",\n  \"teacher\": ");
     json_str(f, c->teacher);
-    fprintf(f, ",\n  \"teacher_profile\": \"%s\"", c->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam");
+    fprintf(f, ",\n  \"teacher_profile\": \"%s\"", km_sam_profile_name(c->profile));
     fprintf(f, ",\n  \"schedule\": \"%s\"", c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
     fprintf(f, ",\n  \"init\": ");
     json_str(f, c->init);
@@ -182,9 +182,8 @@ km_status km_mine_config_load(const char *dir, km_mine_config *c) {
     if (!s) s = km_json_setting_int(&j, path, "cache_mem", &c->cache_mem);
     if (!s) s = km_json_setting_int(&j, path, "sample_pngs", &c->sample_pngs);
     if (!s) {
-        if (!strcmp(profile, "sam")) c->profile = KM_SAM_PROFILE_SAM;
-        else if (!strcmp(profile, "medsam")) c->profile = KM_SAM_PROFILE_MEDSAM;
-        else s = km_err(KM_EFORMAT, "%s: teacher_profile '%s': expected sam or medsam", path, profile);
+        if (km_sam_profile_parse(profile, &c->profile))
+            s = km_err(KM_EFORMAT, "%s: teacher_profile '%s': expected %s", path, profile, km_sam_profile_choices());
     }
     if (!s) {
         if (!strcmp(schedule, "onetime")) c->schedule = KM_MINE_ONETIME;
@@ -425,13 +424,25 @@ static km_status load_frozen(const char *dir, const mine_data *d, int S, const u
 
 /* ------------------------------------------------------------------ run */
 
-km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res) {
+km_status km_mine_resolve_teacher(km_mine_config *c) {
+    km_status s;
+    if (c->profile == KM_SAM_PROFILE_AUTO && c->teacher &&
+        (s = km_sam_probe_profile(c->teacher, &c->profile)))
+        return km_err_prefix(s, "--teacher: ");
+    if (c->profile != KM_SAM_PROFILE_AUTO) c->prompt_mode = km_prompt_mode_for(c->prompt_mode, c->profile);
+    return KM_OK;
+}
+
+km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks *hooks, km_mine_result *res) {
     static const km_train_hooks no_hooks = {0};
     if (!hooks) hooks = &no_hooks;
     FILE *log = hooks->log;
     memset(res, 0, sizeof *res);
     res->best_val_loss = res->last_val_dice = res->last_pseudo_dice = NAN;
+    km_mine_config cc = *c0; /* shallow: "auto" settings resolved from the checkpoint */
+    const km_mine_config *c = &cc;
     km_status s = km_mine_config_check(c);
+    if (!s) s = km_mine_resolve_teacher(&cc);
     if (s) return s;
     char *p_cfg = km_path_join(c->out, "mine_config.json"), *p_sup = km_path_join(c->out, "supervised");
     char *p_best = km_path_join(c->out, "best.safetensors"), *p_last = km_path_join(c->out, "last.safetensors");
@@ -542,7 +553,7 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
     if (s) goto out;
     if (log)
         fprintf(log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, lambda %g\n",
-                d.n_lab, d.n_unl, d.va.n, c->teacher, c->profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam",
+                d.n_lab, d.n_unl, d.va.n, c->teacher, km_sam_profile_name(c->profile),
                 c->schedule == KM_MINE_ONETIME ? "one-time" : "continuous", km_prompt_mode_name(c->prompt_mode),
                 c->pseudo_weight);
 

@@ -130,6 +130,10 @@ typedef struct {
  * passed to the supervised phase; stop_after = N returns after N epochs in
  * total, supervised epochs first, then mining epochs, as if killed (the run
  * folder is resumable; res->finished = 0). */
+/* Resolves "auto" settings: the profile from the checkpoint (sam.h
+ * km_sam_probe_profile), then the prompt mode from the profile. km_mine_run
+ * does this itself; what it writes to mine_config.json is resolved. */
+km_status km_mine_resolve_teacher(km_mine_config *c);
 km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res);
 
 #endif

@@ -20,7 +20,7 @@ static const struct {
 const char *km_prompt_mode_name(km_prompt_mode m) {
     for (int i = 0; i < N_MODES; i++)
         if (k_modes[i].mode == m) return k_modes[i].name;
-    return "?";
+    return m == KM_PROMPT_AUTO ? "auto" : "?";
 }
 
 km_status km_prompt_mode_parse(const char *s, km_prompt_mode *m) {
@@ -31,6 +31,19 @@ km_status km_prompt_mode_parse(const char *s, km_prompt_mode *m) {
         }
     return km_err(KM_EARG, "prompt mode '%s' is unknown, expected points, box, points+box or "
                   "points+box+mask", s);
+}
+
+km_status km_prompt_mode_parse_auto(const char *s, km_prompt_mode *m) {
+    if (!s || !strcmp(s, "auto")) {
+        *m = KM_PROMPT_AUTO;
+        return KM_OK;
+    }
+    return km_prompt_mode_parse(s, m);
+}
+
+km_prompt_mode km_prompt_mode_for(km_prompt_mode m, km_sam_profile profile) {
+    if (m != KM_PROMPT_AUTO) return m;
+    return km_teacher_profile_of(profile)->default_box ? KM_PROMPT_BOX : KM_PROMPT_POINTS_BOX;
 }
 
 static int mode_valid(km_prompt_mode m) {

@@ -65,6 +65,7 @@
 
 /* Ablation modes (paper table 3); points+box is the default. */
 typedef enum {
+    KM_PROMPT_AUTO = 0,            /* the teacher profile's default (km_prompt_mode_for) */
     KM_PROMPT_POINTS = 1,
     KM_PROMPT_BOX = 2,
     KM_PROMPT_POINTS_BOX = 3,      /* default */
@@ -76,6 +77,11 @@ enum { KM_PROMPT_USE_POINTS = 1, KM_PROMPT_USE_BOX = 2, KM_PROMPT_USE_MASK = 4 }
  * KM_EARG naming the accepted values. */
 const char *km_prompt_mode_name(km_prompt_mode m);
 km_status km_prompt_mode_parse(const char *s, km_prompt_mode *m);
+/* "auto" (or NULL) -> KM_PROMPT_AUTO, else as km_prompt_mode_parse. */
+km_status km_prompt_mode_parse_auto(const char *s, km_prompt_mode *m);
+/* m itself, or for KM_PROMPT_AUTO the profile's default: box for teachers
+ * trained with boxes (MedSAM, LiteMedSAM; method.md 6), else points+box. */
+km_prompt_mode km_prompt_mode_for(km_prompt_mode m, km_sam_profile profile);
 
 typedef enum {
     KM_PROMPTS_READY = 0,  /* prompts usable */

@@ -10,8 +10,8 @@
 
 void km_refine_config_default(km_refine_config *c) {
     memset(c, 0, sizeof *c);
-    c->profile = KM_SAM_PROFILE_SAM;
-    c->mode = KM_PROMPT_POINTS_BOX;
+    c->profile = KM_SAM_PROFILE_AUTO;
+    c->mode = KM_PROMPT_AUTO;
     c->points = 1;
     c->cache_mem = 16;
 }
@@ -20,10 +20,8 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
                                       const char *prompt_mode, int points, const char *cache_dir,
                                       int no_cache, char *dbuf, size_t ndbuf) {
     km_status s;
-    if (!strcmp(profile, "sam")) c->profile = KM_SAM_PROFILE_SAM;
-    else if (!strcmp(profile, "medsam")) c->profile = KM_SAM_PROFILE_MEDSAM;
-    else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
-    if ((s = km_prompt_mode_parse(prompt_mode, &c->mode))) return km_err_prefix(s, "--prompt-mode: ");
+    if ((s = km_sam_profile_parse_auto(profile, &c->profile))) return km_err_prefix(s, "--teacher-profile: ");
+    if ((s = km_prompt_mode_parse_auto(prompt_mode, &c->mode))) return km_err_prefix(s, "--prompt-mode: ");
     c->teacher = teacher;
     c->points = points;
     c->cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, ndbuf);
@@ -40,15 +38,16 @@ const char *km_refine_outcome_name(km_refine_outcome o) {
 }
 
 km_status km_refine_config_check(const km_refine_config *c) {
-    if (!c->teacher || !c->teacher[0]) return km_err(KM_EARG, "--teacher: a SAM/MedSAM checkpoint is required");
+    if (!c->teacher || !c->teacher[0]) return km_err(KM_EARG, "--teacher: a teacher checkpoint is required");
     struct stat st;
     if (stat(c->teacher, &st) || !S_ISREG(st.st_mode))
         return km_err(KM_EIO, "--teacher %s: no such checkpoint file", c->teacher);
     if (c->points < 1 || c->points > KM_PROMPTS_MAX_POINTS)
         return km_err(KM_EARG, "--points %d: expected 1..%d", c->points, KM_PROMPTS_MAX_POINTS);
-    if (c->profile == KM_SAM_PROFILE_MEDSAM && c->mode != KM_PROMPT_BOX)
-        return km_err(KM_EARG, "--prompt-mode %s: MedSAM takes box prompts only (use --prompt-mode box)",
-                      km_prompt_mode_name(c->mode));
+    if (c->profile != KM_SAM_PROFILE_AUTO && km_teacher_profile_of(c->profile)->box_only &&
+        km_prompt_mode_for(c->mode, c->profile) != KM_PROMPT_BOX)
+        return km_err(KM_EARG, "--prompt-mode %s: the %s teacher takes box prompts only (use --prompt-mode box)",
+                      km_prompt_mode_name(c->mode), km_sam_profile_name(c->profile));
     if (c->cache_mem < 0) return km_err(KM_EARG, "cache_mem %d: expected >= 0", c->cache_mem);
     return KM_OK;
 }
@@ -61,13 +60,16 @@ km_status km_refiner_open(km_refiner *r, const km_refine_config *c) {
     s = km_sam_load(&r->sam, c->teacher, 1);
     if (s) return km_err_prefix(s, "--teacher: ");
     r->loaded = 1;
-    s = km_sam_predictor_init(&r->p, &r->sam, c->profile);
+    /* "auto" settings resolved from the checkpoint, then checked again */
+    if (r->cfg.profile == KM_SAM_PROFILE_AUTO) r->cfg.profile = km_sam_auto_profile(&r->sam);
+    r->cfg.mode = km_prompt_mode_for(r->cfg.mode, r->cfg.profile);
+    if ((s = km_refine_config_check(&r->cfg))) goto fail;
+    s = km_sam_predictor_init(&r->p, &r->sam, r->cfg.profile);
     if (s) goto fail;
     r->predictor_on = 1;
     if ((s = km_checkpoint_fingerprint(c->teacher, &r->fp))) goto fail;
     if ((s = km_embcache_init(&r->cache, c->cache_dir, 256, c->cache_mem))) goto fail;
     r->cache_on = 1;
-    r->encin = km_malloc(sizeof(float) * 3 * KM_SAM_INPUT * KM_SAM_INPUT);
     r->emb = km_malloc(sizeof(float) * 256 * KM_EMB_HW * KM_EMB_HW);
     r->m256 = km_malloc(sizeof(float) * 256 * 256);
     return KM_OK;
@@ -80,11 +82,10 @@ void km_refiner_close(km_refiner *r) {
     if (r->cache_on) km_embcache_free(&r->cache);
     if (r->predictor_on) km_sam_predictor_free(&r->p);
     if (r->loaded) km_sam_free(&r->sam);
-    km_free(r->encin);
     km_free(r->emb);
     km_free(r->m256);
     km_free(r->mask);
-    r->encin = r->emb = r->m256 = NULL;
+    r->emb = r->m256 = NULL;
     r->mask = NULL;
     r->cap = 0;
     r->loaded = r->predictor_on = r->cache_on = 0;
@@ -97,13 +98,11 @@ km_status km_refine_teacher_mask(km_refiner *r, const uint8_t *rgb, int S, km_pr
     KM_ASSERT(r->loaded && S > 0);
     km_embkey k;
     km_embkey_make(&k, km_hash_image(rgb, S, S, 3), r->fp,
-                   r->cfg.profile == KM_SAM_PROFILE_MEDSAM ? "medsam" : "sam", S, S);
+                   km_sam_profile_name(r->cfg.profile), S, S);
     km_status s;
     if (!km_embcache_lookup(&r->cache, &k, r->emb)) {
         double t0 = km_now();
-        if (r->cfg.profile == KM_SAM_PROFILE_MEDSAM) km_medsam_preprocess(r->encin, KM_SAM_INPUT, rgb, S, S, 3);
-        else km_sam_preprocess(r->encin, KM_SAM_INPUT, rgb, S, S, 3, NULL, NULL);
-        s = km_sam_encoder_forward(r->sam.encoder, r->encin, r->emb, NULL);
+        s = km_sam_encode(&r->sam, r->cfg.profile, rgb, S, S, 3, r->emb);
         r->encoder_seconds += km_now() - t0;
         if (s) return s;
         r->encoder_runs++;

@@ -39,9 +39,9 @@
 #define KM_REFINE_SEED 0x726566696e650000ULL /* "refine" */
 
 typedef struct {
-    const char *teacher;    /* SAM / MedSAM checkpoint (required) */
-    km_sam_profile profile; /* default SAM */
-    km_prompt_mode mode;    /* default points+box */
+    const char *teacher;    /* teacher checkpoint (required; commands resolve the default, teacher.h) */
+    km_sam_profile profile; /* default auto: the checkpoint's own (resolved by km_refiner_open) */
+    km_prompt_mode mode;    /* default auto: the profile's (box for MedSAM / LiteMedSAM) */
     int points;             /* guiding points, default 1 */
     const char *cache_dir;  /* embedding cache folder, NULL: memory only */
     int cache_mem;          /* embeddings kept in memory, default 16 */
@@ -75,7 +75,7 @@ typedef struct {
     km_sam_predictor p;
     km_embcache cache;
     uint64_t fp;
-    float *encin, *emb, *m256;
+    float *emb, *m256;
     uint8_t *mask; /* [cap] teacher mask of the current crop */
     size_t cap;
     /* counters since open */

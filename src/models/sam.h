@@ -1,26 +1,24 @@
-/* sam.h - the whole Segment Anything model from one checkpoint, and a
- * predictor with SamPredictor semantics (segment_anything/predictor.py;
- * reference-arch.md 1.5) plus the MedSAM inference profile (1.5.3).
+/* sam.h - a SAM-family teacher from one checkpoint, and a predictor with
+ * SamPredictor semantics driven by the teacher profiles of teacher.h (SAM,
+ * MedSAM, LiteMedSAM, MobileSAM; reference-arch.md 1.5, teacher-tinyvit.md).
  *
- *   km_sam m;        km_sam_load(&m, "sam_vit_b_01ec64.pth", 1);
- *   km_sam_predictor p;  km_sam_predictor_init(&p, &m, KM_SAM_PROFILE_SAM);
- *   km_sam_set_image(&p, rgb, w, h, 3);            // preprocessing + encoder
- *   km_sam_prompts pr = {.points = xy, .labels = lab, .n_points = 1, .multimask = 1};
+ *   km_sam m;        km_sam_load(&m, "lite_medsam.pth", 1);
+ *   km_sam_predictor p;  km_sam_predictor_init(&p, &m, KM_SAM_PROFILE_LITEMEDSAM);
+ *   km_sam_set_image(&p, rgb, w, h, 3);            // profile pre-processing + encoder
+ *   km_sam_prompts pr = {.box = box};
  *   km_sam_result r;  km_sam_predict(&p, &pr, &r); // r.masks [K, h, w], r.iou [K]
  *   km_sam_result_free(&r); km_sam_predictor_free(&p); km_sam_free(&m);
  *
- * Checkpoint: a SAM / MedSAM state dict (.pth or safetensors) with keys
- * image_encoder.*, prompt_encoder.*, mask_decoder.*; pixel_mean/std are not in
- * it (they are constants, see sam_preprocess.h). Variant dims come from the
- * tensor shapes. Prompts are given in ORIGINAL image pixels, (x, y), boxes
- * (x0, y0, x1, y1); the predictor rescales them into the 1024 frame:
- *   SAM:    (float)(x * (new_w / w)), (float)(y * (new_h / h)) in double
- *           (ResizeLongestSide.apply_coords);
- *   MedSAM: (float)(x / W * 1024), (float)(y / H * 1024) (MedSAM_Inference.py).
+ * Checkpoint: a state dict (.pth or safetensors) with keys image_encoder.*,
+ * prompt_encoder.*, mask_decoder.*. The image encoder is a ViT (SAM, MedSAM)
+ * or a TinyViT (LiteMedSAM, MobileSAM), told apart by its keys; every
+ * dimension comes from the tensor shapes. pixel_mean/std are not in it (they
+ * are constants, see sam_preprocess.h). Prompts are given in ORIGINAL image
+ * pixels, (x, y), boxes (x0, y0, x1, y1); the profile's `coord` maps them
+ * into the prompt encoder's frame (1024, or 256 for LiteMedSAM).
  * Outputs for K selected masks (multimask: tokens 1..3, else token 0):
- *   SAM:    scores = upsampled logits at (h, w); masks = scores > 0;
- *   MedSAM: box only, single mask; scores = bilinear(sigmoid(low-res logits))
- *           at (H, W); masks = scores > 0.5. */
+ * scores at the original size (logits, or probabilities for MedSAM: the
+ * profile's scores_are_probs) and masks = the profile's is_fg(score). */
 #ifndef KM_SAM_H
 #define KM_SAM_H
 
@@ -28,11 +26,16 @@
 #include "sam_decoder.h"
 #include "sam_encoder.h"
 #include "sam_prompt.h"
+#include "teacher.h"
+#include "tinyvit.h"
 
 typedef struct {
     char *file;
     km_tdict weights;        /* prompt_encoder.* and mask_decoder.* (borrowed by pe / dec) */
-    km_sam_encoder *encoder; /* NULL when loaded without the image encoder */
+    km_sam_encoder *encoder; /* ViT image encoder, or NULL */
+    km_tinyvit *tinyvit;     /* TinyViT image encoder, or NULL (loaded without the encoder) */
+    km_teacher_encoder kind; /* which one the checkpoint holds (known even without loading it) */
+    int input;               /* the encoder's input square (1024, 256 for LiteMedSAM) */
     km_sam_prompt pe;
     km_sam_decoder dec;
 } km_sam;
@@ -44,14 +47,29 @@ km_status km_sam_load(km_sam *m, const char *path, int with_encoder);
 km_status km_sam_from_tdict(km_sam *m, km_tdict *sd, const char *file, int with_encoder);
 void km_sam_free(km_sam *m);
 
-typedef enum { KM_SAM_PROFILE_SAM = 0, KM_SAM_PROFILE_MEDSAM = 1 } km_sam_profile;
+/* The profile a checkpoint implies (teacher.h KM_SAM_PROFILE_AUTO). */
+km_sam_profile km_sam_auto_profile(const km_sam *m);
+/* The same from a file, loading it without its image encoder. */
+km_status km_sam_probe_profile(const char *path, km_sam_profile *profile);
+/* KM_EARG when the checkpoint cannot run under the profile (a ViT under a
+ * TinyViT profile or the reverse, LiteMedSAM's 256 input under MobileSAM's
+ * 1024 or the reverse), naming the file and what it holds. */
+km_status km_sam_check_profile(const km_sam *m, km_sam_profile profile);
+
+/* The profile's pre-processing and the image encoder on an original image
+ * rgb h x w x c (c = 3, or 1 grey): emb [D, 64, 64]. Allocates a temporary
+ * encoder input. KM_EARG when the model was loaded without its encoder. */
+km_status km_sam_encode(const km_sam *m, km_sam_profile profile, const uint8_t *rgb, int w, int h,
+                        int c, float *emb);
 
 typedef struct {
     const km_sam *model;
     km_sam_profile profile;
+    const km_teacher_profile *tp;
+    km_sam_prompt pe;     /* the model's prompt encoder in the profile's prompt frame */
     int has_image;
     int orig_h, orig_w;   /* original image size */
-    int input_h, input_w; /* resized size inside the 1024 canvas */
+    int input_h, input_w; /* resized size inside the encoder's input square */
     float *embedding;     /* [256, 64*64] */
     float *dense_pe;      /* [256, 64*64], computed once */
     float *dense;         /* [256, 64*64] */
@@ -60,18 +78,13 @@ typedef struct {
     size_t work_n;
 } km_sam_predictor;
 
+/* KM_EARG (km_sam_check_profile) when the profile does not fit the model. */
 km_status km_sam_predictor_init(km_sam_predictor *p, const km_sam *m, km_sam_profile profile);
 void km_sam_predictor_free(km_sam_predictor *p);
 
-/* SAM profile: rgb h x w x c (c = 3 RGB, or 1 grey replicated), runs
- * ResizeLongestSide + normalisation + padding and the image encoder. */
+/* Any profile: rgb h x w x c (c = 3 RGB, or 1 grey replicated), the profile's
+ * pre-processing and the image encoder (km_sam_encode). */
 km_status km_sam_set_image(km_sam_predictor *p, const uint8_t *rgb, int w, int h, int c);
-/* MedSAM profile: rgb is the caller's 1024 x 1024 resize of the original
- * (skimage bicubic in MedSAM_Inference.py); orig_w x orig_h is the size the
- * masks are returned at. Min-max normalisation, no padding. */
-km_status km_medsam_set_image(km_sam_predictor *p, const uint8_t *rgb1024, int c, int orig_w,
-                              int orig_h);
-/* Use a cached embedding [256, 64, 64] of an orig_w x orig_h image. */
 km_status km_sam_set_embedding(km_sam_predictor *p, const float *embedding, int orig_w, int orig_h);
 
 typedef struct {
@@ -87,7 +100,7 @@ typedef struct {
 typedef struct {
     int K, h, w;    /* K masks at the original size h x w */
     int n_sparse;   /* prompt tokens */
-    float *scores;  /* [K, h, w] logits (SAM) / probabilities (MedSAM) */
+    float *scores;  /* [K, h, w] logits, or probabilities when tp->scores_are_probs (MedSAM) */
     uint8_t *masks; /* [K, h, w] 0/1 */
     float iou[8];   /* [K] predicted IoU (no sigmoid) */
     float *low_res; /* [K, 256, 256] logits, usable as a later mask_input */
@@ -95,7 +108,8 @@ typedef struct {
 } km_sam_result;
 
 /* Validates the prompts (points and boxes inside the image, x0 <= x1, y0 <= y1,
- * labels in {-1, 0, 1}, mask 256 x 256, at least one prompt) with KM_EARG
+ * labels in {-1, 0, 1}, mask 256 x 256, at least one prompt, MedSAM: one box
+ * only, multimask only where the profile allows it) with KM_EARG
  * errors naming the offending value, then runs prompt encoder, mask decoder
  * and post-processing. */
 km_status km_sam_predict(km_sam_predictor *p, const km_sam_prompts *pr, km_sam_result *out);

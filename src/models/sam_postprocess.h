@@ -31,4 +31,11 @@ void km_sam_postprocess(float *out, const float *lowres, int C, int input_h, int
  * out [C, H, W] probabilities (the mask is out > 0.5). work: 256*256 floats. */
 void km_medsam_postprocess(float *out, const float *lowres, int C, int H, int W, float *work);
 
+/* LiteMedSAM: crop the low-res logits to [new_h, new_w], one bilinear resize
+ * to [H, W] -> out [C, H, W] logits. work: unused here. */
+void km_litemedsam_postprocess(float *out, const float *lowres, int C, int new_h, int new_w, int H,
+                               int W, float *work);
+/* sigmoid(logit) > 0.5 in float32, as torch computes it. */
+int km_litemedsam_mask(float logit);
+
 #endif

@@ -41,4 +41,13 @@ void km_medsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, i
  * replicated); out float [3, S, S]. */
 void km_medsam_normalize(float *out, int S, const uint8_t *rgb, int c);
 
+/* LiteMedSAM (CVPR24_LiteMedSAM_infer.py; teacher-tinyvit.md 3.1): longest
+ * side to S with cv2 INTER_AREA, min-max over the whole resized image, zero
+ * padding bottom/right. out float [3, S, S]. */
+void km_litemedsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c, int *new_h,
+                              int *new_w);
+/* Box corner: (float)(int)(v * (S / max(h, w))) (truncation); point: no rounding. */
+float km_litemedsam_box_coord(float v, int w, int h, int S);
+float km_litemedsam_point_coord(float v, int w, int h, int S);
+
 #endif

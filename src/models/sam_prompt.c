@@ -94,7 +94,7 @@ static void pe_point(const km_sam_prompt *pe, float *out, float cx, float cy) {
 void km_sam_prompt_sparse(const km_sam_prompt *pe, float *sparse, const float *points,
                           const int *labels, int n, const float *box) {
     int D = pe->D;
-    const float canvas = (float)KM_SAM_INPUT;
+    const float canvas = (float)(pe->input_size ? pe->input_size : KM_SAM_INPUT);
     for (int i = 0; i < n; i++) {
         float *o = sparse + (size_t)i * D;
         int l = labels[i];

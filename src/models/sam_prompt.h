@@ -21,6 +21,7 @@
 
 typedef struct {
     int D;          /* embed dim, 256 */
+    int input_size; /* input_image_size: the frame prompts are given in (0 = 1024; LiteMedSAM 256) */
     int mask_chans; /* mask_in_chans, 16 (mask_downscaling: 1 -> mask_chans/4 -> mask_chans -> D) */
     const float *gauss;        /* [2, D/2] positional_encoding_gaussian_matrix */
     const float *point_emb[4]; /* [D] each: 0 negative, 1 positive, 2 box top-left, 3 bottom-right */
