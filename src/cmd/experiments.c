@@ -27,7 +27,12 @@
  * --encoder-weights <that>/encoder.safetensors, and the mining runs from it.
  *
  * After training, `kmseg eval` scores the run's best.safetensors on the run's
- * test split (RUN/splits) into RUN/eval/{per_image.csv,summary.json}.
+ * test split (RUN/splits) into RUN/eval/{per_image.csv,summary.json}; with
+ * --refined also `kmseg eval --teacher` (refined inference) into
+ * RUN/eval_refined/, tabled as "<method>+refined".
+ * --preset paper|cpu names a protocol (k_presets below); it fills in only
+ * what the command line leaves unset, and its values land in settings.txt
+ * like any pass-through knob.
  * A run is finished when RUN/eval/summary.json exists (written atomically,
  * last); restarting skips finished runs. A run folder without it was
  * interrupted: a mining run that got as far as writing its mine_config.json
@@ -76,7 +81,7 @@ static const char *const k_methods[] = {"supervised", "onetime", "continuous", "
 enum { NMETHODS = 7 };
 
 /* Pass-through flags: value forwarded verbatim when given. to: 1 train,
- * 2 mine, 4 pretrain, 8 eval. */
+ * 2 mine, 4 pretrain, 8 eval, 16 refined eval only (eval --refine). */
 typedef struct {
     const char *name;
     int to;
@@ -104,14 +109,56 @@ static passflag g_pass[] = {
     {"--bce-weight", 3, "a in a*BCE + (1-a)*Dice", 0, 0, 0},
     {"--max-steps", 1, "supervised: stop after this many optimiser steps", 0, 0, 0},
     {"--mine-epochs", 2, "maximum mining epochs", 0, 0, 0},
-    {"--points", 2, "guiding points per image", 0, 0, 0},
+    {"--points", 18, "guiding points per image", 0, 0, 0},
     {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0, 0},
-    {"--teacher-profile", 2, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0, 0},
-    {"--cache-dir", 2, "teacher embedding cache folder", 0, 0, 1},
+    {"--teacher-profile", 18, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0, 0},
+    {"--cache-dir", 18, "teacher embedding cache folder", 0, 0, 1},
     {"--cache-mem", 2, "teacher embeddings kept in memory", 0, 0, 1},
-    {"--no-cache", 2, "teacher embeddings in memory only", 0, 1, 1},
+    {"--no-cache", 18, "teacher embeddings in memory only", 0, 1, 1},
 };
 enum { NPASS = sizeof g_pass / sizeof g_pass[0] };
+
+/* Named protocols (--preset). "paper" is method.md's protocol (every knob at
+ * its command's default). "cpu" is sized so that the Kvasir-SEG grid
+ * (supervised, one-time, continuous, each also with refined inference, at
+ * 10/25/50 % labelled, 3 seeds) finishes in about 5 hours on 2 cores; why
+ * each value: README "A protocol that fits a CPU". A preset only fills in
+ * what the command line leaves unset. */
+typedef struct {
+    const char *name, *fractions, *methods, *seeds;
+    int refined;
+    const char *pass[16][2]; /* flag, value */
+} preset;
+
+static const preset k_presets[] = {
+    {"paper", NULL, NULL, NULL, 0, {{0}}},
+    {"cpu", "0.1,0.25,0.5", "supervised,onetime,continuous", "0,1,2", 1,
+     {{"--size", "128"}, {"--resnet", "18"}, {"--epochs", "40"}, {"--mine-epochs", "8"},
+      {"--early-stop", "6"}, {"--plateau-patience", "2"}, {"--lr", "3e-4"}, {0}}},
+};
+
+static km_status apply_preset(const char *name, const char **fractions, const char **methods,
+                              const char **seeds, int *refined, const km_flag *flags) {
+    const preset *p = NULL;
+    for (size_t i = 0; i < sizeof k_presets / sizeof k_presets[0]; i++)
+        if (!strcmp(name, k_presets[i].name)) p = &k_presets[i];
+    if (!p) return km_err(KM_EARG, "--preset '%s': expected paper or cpu", name);
+    int seen_f = 0, seen_m = 0, seen_s = 0, seen_r = 0;
+    for (const km_flag *f = flags; f->name; f++) {
+        seen_f |= f->seen && !strcmp(f->name, "--fractions");
+        seen_m |= f->seen && !strcmp(f->name, "--methods");
+        seen_s |= f->seen && !strcmp(f->name, "--seeds");
+        seen_r |= f->seen && !strcmp(f->name, "--refined");
+    }
+    if (p->fractions && !seen_f) *fractions = p->fractions;
+    if (p->methods && !seen_m) *methods = p->methods;
+    if (p->seeds && !seen_s) *seeds = p->seeds;
+    if (!seen_r) *refined |= p->refined;
+    for (int k = 0; p->pass[k][0]; k++)
+        for (int i = 0; i < NPASS; i++)
+            if (!strcmp(g_pass[i].name, p->pass[k][0]) && !g_pass[i].val) g_pass[i].val = (char *)p->pass[k][1];
+    return KM_OK;
+}
 
 /* ---- small helpers ---- */
 
@@ -294,6 +341,10 @@ typedef struct {
     /* results: [d][f][m][s] */
     double dice[MAXD][MAXF][2 * MAXM][MAXS], iou[MAXD][MAXF][2 * MAXM][MAXS];
     int ntest[MAXD][MAXF][2 * MAXM][MAXS], have[MAXD][MAXF][2 * MAXM][MAXS];
+    /* refined inference (--refined): the same checkpoints, student -> prompts -> teacher */
+    int refined;
+    double rdice[MAXD][MAXF][2 * MAXM][MAXS], riou[MAXD][MAXF][2 * MAXM][MAXS];
+    int rhave[MAXD][MAXF][2 * MAXM][MAXS];
     int ran, skipped, total, pretrained, deps; /* deps: untabled supervised runs made for mining */
 } grid;
 
@@ -485,14 +536,70 @@ static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
     return KM_OK;
 }
 
+/* Refined inference of a finished run: `kmseg eval --refine` of its best
+ * checkpoint on its test split into RUN/eval_refined/ (finished when its
+ * summary.json exists, so runs finished before --refined was asked for get
+ * it added by a later invocation). */
+static km_status do_refined(grid *g, int d, int f, int mi, int s) {
+    char dir[4096], summ[4200], best[4200], splits[4200], evd[4200];
+    run_dir(g, d, f, g->meth[mi], s, dir, sizeof dir);
+    snprintf(summ, sizeof summ, "%s/eval_refined/summary.json", dir);
+    snprintf(best, sizeof best, "%s/best.safetensors", dir);
+    snprintf(splits, sizeof splits, "%s/splits", dir);
+    snprintf(evd, sizeof evd, "%s/eval_refined", dir);
+    km_status st;
+    if (!file_exists(summ)) {
+        double t0 = km_now();
+        argl a = {0};
+        arg(&a, "eval");
+        arg(&a, "--weights");
+        arg(&a, "%s", best);
+        arg(&a, "--data");
+        arg(&a, "%s", g->dpath[d]);
+        arg(&a, "--split");
+        arg(&a, "test");
+        arg(&a, "--split-dir");
+        arg(&a, "%s", splits);
+        arg(&a, "--out");
+        arg(&a, "%s", evd);
+        arg(&a, "--teacher");
+        arg(&a, "%s", g->teacher);
+        arg_pass(&a, 8 | 16);
+        st = call(km_cmd_eval, &a);
+        if (st) return km_err_prefix(st, "refined evaluation of %s: ", dir);
+        printf("      refined inference: %.1f s\n", km_now() - t0);
+    }
+    st = read_summary(summ, &g->rdice[d][f][mi][s], &g->riou[d][f][mi][s], &g->ntest[d][f][mi][s]);
+    if (st) return st;
+    g->rhave[d][f][mi][s] = 1;
+    printf("      refined test Dice %.4f  IoU %.4f\n", g->rdice[d][f][mi][s], g->riou[d][f][mi][s]);
+    fflush(stdout);
+    return KM_OK;
+}
+
 /* ---- tables ---- */
 
-static void agg(const grid *g, int d, int f, int m, int iou, double *mean, double *std, int *n) {
+/* Score of run [d][f][m][k]: student (r = 0) or refined inference (r = 1). */
+static int has_score(const grid *g, int r, int d, int f, int m, int k) {
+    return r ? g->rhave[d][f][m][k] : g->have[d][f][m][k];
+}
+static double score(const grid *g, int r, int iou, int d, int f, int m, int k) {
+    if (r) return iou ? g->riou[d][f][m][k] : g->rdice[d][f][m][k];
+    return iou ? g->iou[d][f][m][k] : g->dice[d][f][m][k];
+}
+
+static void agg(const grid *g, int r, int d, int f, int m, int iou, double *mean, double *std, int *n) {
     double x[MAXS];
     *n = 0;
     for (int s = 0; s < g->ns; s++)
-        if (g->have[d][f][m][s]) x[(*n)++] = iou ? g->iou[d][f][m][s] : g->dice[d][f][m][s];
+        if (has_score(g, r, d, f, m, s)) x[(*n)++] = score(g, r, iou, d, f, m, s);
     km_mean_std(x, *n, mean, std);
+}
+
+/* "continuous" or "continuous+refined" */
+static const char *row_name(const grid *g, int m, int r, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s", g->meth[m], r ? "+refined" : "");
+    return buf;
 }
 
 static km_status write_outputs(const grid *g, const int *tabled) {
@@ -505,35 +612,38 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     if (s) return s;
     for (int d = 0; d < g->nd && !s; d++)
         for (int f = 0; f < g->nf && !s; f++)
-            for (int m = 0; m < g->nm && !s; m++) {
-                if (!tabled[m]) continue;
+            for (int mr = 0; mr < 2 * g->nm && !s; mr++) {
+                int m = mr / 2, r = mr % 2;
+                char rn[96];
+                if (!tabled[m] || (r && !g->refined)) continue;
+                row_name(g, m, r, rn, sizeof rn);
                 for (int k = 0; k < g->ns && !s; k++) {
-                    if (!g->have[d][f][m][k]) continue;
+                    if (!has_score(g, r, d, f, m, k)) continue;
                     char dir[4096];
                     run_dir(g, d, f, g->meth[m], k, dir, sizeof dir);
                     km_csv_str(&c, "run");
                     km_csv_str(&c, g->dname[d]);
                     km_csv_str(&c, g->fname[f]);
-                    km_csv_str(&c, g->meth[m]);
+                    km_csv_str(&c, rn);
                     km_csv_int(&c, g->seed[k]);
                     km_csv_int(&c, 1);
                     km_csv_int(&c, g->ntest[d][f][m][k]);
-                    km_csv_num(&c, g->dice[d][f][m][k]);
+                    km_csv_num(&c, score(g, r, 0, d, f, m, k));
                     km_csv_str(&c, "");
-                    km_csv_num(&c, g->iou[d][f][m][k]);
+                    km_csv_num(&c, score(g, r, 1, d, f, m, k));
                     km_csv_str(&c, "");
                     km_csv_str(&c, dir);
                     s = km_csv_end_row(&c);
                 }
                 double md, sd, mu, su;
                 int n;
-                agg(g, d, f, m, 0, &md, &sd, &n);
-                agg(g, d, f, m, 1, &mu, &su, &n);
+                agg(g, r, d, f, m, 0, &md, &sd, &n);
+                agg(g, r, d, f, m, 1, &mu, &su, &n);
                 if (!n || s) continue;
                 km_csv_str(&c, "mean");
                 km_csv_str(&c, g->dname[d]);
                 km_csv_str(&c, g->fname[f]);
-                km_csv_str(&c, g->meth[m]);
+                km_csv_str(&c, rn);
                 km_csv_str(&c, "");
                 km_csv_int(&c, n);
                 km_csv_str(&c, "");
@@ -559,7 +669,8 @@ static km_status write_outputs(const grid *g, const int *tabled) {
                "over seeds");
     fprintf(o, " (seeds:");
     for (int k = 0; k < g->ns; k++) fprintf(o, " %d", g->seed[k]);
-    fprintf(o, "); \"(n=1)\": one seed, no std; \"-\": no finished run. Columns: labelled fraction.\n");
+    fprintf(o, "); \"(n=1)\": one seed, no std; \"-\": no finished run. Columns: labelled fraction. Rows "
+               "\"+refined\": the same checkpoints in refined mode (student -> prompts -> teacher).\n");
     for (int d = 0; d < g->nd; d++)
         for (int metric = 0; metric < 2; metric++) {
             fprintf(o, "\n## %s - %s\n\n| method |", g->dname[d], metric ? "IoU" : "Dice");
@@ -567,13 +678,15 @@ static km_status write_outputs(const grid *g, const int *tabled) {
             fprintf(o, "\n|---|");
             for (int f = 0; f < g->nf; f++) fprintf(o, "---|");
             fprintf(o, "\n");
-            for (int m = 0; m < g->nm; m++) {
-                if (!tabled[m]) continue;
-                fprintf(o, "| %s |", g->meth[m]);
+            for (int mr = 0; mr < 2 * g->nm; mr++) {
+                int m = mr / 2, r = mr % 2;
+                char rn[96];
+                if (!tabled[m] || (r && !g->refined)) continue;
+                fprintf(o, "| %s |", row_name(g, m, r, rn, sizeof rn));
                 for (int f = 0; f < g->nf; f++) {
                     double mean, std;
                     int n;
-                    agg(g, d, f, m, metric, &mean, &std, &n);
+                    agg(g, r, d, f, m, metric, &mean, &std, &n);
                     if (!n) fprintf(o, " - |");
                     else if (n == 1) fprintf(o, " %.4f (n=1) |", mean);
                     else fprintf(o, " %.4f ± %.4f |", mean, std);
@@ -600,7 +713,8 @@ static int valid_name(const char *s) {
 km_status km_cmd_experiments(int argc, char **argv) {
     const char *out = NULL, *data = NULL, *teacher = NULL, *fractions = "1,0.75,0.5",
                *methods = "supervised,onetime,continuous", *seeds = "0,1,2", *pe = NULL, *pb = NULL;
-    int simclr = 0;
+    const char *preset_name = "paper";
+    int simclr = 0, refined = 0;
     km_flag flags[16 + NPASS];
     km_flag head[] = {
         {"--out", KM_FLAG_STR, &out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
@@ -617,6 +731,12 @@ km_status km_cmd_experiments(int argc, char **argv) {
     int nf = 0;
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) flags[nf++] = head[i];
     flags[nf++] = (km_flag){"--pretrain-batch", KM_FLAG_STR, &pb, "SimCLR images per step (default: kmseg pretrain's)", 0, 0};
+    flags[nf++] = (km_flag){"--preset", KM_FLAG_STR, &preset_name,
+                            "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short "
+                            "schedules, refined inference; fills only what is not given)", 0, 0};
+    flags[nf++] = (km_flag){"--refined", KM_FLAG_BOOL, &refined,
+                            "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
+                            "<method>+refined", 0, 0};
     int bools[NPASS];
     for (int i = 0; i < NPASS; i++) {
         g_pass[i].val = NULL;
@@ -635,6 +755,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     if (s || help) return s;
     for (int i = 0; i < NPASS; i++)
         if (g_pass[i].is_bool && bools[i]) g_pass[i].val = "1";
+    if ((s = apply_preset(preset_name, &fractions, &methods, &seeds, &refined, flags))) return s;
 
     grid *g = km_calloc(sizeof *g);
     char *dbuf = km_strdup(data), *fbuf = km_strdup(fractions), *mbuf = km_strdup(methods), *sbuf = km_strdup(seeds);
@@ -642,6 +763,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     g->out = out;
     g->teacher = teacher;
     g->simclr = simclr;
+    g->refined = refined;
     g->pretrain_epochs = pe;
     g->pretrain_batch = pb;
     char *items[MAXS];
@@ -686,7 +808,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
         g->seed[g->ns++] = (int)v;
     }
     /* methods; the supervised run is always in the list (dependency of mining) */
-    int need_teacher = 0;
+    int need_teacher = refined;
     if (!s) s = split_list("--methods", mbuf, items, MAXM - 1, &n);
     if (!s) {
         g->meth[g->nm++] = km_strdup("supervised");
@@ -742,7 +864,10 @@ km_status km_cmd_experiments(int argc, char **argv) {
         for (int f = 0; f < g->nf && !s; f++)
             for (int k = 0; k < g->ns && !s; k++)
                 for (int m = 0; m < g->nm && !s; m++)
-                    if (tabled[m]) s = do_run(g, d, f, m, k, 1);
+                    if (tabled[m]) {
+                        s = do_run(g, d, f, m, k, 1);
+                        if (!s && g->refined) s = do_refined(g, d, f, m, k);
+                    }
     /* tables from every finished run, also after a failure (partial grid) */
     if (started) {
         km_status s2 = write_outputs(g, tabled);

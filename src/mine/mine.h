@@ -84,7 +84,7 @@ typedef enum { KM_MINE_ONETIME = 0, KM_MINE_CONTINUOUS = 1 } km_mine_schedule;
 typedef struct {
     km_train_config train; /* data, splits, model, optimisation; train.out is set by km_mine_run */
     char *out;             /* run folder */
-    char *teacher;         /* SAM / MedSAM checkpoint */
+    char *teacher;         /* teacher checkpoint (commands default it: teacher.h) */
     km_sam_profile profile;
     km_mine_schedule schedule;
     char *init;            /* student checkpoint: skip the supervised phase (NULL: run it) */
@@ -98,7 +98,7 @@ typedef struct {
 } km_mine_config;
 
 /* method.md defaults: km_train_config_default with labelled fraction 0.5,
- * SAM profile, continuous, points+box, 1 point, lambda 0.5, 100 epochs,
+ * profile and prompt mode "auto" (from the checkpoint), continuous, 1 point, lambda 0.5, 100 epochs,
  * 8 sample PNGs, 256 embeddings in memory. */
 void km_mine_config_default(km_mine_config *c);
 /* Reads <dir>/mine_config.json (written by a run) into c, strings owned,
@@ -125,15 +125,16 @@ typedef struct {
     int finished; /* 0: stopped by hooks->stop_after (resumable) */
 } km_mine_result;
 
+/* Resolves "auto" settings: the profile from the checkpoint (sam.h
+ * km_sam_probe_profile), then the prompt mode from the profile. km_mine_run
+ * does this itself; what it writes to mine_config.json is resolved. */
+km_status km_mine_resolve_teacher(km_mine_config *c);
+
 /* resume = 1 continues the run in c->out (c must be the run's own config, see
  * km_mine_config_load). hooks: log / progress as for km_train_run; on_step is
  * passed to the supervised phase; stop_after = N returns after N epochs in
  * total, supervised epochs first, then mining epochs, as if killed (the run
  * folder is resumable; res->finished = 0). */
-/* Resolves "auto" settings: the profile from the checkpoint (sam.h
- * km_sam_probe_profile), then the prompt mode from the profile. km_mine_run
- * does this itself; what it writes to mine_config.json is resolved. */
-km_status km_mine_resolve_teacher(km_mine_config *c);
 km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res);
 
 #endif
