@@ -309,3 +309,74 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
                      "cmp -s '%s/kvasir/simclr/seed0/encoder.safetensors' '%s/enc_before'",
                      dir, dir, km_test_tmpdir()) == 0);
 }
+
+/* The grid as independent jobs (issue: beyond one machine, point 1):
+ * --list-runs numbers the runs stage by stage; --run-index refuses a run
+ * whose dependency has not finished; two shards run as parallel background
+ * processes (plus a duplicate of one run racing them on its lock), then
+ * --collect, give the same tables and the same per-run checkpoints as the
+ * serial grid. */
+KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
+    const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    const char *t = km_test_tmpdir();
+    char common[4096], args[8192], p[2048];
+    snprintf(common, sizeof common, "--data 'kvasir=%s' --teacher '%s' --fractions 0.5 --methods supervised,onetime "
+             "--seeds 0,1 --size 32 --resnet 18 --epochs 1 --mine-epochs 1 --max-images 12 --val-fraction 0.25 "
+             "--test-fraction 0.25 --batch 3 --threads 1 --no-cache", kv, sam);
+    char *o = NULL;
+    snprintf(args, sizeof args, "experiments --out '%s/ser' %s --list-runs", t, common);
+    int rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "0\tsupervised\tkvasir/0.5/supervised/seed0\t-\n") &&
+              strstr(o, "1\tsupervised\tkvasir/0.5/supervised/seed1\t-\n") &&
+              strstr(o, "2\tmining\tkvasir/0.5/onetime/seed0\t0\n") && strstr(o, "3\tmining\tkvasir/0.5/onetime/seed1\t1\n") &&
+              strstr(o, "# stage supervised: --array=0-1\n") && strstr(o, "# stage mining: --array=2-3\n"),
+              "--list-runs: exit %d: %s", rc, o);
+    km_free(o);
+    snprintf(args, sizeof args, "experiments --out '%s/ser' %s --run-index 2", t, common);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc != 0 && strstr(o, "run 2 (kvasir/0.5/onetime/seed0) waits for run 0 (kvasir/0.5/supervised/seed0"),
+              "--run-index before its dependency: exit %d: %s", rc, o);
+    km_free(o);
+    snprintf(args, sizeof args, "experiments --out '%s/ser' %s --run-index 9", t, common);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc != 0 && strstr(o, "the grid has 4 runs"), "--run-index 9: exit %d: %s", rc, o);
+    km_free(o);
+
+    snprintf(args, sizeof args, "experiments --out '%s/ser' %s", t, common);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "4 runs: 4 ran, 0 skipped"), "serial grid: exit %d: %s", rc, o);
+    km_free(o);
+
+    /* three shards and a duplicate of run 1, in parallel: shard 0/3 runs 0
+     * and 3, 1/3 runs 1, 2/3 runs 2, which waits for run 0 (shard 0's: it
+     * runs it itself or waits on its lock); the duplicate --run-index 1 races
+     * shard 1 for run 1's lock */
+    rc = km_test_sh("cd '%s' && B='%s'; "
+                    "\"$B\" experiments --out par %s --shard 0/3 > s0.txt 2>&1 & "
+                    "\"$B\" experiments --out par %s --shard 1/3 > s1.txt 2>&1 & "
+                    "\"$B\" experiments --out par %s --shard 2/3 > s2.txt 2>&1 & "
+                    "\"$B\" experiments --out par %s --run-index 1 > s3.txt 2>&1 & "
+                    "wait %%1 && wait %%2 && wait %%3 && wait %%4",
+                    t, bin(), common, common, common, common);
+    CHECK_MSG(rc == 0, "parallel shards failed: exit %d", rc);
+    snprintf(args, sizeof args, "experiments --out '%s/par' %s --collect", t, common);
+    rc = kmseg(&o, args);
+    CHECK_MSG(rc == 0 && strstr(o, "collected 4 finished run(s) of 4; 0 not finished"), "--collect: exit %d: %s", rc, o);
+    km_free(o);
+    /* every run trained exactly once (the racing duplicate waited, then found it finished) */
+    CHECK(km_test_sh("cd '%s' && test $(cat s0.txt s1.txt s2.txt s3.txt | grep -c ': running -> ') -eq 4", t) == 0);
+    const char *runs[4] = {"supervised/seed0", "supervised/seed1", "onetime/seed0", "onetime/seed1"};
+    for (int i = 0; i < 4; i++) {
+        CHECK_MSG(km_test_sh("cmp -s '%s/ser/kvasir/0.5/%s/best.safetensors' '%s/par/kvasir/0.5/%s/best.safetensors'", t,
+                             runs[i], t, runs[i]) == 0, "%s: checkpoints differ between serial and sharded grids", runs[i]);
+        CHECK_MSG(km_test_sh("cmp -s '%s/ser/kvasir/0.5/%s/eval/per_image.csv' '%s/par/kvasir/0.5/%s/eval/per_image.csv'",
+                             t, runs[i], t, runs[i]) == 0, "%s: per-image scores differ", runs[i]);
+    }
+    snprintf(p, sizeof p, "%s/ser/tables.md", t);
+    char *a = slurp(p);
+    snprintf(p, sizeof p, "%s/par/tables.md", t);
+    char *b = slurp(p);
+    CHECK_MSG(a && b && !strcmp(a, b), "tables differ:\n%s\n---\n%s", a ? a : "", b ? b : "");
+    km_free(a);
+    km_free(b);
+}

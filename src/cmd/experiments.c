@@ -66,6 +66,7 @@
 #include "../models/teacher.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
@@ -326,6 +327,16 @@ static km_status check_settings(const char *out, const char *teacher, const char
 
 /* ---- the grid ---- */
 
+typedef enum { JOB_PRETRAIN = 0, JOB_SUPERVISED = 1, JOB_MINE = 2 } job_stage;
+static const char *const k_stage[] = {"pretrain", "supervised", "mining"};
+
+typedef struct job {
+    job_stage stage;
+    int d, f, m, k; /* f, m unused for a pretraining */
+    int tabled;     /* a requested run (not only a dependency) */
+} job;
+
+
 typedef struct {
     char *dname[MAXD], *dpath[MAXD];
     int nd;
@@ -345,7 +356,9 @@ typedef struct {
     int refined;
     double rdice[MAXD][MAXF][2 * MAXM][MAXS], riou[MAXD][MAXF][2 * MAXM][MAXS];
     int rhave[MAXD][MAXF][2 * MAXM][MAXS];
-    int ran, skipped, total, pretrained, deps; /* deps: untabled supervised runs made for mining */
+    job *jobs; /* every run of the grid, stage by stage (see "jobs" below) */
+    int nj, capj;
+    int ran, pretrained, deps; /* deps: untabled supervised runs made for mining */
 } grid;
 
 static void run_dir(const grid *g, int d, int f, const char *method, int s, char *buf, size_t n) {
@@ -359,43 +372,150 @@ static km_status call(km_cmd_fn fn, argl *a) {
     return s;
 }
 
-/* SimCLR pretraining of dataset d, seed s (once). Finished when its
+/* SimCLR pretraining of dataset d, seed k (job j). Finished when its
  * pretrain.done marker exists (written here after kmseg pretrain returned;
  * encoder.safetensors alone is written after every epoch). A folder with a
  * config.json but no marker was interrupted and is resumed. */
-static km_status ensure_pretrain(grid *g, int d, int s, char *enc, size_t n) {
-    char dir[4096], done[4200], cfg[4200];
-    snprintf(dir, sizeof dir, "%s/%s/simclr/seed%d", g->out, g->dname[d], g->seed[s]);
-    snprintf(enc, n, "%s/encoder.safetensors", dir);
-    snprintf(done, sizeof done, "%s/pretrain.done", dir);
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    if (file_exists(done) && file_exists(enc)) return KM_OK;
+/* ---- jobs: the grid as independent runs (--list-runs, --run-index, --shard) ----
+ * Every run is one job; jobs are numbered stage by stage (SimCLR
+ * pretrainings, then supervised runs, then mining runs; inside a stage by
+ * dataset, fraction, seed, method), so each stage is one contiguous index
+ * range: one Slurm job array per stage, chained with afterok dependencies.
+ * A job waits for at most one other: a mining run for its supervised run, a
+ * SimCLR-initialised supervised run for its pretraining. */
+
+static int is_simclr(const char *method) { return !strncmp(method, "simclr+", 7); }
+static const char *base_method(const char *method) { return is_simclr(method) ? method + 7 : method; }
+
+static void job_id(const grid *g, const job *j, char *buf, size_t n) {
+    if (j->stage == JOB_PRETRAIN) snprintf(buf, n, "%s/simclr/seed%d", g->dname[j->d], g->seed[j->k]);
+    else snprintf(buf, n, "%s/%s/%s/seed%d", g->dname[j->d], g->fname[j->f], g->meth[j->m], g->seed[j->k]);
+}
+
+static void job_dir(const grid *g, const job *j, char *buf, size_t n) {
+    char id[1024];
+    job_id(g, j, id, sizeof id);
+    snprintf(buf, n, "%s/%s", g->out, id);
+}
+
+static void job_file(const grid *g, const job *j, const char *name, char *buf, size_t n) {
+    char dir[4096];
+    job_dir(g, j, dir, sizeof dir);
+    snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static int job_finished(const grid *g, const job *j) {
+    char a[4200], b[4200];
+    if (j->stage == JOB_PRETRAIN) {
+        job_file(g, j, "pretrain.done", a, sizeof a);
+        job_file(g, j, "encoder.safetensors", b, sizeof b);
+        return file_exists(a) && file_exists(b);
+    }
+    job_file(g, j, "eval/summary.json", a, sizeof a);
+    job_file(g, j, "eval_refined/summary.json", b, sizeof b);
+    return file_exists(a) && (!g->refined || !j->tabled || file_exists(b));
+}
+
+static int find_job(const grid *g, job_stage st, int d, int f, int m, int k) {
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        if (j->stage == st && j->d == d && j->k == k && (st == JOB_PRETRAIN || (j->f == f && j->m == m)))
+            return i;
+    }
+    return -1;
+}
+
+/* The job j waits for, or -1. */
+static int job_dep(const grid *g, const job *j) {
+    if (j->stage == JOB_PRETRAIN) return -1;
+    int simclr = is_simclr(g->meth[j->m]);
+    if (j->stage == JOB_SUPERVISED) return simclr ? find_job(g, JOB_PRETRAIN, j->d, 0, 0, j->k) : -1;
+    for (int m = 0; m < g->nm; m++)
+        if (!strcmp(g->meth[m], simclr ? "simclr+supervised" : "supervised"))
+            return find_job(g, JOB_SUPERVISED, j->d, j->f, m, j->k);
+    return -1;
+}
+
+static void add_job(grid *g, job_stage st, int d, int f, int m, int k, int tabled) {
+    if (g->nj == g->capj) {
+        g->capj = g->capj ? 2 * g->capj : 64;
+        job *nj = km_malloc(sizeof(job) * g->capj);
+        if (g->nj) memcpy(nj, g->jobs, sizeof(job) * g->nj);
+        km_free(g->jobs);
+        g->jobs = nj;
+    }
+    g->jobs[g->nj++] = (job){st, d, f, m, k, tabled};
+}
+
+static void enumerate_jobs(grid *g, const int *tabled) {
+    for (int d = 0; d < g->nd && g->simclr; d++)
+        for (int k = 0; k < g->ns; k++) add_job(g, JOB_PRETRAIN, d, 0, 0, k, 0);
+    for (int st = JOB_SUPERVISED; st <= JOB_MINE; st++)
+        for (int d = 0; d < g->nd; d++)
+            for (int f = 0; f < g->nf; f++)
+                for (int k = 0; k < g->ns; k++)
+                    for (int m = 0; m < g->nm; m++) {
+                        int sup = !strcmp(base_method(g->meth[m]), "supervised");
+                        if (sup == (st == JOB_SUPERVISED)) add_job(g, st, d, f, m, k, tabled[m]);
+                    }
+}
+
+/* An exclusive lock on the job (fcntl record lock on OUT/.locks/<id>.lock):
+ * the kernel drops it when the holder exits or dies, so a crashed job never
+ * blocks the grid, and fcntl locks also work across machines on NFS. Waits
+ * while another process holds it. *fd: close it to unlock. */
+static km_status lock_job(const grid *g, const job *j, int *fd) {
+    char id[1024], dir[4200], path[5300];
+    job_id(g, j, id, sizeof id);
+    for (char *c = id; *c; c++)
+        if (*c == '/') *c = '%';
+    snprintf(dir, sizeof dir, "%s/.locks", g->out);
+    km_status s = km_mkdir_p(dir);
+    if (s) return s;
+    snprintf(path, sizeof path, "%s/%s.lock", dir, id);
+    *fd = open(path, O_RDWR | O_CREAT, 0666);
+    if (*fd < 0) return km_err(KM_EIO, "%s: cannot open the lock file: %s", path, strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(*fd, F_SETLK, &fl) == 0) return KM_OK;
+    printf("experiments: %s: another process runs it, waiting\n", id);
+    fflush(stdout);
+    while (fcntl(*fd, F_SETLKW, &fl))
+        if (errno != EINTR) {
+            close(*fd);
+            return km_err(KM_EIO, "%s: cannot lock: %s", path, strerror(errno));
+        }
+    return KM_OK;
+}
+
+static km_status exec_pretrain(grid *g, const job *j) {
+    char dir[4096], enc[4200], cfg[4200], done[4200];
+    job_dir(g, j, dir, sizeof dir);
+    job_file(g, j, "encoder.safetensors", enc, sizeof enc);
+    job_file(g, j, "config.json", cfg, sizeof cfg);
+    job_file(g, j, "pretrain.done", done, sizeof done);
     km_status st;
     const int resume = file_exists(cfg);
     if (resume) {
         printf("experiments: %s: interrupted SimCLR pretraining (no pretrain.done), resuming it\n", dir);
-    } else {
-        st = rm_rf(dir);
-        if (!st) st = km_mkdir_p(dir);
-        if (st) return st;
+    } else if ((st = rm_rf(dir)) || (st = km_mkdir_p(dir))) {
+        return st;
     }
-    printf("experiments: %s seed%d: SimCLR pretraining -> %s\n", g->dname[d], g->seed[s], dir);
+    printf("experiments: %s seed%d: SimCLR pretraining -> %s\n", g->dname[j->d], g->seed[j->k], dir);
     fflush(stdout);
     double t0 = km_now();
     argl a = {0};
     arg(&a, "pretrain");
-    if (resume) {
-        /* settings from the folder's config.json; only result-neutral flags */
+    if (resume) { /* settings from the folder's config.json; only result-neutral flags */
         arg(&a, "--resume");
         arg(&a, "%s", dir);
         arg_pass_neutral(&a, 4);
     } else {
         arg(&a, "--data");
-        arg(&a, "%s", g->dpath[d]);
+        arg(&a, "%s", g->dpath[j->d]);
         arg(&a, "--out");
         arg(&a, "%s", dir);
         arg(&a, "--seed");
-        arg(&a, "%d", g->seed[s]);
+        arg(&a, "%d", g->seed[j->k]);
         if (g->pretrain_epochs) {
             arg(&a, "--epochs");
             arg(&a, "%s", g->pretrain_epochs);
@@ -415,165 +535,167 @@ static km_status ensure_pretrain(grid *g, int d, int s, char *enc, size_t n) {
     if (!st) st = km_atomic_commit(&af);
     if (st) return st;
     g->pretrained++;
-    printf("experiments: %s seed%d: SimCLR pretraining done in %.1f s\n", g->dname[d], g->seed[s], km_now() - t0);
+    printf("experiments: %s seed%d: SimCLR pretraining done in %.1f s\n", g->dname[j->d], g->seed[j->k], km_now() - t0);
     return KM_OK;
 }
 
-/* One run (dataset d, fraction f, method name, seed s): skipped when finished,
- * else trained (or mined) and evaluated. Results stored at [d][f][mi][s]. */
-static km_status do_run(grid *g, int d, int f, int mi, int s, int tabled) {
-    const char *method = g->meth[mi];
-    int simclr = !strncmp(method, "simclr+", 7);
-    const char *base = simclr ? method + 7 : method;
-    char dir[4096], summ[4200], best[4200], splits[4200], evd[4200];
-    run_dir(g, d, f, method, s, dir, sizeof dir);
-    snprintf(summ, sizeof summ, "%s/eval/summary.json", dir);
-    snprintf(best, sizeof best, "%s/best.safetensors", dir);
-    snprintf(splits, sizeof splits, "%s/splits", dir);
-    snprintf(evd, sizeof evd, "%s/eval", dir);
-    if (g->have[d][f][mi][s]) return KM_OK; /* done earlier in this invocation */
-    km_status st = KM_OK;
-    char tag[32];
-    if (tabled) snprintf(tag, sizeof tag, "[%d]", ++g->total);
-    else snprintf(tag, sizeof tag, "[dependency]");
-    if (file_exists(summ)) {
-        if (tabled) g->skipped++;
-        if (tabled) printf("%s %s %s %s seed%d: skipped (finished)\n", tag, g->dname[d], g->fname[f], method, g->seed[s]);
-    } else {
-        /* dependencies first: the supervised run (and its SimCLR encoder) */
-        char enc[4200] = "", sup_best[4200] = "";
-        int sup = !strcmp(base, "supervised");
-        if (!sup) {
-            int smi = -1;
-            for (int m = 0; m < g->nm; m++)
-                if (!strcmp(g->meth[m], simclr ? "simclr+supervised" : "supervised")) smi = m;
-            KM_ASSERT(smi >= 0);
-            if ((st = do_run(g, d, f, smi, s, 0))) return st;
-            char sd[4096];
-            run_dir(g, d, f, g->meth[smi], s, sd, sizeof sd);
-            snprintf(sup_best, sizeof sup_best, "%s/best.safetensors", sd);
-        } else if (simclr && (st = ensure_pretrain(g, d, s, enc, sizeof enc)))
-            return st;
+/* Command arguments of a training or mining run (not resumed). */
+static void run_args(const grid *g, const job *j, const char *dir, const char *enc, const char *sup_best,
+                     argl *a) {
+    const char *method = g->meth[j->m], *base = base_method(method);
+    int sup = j->stage == JOB_SUPERVISED;
+    arg(a, sup ? "train" : "mine");
+    arg(a, "--data");
+    arg(a, "%s", g->dpath[j->d]);
+    arg(a, "--out");
+    arg(a, "%s", dir);
+    arg(a, "--labelled-fraction");
+    arg(a, "%.17g", g->frac[j->f]);
+    arg(a, "--seed");
+    arg(a, "%d", g->seed[j->k]);
+    if (sup) {
+        if (is_simclr(method)) {
+            arg(a, "--encoder-weights");
+            arg(a, "%s", enc);
+        }
+        arg_pass(a, 1);
+        return;
+    }
+    int onetime = !strcmp(base, "onetime"), cont = !strcmp(base, "continuous");
+    arg(a, "--teacher");
+    arg(a, "%s", g->teacher);
+    arg(a, "--init");
+    arg(a, "%s", sup_best);
+    arg(a, "--schedule");
+    arg(a, onetime ? "onetime" : "continuous");
+    arg(a, "--prompt-mode");
+    arg(a, "%s", onetime || cont ? "auto" : base);
+    arg_pass(a, 2);
+}
+
+/* `kmseg eval` of the run's best checkpoint on its test split into
+ * RUN/<sub> (eval, or eval_refined with the teacher). */
+static km_status eval_run(const grid *g, const char *dir, int d, int refined) {
+    argl a = {0};
+    arg(&a, "eval");
+    arg(&a, "--weights");
+    arg(&a, "%s/best.safetensors", dir);
+    arg(&a, "--data");
+    arg(&a, "%s", g->dpath[d]);
+    arg(&a, "--split");
+    arg(&a, "test");
+    arg(&a, "--split-dir");
+    arg(&a, "%s/splits", dir);
+    arg(&a, "--out");
+    arg(&a, "%s/%s", dir, refined ? "eval_refined" : "eval");
+    if (refined) {
+        arg(&a, "--teacher");
+        arg(&a, "%s", g->teacher);
+    }
+    arg_pass(&a, refined ? 8 | 16 : 8);
+    km_status st = call(km_cmd_eval, &a);
+    if (st) return km_err_prefix(st, "%s %s: ", refined ? "refined evaluation of" : "evaluating", dir);
+    return KM_OK;
+}
+
+/* Trains (or mines) one run whose dependency has finished, then evaluates
+ * it. An interrupted mining run (its mine_config.json exists) is resumed,
+ * any other unfinished folder restarted from scratch. */
+static km_status exec_run(grid *g, const job *j) {
+    char dir[4096], evsum[4200], id[1024], enc[4200] = "", sup_best[4200] = "";
+    job_dir(g, j, dir, sizeof dir);
+    job_id(g, j, id, sizeof id);
+    job_file(g, j, "eval/summary.json", evsum, sizeof evsum);
+    int dep = job_dep(g, j);
+    if (dep >= 0 && j->stage == JOB_SUPERVISED) job_file(g, &g->jobs[dep], "encoder.safetensors", enc, sizeof enc);
+    if (dep >= 0 && j->stage == JOB_MINE) job_file(g, &g->jobs[dep], "best.safetensors", sup_best, sizeof sup_best);
+    km_status st;
+    double t0 = km_now(), t1 = t0;
+    if (!file_exists(evsum)) {
         char mcfg[4200];
-        snprintf(mcfg, sizeof mcfg, "%s/mine_config.json", dir);
-        int resume = !sup && file_exists(mcfg);
+        job_file(g, j, "mine_config.json", mcfg, sizeof mcfg);
+        int resume = j->stage == JOB_MINE && file_exists(mcfg);
+        argl a = {0};
         if (resume) {
             printf("experiments: %s: interrupted mining run (no eval/summary.json), resuming it\n", dir);
+            arg(&a, "mine");
+            arg(&a, "--resume");
+            arg(&a, "%s", dir);
+            arg_pass_neutral(&a, 2); /* settings from the run's mine_config.json */
         } else {
             if (dir_exists(dir))
                 printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
             if ((st = rm_rf(dir)) || (st = km_mkdir_p(dir))) return st;
+            run_args(g, j, dir, enc, sup_best, &a);
         }
-        printf("%s %s %s %s seed%d: running -> %s\n", tag, g->dname[d], g->fname[f], method, g->seed[s], dir);
+        printf("%s %s: running -> %s\n", j->tabled ? "[run]" : "[dependency]", id, dir);
         fflush(stdout);
-        double t0 = km_now();
-        argl a = {0};
-        if (resume) {
-            /* the settings come from the run's mine_config.json; only the
-             * flags that change no result pass */
-            arg(&a, "mine");
-            arg(&a, "--resume");
-            arg(&a, "%s", dir);
-            arg_pass_neutral(&a, 2);
-        } else {
-            arg(&a, sup ? "train" : "mine");
-            arg(&a, "--data");
-            arg(&a, "%s", g->dpath[d]);
-            arg(&a, "--out");
-            arg(&a, "%s", dir);
-            arg(&a, "--labelled-fraction");
-            arg(&a, "%.17g", g->frac[f]);
-            arg(&a, "--seed");
-            arg(&a, "%d", g->seed[s]);
-            if (sup) {
-                if (simclr) {
-                    arg(&a, "--encoder-weights");
-                    arg(&a, "%s", enc);
-                }
-                arg_pass(&a, 1);
-            } else {
-                int onetime = !strcmp(base, "onetime"), cont = !strcmp(base, "continuous");
-                arg(&a, "--teacher");
-                arg(&a, "%s", g->teacher);
-                arg(&a, "--init");
-                arg(&a, "%s", sup_best);
-                arg(&a, "--schedule");
-                arg(&a, onetime ? "onetime" : "continuous");
-                arg(&a, "--prompt-mode");
-                arg(&a, "%s", onetime || cont ? "auto" : base);
-                arg_pass(&a, 2);
-            }
-        }
         arg(&a, "--quiet");
-        st = call(sup ? km_cmd_train : km_cmd_mine, &a);
+        st = call(j->stage == JOB_SUPERVISED ? km_cmd_train : km_cmd_mine, &a);
         if (st) return km_err_prefix(st, "run %s: ", dir);
-        double t1 = km_now();
-        arg(&a, "eval");
-        arg(&a, "--weights");
-        arg(&a, "%s", best);
-        arg(&a, "--data");
-        arg(&a, "%s", g->dpath[d]);
-        arg(&a, "--split");
-        arg(&a, "test");
-        arg(&a, "--split-dir");
-        arg(&a, "%s", splits);
-        arg(&a, "--out");
-        arg(&a, "%s", evd);
-        arg_pass(&a, 8);
-        st = call(km_cmd_eval, &a);
-        if (st) return km_err_prefix(st, "evaluating %s: ", dir);
-        if (tabled) g->ran++;
-        else g->deps++;
-        printf("%s %s %s %s seed%d: done, training %.1f s, eval %.1f s\n", tag, g->dname[d], g->fname[f], method,
-               g->seed[s], t1 - t0, km_now() - t1);
+        t1 = km_now();
+        if ((st = eval_run(g, dir, j->d, 0))) return st;
     }
-    st = read_summary(summ, &g->dice[d][f][mi][s], &g->iou[d][f][mi][s], &g->ntest[d][f][mi][s]);
-    if (st) return st;
-    g->have[d][f][mi][s] = 1;
-    if (tabled) printf("      test Dice %.4f  IoU %.4f  (%d images)\n", g->dice[d][f][mi][s], g->iou[d][f][mi][s],
-                       g->ntest[d][f][mi][s]);
+    double t2 = km_now();
+    if (g->refined && j->tabled && (st = eval_run(g, dir, j->d, 1))) return st;
+    printf("%s %s: done, training %.1f s, eval %.1f s%s\n", j->tabled ? "[run]" : "[dependency]", id, t1 - t0,
+           t2 - t1, g->refined && j->tabled ? ", refined eval included" : "");
     fflush(stdout);
+    if (j->tabled) g->ran++;
+    else g->deps++;
     return KM_OK;
 }
 
-/* Refined inference of a finished run: `kmseg eval --refine` of its best
- * checkpoint on its test split into RUN/eval_refined/ (finished when its
- * summary.json exists, so runs finished before --refined was asked for get
- * it added by a later invocation). */
-static km_status do_refined(grid *g, int d, int f, int mi, int s) {
-    char dir[4096], summ[4200], best[4200], splits[4200], evd[4200];
-    run_dir(g, d, f, g->meth[mi], s, dir, sizeof dir);
-    snprintf(summ, sizeof summ, "%s/eval_refined/summary.json", dir);
-    snprintf(best, sizeof best, "%s/best.safetensors", dir);
-    snprintf(splits, sizeof splits, "%s/splits", dir);
-    snprintf(evd, sizeof evd, "%s/eval_refined", dir);
-    km_status st;
-    if (!file_exists(summ)) {
-        double t0 = km_now();
-        argl a = {0};
-        arg(&a, "eval");
-        arg(&a, "--weights");
-        arg(&a, "%s", best);
-        arg(&a, "--data");
-        arg(&a, "%s", g->dpath[d]);
-        arg(&a, "--split");
-        arg(&a, "test");
-        arg(&a, "--split-dir");
-        arg(&a, "%s", splits);
-        arg(&a, "--out");
-        arg(&a, "%s", evd);
-        arg(&a, "--teacher");
-        arg(&a, "%s", g->teacher);
-        arg_pass(&a, 8 | 16);
-        st = call(km_cmd_eval, &a);
-        if (st) return km_err_prefix(st, "refined evaluation of %s: ", dir);
-        printf("      refined inference: %.1f s\n", km_now() - t0);
+/* Makes job i finished: its dependency first (run here when run_deps, else
+ * an error naming it), then the job itself under its lock (another process
+ * may have finished it meanwhile). */
+static km_status ensure_job(grid *g, int i, int run_deps) {
+    const job *j = &g->jobs[i];
+    char id[1024];
+    job_id(g, j, id, sizeof id);
+    if (job_finished(g, j)) return KM_OK;
+    int dep = job_dep(g, j);
+    if (dep >= 0 && !job_finished(g, &g->jobs[dep])) {
+        char did[1024];
+        job_id(g, &g->jobs[dep], did, sizeof did);
+        if (!run_deps)
+            return km_err(KM_EARG, "run %d (%s) waits for run %d (%s, stage %s), which has not finished: run that "
+                          "stage first (sbatch --dependency=afterok:<its array job>)", i, id, dep, did,
+                          k_stage[g->jobs[dep].stage]);
+        km_status st = ensure_job(g, dep, 1);
+        if (st) return st;
     }
-    st = read_summary(summ, &g->rdice[d][f][mi][s], &g->riou[d][f][mi][s], &g->ntest[d][f][mi][s]);
+    int fd;
+    km_status st = lock_job(g, j, &fd);
     if (st) return st;
-    g->rhave[d][f][mi][s] = 1;
-    printf("      refined test Dice %.4f  IoU %.4f\n", g->rdice[d][f][mi][s], g->riou[d][f][mi][s]);
-    fflush(stdout);
+    if (!job_finished(g, j)) {
+        if (j->stage == JOB_PRETRAIN) st = exec_pretrain(g, j);
+        else st = exec_run(g, j);
+    }
+    close(fd);
+    return st;
+}
+
+/* Reads the scores of every finished tabled run into the grid. */
+static km_status load_results(grid *g) {
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        if (j->stage == JOB_PRETRAIN || !j->tabled) continue;
+        char a[4200], b[4200];
+        job_file(g, j, "eval/summary.json", a, sizeof a);
+        job_file(g, j, "eval_refined/summary.json", b, sizeof b);
+        int d = j->d, f = j->f, m = j->m, k = j->k;
+        km_status st;
+        if (file_exists(a)) {
+            if ((st = read_summary(a, &g->dice[d][f][m][k], &g->iou[d][f][m][k], &g->ntest[d][f][m][k]))) return st;
+            g->have[d][f][m][k] = 1;
+        }
+        if (g->refined && file_exists(b)) {
+            int n;
+            if ((st = read_summary(b, &g->rdice[d][f][m][k], &g->riou[d][f][m][k], &n))) return st;
+            g->rhave[d][f][m][k] = 1;
+        }
+    }
     return KM_OK;
 }
 
@@ -701,6 +823,102 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     return s;
 }
 
+/* ---- invocation modes ---- */
+
+typedef struct {
+    int list, collect, index; /* --list-runs, --collect, --run-index (-1: none) */
+    int shard_i, shard_n;     /* --shard i/n (0/1: every run) */
+} grid_mode;
+
+static km_status parse_mode(const char *run_index, const char *shard, int list, int collect, grid_mode *md) {
+    *md = (grid_mode){list, collect, -1, 0, 1};
+    if (list + collect + (run_index != NULL) + (shard != NULL) > 1)
+        return km_err(KM_EARG, "--list-runs, --collect, --run-index and --shard exclude each other");
+    char *end = NULL;
+    if (run_index) {
+        long v = strtol(run_index, &end, 10);
+        if (end == run_index || *end || v < 0 || v > 10000000)
+            return km_err(KM_EARG, "--run-index '%s': expected a run index (see --list-runs)", run_index);
+        md->index = (int)v;
+    }
+    if (shard) {
+        int i, n, used = 0;
+        if (sscanf(shard, "%d/%d%n", &i, &n, &used) != 2 || shard[used] || n < 1 || i < 0 || i >= n)
+            return km_err(KM_EARG, "--shard '%s': expected i/n with 0 <= i < n (e.g. 3/8)", shard);
+        md->shard_i = i;
+        md->shard_n = n;
+    }
+    return KM_OK;
+}
+
+/* --list-runs: one line per run, then each stage's index range. */
+static void list_jobs(const grid *g) {
+    printf("index\tstage\trun\twaits_for\n");
+    int first[3] = {-1, -1, -1}, last[3] = {-1, -1, -1};
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        char id[1024], did[1024] = "-";
+        job_id(g, j, id, sizeof id);
+        int dep = job_dep(g, j);
+        if (dep >= 0) snprintf(did, sizeof did, "%d", dep);
+        printf("%d\t%s\t%s\t%s%s\n", i, k_stage[j->stage], id, did, job_finished(g, j) ? "\tfinished" : "");
+        if (first[j->stage] < 0) first[j->stage] = i;
+        last[j->stage] = i;
+    }
+    for (int st = 0; st < 3; st++)
+        if (first[st] >= 0) printf("# stage %s: --array=%d-%d\n", k_stage[st], first[st], last[st]);
+}
+
+/* Runs what the mode asks for; the serial grid and --collect then write the
+ * tables from every finished run, also after a failure (partial grid). */
+static km_status run_mode(grid *g, const int *tabled, const grid_mode *md) {
+    double t0 = km_now();
+    km_status s = KM_OK;
+    if (md->index >= g->nj)
+        return km_err(KM_EARG, "--run-index %d: the grid has %d runs (0..%d; see --list-runs)", md->index, g->nj,
+                      g->nj - 1);
+    int ntab = 0, skipped = 0;
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        if (!j->tabled) continue;
+        ntab++;
+        if (!job_finished(g, j)) continue;
+        skipped++;
+        if (md->index < 0 && !md->collect && i % md->shard_n == md->shard_i) {
+            char id[1024];
+            job_id(g, j, id, sizeof id);
+            printf("[%d] %s: skipped (finished)\n", i, id);
+        }
+    }
+    if (md->index >= 0) s = ensure_job(g, md->index, 0);
+    else if (!md->collect) {
+        printf("experiments: %d runs (%d with their dependencies) in %s%s\n", ntab, g->nj, g->out,
+               md->shard_n > 1 ? ", this shard runs every n-th" : "");
+        fflush(stdout);
+        for (int i = md->shard_i; i < g->nj && !s; i += md->shard_n) s = ensure_job(g, i, 1);
+    }
+    if (md->index >= 0 || md->shard_n > 1) return s; /* tables: --collect */
+    km_status s2 = load_results(g);
+    if (!s2) s2 = write_outputs(g, tabled);
+    if (!s) s = s2;
+    int unfinished = 0;
+    for (int i = 0; i < g->nj; i++)
+        if (!job_finished(g, &g->jobs[i])) {
+            char id[1024];
+            job_id(g, &g->jobs[i], id, sizeof id);
+            if (md->collect) printf("not finished: run %d (%s, stage %s)\n", i, id, k_stage[g->jobs[i].stage]);
+            unfinished++;
+        }
+    if (!s && md->collect)
+        printf("experiments: collected %d finished run(s) of %d; %d not finished; tables in %s/tables.md, "
+               "%s/results.csv\n", g->nj - unfinished, g->nj, unfinished, g->out, g->out);
+    else if (!s)
+        printf("experiments: %d runs: %d ran, %d skipped (finished earlier); %d supervised dependency run(s), "
+               "%d SimCLR pretraining(s); %.1f s; tables in %s/tables.md, %s/results.csv\n",
+               ntab, g->ran, skipped, g->deps, g->pretrained, km_now() - t0, g->out, g->out);
+    return s;
+}
+
 static int valid_name(const char *s) {
     if (!*s) return 0;
     for (; *s; s++)
@@ -713,9 +931,9 @@ static int valid_name(const char *s) {
 km_status km_cmd_experiments(int argc, char **argv) {
     const char *out = NULL, *data = NULL, *teacher = NULL, *fractions = "1,0.75,0.5",
                *methods = "supervised,onetime,continuous", *seeds = "0,1,2", *pe = NULL, *pb = NULL;
-    const char *preset_name = "paper";
-    int simclr = 0, refined = 0;
-    km_flag flags[16 + NPASS];
+    const char *preset_name = "paper", *run_index = NULL, *shard = NULL;
+    int simclr = 0, refined = 0, list = 0, collect = 0;
+    km_flag flags[20 + NPASS];
     km_flag head[] = {
         {"--out", KM_FLAG_STR, &out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
         {"--data", KM_FLAG_STR, &data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
@@ -734,6 +952,16 @@ km_status km_cmd_experiments(int argc, char **argv) {
     flags[nf++] = (km_flag){"--preset", KM_FLAG_STR, &preset_name,
                             "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short "
                             "schedules, refined inference; fills only what is not given)", 0, 0};
+    flags[nf++] = (km_flag){"--list-runs", KM_FLAG_BOOL, &list,
+                            "print every run (index, stage, id, the run it waits for) and each stage's index range; "
+                            "runs nothing", 0, 0};
+    flags[nf++] = (km_flag){"--run-index", KM_FLAG_STR, &run_index,
+                            "run only run I (e.g. $SLURM_ARRAY_TASK_ID); fails if the run it waits for has not finished",
+                            0, 0};
+    flags[nf++] = (km_flag){"--shard", KM_FLAG_STR, &shard,
+                            "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0};
+    flags[nf++] = (km_flag){"--collect", KM_FLAG_BOOL, &collect,
+                            "write tables.md and results.csv from the finished runs and list the others", 0, 0};
     flags[nf++] = (km_flag){"--refined", KM_FLAG_BOOL, &refined,
                             "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
                             "<method>+refined", 0, 0};
@@ -756,6 +984,8 @@ km_status km_cmd_experiments(int argc, char **argv) {
     for (int i = 0; i < NPASS; i++)
         if (g_pass[i].is_bool && bools[i]) g_pass[i].val = "1";
     if ((s = apply_preset(preset_name, &fractions, &methods, &seeds, &refined, flags))) return s;
+    grid_mode mode;
+    if ((s = parse_mode(run_index, shard, list, collect, &mode))) return s;
 
     grid *g = km_calloc(sizeof *g);
     char *dbuf = km_strdup(data), *fbuf = km_strdup(fractions), *mbuf = km_strdup(methods), *sbuf = km_strdup(seeds);
@@ -847,36 +1077,13 @@ km_status km_cmd_experiments(int argc, char **argv) {
     if (!s && need_teacher && (s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher)) == KM_OK)
         g->teacher = teacher;
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
-    if (!s) s = km_mkdir_p(out);
-    if (!s) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);
+    if (!s && !mode.list) s = km_mkdir_p(out);
+    if (!s && !mode.list) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);
 
-    double t0 = km_now();
-    int started = !s;
-    if (!s) {
-        int planned = 0;
-        for (int m = 0; m < g->nm; m++) planned += tabled[m];
-        planned *= g->nd * g->nf * g->ns;
-        printf("experiments: %d dataset(s) x %d fraction(s) x %d method(s) x %d seed(s) = %d runs in %s\n", g->nd,
-               g->nf, g->nm - (tabled[0] ? 0 : 1 + (simclr ? 1 : 0)), g->ns, planned, out);
-        fflush(stdout);
-    }
-    for (int d = 0; d < g->nd && !s; d++)
-        for (int f = 0; f < g->nf && !s; f++)
-            for (int k = 0; k < g->ns && !s; k++)
-                for (int m = 0; m < g->nm && !s; m++)
-                    if (tabled[m]) {
-                        s = do_run(g, d, f, m, k, 1);
-                        if (!s && g->refined) s = do_refined(g, d, f, m, k);
-                    }
-    /* tables from every finished run, also after a failure (partial grid) */
-    if (started) {
-        km_status s2 = write_outputs(g, tabled);
-        if (!s) s = s2;
-    }
-    if (!s)
-        printf("experiments: %d runs: %d ran, %d skipped (finished earlier); %d supervised dependency run(s), "
-               "%d SimCLR pretraining(s); %.1f s; tables in %s/tables.md, %s/results.csv\n",
-               g->total, g->ran, g->skipped, g->deps, g->pretrained, km_now() - t0, out, out);
+    if (!s) enumerate_jobs(g, tabled);
+    if (!s && mode.list) list_jobs(g);
+    else if (!s) s = run_mode(g, tabled, &mode);
+    km_free(g->jobs);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
     km_free(dbuf);
     km_free(fbuf);
