@@ -352,11 +352,11 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
      * runs it itself or waits on its lock); the duplicate --run-index 1 races
      * shard 1 for run 1's lock */
     rc = km_test_sh("cd '%s' && B='%s'; "
-                    "\"$B\" experiments --out par %s --shard 0/3 > s0.txt 2>&1 & "
-                    "\"$B\" experiments --out par %s --shard 1/3 > s1.txt 2>&1 & "
-                    "\"$B\" experiments --out par %s --shard 2/3 > s2.txt 2>&1 & "
-                    "\"$B\" experiments --out par %s --run-index 1 > s3.txt 2>&1 & "
-                    "wait %%1 && wait %%2 && wait %%3 && wait %%4",
+                    "\"$B\" experiments --out par %s --shard 0/3 > s0.txt 2>&1 & p0=$!; "
+                    "\"$B\" experiments --out par %s --shard 1/3 > s1.txt 2>&1 & p1=$!; "
+                    "\"$B\" experiments --out par %s --shard 2/3 > s2.txt 2>&1 & p2=$!; "
+                    "\"$B\" experiments --out par %s --run-index 1 > s3.txt 2>&1 & p3=$!; "
+                    "wait $p0 && wait $p1 && wait $p2 && wait $p3",
                     t, bin(), common, common, common, common);
     CHECK_MSG(rc == 0, "parallel shards failed: exit %d", rc);
     snprintf(args, sizeof args, "experiments --out '%s/par' %s --collect", t, common);
