@@ -1,11 +1,12 @@
 /* sam_postprocess.c - bilinear resampling with PyTorch's float32 index maths
  * (aten/src/ATen/native/UpSample.h area_pixel_compute_source_index,
- * cpu/UpSampleKernel.cpp) and SAM / MedSAM mask post-processing. */
+ * cpu/UpSampleKernel.cpp) and SAM / MedSAM / LiteMedSAM mask post-processing. */
 #include "sam_postprocess.h"
 #include "sam_prompt.h"
 #include "../core/km.h"
 
 #include <math.h>
+#include <string.h>
 
 /* One axis: source indices and weights for output index o. The scale is the
  * float32 in/out, but the source coordinate and its fractional part are formed
@@ -73,4 +74,20 @@ void km_medsam_postprocess(float *out, const float *lowres, int C, int H, int W,
         for (int i = 0; i < L * L; i++) work[i] = 1.0f / (1.0f + expf(-z[i]));
         km_bilinear_resize(out + (size_t)c * H * W, work, L, L, H, W, H, W);
     }
+}
+
+void km_litemedsam_postprocess(float *out, const float *lowres, int C, int new_h, int new_w, int H,
+                               int W, float *work) {
+    const int L = KM_SAM_MASK_HW;
+    KM_ASSERT(new_h > 0 && new_h <= L && new_w > 0 && new_w <= L && H > 0 && W > 0);
+    for (int c = 0; c < C; c++) {
+        const float *z = lowres + (size_t)c * L * L;
+        for (int y = 0; y < new_h; y++)
+            memcpy(work + (size_t)y * new_w, z + (size_t)y * L, sizeof(float) * new_w);
+        km_bilinear_resize(out + (size_t)c * H * W, work, new_h, new_w, H, W, H, W);
+    }
+}
+
+int km_litemedsam_mask(float logit) {
+    return 1.0f / (1.0f + expf(-logit)) > 0.5f;
 }

@@ -1,4 +1,4 @@
-/* sam_postprocess.h - SamPredictor / MedSAM mask post-processing
+/* sam_postprocess.h - SamPredictor / MedSAM / LiteMedSAM mask post-processing
  * (segment_anything/modeling/sam.py postprocess_masks, MedSAM_Inference.py;
  * reference-arch.md 1.5.2, 1.5.3, 3.6).
  *
@@ -31,11 +31,20 @@ void km_sam_postprocess(float *out, const float *lowres, int C, int input_h, int
  * out [C, H, W] probabilities (the mask is out > 0.5). work: 256*256 floats. */
 void km_medsam_postprocess(float *out, const float *lowres, int C, int H, int W, float *work);
 
-/* LiteMedSAM: crop the low-res logits to [new_h, new_w], one bilinear resize
- * to [H, W] -> out [C, H, W] logits. work: unused here. */
+/* LiteMedSAM (postprocess_masks of CVPR24_LiteMedSAM_infer.py): low-res
+ * logits [C, 256, 256], crop to [new_h, new_w], one bilinear resize to [H, W]
+ * -> out [C, H, W] logits. work: new_h * new_w floats. */
 void km_litemedsam_postprocess(float *out, const float *lowres, int C, int new_h, int new_w, int H,
                                int W, float *work);
-/* sigmoid(logit) > 0.5 in float32, as torch computes it. */
+
+/* LiteMedSAM's mask rule torch.sigmoid(logit) > 0.5 in float32, evaluated as
+ * torch's scalar kernel does: 1.f / (1.f + expf(-logit)) > 0.5f. With glibc's
+ * expf this is 1 exactly for logit >= 8.9407e-8 (= 1.5 * 2^-24; checked over
+ * every float in [1e-12, 1e-5]), i.e. it equals logit > 0 except for
+ * 0 < logit < 8.94e-8, where the rounded quotient is exactly 0.5; NaN gives
+ * 0. Kept as the sigmoid rather than logit > 0 so that those boundary pixels
+ * follow the reference (torch's vectorised exp could in principle differ by
+ * an ulp there, which would move the threshold by one float step). */
 int km_litemedsam_mask(float logit);
 
 #endif

@@ -1,4 +1,4 @@
-/* sam_preprocess.c - SamPredictor / MedSAM input pre-processing (see
+/* sam_preprocess.c - SamPredictor / MedSAM / LiteMedSAM input pre-processing (see
  * sam_preprocess.h). */
 #include "sam_preprocess.h"
 #include "../core/km.h"
@@ -77,4 +77,50 @@ void km_medsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, i
     km_medsam_normalize(out, S, rs, 3);
     km_free(rs);
     km_free(rep);
+}
+
+void km_litemedsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c, int *new_h,
+                              int *new_w) {
+    KM_ASSERT(out && rgb && S > 0 && w > 0 && h > 0 && (c == 1 || c == 3));
+    int nh, nw;
+    km_sam_preprocess_shape(h, w, S, &nh, &nw);
+    KM_ASSERT(nh >= 1 && nw >= 1 && nh <= S && nw <= S);
+    /* INTER_AREA treats channels independently (its 2x2 rule is the same for
+     * 1 and 3 channels), so resizing grey and replicating afterwards equals
+     * the reference's resize of the 3-channel image. */
+    size_t n = (size_t)nh * nw * c;
+    uint8_t *rs = km_malloc(n);
+    km_resize_area_u8(rgb, w, h, c, rs, nw, nh);
+    uint8_t mn = 255, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rs[i] < mn) mn = rs[i];
+        if (rs[i] > mx) mx = rs[i];
+    }
+    /* np.clip(max - min, 1e-8, None) makes the quotient float64 */
+    double den = mx > mn ? (double)(mx - mn) : 1e-8;
+    memset(out, 0, sizeof(float) * 3 * (size_t)S * S);
+    for (int ch = 0; ch < 3; ch++) {
+        int sc = c == 3 ? ch : 0;
+        float *plane = out + (size_t)ch * S * S;
+        for (int y = 0; y < nh; y++)
+            for (int x = 0; x < nw; x++)
+                plane[(size_t)y * S + x] =
+                    (float)((double)(rs[((size_t)y * nw + x) * c + sc] - mn) / den);
+    }
+    km_free(rs);
+    if (new_h) *new_h = nh;
+    if (new_w) *new_w = nw;
+}
+
+/* ratio = 256 / max(original_size) (a Python float), then int(box * ratio). */
+float km_litemedsam_box_coord(float v, int w, int h, int S) {
+    KM_ASSERT(w > 0 && h > 0 && S > 0);
+    double ratio = S / (double)(h > w ? h : w);
+    return (float)(int)((double)v * ratio);
+}
+
+float km_litemedsam_point_coord(float v, int w, int h, int S) {
+    KM_ASSERT(w > 0 && h > 0 && S > 0);
+    double ratio = S / (double)(h > w ? h : w);
+    return (float)((double)v * ratio);
 }

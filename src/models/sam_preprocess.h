@@ -15,7 +15,14 @@
  * straight to S x S with scikit-image's order-3 anti-aliased resize cast to
  * uint8 (km_resize_skimage_cubic, io/resize.h), then min-max normalisation
  * over the whole image: (v - min) / max(max - min, 1e-8) in double, stored
- * as float; no mean/std, no padding. */
+ * as float; no mean/std, no padding.
+ *
+ * LiteMedSAM profile (official CVPR24_LiteMedSAM_infer.py, 2D path;
+ * docs/teacher-tinyvit.md 3.1): the new size as in the SAM profile (S = 256),
+ * OpenCV INTER_AREA resize (km_resize_area_u8), min-max normalisation over the
+ * whole resized image, all channels together, as for MedSAM, then zero
+ * padding bottom/right. Box corners go to the 256 frame by truncation
+ * (resize_box_to_256), points by kmseg's unrounded rule. */
 #ifndef KM_SAM_PREPROCESS_H
 #define KM_SAM_PREPROCESS_H
 
@@ -41,13 +48,23 @@ void km_medsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, i
  * replicated); out float [3, S, S]. */
 void km_medsam_normalize(float *out, int S, const uint8_t *rgb, int c);
 
-/* LiteMedSAM (CVPR24_LiteMedSAM_infer.py; teacher-tinyvit.md 3.1): longest
- * side to S with cv2 INTER_AREA, min-max over the whole resized image, zero
- * padding bottom/right. out float [3, S, S]. */
+/* LiteMedSAM: rgb h x w x c uint8 (c = 3 RGB, or 1 grey replicated to RGB);
+ * out float [3, S, S]: resize to (new_h, new_w) with km_resize_area_u8, then
+ * (float)((double)(v - min) / (double)max(max - min, 1e-8)) with min and max
+ * over the resized image (all channels; a constant image gives zeros), zero
+ * outside [new_h, new_w]. Writes the resized size to *new_h / *new_w (either
+ * may be NULL). Allocates a temporary for the resized image. */
 void km_litemedsam_preprocess(float *out, int S, const uint8_t *rgb, int w, int h, int c, int *new_h,
                               int *new_w);
-/* Box corner: (float)(int)(v * (S / max(h, w))) (truncation); point: no rounding. */
+
+/* resize_box_to_256 for one box coordinate v of a w x h image:
+ * (float)(int)((double)v * (S / (double)max(h, w))), the ratio computed first
+ * and the product truncated toward zero. */
 float km_litemedsam_box_coord(float v, int w, int h, int S);
+
+/* A point coordinate into the S frame (kmseg's convention; the official
+ * script has no points): (float)((double)v * (S / (double)max(h, w))), no
+ * rounding. */
 float km_litemedsam_point_coord(float v, int w, int h, int S);
 
 #endif

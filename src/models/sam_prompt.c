@@ -47,6 +47,7 @@ km_status km_sam_prompt_load(km_sam_prompt *pe, const km_tdict *w, const char *f
                       "shape [%lld, %lld], expected [2, F]", file, prefix,
                       (long long)t->shape[0], (long long)t->shape[1]);
     pe->D = D;
+    pe->input_size = KM_SAM_INPUT;
     pe->gauss = t->data;
     if ((s = dims_of(w, file, prefix, "mask_downscaling.3.weight", 4, "[16, 4, 2, 2]", &t))) return s;
     int mc = (int)t->shape[0], c4 = (int)t->shape[1];
@@ -94,7 +95,8 @@ static void pe_point(const km_sam_prompt *pe, float *out, float cx, float cy) {
 void km_sam_prompt_sparse(const km_sam_prompt *pe, float *sparse, const float *points,
                           const int *labels, int n, const float *box) {
     int D = pe->D;
-    const float canvas = (float)(pe->input_size ? pe->input_size : KM_SAM_INPUT);
+    KM_ASSERT(pe->input_size > 0);
+    const float canvas = (float)pe->input_size;
     for (int i = 0; i < n; i++) {
         float *o = sparse + (size_t)i * D;
         int l = labels[i];

@@ -1,10 +1,13 @@
 /* sam_prompt.h - SAM's PromptEncoder (segment_anything/modeling/prompt_encoder.py,
  * reference-arch.md 1.3), batch size 1.
  *
- * Coordinates handed to this layer are already in the 1024-input frame (the
- * predictor in sam.h rescales original-image pixels). The encoder adds 0.5
- * (pixel centre), divides by the full 1024 canvas, and encodes each point with
- * random Fourier features: v = 2c - 1, z = 2 pi (v @ G), pe = [sin z, cos z].
+ * Coordinates handed to this layer are already in the model's input frame
+ * (the predictor in sam.h rescales original-image pixels): the 1024 canvas for
+ * SAM, MedSAM and MobileSAM, 256 for LiteMedSAM. The encoder adds 0.5 (pixel
+ * centre), divides by the canvas side (input_size, PromptEncoder's
+ * input_image_size, which a state dict does not record), and encodes each
+ * point with random Fourier features: v = 2c - 1, z = 2 pi (v @ G),
+ * pe = [sin z, cos z].
  *
  * Weights are borrowed pointers into the checkpoint's km_tdict, which must
  * outlive this struct. Dimensions are read from the checkpoint shapes: D =
@@ -21,7 +24,8 @@
 
 typedef struct {
     int D;          /* embed dim, 256 */
-    int input_size; /* input_image_size: the frame prompts are given in (0 = 1024; LiteMedSAM 256) */
+    int input_size; /* canvas side the coordinates are divided by: KM_SAM_INPUT
+                       after km_sam_prompt_load; LiteMedSAM sets 256 */
     int mask_chans; /* mask_in_chans, 16 (mask_downscaling: 1 -> mask_chans/4 -> mask_chans -> D) */
     const float *gauss;        /* [2, D/2] positional_encoding_gaussian_matrix */
     const float *point_emb[4]; /* [D] each: 0 negative, 1 positive, 2 box top-left, 3 bottom-right */
@@ -35,7 +39,9 @@ typedef struct {
 } km_sam_prompt;
 
 /* Binds the tensors "<prefix>pe_layer.positional_encoding_gaussian_matrix", ...
- * (prefix e.g. "prompt_encoder."). `file` names the checkpoint in messages. */
+ * (prefix e.g. "prompt_encoder."). `file` names the checkpoint in messages.
+ * Sets input_size = KM_SAM_INPUT (1024); change it afterwards for another
+ * canvas. */
 km_status km_sam_prompt_load(km_sam_prompt *pe, const km_tdict *w, const char *file,
                              const char *prefix);
 
@@ -44,7 +50,7 @@ km_status km_sam_prompt_load(km_sam_prompt *pe, const km_tdict *w, const char *f
 int km_sam_prompt_num_sparse(int n_points, int has_box);
 
 /* sparse [km_sam_prompt_num_sparse(n, box != NULL), D].
- * points [n,2] (x, y) in the 1024 frame, labels [n] in {-1, 0, 1} (asserted;
+ * points [n,2] (x, y) in the input_size frame, labels [n] in {-1, 0, 1} (asserted;
  * the predictor validates user input); box [4] (x0, y0, x1, y1) or NULL. */
 void km_sam_prompt_sparse(const km_sam_prompt *pe, float *sparse, const float *points,
                           const int *labels, int n, const float *box);
