@@ -5,6 +5,8 @@
  * plumbing (the teacher's mask replaces the student's, fallbacks counted,
  * modes recorded, original-size output, cache reuse, errors), not quality. */
 #include "test.h"
+
+#include <sys/stat.h>
 #include "../src/io/image.h"
 #include "../src/io/safetensors.h"
 #include "../src/mine/refine.h"
@@ -282,10 +284,18 @@ KM_TEST(refine_cli_missing_teacher_is_an_error) {
                     bin(), w, imgs, sub("pred_missing"), log);
     CHECK(rc != 0);
     CHECK(km_test_sh("grep -q 'no such checkpoint file' '%s'", log) == 0);
-    /* MedSAM takes boxes only */
+    /* MedSAM takes boxes only (its default prompt mode is box; asking for
+     * points is refused) */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --teacher '%s' --teacher-profile "
-                    "medsam > '%s' 2>&1",
+                    "medsam --prompt-mode points+box > '%s' 2>&1",
                     bin(), w, data6(), sub("eval_medsam"), teacher(), log);
     CHECK(rc != 0);
-    CHECK(km_test_sh("grep -q 'MedSAM takes box prompts only' '%s'", log) == 0);
+    CHECK(km_test_sh("grep -q 'the medsam teacher takes box prompts only' '%s'", log) == 0);
+    /* --refine without --teacher and no default teacher installed: says how to install it */
+    rc = km_test_sh("KMSEG_TEACHER=/nonexistent/lite.pth '%s' eval --weights '%s' --data '%s' --split all --out '%s' "
+                    "--refine > '%s' 2>&1", bin(), w, data6(), sub("eval_default"), log);
+    CHECK(rc != 0);
+    CHECK(km_test_sh("grep -q 'default teacher /nonexistent/lite.pth is not installed.*install-teacher.sh' '%s'", log) == 0);
+    struct stat st;
+    CHECK(stat(sub("eval_default"), &st) != 0); /* nothing written */
 }
