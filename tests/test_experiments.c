@@ -243,8 +243,14 @@ KM_TEST(experiments_bad_inputs_fail_clearly) {
     expect_fail(a, "nowhere: no such folder");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data '%s' --methods supervised", t, kv);
     expect_fail(a, "expected name=path");
+    /* no --teacher and no default teacher installed: says how to install it */
+    char *saved = getenv("KMSEG_TEACHER") ? km_strdup(getenv("KMSEG_TEACHER")) : NULL;
+    setenv("KMSEG_TEACHER", "/nonexistent/lite_medsam.pth", 1);
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --methods onetime", t, kv);
-    expect_fail(a, "--teacher");
+    expect_fail(a, "install-teacher.sh");
+    if (saved) setenv("KMSEG_TEACHER", saved, 1);
+    else unsetenv("KMSEG_TEACHER");
+    km_free(saved);
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --teacher '%s/none.pth' --methods box", t, kv, t);
     expect_fail(a, "none.pth");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --fractions 1,1.5 --methods supervised", t, kv);
