@@ -715,9 +715,13 @@ static void mbconv_forward(km_tinyvit *e, const mbconv *m) {
     gelu_inplace(h1, (size_t)T * Hd);
     dwconv(h2, h1, &m->c2, R, R, Hd, 3, 1, 1);
     linear_mt(y, h2, m->c3.w, m->c3.b, T, Hd, C);
-    size_t n = (size_t)T * C;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] = km_gelu_fast(y[i] + x[i]);
+    for (int t = 0; t < T; t++) {
+        float *xr = x + (size_t)t * C;
+        const float *yr = y + (size_t)t * C;
+#pragma omp simd
+        for (int ch = 0; ch < C; ch++) xr[ch] = km_gelu_fast(yr[ch] + xr[ch]);
+    }
 }
 
 /* PatchMerging i on x = buf[0] ([R*R, E(i)]) -> buf[0] ([R'*R', E(i+1)]). */
