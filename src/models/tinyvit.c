@@ -66,6 +66,8 @@ struct km_tinyvit {
     float *thr;     /* per-thread: attention scores [N, N] or an im2col chunk */
     size_t thr_floats; /* per thread */
     int nthr;       /* threads the per-thread scratch is allocated for */
+    int nt;         /* km_get_threads() of the running forward (<= nthr): the team
+                     * size of every region that indexes `thr` by thread */
 };
 
 /* ---------------------------------------------------------------- config -- */
@@ -596,7 +598,7 @@ static void conv_full(km_tinyvit *e, float *out, const float *in, const float *w
     const int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1, K = k * k * I;
     const int npix = OH * OW, nchunk = (npix + COL_ROWS - 1) / COL_ROWS;
     KM_ASSERT((size_t)COL_ROWS * K <= e->thr_floats);
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nt)
     {
         float *col = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
 #pragma omp for schedule(static)
@@ -630,7 +632,7 @@ static void window_attention(km_tinyvit *e, float *out, const float *qkv, const 
                              int nwin, int N, int nH, int hd) {
     const int D = nH * hd;
     const float scale = (float)(1.0 / sqrt((double)hd));
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nt)
     {
         float *S = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
 #pragma omp for schedule(static)
@@ -739,7 +741,7 @@ static void mbconv_forward(km_tinyvit *e, const mbconv *m) {
     const size_t rowH = (size_t)R * Hd, rowC = (size_t)R * C;
     const float *x = e->buf[0];
     float *xo = e->buf[1];
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nt)
     {
         float *ring = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
         float *h2 = ring + 3 * rowH, *yr = h2 + rowH;
@@ -822,6 +824,7 @@ km_status km_tinyvit_forward(km_tinyvit *e, const float *img, float *embedding,
     KM_ASSERT(e && img && embedding);
     const km_tinyvit_config *c = &e->cfg;
     ensure_threads(e);
+    e->nt = km_get_threads();
     km_gemm_set_threads(1); /* see "threading"; restored at the end */
     patch_embed(e, img);
     for (int j = 0; j < c->depths[0]; j++) mbconv_forward(e, &e->mb[j]);
