@@ -66,6 +66,8 @@ struct km_tinyvit {
     float *thr;     /* per-thread: attention scores [N, N] or an im2col chunk */
     size_t thr_floats; /* per thread */
     int nthr;       /* threads the per-thread scratch is allocated for */
+    int nt;         /* km_get_threads() of the running forward (<= nthr): the team
+                     * size of every region that indexes `thr` by thread */
 };
 
 /* ---------------------------------------------------------------- config -- */
@@ -436,15 +438,17 @@ static void scratch_sizes(const km_tinyvit *e, size_t sz[4], size_t *thr) {
     size_t pe_mid = c->patch_k == 1 ? S * S : (S / 2) * (S / 2);
     sz[0] = zmax(R0 * R0 * E[0], TN * OC);
     sz[1] = zmax(S * S * 3, R0 * R0 * E[0]);
-    sz[2] = zmax(pe_mid * E[0] / 2, R0 * R0 * E[0] * c->mbconv_expand);
-    sz[3] = R0 * R0 * E[0] * c->mbconv_expand;
+    sz[2] = pe_mid * E[0] / 2;
+    sz[3] = 0;
     *thr = (size_t)COL_ROWS * zmax(9 * OC, (size_t)c->patch_k * c->patch_k * E[0] / 2);
+    *thr = zmax(*thr, R0 * E[0] * (4 * (size_t)c->mbconv_expand + 1)); /* mbconv_forward */
     for (int i = 0; i < 4; i++) {
         size_t R = (size_t)e->res[i], T = R * R, D = (size_t)E[i];
-        if (i < 3) { /* merge i: [T, E(i+1)] then the strided grid */
+        if (i < 3) { /* merge i: conv1 [T, E(i+1)], then the strided grid T2 */
+            size_t T2 = (size_t)e->res[i + 1] * e->res[i + 1];
             sz[2] = zmax(sz[2], T * E[i + 1]);
-            sz[3] = zmax(sz[3], T * E[i + 1]);
-            sz[0] = zmax(sz[0], T * E[i + 1]);
+            sz[3] = zmax(sz[3], T2 * E[i + 1]);
+            sz[0] = zmax(sz[0], T2 * E[i + 1]);
         }
         if (i == 0) continue;
         size_t ws = (size_t)c->window_sizes[i], nw = (R + ws - 1) / ws, Tp = nw * nw * ws * ws;
@@ -542,32 +546,48 @@ static void linear_mt(float *out, const float *in, const float *w, const float *
 
 /* ---------------------------------------------------------- conv kernels -- */
 
-/* Depthwise k x k conv, stride s, pad k/2, on channels-last [H, W, C]:
- * out[OH, OW, C] = b + sum_taps in * w[tap, C]; then GELU if `gelu`. */
+/* One output row of a depthwise k x k conv, stride s, pad k/2, channels-last:
+ * rows[ky] is input row oy*s + ky - k/2 ([W, C]) or NULL where that row is
+ * padding; o[OW, C] = b + sum over taps (ky, kx in order) of in * w[tap, C],
+ * then GELU if `gelu`. Vectorised over channels. */
+static void dw_row(float *o, const float *const *rows, int W, int OW, int C, int k, int s,
+                   const conv *cv, int gelu) {
+    const int p = k / 2;
+    for (int ox = 0; ox < OW; ox++) {
+        float *op = o + (size_t)ox * C;
+        memcpy(op, cv->b, sizeof(float) * (size_t)C);
+        for (int ky = 0; ky < k; ky++) {
+            if (!rows[ky]) continue;
+            for (int kx = 0; kx < k; kx++) {
+                int x = ox * s + kx - p;
+                if (x < 0 || x >= W) continue;
+                const float *a = rows[ky] + (size_t)x * C, *w = cv->w + (size_t)(ky * k + kx) * C;
+#pragma omp simd
+                for (int c = 0; c < C; c++) op[c] = op[c] + a[c] * w[c];
+            }
+        }
+        if (gelu) {
+#pragma omp simd
+            for (int c = 0; c < C; c++) op[c] = km_gelu_fast(op[c]);
+        }
+    }
+}
+
+#define MAX_K 15 /* largest depthwise kernel (local_conv_size) supported */
+
+/* Depthwise conv of a whole [H, W, C] map -> [OH, OW, C], rows in parallel. */
 static void dwconv(float *out, const float *in, const conv *cv, int H, int W, int C, int k, int s,
                    int gelu) {
     const int p = k / 2, OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
 #pragma omp parallel for schedule(static)
-    for (int oy = 0; oy < OH; oy++)
-        for (int ox = 0; ox < OW; ox++) {
-            float *o = out + ((size_t)oy * OW + ox) * C;
-            memcpy(o, cv->b, sizeof(float) * (size_t)C);
-            for (int ky = 0; ky < k; ky++) {
-                int y = oy * s + ky - p;
-                if (y < 0 || y >= H) continue;
-                for (int kx = 0; kx < k; kx++) {
-                    int x = ox * s + kx - p;
-                    if (x < 0 || x >= W) continue;
-                    const float *a = in + ((size_t)y * W + x) * C, *w = cv->w + (size_t)(ky * k + kx) * C;
-#pragma omp simd
-                    for (int c = 0; c < C; c++) o[c] = o[c] + a[c] * w[c];
-                }
-            }
-            if (gelu) {
-#pragma omp simd
-                for (int c = 0; c < C; c++) o[c] = km_gelu_fast(o[c]);
-            }
+    for (int oy = 0; oy < OH; oy++) {
+        const float *rows[MAX_K];
+        for (int ky = 0; ky < k; ky++) {
+            int y = oy * s + ky - p;
+            rows[ky] = y >= 0 && y < H ? in + (size_t)y * W * C : NULL;
         }
+        dw_row(out + (size_t)oy * OW * C, rows, W, OW, C, k, s, cv, gelu);
+    }
 }
 
 /* Full k x k conv, stride s, pad p, channels-last [H, W, I] -> [OH, OW, O],
@@ -578,7 +598,7 @@ static void conv_full(km_tinyvit *e, float *out, const float *in, const float *w
     const int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1, K = k * k * I;
     const int npix = OH * OW, nchunk = (npix + COL_ROWS - 1) / COL_ROWS;
     KM_ASSERT((size_t)COL_ROWS * K <= e->thr_floats);
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nt)
     {
         float *col = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
 #pragma omp for schedule(static)
@@ -612,7 +632,7 @@ static void window_attention(km_tinyvit *e, float *out, const float *qkv, const 
                              int nwin, int N, int nH, int hd) {
     const int D = nH * hd;
     const float scale = (float)(1.0 / sqrt((double)hd));
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nt)
     {
         float *S = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
 #pragma omp for schedule(static)
@@ -706,18 +726,51 @@ static void vit_block_forward(km_tinyvit *e, const vit_block *bk, int stage) {
     add_inplace(x, t3, (size_t)T * D);
 }
 
-/* MBConv on x = buf[0] ([R0*R0, C]): x = GELU(conv3(GELU(dw(GELU(conv1 x)))) + x). */
+/* MBConv on x = buf[0] ([R*R, C]) -> buf[0]:
+ *   x = GELU(conv3(GELU(dw3x3(GELU(conv1 x)))) + x),
+ * streamed by grid rows so that the [R*R, 4C] intermediates never leave the
+ * cache: each thread owns a band of output rows and keeps the conv1 output of
+ * three consecutive rows in a ring (rows outside the grid are the dw conv's
+ * zero padding), computing one new row per output row (the row above its band
+ * is recomputed once). Every row runs the same GEMM shapes whatever the band,
+ * so the result does not depend on the thread count. The output goes to
+ * buf[1] (the neighbours' bands still read x), then the two swap. */
 static void mbconv_forward(km_tinyvit *e, const mbconv *m) {
     const km_tinyvit_config *c = &e->cfg;
-    const int R = e->res[0], T = R * R, C = c->embed_dims[0], Hd = C * c->mbconv_expand;
-    float *x = e->buf[0], *y = e->buf[1], *h1 = e->buf[2], *h2 = e->buf[3];
-    linear_mt(h1, x, m->c1.w, m->c1.b, T, C, Hd);
-    gelu_inplace(h1, (size_t)T * Hd);
-    dwconv(h2, h1, &m->c2, R, R, Hd, 3, 1, 1);
-    linear_mt(y, h2, m->c3.w, m->c3.b, T, Hd, C);
-    size_t n = (size_t)T * C;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] = km_gelu_fast(y[i] + x[i]);
+    const int R = e->res[0], C = c->embed_dims[0], Hd = C * c->mbconv_expand;
+    const size_t rowH = (size_t)R * Hd, rowC = (size_t)R * C;
+    const float *x = e->buf[0];
+    float *xo = e->buf[1];
+#pragma omp parallel num_threads(e->nt)
+    {
+        float *ring = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
+        float *h2 = ring + 3 * rowH, *yr = h2 + rowH;
+        int y0, y1;
+        split_rows(R, &y0, &y1);
+        for (int r = y0 - 1; y0 < y1 && r <= y1; r++) { /* conv1 row r -> ring slot (r+3)%3 */
+            if (r >= 0 && r < R) {
+                float *h = ring + (size_t)((r + 3) % 3) * rowH;
+                km_linear_forward(h, x + (size_t)r * rowC, m->c1.w, m->c1.b, R, C, Hd);
+#pragma omp simd
+                for (size_t i = 0; i < rowH; i++) h[i] = km_gelu_fast(h[i]);
+            }
+            int y = r - 1; /* output row whose three input rows are now ready */
+            if (y < y0 || y >= y1) continue;
+            const float *rows[3];
+            for (int ky = 0; ky < 3; ky++) {
+                int ry = y + ky - 1;
+                rows[ky] = ry >= 0 && ry < R ? ring + (size_t)((ry + 3) % 3) * rowH : NULL;
+            }
+            dw_row(h2, rows, R, R, Hd, 3, 1, &m->c2, 1);
+            km_linear_forward(yr, h2, m->c3.w, m->c3.b, R, Hd, C);
+            const float *xr = x + (size_t)y * rowC;
+            float *o = xo + (size_t)y * rowC;
+#pragma omp simd
+            for (size_t i = 0; i < rowC; i++) o[i] = km_gelu_fast(yr[i] + xr[i]);
+        }
+    }
+    e->buf[0] = xo;
+    e->buf[1] = (float *)x;
 }
 
 /* PatchMerging i on x = buf[0] ([R*R, E(i)]) -> buf[0] ([R'*R', E(i+1)]). */
@@ -771,6 +824,7 @@ km_status km_tinyvit_forward(km_tinyvit *e, const float *img, float *embedding,
     KM_ASSERT(e && img && embedding);
     const km_tinyvit_config *c = &e->cfg;
     ensure_threads(e);
+    e->nt = km_get_threads();
     km_gemm_set_threads(1); /* see "threading"; restored at the end */
     patch_embed(e, img);
     for (int j = 0; j < c->depths[0]; j++) mbconv_forward(e, &e->mb[j]);

@@ -20,8 +20,16 @@
  *   float *emb = km_malloc(sizeof(float) * 256 * 64 * 64);
  *   km_tinyvit_forward(enc, img, emb, NULL);   // img [3, S, S], S = img_size
  *   km_tinyvit_free(enc);
- * The forward uses km_get_threads() OpenMP threads and is bit-identical for a
- * fixed thread count. Not reentrant: one forward at a time per encoder. */
+ * The forward uses km_get_threads() OpenMP threads (the BLAS runs
+ * single-threaded inside them) and is bit-identical for a fixed thread count.
+ * Not reentrant: one forward at a time per encoder.
+ * Memory, all allocated at load: the weights with BatchNorm folded into the
+ * convolutions and the attention biases gathered to [heads, N, N] tables
+ * (~28 MB for TinyViT-5M), and scratch (~80 MB for both released models at
+ * 2 threads: four token buffers plus, per thread, one window's N x N scores,
+ * an im2col chunk or three grid rows of the streamed stage-0 MBConv). The one
+ * allocation a forward may make: the per-thread scratch grows when
+ * km_get_threads() is larger than at load. */
 #ifndef KM_TINYVIT_H
 #define KM_TINYVIT_H
 
