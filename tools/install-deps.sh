@@ -13,3 +13,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
+
+# kmseg's default teacher, the LiteMedSAM checkpoint (README "Teacher"); a
+# no-op when it is already installed.
+bash "$(dirname "$0")/install-teacher.sh"
