@@ -190,6 +190,18 @@ KM_TEST(litemedsam_resize_area_matches_cv2_cases) {
     free_manifest(man);
 }
 
+/* sigmoid(logit) > 0.5 in float32: 1 exactly for logit > 1.5 * 2^-24 */
+KM_TEST(litemedsam_mask_rule) {
+    CHECK(km_litemedsam_mask(1e-3f) == 1 && km_litemedsam_mask(1e-7f) == 1);
+    const float t = 1.5f * 0x1p-24f; /* 8.9407e-8 */
+    CHECK(km_litemedsam_mask(nextafterf(t, 1.f)) == 1 && km_litemedsam_mask(t) == 0);
+    CHECK(km_litemedsam_mask(5e-8f) == 0 && km_litemedsam_mask(1e-30f) == 0);
+    CHECK(km_litemedsam_mask(0.0f) == 0 && km_litemedsam_mask(-1e-3f) == 0);
+    CHECK(km_litemedsam_mask(40.f) == 1 && km_litemedsam_mask(-40.f) == 0);
+    CHECK(km_litemedsam_mask(INFINITY) == 1 && km_litemedsam_mask(-INFINITY) == 0);
+    CHECK(km_litemedsam_mask(NAN) == 0);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Pre-processing and prompt scaling                                      */
 

@@ -39,7 +39,7 @@ static void area_fast(const uint8_t *src, int sw, int C, uint8_t *dst, int dw, i
         uint8_t *d = dst + (size_t)dy * dw * C;
         for (int dx = 0; dx < dw; dx++)
             for (int c = 0; c < C; c++) {
-                int S = 0;
+                int64_t S = 0; /* OpenCV sums in int; int64 avoids overflow for huge cells */
                 for (int ky = 0; ky < iy; ky++)
                     for (int kx = 0; kx < ix; kx++) S += s0[ky * srow + (size_t)(dx * ix + kx) * C + c];
                 d[(size_t)dx * C + c] = quad ? (uint8_t)((S + 2) >> 2) : sat_u8f((float)S * scale);
@@ -52,9 +52,11 @@ typedef struct {
     float alpha;
 } area_tap;
 
-/* computeResizeAreaTab for one axis, in double; returns the number of taps
- * (at most 2 * ssize), in increasing (di, si) order. Taps covering less than
- * 1e-3 of a pixel are dropped. */
+/* computeResizeAreaTab for one axis, in double; returns the number of taps,
+ * in increasing (di, si) order. Taps covering less than 1e-3 of a pixel are
+ * dropped. A tap is a (cell, pixel) pair that overlap, and two partitions of
+ * [0, ssize) into ssize and dsize intervals have at most ssize + dsize - 1
+ * overlapping pairs: tab needs ssize + dsize entries. */
 static int area_tab(int ssize, int dsize, double scale, area_tap *tab) {
     int k = 0;
     for (int dx = 0; dx < dsize; dx++) {
@@ -70,7 +72,7 @@ static int area_tab(int ssize, int dsize, double scale, area_tap *tab) {
             if (part > cell) part = cell;
             tab[k++] = (area_tap){dx, sx2, (float)(part / cell)};
         }
-        KM_ASSERT(k <= 2 * ssize);
+        KM_ASSERT(k <= ssize + dsize);
     }
     return k;
 }
@@ -80,8 +82,8 @@ static int area_tab(int ssize, int dsize, double scale, area_tap *tab) {
  * multiply then add), then sum = beta * buf (first tap) or sum + beta * buf. */
 static void area_general(const uint8_t *src, int sw, int sh, int C, uint8_t *dst, int dw, int dh,
                          double scale_x, double scale_y) {
-    area_tap *xt = km_malloc(sizeof(area_tap) * 2 * (size_t)sw);
-    area_tap *yt = km_malloc(sizeof(area_tap) * 2 * (size_t)sh);
+    area_tap *xt = km_malloc(sizeof(area_tap) * ((size_t)sw + dw));
+    area_tap *yt = km_malloc(sizeof(area_tap) * ((size_t)sh + dh));
     int nx = area_tab(sw, dw, scale_x, xt), ny = area_tab(sh, dh, scale_y, yt);
     size_t W = (size_t)dw * C;
     float *buf = km_malloc(sizeof(float) * W), *sum = km_malloc(sizeof(float) * W);

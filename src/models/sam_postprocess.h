@@ -39,9 +39,9 @@ void km_litemedsam_postprocess(float *out, const float *lowres, int C, int new_h
 
 /* LiteMedSAM's mask rule torch.sigmoid(logit) > 0.5 in float32, evaluated as
  * torch's scalar kernel does: 1.f / (1.f + expf(-logit)) > 0.5f. With glibc's
- * expf this is 1 exactly for logit >= 8.9407e-8 (= 1.5 * 2^-24; checked over
+ * expf this is 1 exactly for logit > 1.5 * 2^-24 = 8.9407e-8 (checked over
  * every float in [1e-12, 1e-5]), i.e. it equals logit > 0 except for
- * 0 < logit < 8.94e-8, where the rounded quotient is exactly 0.5; NaN gives
+ * 0 < logit <= 8.94e-8, where the rounded quotient is exactly 0.5; NaN gives
  * 0. Kept as the sigmoid rather than logit > 0 so that those boundary pixels
  * follow the reference (torch's vectorised exp could in principle differ by
  * an ulp there, which would move the threshold by one float step). */
