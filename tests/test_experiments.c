@@ -357,13 +357,13 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
      * and 3, 1/3 runs 1, 2/3 runs 2, which waits for run 0 (shard 0's: it
      * runs it itself or waits on its lock); the duplicate --run-index 1 races
      * shard 1 for run 1's lock */
-    rc = km_test_sh("cd '%s' && B='%s'; "
-                    "\"$B\" experiments --out par %s --shard 0/3 > s0.txt 2>&1 & p0=$!; "
-                    "\"$B\" experiments --out par %s --shard 1/3 > s1.txt 2>&1 & p1=$!; "
-                    "\"$B\" experiments --out par %s --shard 2/3 > s2.txt 2>&1 & p2=$!; "
-                    "\"$B\" experiments --out par %s --run-index 1 > s3.txt 2>&1 & p3=$!; "
+    rc = km_test_sh("B='%s'; T='%s'; "
+                    "\"$B\" experiments --out \"$T/par\" %s --shard 0/3 > \"$T/s0.txt\" 2>&1 & p0=$!; "
+                    "\"$B\" experiments --out \"$T/par\" %s --shard 1/3 > \"$T/s1.txt\" 2>&1 & p1=$!; "
+                    "\"$B\" experiments --out \"$T/par\" %s --shard 2/3 > \"$T/s2.txt\" 2>&1 & p2=$!; "
+                    "\"$B\" experiments --out \"$T/par\" %s --run-index 1 > \"$T/s3.txt\" 2>&1 & p3=$!; "
                     "wait $p0 && wait $p1 && wait $p2 && wait $p3",
-                    t, bin(), common, common, common, common);
+                    bin(), t, common, common, common, common);
     CHECK_MSG(rc == 0, "parallel shards failed: exit %d", rc);
     snprintf(args, sizeof args, "experiments --out '%s/par' %s --collect", t, common);
     rc = kmseg(&o, args);
