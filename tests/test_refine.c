@@ -123,7 +123,11 @@ static void library_refine(const char *weights, const char *cache_dir, long fg[R
     float *z0 = km_malloc(sizeof(float) * P);
     for (int i = 0; i < RN; i++) {
         memcpy(z0, z + P * i, sizeof(float) * P);
-        CHECK_OK(km_refine_logits(&r, ds.images + 3 * P * i, RS, z + P * i, &oc[i]));
+        char *ip = km_dataset_image_path(&idx, ds.src[i]);
+        km_refine_image im;
+        km_refine_image_file(&im, ip, ds.orig_w[i], ds.orig_h[i], ds.orig_hash[i]);
+        CHECK_OK(km_refine_logits(&r, &im, RS, z + P * i, &oc[i]));
+        km_free(ip);
         long n = 0, pm = 0, same = 1;
         for (size_t p = 0; p < P; p++) {
             float v = z[P * i + p];

@@ -24,6 +24,7 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_train_config *t = &c.train;
     const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
     const char *profile = "sam", *schedule = "continuous", *mode = "points+box", *cache_dir = NULL, *resume = NULL;
+    const char *box_rule = "per-component";
     int seed = 0, quiet = 0, no_cache = 0, stop_after = 0;
     km_flag flags[] = {
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
@@ -34,6 +35,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--schedule", KM_FLAG_STR, &schedule, "pseudo labels: onetime (frozen after the supervised phase) or continuous", 0, 0},
         {"--init", KM_FLAG_STR, &init, "student checkpoint to mine from (skips the supervised phase)", 0, 0},
         {"--prompt-mode", KM_FLAG_STR, &mode, "points, box, points+box or points+box+mask", 0, 0},
+        {"--box-rule", KM_FLAG_STR, &box_rule, "boxes from the student's mask: all, largest or per-component (one decode per 8-connected component of >= 10 % of the largest, masks united)", 0, 0},
         {"--points", KM_FLAG_INT, &c.points, "guiding points per image (highest student probability)", 0, 0},
         {"--pseudo-weight", KM_FLAG_FLOAT, &c.pseudo_weight, "lambda in L = L_labelled + lambda * L_pseudo", 0, 0},
         {"--mine-epochs", KM_FLAG_INT, &c.mine_epochs, "maximum mining epochs", 0, 0},
@@ -104,6 +106,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         else if (!strcmp(profile, "medsam")) c.profile = KM_SAM_PROFILE_MEDSAM;
         else return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
         if ((s = km_prompt_mode_parse(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
+        if ((s = km_box_rule_parse(box_rule, &c.box_rule))) return km_err_prefix(s, "--box-rule: ");
         char dbuf[4096];
         if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
         c.cache_dir = no_cache ? NULL : (char *)cache_dir;

@@ -60,8 +60,10 @@
 #include "../core/km.h"
 #include "../core/rng.h"
 #include "../models/sam.h"
+#include "../train/dataset.h"
 
 #define KM_PROMPTS_MAX_POINTS 64
+#define KM_PROMPTS_MAX_BOXES 16
 
 /* Ablation modes (paper table 3); points+box is the default. */
 typedef enum {
@@ -76,6 +78,24 @@ enum { KM_PROMPT_USE_POINTS = 1, KM_PROMPT_USE_BOX = 2, KM_PROMPT_USE_MASK = 4 }
  * KM_EARG naming the accepted values. */
 const char *km_prompt_mode_name(km_prompt_mode m);
 km_status km_prompt_mode_parse(const char *s, km_prompt_mode *m);
+
+/* Box rule (method.md 4, revised): which boxes the foreground gives.
+ *   all            one box around every foreground pixel (turn 1's rule; what
+ *                  a mine_config.json without "box_rule" ran with);
+ *   largest        the box of the largest connected component;
+ *   per-component  (default) one box per sizeable component, each decoded on
+ *                  its own, the teacher's masks united.
+ * Components: 8-connected sets of pixels with z > 0; "sizeable" = at least
+ * 10 % of the largest one's area (10 * area >= largest area). At most
+ * KM_PROMPTS_MAX_BOXES boxes: beyond that the largest are kept (a student
+ * with hundreds of equal specks would otherwise cost hundreds of decodes).
+ * Boxes are ordered by decreasing area, ties in scan order of the
+ * components' first pixel (the order does not change the union). */
+typedef enum { KM_BOX_ALL = 0, KM_BOX_LARGEST = 1, KM_BOX_PER_COMPONENT = 2 } km_box_rule;
+/* "all", "largest", "per-component" <-> rule; parse: KM_EARG naming the
+ * accepted values. */
+const char *km_box_rule_name(km_box_rule r);
+km_status km_box_rule_parse(const char *s, km_box_rule *r);
 
 typedef enum {
     KM_PROMPTS_READY = 0,  /* prompts usable */
@@ -94,6 +114,14 @@ typedef struct {
     long n_fg;                        /* pixels with z > 0 */
     long n_tie;                       /* pixels sharing the cut-off probability t */
     int n_drawn;                      /* points chosen at random among them (0: no draw) */
+    /* Boxes to decode (km_prompts_set_box_rule; km_prompts_from_logits sets
+     * the `all` rule: boxes[0] = box when has_box): */
+    km_box_rule box_rule;
+    int n_components;                 /* 8-connected components (0 unless computed) */
+    int n_boxes;                      /* boxes to decode, 0 when !has_box */
+    int boxes[KM_PROMPTS_MAX_BOXES][4]; /* inclusive (x0, y0, x1, y1) */
+    long box_area[KM_PROMPTS_MAX_BOXES]; /* pixels of the box's component (all: n_fg) */
+    int point_box[KM_PROMPTS_MAX_POINTS]; /* the box each point goes with */
     /* Filled by km_prompts_to_sam (the predictor reads these): */
     float sam_points[2 * KM_PROMPTS_MAX_POINTS];
     int sam_labels[KM_PROMPTS_MAX_POINTS];
@@ -108,11 +136,28 @@ typedef struct {
 km_status km_prompts_from_logits(km_prompts *out, const float *z, int H, int W, km_prompt_mode mode,
                                  int x, km_rng *rng);
 
-/* Points and box of `pr`, found in the frame of augmentation `code` of an
+/* Applies a box rule to prompts made by km_prompts_from_logits from the same
+ * z [H, W]: labels the 8-connected components of z > 0 and fills n_boxes /
+ * boxes / box_area and point_box (header comment of km_box_rule). Consumes no
+ * RNG: the points are the same whatever the rule. Points go with the box of
+ * the component that holds them; a point in no kept component (a speck below
+ * 10 %, or p <= 0.5) goes with the box nearest to it (Euclidean distance from
+ * the point to the box, 0 inside; ties: the earlier box, i.e. the larger
+ * component) [choice: nearest, so a point is never sent with a box on the
+ * other side of the image when one next to it exists]. `all` and `largest`
+ * have one box, which every point goes with. Allocates the H x W label map
+ * and a stack for rules other than `all`; KM_ENOMEM if that fails. */
+km_status km_prompts_set_box_rule(km_prompts *pr, const float *z, int H, int W, km_box_rule rule);
+
+/* Decodes the prompts ask for: n_boxes when the mode uses a box (0 only for
+ * NO_BOX), else 1 (points only, every point). */
+int km_prompts_n_decodes(const km_prompts *pr);
+
+/* Points and boxes of `pr`, found in the frame of augmentation `code` of an
  * S x S image, mapped back to the un-augmented frame (augment.h,
  * km_aug_map_point / km_aug_map_box with inverse = 1). Pixel indices map
  * exactly, so this commutes with taking the prompts of the un-augmented map
- * (up to which tied pixels a draw picks). */
+ * (up to which tied pixels a draw picks, and the order of equal-area boxes). */
 void km_prompts_unaugment(km_prompts *pr, uint8_t code, int S);
 
 /* The inverse of km_aug_apply_f32: orig [S, S] such that
@@ -135,11 +180,16 @@ void km_prompts_unaugment_map(uint8_t code, int S, const float *aug, float *orig
  * antialiased, as F.interpolate's default; the default 224 -> 256 upscales. */
 void km_prompts_mask_input(float *out, const float *z, int H, int W, int input_h, int input_w);
 
-/* Fills a km_sam_prompts for the mode: points with label 1, the box, the mask
- * input (mask256, required iff the mode has the mask bit, else NULL), and
- * multimask = 0 (method.md 4). Points and box are converted to float in pr's
- * own arrays, which `sp` then points to: keep pr alive while sp is used.
- * Must not be called when pr->outcome != KM_PROMPTS_READY. */
-void km_prompts_to_sam(km_prompts *pr, const float *mask256, km_sam_prompts *sp);
+/* Fills a km_sam_prompts for decode k (0 <= k < km_prompts_n_decodes): the
+ * points that go with box k (all points when the mode has no box) with label
+ * 1, box k, the mask input (mask256, required iff the mode has the mask bit,
+ * else NULL), and multimask = 0 (method.md 4). g: the student's geometry
+ * (dataset.h) to map the coordinates to the original frame the teacher sees
+ * (km_geom_to_orig: pixel centres, a scale and an offset, clamped), or NULL
+ * to pass them as they are. Coordinates are converted to float in pr's own
+ * arrays, which `sp` then points to: keep pr alive while sp is used (and
+ * until the next call). Must not be called when pr->outcome !=
+ * KM_PROMPTS_READY. */
+void km_prompts_to_sam(km_prompts *pr, int k, const km_geom *g, const float *mask256, km_sam_prompts *sp);
 
 #endif
