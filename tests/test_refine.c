@@ -117,6 +117,7 @@ static void library_refine(const char *weights, const char *cache_dir, long fg[R
     km_refine_config rc;
     km_refine_config_default(&rc);
     rc.teacher = teacher();
+    rc.box_rule = KM_BOX_ALL; /* as the CLI run it is compared with */
     rc.cache_dir = cache_dir;
     km_refiner r;
     CHECK_OK(km_refiner_open(&r, &rc));
@@ -159,8 +160,10 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     int rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 > /dev/null 2>&1",
                         bin(), w, data6(), so);
     CHECK(rc == 0);
+    /* one box per image: sam_tiny decodes take seconds here, and a random
+     * student's mask has many specks (per-component: test_boxrule.c) */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
-                    "--cache-dir '%s' > /dev/null 2>&1",
+                    "--cache-dir '%s' --box-rule all > /dev/null 2>&1",
                     bin(), w, data6(), ro, teacher(), cache);
     CHECK(rc == 0);
     char p[1200], q[1200];
@@ -170,6 +173,8 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     snprintf(q, sizeof q, "%s/summary.json", ro);
     CHECK(json_has(q, "\"mode\": \"refined\""));
     CHECK(json_has(q, "\"prompt_mode\": \"points+box\""));
+    CHECK(json_has(q, "\"box_rule\": \"all\""));
+    CHECK(json_num(q, "teacher_decodes") == json_num(q, "teacher_calls"));
     double calls = json_num(q, "teacher_calls"), fb = json_num(q, "fallbacks");
     CHECK(calls + json_num(q, "fallback_no_box") == RN);
     CHECK(fb == json_num(q, "fallback_no_box") + json_num(q, "fallback_empty_teacher"));
@@ -198,14 +203,17 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     }
     CHECK(nfb == (int)fb);
     CHECK(differ > 0 || fb > 0);
-    /* second run on the same disk cache: no encoder run, every crop a hit */
+    /* second run on the same disk cache, box of the largest component: no
+     * encoder run, every original image a hit, one decode per image */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
-                    "--cache-dir '%s' > /dev/null 2>&1",
+                    "--cache-dir '%s' --box-rule largest > /dev/null 2>&1",
                     bin(), w, data6(), r2, teacher(), cache);
     CHECK(rc == 0);
     snprintf(q, sizeof q, "%s/summary.json", r2);
+    CHECK(json_has(q, "\"box_rule\": \"largest\""));
     CHECK(json_num(q, "teacher_encoder_runs") == 0);
     CHECK(json_num(q, "teacher_cache_hits") == calls);
+    CHECK(json_num(q, "teacher_decodes") == calls);
 }
 
 KM_TEST(refine_eval_cli_empty_student_falls_back) {
@@ -236,9 +244,9 @@ KM_TEST(refine_predict_cli_original_size) {
     CHECK(rc == 0);
     char log[1200];
     snprintf(log, sizeof log, "%s.log", ro);
-    /* the eval test's cache: predict's centre crop is the crop eval scores */
+    /* the eval test's cache: predict and eval key the same original images */
     rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --threads 1 --teacher '%s' --cache-dir '%s' "
-                    "> '%s' 2>&1",
+                    "--box-rule largest > '%s' 2>&1",
                     bin(), w, imgs, ro, teacher(), sub("cache"), log);
     CHECK(rc == 0);
     CHECK(km_test_sh("grep -q 'refined by .*teacher call' '%s'", log) == 0);

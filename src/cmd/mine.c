@@ -122,8 +122,8 @@ km_status km_cmd_mine(int argc, char **argv) {
     if (s) return s;
     if (!quiet)
         fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
-                        "encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
-                r.finished ? "finished" : "stopped", r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls,
+                        "teacher decodes %ld, encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
+                r.finished ? "finished" : "stopped", r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls, r.decodes,
                 r.encoder_runs, r.cache_hits, r.cache_misses, r.no_box);
     return KM_OK;
 }

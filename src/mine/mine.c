@@ -643,7 +643,7 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
         km_rng_shuffle(&rng, order, npool);
         for (int i = 0; i < npool; i++) aug[i] = km_aug_draw(&rng);
         long calls0 = R.teacher_calls, hits0 = km_refiner_cache_hits(&R), miss0 = R.cache.misses;
-        long enc0 = R.encoder_runs, nobox = 0, visits = 0;
+        long enc0 = R.encoder_runs, dec0 = R.decodes, nobox = 0, visits = 0;
         double tenc0 = R.encoder_seconds, tdec0 = R.decoder_seconds;
         double lsum = 0, lsup = 0, lpse = 0, pd = 0;
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
@@ -783,8 +783,8 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
         if (s) break;
         if (log) {
             fprintf(log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  "
-                         "teacher %ld, cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
-                    epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls,
+                         "teacher %ld (%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
+                    epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls, R.decodes - dec0,
                     res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice, secs);
             if (stop) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad,
                               es.best_epoch);
@@ -801,6 +801,7 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
     res->teacher_calls = calls_before + R.teacher_calls;
     /* this process's: the checkpoint holds no times nor cache counts */
     res->encoder_runs = R.encoder_runs;
+    res->decodes = R.decodes;
     res->encoder_seconds = R.encoder_seconds;
     res->decoder_seconds = R.decoder_seconds;
     res->cache_hits = km_refiner_cache_hits(&R);

@@ -129,6 +129,7 @@ typedef struct {
      * resume, cache hits / misses, encoder runs and seconds count this
      * process only */
     long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
+    long decodes; /* this process: teacher decodes (one per box, box_rule) */
     double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
