@@ -297,6 +297,30 @@ KM_TEST(boxrule_teacher_mask_orig_from_ground_truth_and_file) {
            img.w, img.h, r.decodes, fg, km_refine_outcome_name(o));
     CHECK(r.encoder_runs == 1 && r.teacher_calls == 1 && r.decodes >= 1 && agree == (long)n);
     CHECK(o == (fg ? KM_REFINE_TEACHER : KM_REFINE_FALLBACK_EMPTY));
+    /* at the original size the confidence keeps SAM's own rule exactly: the
+     * same prompts straight into the predictor (embedding still set), mask =
+     * logit > 0, equals mask = c > 0 */
+    {
+        km_rng rng;
+        km_rng_seed(&rng, KM_REFINE_SEED);
+        km_prompts pr;
+        CHECK_OK(km_refine_prompts(&r, z, img.h, img.w, &rng, &pr));
+        uint8_t *un = km_calloc(n);
+        for (int k = 0; k < km_prompts_n_decodes(&pr); k++) { /* union of SAM's own masks */
+            km_sam_prompts sp;
+            km_prompts_to_sam(&pr, k, NULL, NULL, &sp);
+            km_sam_result res;
+            CHECK_OK(km_sam_predict(&r.p, &sp, &res));
+            for (size_t i = 0; i < n; i++) un[i] |= res.masks[i];
+            km_sam_result_free(&res);
+        }
+        long diff = 0;
+        for (size_t i = 0; i < n; i++) diff += un[i] != mask[i];
+        printf("    direct SAM predictor, %d decode(s): %ld of %zu pixels differ from c > 0\n",
+               km_prompts_n_decodes(&pr), diff, n);
+        CHECK(diff == 0);
+        km_free(un);
+    }
     /* the same image from memory: a cache hit, the same answer */
     float *conf2 = km_malloc(sizeof(float) * n);
     km_refine_image im2;
@@ -322,5 +346,51 @@ KM_TEST(boxrule_teacher_mask_orig_from_ground_truth_and_file) {
     km_image_free(&gt);
     km_free(ip);
     km_free(mp);
+    km_dataset_index_free(&idx);
+}
+
+/* Mask-prompt mode through the geometry: an original that IS the S x S crop
+ * (identity geometry) must give bit-identical teacher output whether the
+ * prompts and the student's logits go through the geometry or not (the
+ * inverse map of pixel centres is exact there, and the logit map moved to
+ * the original frame is the map itself). */
+KM_TEST(boxrule_mask_prompt_identity_geometry_sam_tiny) {
+    km_dataset_index idx;
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL));
+    char *ip = km_dataset_image_path(&idx, 2);
+    km_image img = {0};
+    CHECK_OK(km_image_load(ip, &img, 3));
+    uint8_t *crop = km_malloc(TS * TS * 3);
+    km_resize_crop_bilinear_u8(img.data, img.w, img.h, 3, TS, crop);
+    km_refine_image im;
+    km_refine_image_rgb(&im, crop, TS, TS);
+    km_geom g;
+    km_geom_compute(TS, TS, TS, &g);
+    km_refine_config rc;
+    km_refine_config_default(&rc);
+    rc.teacher = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
+    rc.mode = KM_PROMPT_POINTS_BOX_MASK;
+    rc.box_rule = KM_BOX_LARGEST;
+    km_refiner r;
+    CHECK_OK(km_refiner_open(&r, &rc));
+    float z[TS * TS], a[TS * TS], b[TS * TS];
+    two_discs(z);
+    km_rng rng;
+    km_rng_seed(&rng, 2);
+    km_prompts pr;
+    CHECK_OK(km_refine_prompts(&r, z, TS, TS, &rng, &pr));
+    km_prompts pr2 = pr;
+    CHECK_OK(km_refine_teacher_conf(&r, &im, &pr, &g, z, a));
+    CHECK_OK(km_refine_teacher_conf(&r, &im, &pr2, NULL, z, b));
+    long fa = 0;
+    for (int i = 0; i < TS * TS; i++) fa += a[i] > 0;
+    printf("    %d x %d original, mask prompt: %ld foreground px, %s\n", TS, TS, fa,
+           memcmp(a, b, sizeof a) ? "DIFFERENT" : "bit-identical with and without the geometry");
+    CHECK(!memcmp(a, b, sizeof a));
+    CHECK(r.encoder_runs == 1 && r.decodes == 2);
+    km_refiner_close(&r);
+    km_free(crop);
+    km_image_free(&img);
+    km_free(ip);
     km_dataset_index_free(&idx);
 }

@@ -238,9 +238,10 @@ km_status km_cmd_eval(int argc, char **argv) {
                    data, split, n, size, size, md, sd, mi, si, km_metric_global_dice(&acc),
                    km_metric_global_iou(&acc));
         if (!s && teacher)
-            printf("refined by %s: %ld teacher call(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty "
+            printf("refined by %s (box rule %s): %ld teacher call(s), %ld decode(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty "
                    "teacher mask)\n",
-                   teacher, ref.teacher_calls, ref.encoder_runs, km_refiner_cache_hits(&ref),
+                   teacher, km_box_rule_name(ref.cfg.box_rule), ref.teacher_calls, ref.decodes, ref.encoder_runs,
+                   km_refiner_cache_hits(&ref),
                    ref.fallback_no_box + ref.fallback_empty, ref.fallback_no_box,
                    ref.fallback_empty);
     }

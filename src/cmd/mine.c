@@ -48,7 +48,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--test-fraction", KM_FLAG_FLOAT, &t->test_fraction, "random split: test fraction", 0, 0},
         {"--labelled-fraction", KM_FLAG_FLOAT, &t->labelled_fraction, "nested labelled fraction of the train split", 0, 0},
         {"--max-images", KM_FLAG_INT, &t->max_images, "random split over the first N ids only (0 = all)", 0, 0},
-        {"--size", KM_FLAG_INT, &t->size, "crop size (student and teacher), multiple of 32", 0, 0},
+        {"--size", KM_FLAG_INT, &t->size, "student crop size, multiple of 32 (the teacher sees the original image)", 0, 0},
         {"--resnet", KM_FLAG_INT, &t->resnet, "encoder depth: 34 or 18", 0, 0},
         {"--encoder-weights", KM_FLAG_STR, &enc, "torchvision ResNet checkpoint for the supervised phase", 0, 0},
         {"--batch", KM_FLAG_INT, &t->batch, "batch size (both phases)", 0, 0},

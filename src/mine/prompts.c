@@ -188,7 +188,6 @@ km_status km_prompts_from_logits(km_prompts *out, const float *z, int H, int W, 
 
 typedef struct {
     long area;
-    int first; /* scan index of the first pixel: the component's rank in scan order */
     int box[4];
 } component;
 
@@ -203,7 +202,6 @@ static int label_components(const float *z, int H, int W, int *lab, int *stack, 
         if (lab[i0] != -2) continue;
         component *c = &comp[nc];
         c->area = 0;
-        c->first = (int)i0;
         c->box[0] = c->box[2] = (int)(i0 % W);
         c->box[1] = c->box[3] = (int)(i0 / W);
         long top = 0;

@@ -3,19 +3,23 @@
  * un-augmented embedding (method.md 5, cost rule).
  *
  *   km_prompts pr;
- *   km_prompts_from_logits(&pr, z, H, W, KM_PROMPT_POINTS_BOX, 1, &rng);
+ *   km_prompts_from_logits(&pr, z, S, S, KM_PROMPT_POINTS_BOX, 1, &rng);
+ *   km_prompts_set_box_rule(&pr, z, S, S, KM_BOX_PER_COMPONENT);   // boxes to decode
  *   if (pr.outcome == KM_PROMPTS_NO_BOX) { ...count: no pseudo label this round... }
- *   km_sam_prompts sp;  km_prompts_to_sam(&pr, NULL, &sp);
- *   km_sam_predict(&predictor, &sp, &res);            // pseudo label = res.masks
+ *   for (int k = 0; k < km_prompts_n_decodes(&pr); k++) {
+ *       km_sam_prompts sp;  km_prompts_to_sam(&pr, k, &geom, NULL, &sp); // -> original frame
+ *       km_sam_predict(&predictor, &sp, &res);     // unite the decodes (refine.h)
+ *   }
+ * (refine.h's km_refine_prompts / km_refine_teacher_conf do exactly this.)
  *
- * Continuous mode (the student saw augmentation `code` of the S x S image, the
- * teacher decodes on the cached embedding of the un-augmented image):
+ * Continuous mode (the student saw augmentation `code` of the S x S crop,
+ * the teacher decodes on the cached embedding of the original image):
  *   km_prompts_from_logits(&pr, z_aug, S, S, mode, x, &rng);   // augmented frame
- *   km_prompts_unaugment(&pr, code, S);                        // -> un-augmented frame
- *   if (mask mode) { km_prompts_unaugment_map(code, S, z_aug, z_orig);
- *                    km_prompts_mask_input(m256, z_orig, S, S, predictor.input_h, predictor.input_w); }
- *   km_prompts_to_sam(&pr, m256 or NULL, &sp);  km_sam_predict(...);
- *   km_aug_apply_u8(code, S, 1, res.masks, label_aug);         // augment.h: label in the student's frame
+ *   km_prompts_set_box_rule(&pr, z_aug, S, S, rule);           // same components in any frame
+ *   km_prompts_unaugment(&pr, code, S);                        // -> un-augmented crop frame
+ *   if (mask mode) km_prompts_unaugment_map(code, S, z_aug, z_orig);
+ *   ... the teacher on the original image through the geometry (refine.h) ...
+ *   km_aug_apply_u8(code, S, 1, label, label_aug);             // augment.h: label in the student's frame
  *
  * Definitions and choices:
  *  - p = sigmoid(z) computed exactly as the student computes it, 1 / (1 +
@@ -36,21 +40,30 @@
  *  - Points do NOT require p > 0.5 [choice]: method.md 4 lets only a mode that
  *    needs a box skip an empty prediction, so in points-only mode an empty
  *    prediction still prompts the teacher at its x most likely pixels.
- *  - Coordinates are integer pixel indices (x = column, y = row), passed to
- *    the predictor as such, with no +0.5: SamPredictor scales them by
- *    input/orig and SAM's prompt encoder adds 0.5 in the 1024 frame
- *    (reference-arch.md 1.3, 1.5.2), which is what a PyTorch pipeline calling
- *    predictor.predict(point_coords=[[col, row]]) on an argmax gets.
- *  - Box: the tight inclusive box (x0, y0, x1, y1) of ALL foreground pixels
- *    (every connected component, e.g. both lungs), no margin. Foreground is
- *    the student's predicted mask, z > 0, kmseg's one prediction rule
- *    (eval/metrics.h); it equals float32 p > 0.5 except for 0 < z < ~3e-8,
- *    where p rounds to exactly 0.5.
+ *  - Coordinates are integer pixel indices (x = column, y = row) of the
+ *    student's frame. km_prompts_to_sam passes them to the predictor either
+ *    as they are (g NULL: the teacher sees that same frame), with no +0.5:
+ *    SamPredictor scales them by input/orig and SAM's prompt encoder adds 0.5
+ *    in the 1024 frame (reference-arch.md 1.3, 1.5.2), which is what a
+ *    PyTorch pipeline calling predictor.predict(point_coords=[[col, row]]) on
+ *    an argmax gets; or (g = the student's geometry) mapped to the original
+ *    image's pixel indices on pixel centres, as floats (km_geom_to_orig,
+ *    dataset.h), which the predictor then scales the same way.
+ *  - Foreground is the student's predicted mask, z > 0, kmseg's one
+ *    prediction rule (eval/metrics.h); it equals float32 p > 0.5 except for
+ *    0 < z < ~3e-8, where p rounds to exactly 0.5.
+ *  - Box (km_prompts_from_logits): `box` is the tight inclusive box (x0, y0,
+ *    x1, y1) of ALL foreground pixels, no margin, and is boxes[0] (rule
+ *    `all`); km_prompts_set_box_rule replaces boxes[] by the largest
+ *    component's box or one box per sizeable component (km_box_rule below;
+ *    default per-component, method.md 4 revised) and says which box each
+ *    point goes with. `box` itself always stays the all-foreground box.
  *  - Empty prediction (no z > 0): has_box = 0; a mode that needs a box gives
  *    outcome KM_PROMPTS_NO_BOX: that image gets no pseudo label this round
  *    (the caller counts and logs it). Points are still computed (and the RNG
  *    advanced) whenever the mode uses points, so the RNG stream does not
- *    depend on whether the box was empty; the box mode consumes no RNG.
+ *    depend on whether the box was empty, nor on the box rule
+ *    (km_prompts_set_box_rule draws nothing); the box mode consumes no RNG.
  *  - Mask prompt (ablation): km_prompts_mask_input, see below.
  *  - NaN logits (a diverged student) are an error (KM_EARG naming the pixel),
  *    not silently ranked. */
@@ -177,7 +190,9 @@ void km_prompts_unaugment_map(uint8_t code, int S, const float *aug, float *orig
  * antialias=False) semantics (km_bilinear_resize); the padding (non-square
  * images only) is filled with the smallest resized logit, i.e. "background,
  * as sure as the student ever is". Downscaling (H or W above mh / mw) is not
- * antialiased, as F.interpolate's default; the default 224 -> 256 upscales. */
+ * antialiased, as F.interpolate's default. refine.c calls this with the
+ * student's logits mapped to the original frame (the teacher's), so e.g. a
+ * 622 x 529 Kvasir image is downscaled to 256 x 218 here. */
 void km_prompts_mask_input(float *out, const float *z, int H, int W, int input_h, int input_w);
 
 /* Fills a km_sam_prompts for decode k (0 <= k < km_prompts_n_decodes): the

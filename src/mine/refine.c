@@ -206,11 +206,17 @@ static void mask_logits_to_orig(const km_geom *g, const float *z, float *out) {
     }
 }
 
+/* What km_sam_result.scores holds for a profile (sam.h): probabilities
+ * (MedSAM; a profile added later that thresholds p > 0.5 belongs here too)
+ * or logits (SAM). */
+static int scores_are_probabilities(km_sam_profile prof) { return prof == KM_SAM_PROFILE_MEDSAM; }
+
 /* One decode's scores [h, w] as confidence c = 2p - 1 (header), united into
  * conf by maximum (first decode: stored). */
 static void unite_conf(km_sam_profile prof, const float *scores, size_t n, int first, float *conf) {
+    const int probs = scores_are_probabilities(prof);
     for (size_t i = 0; i < n; i++) {
-        float c = prof == KM_SAM_PROFILE_MEDSAM ? 2.0f * scores[i] - 1.0f : (float)tanh(0.5 * (double)scores[i]);
+        float c = probs ? 2.0f * scores[i] - 1.0f : (float)tanh(0.5 * (double)scores[i]);
         if (first || c > conf[i]) conf[i] = c;
     }
 }
