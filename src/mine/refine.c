@@ -127,10 +127,11 @@ static km_status encode(km_refiner *r, const km_refine_image *im) {
     if (!rgb) {
         km_status s = km_image_load(im->path, &img, 3);
         if (s) return km_err_prefix(s, "teacher: ");
-        if (img.w != im->w || img.h != im->h || km_hash_image(img.data, img.w, img.h, 3) != im->hash) {
+        int w = img.w, h = img.h;
+        if (w != im->w || h != im->h || km_hash_image(img.data, w, h, 3) != im->hash) {
             km_image_free(&img);
             return km_err(KM_EFORMAT, "%s: the image changed on disk since it was loaded (was %dx%d, now %dx%d%s)",
-                          im->path, im->w, im->h, img.w, img.h, img.w == im->w && img.h == im->h ? ", other pixels" : "");
+                          im->path, im->w, im->h, w, h, w == im->w && h == im->h ? ", other pixels" : "");
         }
         rgb = img.data;
     }
