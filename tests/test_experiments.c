@@ -74,7 +74,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     char dir[1024], args[4096], p[2048];
     snprintf(dir, sizeof dir, "%s/exp", km_test_tmpdir());
     const char *knobs = "--size 32 --resnet 18 --epochs 1 --mine-epochs 1 --max-images 12 --val-fraction 0.25 "
-                        "--test-fraction 0.25 --batch 3 --threads 1 --no-cache";
+                        "--test-fraction 0.25 --batch 3 --threads 1 --no-cache --box-rule all";
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1,0.5 "
              "--methods supervised,onetime --seeds 0,1 %s", dir, kv, sam, knobs);
     char *o = NULL;
@@ -274,7 +274,8 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
     snprintf(dir, sizeof dir, "%s/exps", km_test_tmpdir());
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 0.5 --methods box "
              "--simclr --seeds 0 --pretrain-epochs 1 --pretrain-batch 3 --size 32 --resnet 18 --epochs 1 --mine-epochs 1 "
-             "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache", dir, kv, sam);
+             "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache --box-rule largest", dir,
+             kv, sam);
     char *o = NULL;
     int rc = kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "2 runs: 2 ran, 0 skipped (finished earlier); 2 supervised dependency run(s), 1 SimCLR pretraining(s)"),
@@ -290,7 +291,7 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
         snprintf(p, sizeof p, "%s/kvasir/0.5/%sbox/seed0/mine_config.json", dir, var[v]);
         cfg = slurp(p);
         snprintf(want, sizeof want, "\"init\": \"%s/kvasir/0.5/%ssupervised/seed0/best.safetensors\"", dir, var[v]);
-        CHECK_MSG(cfg && strstr(cfg, want) && strstr(cfg, "\"prompt_mode\": \"box\"") &&
+        CHECK_MSG(cfg && strstr(cfg, want) && strstr(cfg, "\"prompt_mode\": \"box\"") && strstr(cfg, "\"box_rule\": \"largest\"") &&
                   strstr(cfg, "\"schedule\": \"continuous\""), "%s: %s", p, cfg ? cfg : "(missing)");
         km_free(cfg);
     }

@@ -41,6 +41,10 @@ static void small_config(km_mine_config *c, const char *out) {
     c->out = (char *)out;
     c->teacher = (char *)km_test_path("fixtures/sam_tiny/sam_tiny.pth");
     c->mine_epochs = 2;
+    /* one box per image: these tests check the mining protocol, and sam_tiny's
+     * decoder takes seconds per decode here (a random student's mask has up
+     * to 16 sizeable specks); per-component mining: mine_onetime_per_component */
+    c->box_rule = KM_BOX_ALL;
 }
 
 /* Value of column `col` in data row `row` (1-based) of a CSV file; NaN if absent. */
@@ -214,6 +218,44 @@ KM_TEST(mine_onetime_frozen_labels_and_lambda_term) {
     CHECK(maxd > 1e-6);
     km_free(w0);
     km_free(w5);
+}
+
+/* The default box rule end to end (one-time, one epoch, from the shared
+ * supervised student and cache), its config key written and read back, and
+ * a mine_config.json without the key (older runs) read as `all`. */
+KM_TEST(mine_onetime_per_component) {
+    const char *cont = cont_run(), *dir = sub("one_pc");
+    char init[1200];
+    snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
+    km_mine_config c;
+    small_config(&c, dir);
+    c.box_rule = KM_BOX_PER_COMPONENT;
+    c.init = init;
+    c.schedule = KM_MINE_ONETIME;
+    c.mine_epochs = 1;
+    c.cache_dir = (char *)sub("cont_cache");
+    km_mine_result r;
+    CHECK_OK(km_mine_run(&c, 0, NULL, &r));
+    printf("    one-time per-component: %ld labels (%ld decodes), %ld NO_BOX, pseudo Dice %.4f\n", r.teacher_calls,
+           r.decodes, r.no_box, r.last_pseudo_dice);
+    CHECK(r.teacher_calls + r.no_box == 6 && r.decodes >= r.teacher_calls);
+    CHECK(r.encoder_runs == 0); /* the cache keyed the same original images */
+    char p[1200];
+    snprintf(p, sizeof p, "%s/pseudo", dir);
+    CHECK(check_pngs(p, 32) == (int)r.teacher_calls);
+    km_mine_config rc;
+    CHECK_OK(km_mine_config_load(dir, &rc));
+    CHECK(rc.box_rule == KM_BOX_PER_COMPONENT);
+    km_mine_config_free(&rc);
+    const char *old = sub("one_pc_old");
+    CHECK(km_test_sh("mkdir -p '%s' && grep -v '\"box_rule\"' '%s/mine_config.json' > '%s/mine_config.json'", old, dir,
+                     old) == 0);
+    CHECK_OK(km_mine_config_load(old, &rc));
+    CHECK(rc.box_rule == KM_BOX_ALL);
+    km_mine_config_free(&rc);
+    CHECK(km_test_sh("sed 's/\"box_rule\": \"per-component\"/\"box_rule\": \"biggest\"/' '%s/mine_config.json' > "
+                     "'%s/mine_config.json'", dir, old) == 0);
+    CHECK_ERR(km_mine_config_load(old, &rc), KM_EARG, "expected all, largest or per-component");
 }
 
 KM_TEST(mine_empty_predictions_counted_as_no_box) {

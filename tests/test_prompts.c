@@ -192,7 +192,7 @@ KM_TEST(prompts_two_blobs_box_covers_both) {
     CHECK(pr.box[0] == 5 && pr.box[1] == 6 && pr.box[2] == 44 && pr.box[3] == 35);
     CHECK(pr.xy[0][0] == 10 && pr.xy[0][1] == 20);
     km_sam_prompts sp;
-    km_prompts_to_sam(&pr, NULL, &sp);
+    km_prompts_to_sam(&pr, 0, NULL, NULL, &sp);
     CHECK(sp.n_points == 1 && sp.labels[0] == 1 && sp.points[0] == 10.0f && sp.points[1] == 20.0f);
     CHECK(sp.box && sp.box[0] == 5.0f && sp.box[1] == 6.0f && sp.box[2] == 44.0f &&
           sp.box[3] == 35.0f);
@@ -271,7 +271,7 @@ KM_TEST(prompts_modes_and_bad_input) {
     CHECK_OK(km_prompts_from_logits(&pr, z, 8, 8, KM_PROMPT_BOX, 0, NULL)); /* x unused */
     CHECK(pr.n_points == 0 && pr.has_box && pr.box[2] == 7 && pr.box[3] == 7);
     km_sam_prompts sp;
-    km_prompts_to_sam(&pr, NULL, &sp);
+    km_prompts_to_sam(&pr, 0, NULL, NULL, &sp);
     CHECK(sp.n_points == 0 && !sp.points && sp.box);
     z[2 * 8 + 6] = NAN;
     CHECK_ERR(km_prompts_from_logits(&pr, z, 8, 8, KM_PROMPT_BOX, 1, NULL), KM_EARG,
@@ -474,7 +474,7 @@ KM_TEST(prompts_into_sam_predictor_sam_tiny) {
             mi = mask_in;
         }
         km_sam_prompts sp;
-        km_prompts_to_sam(&pr, mi, &sp);
+        km_prompts_to_sam(&pr, 0, NULL, mi, &sp);
         km_sam_result res;
         CHECK_OK(km_sam_predict(&p, &sp, &res));
         CHECK(res.K == 1 && res.h == H && res.w == W && res.n_sparse == want_tokens[k]);
@@ -510,9 +510,9 @@ KM_TEST(prompts_into_sam_predictor_sam_tiny) {
           pr.xy[0][1] == direct.xy[0][1]);
     km_sam_prompts sp;
     km_sam_result a, b;
-    km_prompts_to_sam(&pr, NULL, &sp);
+    km_prompts_to_sam(&pr, 0, NULL, NULL, &sp);
     CHECK_OK(km_sam_predict(&p, &sp, &a));
-    km_prompts_to_sam(&direct, NULL, &sp);
+    km_prompts_to_sam(&direct, 0, NULL, NULL, &sp);
     CHECK_OK(km_sam_predict(&p, &sp, &b));
     CHECK(a.h == S && a.w == S && memcmp(a.scores, b.scores, sizeof(float) * S * S) == 0);
     km_aug_apply_u8(code, S, 1, a.masks, aug);

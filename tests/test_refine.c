@@ -119,13 +119,18 @@ static void library_refine(const char *weights, const char *cache_dir, long fg[R
     km_refine_config rc;
     km_refine_config_default(&rc);
     rc.teacher = teacher();
+    rc.box_rule = KM_BOX_ALL; /* as the CLI run it is compared with */
     rc.cache_dir = cache_dir;
     km_refiner r;
     CHECK_OK(km_refiner_open(&r, &rc));
     float *z0 = km_malloc(sizeof(float) * P);
     for (int i = 0; i < RN; i++) {
         memcpy(z0, z + P * i, sizeof(float) * P);
-        CHECK_OK(km_refine_logits(&r, ds.images + 3 * P * i, RS, z + P * i, &oc[i]));
+        char *ip = km_dataset_image_path(&idx, ds.src[i]);
+        km_refine_image im;
+        km_refine_image_file(&im, ip, ds.orig_w[i], ds.orig_h[i], ds.orig_hash[i]);
+        CHECK_OK(km_refine_logits(&r, &im, RS, z + P * i, &oc[i]));
+        km_free(ip);
         long n = 0, pm = 0, same = 1;
         for (size_t p = 0; p < P; p++) {
             float v = z[P * i + p];
@@ -157,8 +162,10 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     int rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 > /dev/null 2>&1",
                         bin(), w, data6(), so);
     CHECK(rc == 0);
+    /* one box per image: sam_tiny decodes take seconds here, and a random
+     * student's mask has many specks (per-component: test_boxrule.c) */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
-                    "--cache-dir '%s' > /dev/null 2>&1",
+                    "--cache-dir '%s' --box-rule all > /dev/null 2>&1",
                     bin(), w, data6(), ro, teacher(), cache);
     CHECK(rc == 0);
     char p[1200], q[1200];
@@ -168,6 +175,8 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     snprintf(q, sizeof q, "%s/summary.json", ro);
     CHECK(json_has(q, "\"mode\": \"refined\""));
     CHECK(json_has(q, "\"prompt_mode\": \"points+box\""));
+    CHECK(json_has(q, "\"box_rule\": \"all\""));
+    CHECK(json_num(q, "teacher_decodes") == json_num(q, "teacher_calls"));
     double calls = json_num(q, "teacher_calls"), fb = json_num(q, "fallbacks");
     CHECK(calls + json_num(q, "fallback_no_box") == RN);
     CHECK(fb == json_num(q, "fallback_no_box") + json_num(q, "fallback_empty_teacher"));
@@ -196,14 +205,17 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     }
     CHECK(nfb == (int)fb);
     CHECK(differ > 0 || fb > 0);
-    /* second run on the same disk cache: no encoder run, every crop a hit */
+    /* second run on the same disk cache, box of the largest component: no
+     * encoder run, every original image a hit, one decode per image */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
-                    "--cache-dir '%s' > /dev/null 2>&1",
+                    "--cache-dir '%s' --box-rule largest > /dev/null 2>&1",
                     bin(), w, data6(), r2, teacher(), cache);
     CHECK(rc == 0);
     snprintf(q, sizeof q, "%s/summary.json", r2);
+    CHECK(json_has(q, "\"box_rule\": \"largest\""));
     CHECK(json_num(q, "teacher_encoder_runs") == 0);
     CHECK(json_num(q, "teacher_cache_hits") == calls);
+    CHECK(json_num(q, "teacher_decodes") == calls);
 }
 
 KM_TEST(refine_eval_cli_empty_student_falls_back) {
@@ -234,9 +246,9 @@ KM_TEST(refine_predict_cli_original_size) {
     CHECK(rc == 0);
     char log[1200];
     snprintf(log, sizeof log, "%s.log", ro);
-    /* the eval test's cache: predict's centre crop is the crop eval scores */
+    /* the eval test's cache: predict and eval key the same original images */
     rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --threads 1 --teacher '%s' --cache-dir '%s' "
-                    "> '%s' 2>&1",
+                    "--box-rule largest > '%s' 2>&1",
                     bin(), w, imgs, ro, teacher(), sub("cache"), log);
     CHECK(rc == 0);
     CHECK(km_test_sh("grep -q 'refined by .*teacher call' '%s'", log) == 0);

@@ -15,8 +15,12 @@
  * (a run folder's splits/ or user lists).
  *
  * Refined mode (--teacher CKPT, issue 5.4): each image's student logits
- * prompt the teacher on the same S x S crop and the teacher's mask is the
- * prediction (src/mine/refine.h: prompts, cache, +-1 logits, fallbacks).
+ * prompt the teacher (--box-rule: one box, the largest component's, or one
+ * decode per sizeable component), which sees the ORIGINAL image file (its
+ * embedding cached per original image); the teacher's answer is brought to
+ * the S x S crop with the images' geometry and its mask there is the
+ * prediction (src/mine/refine.h: frames, prompts, cache, +-1 logits,
+ * fallbacks).
  * Images whose prompts give NO_BOX, or whose teacher mask is empty, keep the
  * student's own mask; per_image.csv's last column "prediction" says which
  * (teacher / student_no_box / student_empty_teacher; "student" in the
@@ -60,7 +64,7 @@ static void jstr(FILE *f, const char *key, const char *v) {
 km_status km_cmd_eval(int argc, char **argv) {
     const char *weights = NULL, *data = NULL, *split = "test", *split_dir = NULL, *out = NULL;
     int size = 0, batch = 8, threads = 2;
-    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *cache_dir = NULL;
+    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *box_rule = "per-component", *cache_dir = NULL;
     int points = 1, no_cache = 0, refine = 0;
     char tbuf[4096];
     km_flag flags[] = {
@@ -76,6 +80,7 @@ km_status km_cmd_eval(int argc, char **argv) {
         {"--refine", KM_FLAG_BOOL, &refine, "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
         {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
         {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
+        {"--box-rule", KM_FLAG_STR, &box_rule, "refined mode: boxes from the student's mask: all, largest or per-component (one decode per component of >= 10 % of the largest)", 0, 0},
         {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
         {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
         {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
@@ -100,7 +105,8 @@ km_status km_cmd_eval(int argc, char **argv) {
     km_unetpp *m = NULL;
     km_refiner ref;
     if (refine && !teacher && (s = km_teacher_resolve(NULL, tbuf, sizeof tbuf, &teacher))) return s;
-    s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
+    s = km_refine_open_student(weights, teacher, profile, pmode, box_rule, points, cache_dir, no_cache, &ref, &m,
+                               &size);
     if (s) return s;
 
     km_issues iss;
@@ -160,8 +166,16 @@ km_status km_cmd_eval(int argc, char **argv) {
             s = km_unetpp_forward(m, x, bn, size, size, 0, lg);
             for (int b = 0; b < bn && !s; b++) {
                 km_refine_outcome ro = KM_REFINE_TEACHER;
-                if (teacher && (s = km_refine_logits(&ref, ds.images + 3 * P * (b0 + b), size, lg + P * b, &ro)))
-                    break;
+                if (teacher) {
+                    /* the teacher sees the original file, read on an embedding-cache miss */
+                    int k = b0 + b;
+                    char *ip = km_dataset_image_path(&idx, ds.src[k]);
+                    km_refine_image im;
+                    km_refine_image_file(&im, ip, ds.orig_w[k], ds.orig_h[k], ds.orig_hash[k]);
+                    s = km_refine_logits(&ref, &im, size, lg + P * b, &ro);
+                    km_free(ip);
+                    if (s) break;
+                }
                 km_conf c = km_conf_logits_u8(lg + P * b, ds.masks + P * (b0 + b), P);
                 km_metric_acc_add(&acc, c, &dices[b0 + b], &ious[b0 + b]);
                 km_csv_str(&csv, ds.ids[b0 + b]);
@@ -201,9 +215,11 @@ km_status km_cmd_eval(int argc, char **argv) {
         if (teacher) {
             jstr(f, "teacher_profile", km_sam_profile_name(ref.cfg.profile));
             jstr(f, "prompt_mode", km_prompt_mode_name(ref.cfg.mode));
+            jstr(f, "box_rule", km_box_rule_name(ref.cfg.box_rule));
             jnum(f, "points", ref.cfg.points, 0);
         }
         jnum(f, "teacher_calls", (double)ref.teacher_calls, 0);
+        jnum(f, "teacher_decodes", (double)ref.decodes, 0);
         jnum(f, "teacher_encoder_runs", (double)ref.encoder_runs, 0);
         jnum(f, "teacher_cache_hits", teacher ? (double)km_refiner_cache_hits(&ref) : 0, 0);
         jnum(f, "fallbacks", (double)(ref.fallback_no_box + ref.fallback_empty), 0);
@@ -225,9 +241,10 @@ km_status km_cmd_eval(int argc, char **argv) {
                    data, split, n, size, size, md, sd, mi, si, km_metric_global_dice(&acc),
                    km_metric_global_iou(&acc));
         if (!s && teacher)
-            printf("refined by %s: %ld teacher call(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty "
+            printf("refined by %s (box rule %s): %ld teacher call(s), %ld decode(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty "
                    "teacher mask)\n",
-                   teacher, ref.teacher_calls, ref.encoder_runs, km_refiner_cache_hits(&ref),
+                   teacher, km_box_rule_name(ref.cfg.box_rule), ref.teacher_calls, ref.decodes, ref.encoder_runs,
+                   km_refiner_cache_hits(&ref),
                    ref.fallback_no_box + ref.fallback_empty, ref.fallback_no_box,
                    ref.fallback_empty);
     }

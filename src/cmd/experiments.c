@@ -111,6 +111,7 @@ static passflag g_pass[] = {
     {"--max-steps", 1, "supervised: stop after this many optimiser steps", 0, 0, 0},
     {"--mine-epochs", 2, "maximum mining epochs", 0, 0, 0},
     {"--points", 18, "guiding points per image", 0, 0, 0},
+    {"--box-rule", 18, "boxes from the student's mask: all, largest or per-component", 0, 0, 0},
     {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0, 0},
     {"--teacher-profile", 18, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0, 0},
     {"--cache-dir", 18, "teacher embedding cache folder", 0, 0, 1},

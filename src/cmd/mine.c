@@ -24,6 +24,7 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_train_config *t = &c.train;
     const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
     const char *profile = "auto", *schedule = "continuous", *mode = "auto", *cache_dir = NULL, *resume = NULL;
+    const char *box_rule = "per-component";
     int seed = 0, quiet = 0, no_cache = 0, stop_after = 0;
     km_flag flags[] = {
         {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
@@ -34,6 +35,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--schedule", KM_FLAG_STR, &schedule, "pseudo labels: onetime (frozen after the supervised phase) or continuous", 0, 0},
         {"--init", KM_FLAG_STR, &init, "student checkpoint to mine from (skips the supervised phase)", 0, 0},
         {"--prompt-mode", KM_FLAG_STR, &mode, "auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
+        {"--box-rule", KM_FLAG_STR, &box_rule, "boxes from the student's mask: all, largest or per-component (one decode per 8-connected component of >= 10 % of the largest, masks united)", 0, 0},
         {"--points", KM_FLAG_INT, &c.points, "guiding points per image (highest student probability)", 0, 0},
         {"--pseudo-weight", KM_FLAG_FLOAT, &c.pseudo_weight, "lambda in L = L_labelled + lambda * L_pseudo", 0, 0},
         {"--mine-epochs", KM_FLAG_INT, &c.mine_epochs, "maximum mining epochs", 0, 0},
@@ -46,7 +48,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         {"--test-fraction", KM_FLAG_FLOAT, &t->test_fraction, "random split: test fraction", 0, 0},
         {"--labelled-fraction", KM_FLAG_FLOAT, &t->labelled_fraction, "nested labelled fraction of the train split", 0, 0},
         {"--max-images", KM_FLAG_INT, &t->max_images, "random split over the first N ids only (0 = all)", 0, 0},
-        {"--size", KM_FLAG_INT, &t->size, "crop size (student and teacher), multiple of 32", 0, 0},
+        {"--size", KM_FLAG_INT, &t->size, "student crop size, multiple of 32 (the teacher sees the original image)", 0, 0},
         {"--resnet", KM_FLAG_INT, &t->resnet, "encoder depth: 34 or 18", 0, 0},
         {"--encoder-weights", KM_FLAG_STR, &enc, "torchvision ResNet checkpoint for the supervised phase", 0, 0},
         {"--batch", KM_FLAG_INT, &t->batch, "batch size (both phases)", 0, 0},
@@ -103,6 +105,7 @@ km_status km_cmd_mine(int argc, char **argv) {
         else return km_err(KM_EARG, "--schedule '%s': expected onetime or continuous", schedule);
         if ((s = km_sam_profile_parse_auto(profile, &c.profile))) return km_err_prefix(s, "--teacher-profile: ");
         if ((s = km_prompt_mode_parse_auto(mode, &c.prompt_mode))) return km_err_prefix(s, "--prompt-mode: ");
+        if ((s = km_box_rule_parse(box_rule, &c.box_rule))) return km_err_prefix(s, "--box-rule: ");
         char dbuf[4096];
         if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
         c.cache_dir = no_cache ? NULL : (char *)cache_dir;
@@ -118,8 +121,8 @@ km_status km_cmd_mine(int argc, char **argv) {
     if (s) return s;
     if (!quiet)
         fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
-                        "encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
-                r.finished ? "finished" : "stopped", r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls,
+                        "teacher decodes %ld, encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
+                r.finished ? "finished" : "stopped", r.epochs_done, r.best_val_loss, r.best_epoch, r.teacher_calls, r.decodes,
                 r.encoder_runs, r.cache_hits, r.cache_misses, r.no_box);
     return KM_OK;
 }

@@ -27,16 +27,14 @@
  * and its boundary pure red).
  *
  * Refined mode (--teacher CKPT, issue 5.4): the centre window's logits prompt
- * the teacher on that same S x S crop (src/mine/refine.h) and are replaced by
- * +-1 logits of the teacher's mask (+1 foreground, -1 background) before step
- * 1 assembles the frame, so steps 1-2 run unchanged: the mask is the teacher's
- * mask, bilinearly resized as +-1 logits and thresholded at 0 (a pixel
- * exactly half-way between the two classes is background); --prob then
- * shows sigmoid(+-1 resampled), i.e. values in [69, 186], not a teacher
- * probability. Outside the centre crop the teacher has seen nothing, so the
- * --outside rule (student tiles or background) applies as in the default
- * mode. Images whose prompts give NO_BOX, or whose teacher mask is empty,
- * keep the student's logits; the count is printed. */
+ * the teacher (src/mine/refine.h: prompts made in the S x S frame, --box-rule,
+ * mapped to the original frame), which sees the whole ORIGINAL image; its
+ * mask at the original size (confidence c > 0, i.e. p > 0.5) is the output
+ * as it is, with no resampling, over the whole image: the teacher has seen
+ * all of it, so --outside does not apply; --prob writes the teacher's
+ * probability round(255 * p). Images whose prompts give NO_BOX, or whose
+ * teacher mask is empty, get the student's output (steps 1-2 above); the
+ * count is printed. */
 #include "cmd.h"
 
 #include "../core/args.h"
@@ -58,10 +56,10 @@ static km_status mkdir1(const char *dir) {
     return KM_OK;
 }
 
-/* Logits over the resized frame [rh, rw] for one image (see header); ref
- * (NULL: student only) refines the centre window. */
-static km_status predict_frame(km_unetpp *m, km_refiner *ref, const km_image *img, int S, int tile, const km_geom *g,
-                               float *frame, float **x, float **lg, int *cap) {
+/* Logits over the resized frame [rh, rw] for one image (see header); the
+ * centre window's own logits stay in (*lg)[0 .. S*S). */
+static km_status predict_frame(km_unetpp *m, const km_image *img, int S, int tile, const km_geom *g, float *frame,
+                               float **x, float **lg, int *cap) {
     uint8_t *rs = km_malloc((size_t)g->rw * g->rh * 3);
     km_resize_pil_bilinear(rs, g->rw, g->rh, img->data, img->w, img->h, 3);
     int horiz = g->rw > g->rh; /* long axis along x */
@@ -80,12 +78,11 @@ static km_status predict_frame(km_unetpp *m, km_refiner *ref, const km_image *im
         *lg = km_malloc(sizeof(float) * P * nw);
         *cap = nw;
     }
-    uint8_t *crop = km_malloc(P * 3), *crop0 = ref ? km_malloc(P * 3) : NULL;
+    uint8_t *crop = km_malloc(P * 3);
     for (int w = 0; w < nw; w++) {
         int ox = horiz ? off[w] : 0, oy = horiz ? 0 : off[w];
         for (int yy = 0; yy < S; yy++) memcpy(crop + (size_t)yy * S * 3, rs + ((size_t)(yy + oy) * g->rw + ox) * 3, (size_t)S * 3);
         km_normalize_rgb(crop, S, *x + 3 * P * w);
-        if (w == 0 && crop0) memcpy(crop0, crop, P * 3);
     }
     km_free(crop);
     km_free(rs);
@@ -94,9 +91,6 @@ static km_status predict_frame(km_unetpp *m, km_refiner *ref, const km_image *im
      * it depend on the image's aspect ratio */
     km_status s = KM_OK;
     for (int w = 0; w < nw && !s; w++) s = km_unetpp_forward(m, *x + 3 * P * w, 1, S, S, 0, *lg + P * w);
-    km_refine_outcome ro;
-    if (!s && ref) s = km_refine_logits(ref, crop0, S, *lg, &ro);
-    km_free(crop0);
     if (!s)
         for (int yy = 0; yy < g->rh; yy++)
             for (int xx = 0; xx < g->rw; xx++) {
@@ -147,7 +141,7 @@ static void bilinear_f32(const float *in, int iw, int ih, float *out, int ow, in
 km_status km_cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *images = NULL, *out = NULL, *outside = "tile";
     int size = 0, threads = 2, prob = 0, overlay = 0;
-    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *cache_dir = NULL;
+    const char *teacher = NULL, *profile = "auto", *pmode = "auto", *box_rule = "per-component", *cache_dir = NULL;
     int points = 1, no_cache = 0, refine = 0;
     char tbuf[4096];
     km_flag flags[] = {
@@ -164,6 +158,7 @@ km_status km_cmd_predict(int argc, char **argv) {
         {"--refine", KM_FLAG_BOOL, &refine, "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
         {"--teacher-profile", KM_FLAG_STR, &profile, "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
         {"--prompt-mode", KM_FLAG_STR, &pmode, "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or points+box+mask", 0, 0},
+        {"--box-rule", KM_FLAG_STR, &box_rule, "refined mode: boxes from the student's mask: all, largest or per-component (one decode per component of >= 10 % of the largest)", 0, 0},
         {"--points", KM_FLAG_INT, &points, "refined mode: guiding points per image", 0, 0},
         {"--cache-dir", KM_FLAG_STR, &cache_dir, "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
         {"--no-cache", KM_FLAG_BOOL, &no_cache, "refined mode: keep teacher embeddings in memory only", 0, 0},
@@ -182,7 +177,8 @@ km_status km_cmd_predict(int argc, char **argv) {
     km_unetpp *m = NULL;
     km_refiner ref;
     if (refine && !teacher && (s = km_teacher_resolve(NULL, tbuf, sizeof tbuf, &teacher))) return s;
-    s = km_refine_open_student(weights, teacher, profile, pmode, points, cache_dir, no_cache, &ref, &m, &size);
+    s = km_refine_open_student(weights, teacher, profile, pmode, box_rule, points, cache_dir, no_cache, &ref, &m,
+                               &size);
     if (s) return s;
     km_issues iss;
     km_issues_init(&iss);
@@ -212,11 +208,22 @@ km_status km_cmd_predict(int argc, char **argv) {
         km_geom_compute(img.w, img.h, size, &g);
         float *frame = km_malloc(sizeof(float) * (size_t)g.rw * g.rh);
         float *full = km_malloc(sizeof(float) * (size_t)img.w * img.h);
-        s = predict_frame(m, teacher ? &ref : NULL, &img, size, tile, &g, frame, &x, &lg, &cap);
-        if (!s) bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
+        s = predict_frame(m, &img, size, tile, &g, frame, &x, &lg, &cap);
         size_t np = (size_t)img.w * img.h;
         km_image mk = {img.w, img.h, 1, km_malloc(np)};
-        for (size_t p = 0; p < np; p++) mk.data[p] = full[p] > 0 ? 255 : 0;
+        km_refine_outcome ro = KM_REFINE_FALLBACK_NO_BOX;
+        if (!s && teacher) {
+            /* the teacher's answer on the whole original image, prompted by the centre window */
+            km_refine_image ti;
+            km_refine_image_rgb(&ti, img.data, img.w, img.h);
+            s = km_refine_teacher_mask_orig(&ref, &ti, lg, &g, mk.data, full, &ro);
+        }
+        if (!s && ro == KM_REFINE_TEACHER) {
+            for (size_t p = 0; p < np; p++) mk.data[p] = mk.data[p] ? 255 : 0;
+        } else {
+            if (!s) bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
+            for (size_t p = 0; p < np; p++) mk.data[p] = full[p] > 0 ? 255 : 0;
+        }
         char path[4200];
         if (!s) {
             snprintf(path, sizeof path, "%s/%s.png", dm, idx.items[i].id);
@@ -224,7 +231,9 @@ km_status km_cmd_predict(int argc, char **argv) {
         }
         if (!s && prob) {
             km_image pr = {img.w, img.h, 1, km_malloc(np)};
-            for (size_t p = 0; p < np; p++) pr.data[p] = (uint8_t)floor(255.0 / (1.0 + exp(-(double)full[p])) + 0.5);
+            for (size_t p = 0; p < np; p++) /* the teacher's p = (c + 1) / 2, else the student's sigmoid */
+                pr.data[p] = (uint8_t)floor(255.0 * (ro == KM_REFINE_TEACHER ? (full[p] + 1.0) / 2.0
+                                                                              : 1.0 / (1.0 + exp(-(double)full[p]))) + 0.5);
             snprintf(path, sizeof path, "%s/%s.png", dp, idx.items[i].id);
             s = km_image_save_png(path, &pr);
             km_image_free(&pr);
@@ -261,9 +270,10 @@ km_status km_cmd_predict(int argc, char **argv) {
     }
     if (!s) printf("%d masks written to %s (%.1f s)\n", idx.n, dm, km_now() - t0);
     if (!s && teacher)
-        printf("refined by %s: %ld teacher call(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty teacher "
+        printf("refined by %s (box rule %s): %ld teacher call(s), %ld decode(s) (%ld encoder run(s), %ld cached), %ld fallback(s) to the student (%ld NO_BOX, %ld empty teacher "
                "mask)\n",
-               teacher, ref.teacher_calls, ref.encoder_runs, km_refiner_cache_hits(&ref),
+               teacher, km_box_rule_name(ref.cfg.box_rule), ref.teacher_calls, ref.decodes, ref.encoder_runs,
+                   km_refiner_cache_hits(&ref),
                    ref.fallback_no_box + ref.fallback_empty, ref.fallback_no_box,
                ref.fallback_empty);
     km_free(x);

@@ -18,15 +18,14 @@ static double tri(double x) {
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-/* Resample.c precompute_coeffs + normalize_coeffs_8bpc, in0 = 0, in1 = in. */
-static void pil_precompute(pil_coeffs *pc, int in, int out) {
+/* Resample.c precompute_coeffs, in0 = 0, in1 = in: the normalised double
+ * weights kd [out, ksize] (bounds as above); the 8-bit path quantises them. */
+static double *pil_precompute_double(int in, int out, int *ksize_out, int *bounds) {
     double scale = (double)in / out, filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 1.0 * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
-    pc->ksize = ksize;
-    pc->bounds = km_malloc(sizeof(int) * 2 * (size_t)out);
-    pc->kk = km_malloc(sizeof(int32_t) * (size_t)ksize * out);
-    double *k = km_malloc(sizeof(double) * (size_t)ksize);
+    *ksize_out = ksize;
+    double *kd = km_malloc(sizeof(double) * (size_t)ksize * out);
     for (int xx = 0; xx < out; xx++) {
         double center = 0.0 + (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
         int xmin = (int)(center - support + 0.5);
@@ -34,6 +33,7 @@ static void pil_precompute(pil_coeffs *pc, int in, int out) {
         int xmax = (int)(center + support + 0.5);
         if (xmax > in) xmax = in;
         xmax -= xmin;
+        double *k = kd + (size_t)xx * ksize;
         int x = 0;
         for (; x < xmax; x++) {
             double wt = tri((x + xmin - center + 0.5) * ss);
@@ -43,14 +43,22 @@ static void pil_precompute(pil_coeffs *pc, int in, int out) {
         for (x = 0; x < xmax; x++)
             if (ww != 0.0) k[x] /= ww;
         for (; x < ksize; x++) k[x] = 0.0;
-        int32_t *kq = pc->kk + (size_t)xx * ksize;
-        for (x = 0; x < ksize; x++)
-            kq[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PIL_PRECISION_BITS))
-                             : (int32_t)(0.5 + k[x] * (1 << PIL_PRECISION_BITS));
-        pc->bounds[2 * xx] = xmin;
-        pc->bounds[2 * xx + 1] = xmax;
+        bounds[2 * xx] = xmin;
+        bounds[2 * xx + 1] = xmax;
     }
-    km_free(k);
+    return kd;
+}
+
+/* Resample.c precompute_coeffs + normalize_coeffs_8bpc, in0 = 0, in1 = in. */
+static void pil_precompute(pil_coeffs *pc, int in, int out) {
+    pc->bounds = km_malloc(sizeof(int) * 2 * (size_t)out);
+    double *kd = pil_precompute_double(in, out, &pc->ksize, pc->bounds);
+    size_t n = (size_t)pc->ksize * out;
+    pc->kk = km_malloc(sizeof(int32_t) * n);
+    for (size_t i = 0; i < n; i++)
+        pc->kk[i] = kd[i] < 0 ? (int32_t)(-0.5 + kd[i] * (1 << PIL_PRECISION_BITS))
+                              : (int32_t)(0.5 + kd[i] * (1 << PIL_PRECISION_BITS));
+    km_free(kd);
 }
 
 static void pil_free(pil_coeffs *pc) {
@@ -104,6 +112,52 @@ void km_resize_pil_bilinear(uint8_t *out, int ow, int oh, const uint8_t *in, int
         pil_free(&pc);
     } else {
         memcpy(out, src, (size_t)h * ow * c);
+    }
+    km_free(tmp);
+}
+
+/* Pillow's 32bpc passes (ImagingResampleHorizontal/Vertical_32bpc): double
+ * weights, double sum, stored as float. */
+void km_resize_pil_bilinear_f32(float *out, int ow, int oh, const float *in, int w, int h) {
+    KM_ASSERT(out && in && ow > 0 && oh > 0 && w > 0 && h > 0);
+    const float *src = in;
+    float *tmp = NULL;
+    int ksize;
+    if (ow != w) {
+        int *bounds = km_malloc(sizeof(int) * 2 * (size_t)ow);
+        double *kd = pil_precompute_double(w, ow, &ksize, bounds);
+        tmp = km_malloc(sizeof(float) * (size_t)h * ow);
+        for (int y = 0; y < h; y++) {
+            const float *row = in + (size_t)y * w;
+            for (int xx = 0; xx < ow; xx++) {
+                int xmin = bounds[2 * xx], xn = bounds[2 * xx + 1];
+                const double *k = kd + (size_t)xx * ksize;
+                double ss = 0.0;
+                for (int x = 0; x < xn; x++) ss += row[x + xmin] * k[x];
+                tmp[(size_t)y * ow + xx] = (float)ss;
+            }
+        }
+        km_free(kd);
+        km_free(bounds);
+        src = tmp;
+    }
+    if (oh != h) {
+        int *bounds = km_malloc(sizeof(int) * 2 * (size_t)oh);
+        double *kd = pil_precompute_double(h, oh, &ksize, bounds);
+        for (int yy = 0; yy < oh; yy++) {
+            int ymin = bounds[2 * yy], yn = bounds[2 * yy + 1];
+            const double *k = kd + (size_t)yy * ksize;
+            float *orow = out + (size_t)yy * ow;
+            for (int xx = 0; xx < ow; xx++) {
+                double ss = 0.0;
+                for (int y = 0; y < yn; y++) ss += src[(size_t)(y + ymin) * ow + xx] * k[y];
+                orow[xx] = (float)ss;
+            }
+        }
+        km_free(kd);
+        km_free(bounds);
+    } else {
+        memcpy(out, src, sizeof(float) * (size_t)h * ow);
     }
     km_free(tmp);
 }

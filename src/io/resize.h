@@ -24,6 +24,16 @@
 
 void km_resize_pil_bilinear(uint8_t *out, int ow, int oh, const uint8_t *in, int w, int h, int c);
 
+/* The same resampling for a one-channel float map, as Pillow does it for a
+ * mode "F" image (Resample.c, the 32bpc passes): the same taps and normalised
+ * double weights, NOT quantised, summed in double and stored as float after
+ * each pass (horizontal first, a pass whose size does not change skipped, so
+ * an unchanged size is an exact copy). No clamping: a map of values in
+ * [-1, 1] stays in [-1, 1] (the weights are >= 0 and sum to 1). Used to bring
+ * the teacher's confidence at the original size to the student's frame
+ * (km_geom_resize_crop_f32, dataset.h). in: h x w, out: oh x ow. */
+void km_resize_pil_bilinear_f32(float *out, int ow, int oh, const float *in, int w, int h);
+
 /* km_resize_skimage_cubic: MedSAM's
  *   skimage.transform.resize(img, (oh, ow), order=3, preserve_range=True,
  *                            anti_aliasing=True).astype(np.uint8)

@@ -32,6 +32,7 @@ void km_mine_config_default(km_mine_config *c) {
     c->profile = KM_SAM_PROFILE_AUTO;
     c->schedule = KM_MINE_CONTINUOUS;
     c->prompt_mode = KM_PROMPT_AUTO;
+    c->box_rule = KM_BOX_PER_COMPONENT;
     c->points = 1;
     c->pseudo_weight = 0.5;
     c->mine_epochs = 100;
@@ -46,6 +47,7 @@ static void teacher_config(const km_mine_config *c, km_refine_config *rc) {
     rc->teacher = c->teacher;
     rc->profile = c->profile;
     rc->mode = c->prompt_mode;
+    rc->box_rule = c->box_rule;
     rc->points = c->points;
     rc->cache_dir = c->cache_dir;
     rc->cache_mem = c->cache_mem;
@@ -124,6 +126,7 @@ static km_status write_config(const km_mine_config *c, const char *path) {
     fprintf(f, ",\n  \"init\": ");
     json_str(f, c->init);
     fprintf(f, ",\n  \"prompt_mode\": \"%s\"", km_prompt_mode_name(c->prompt_mode));
+    fprintf(f, ",\n  \"box_rule\": \"%s\"", km_box_rule_name(c->box_rule));
     fprintf(f, ",\n  \"points\": %d,\n  \"pseudo_weight\": %.17g,\n  \"mine_epochs\": %d", c->points,
             c->pseudo_weight, c->mine_epochs);
     fprintf(f, ",\n  \"cache_dir\": ");
@@ -168,13 +171,15 @@ km_status km_mine_config_load(const char *dir, km_mine_config *c) {
     }
     /* settings an older mine_config.json did not record keep their defaults */
     static const char *const optional[] = {"out", "encoder_weights", "init_weights", "max_steps", "eval_init", NULL};
-    char *profile = NULL, *schedule = NULL, *mode = NULL;
+    char *profile = NULL, *schedule = NULL, *mode = NULL, *rule = NULL;
     s = km_train_config_from_json(&j, path, optional, &c->train);
     if (!s) s = km_json_setting_str(&j, path, "teacher", 0, &c->teacher);
     if (!s) s = km_json_setting_str(&j, path, "teacher_profile", 0, &profile);
     if (!s) s = km_json_setting_str(&j, path, "schedule", 0, &schedule);
     if (!s) s = km_json_setting_str(&j, path, "init", 1, &c->init);
     if (!s) s = km_json_setting_str(&j, path, "prompt_mode", 0, &mode);
+    c->box_rule = KM_BOX_ALL; /* what a run made before the key existed used */
+    if (!s && km_json_get(&j, "box_rule")) s = km_json_setting_str(&j, path, "box_rule", 0, &rule);
     if (!s) s = km_json_setting_int(&j, path, "points", &c->points);
     if (!s) s = km_json_setting_num(&j, path, "pseudo_weight", &c->pseudo_weight);
     if (!s) s = km_json_setting_int(&j, path, "mine_epochs", &c->mine_epochs);
@@ -191,6 +196,8 @@ km_status km_mine_config_load(const char *dir, km_mine_config *c) {
         else s = km_err(KM_EFORMAT, "%s: schedule '%s': expected onetime or continuous", path, schedule);
     }
     if (!s && (s = km_prompt_mode_parse(mode, &c->prompt_mode))) s = km_err_prefix(s, "%s: ", path);
+    if (!s && rule && (s = km_box_rule_parse(rule, &c->box_rule))) s = km_err_prefix(s, "%s: ", path);
+    km_free(rule);
     km_free(profile);
     km_free(schedule);
     km_free(mode);
@@ -235,6 +242,20 @@ static km_status mine_data_load(const km_train_config *c, const char *out, mine_
     if (!s) s = km_dataset_load(&t->idx, t->sp.val, t->sp.n_val, c->size, 1, &d->va, NULL);
     if (!s && c->eval_test && t->sp.n_test)
         s = km_dataset_load(&t->idx, t->sp.test, t->sp.n_test, c->size, 1, &d->te, NULL);
+    return s;
+}
+
+/* The teacher's pseudo label [S, S] of pool image pi for prompts pr in its
+ * un-augmented S frame: the teacher sees the original image file (read only
+ * on an embedding-cache miss, checked against the hash the crop's load
+ * recorded). */
+static km_status teacher_label(km_refiner *R, const mine_data *d, int pi, int S, km_prompts *pr, const float *zmask,
+                               uint8_t *mask) {
+    char *path = km_dataset_image_path(&d->s.idx, d->pool.src[pi]);
+    km_refine_image im;
+    km_refine_image_file(&im, path, d->pool.orig_w[pi], d->pool.orig_h[pi], d->pool.orig_hash[pi]);
+    km_status s = km_refine_teacher_mask(R, &im, S, pr, zmask, mask);
+    km_free(path);
     return s;
 }
 
@@ -552,10 +573,11 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
     if (!s) s = km_jsonl_open(&jl, p_jsonl, have_last);
     if (s) goto out;
     if (log)
-        fprintf(log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, lambda %g\n",
+        fprintf(log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, box rule %s, "
+                     "lambda %g\n",
                 d.n_lab, d.n_unl, d.va.n, c->teacher, km_sam_profile_name(c->profile),
                 c->schedule == KM_MINE_ONETIME ? "one-time" : "continuous", km_prompt_mode_name(c->prompt_mode),
-                c->pseudo_weight);
+                km_box_rule_name(c->box_rule), c->pseudo_weight);
 
     x = km_malloc(sizeof(float) * 3 * P * B);
     y = km_malloc(sizeof(float) * P * B);
@@ -589,13 +611,13 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
             for (int i = 0; i < bn && !s; i++) {
                 int u = b0 + i, pi = d.n_lab + u;
                 km_prompts pr;
-                s = km_prompts_from_logits(&pr, z + P * i, S, S, c->prompt_mode, c->points, &rng);
+                s = km_refine_prompts(&R, z + P * i, S, S, &rng, &pr);
                 if (s) break;
                 if (pr.outcome == KM_PROMPTS_NO_BOX) {
                     res->no_box++;
                     continue;
                 }
-                s = km_refine_teacher_mask(&R, d.pool.images + 3 * P * pi, S, &pr, z + P * i, frozen + P * u);
+                s = teacher_label(&R, &d, pi, S, &pr, z + P * i, frozen + P * u);
                 if (s) break;
                 has_frozen[u] = 1;
                 pd += dice_u8(frozen + P * u, d.pool.masks + P * pi, P);
@@ -632,7 +654,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         km_rng_shuffle(&rng, order, npool);
         for (int i = 0; i < npool; i++) aug[i] = km_aug_draw(&rng);
         long calls0 = R.teacher_calls, hits0 = km_refiner_cache_hits(&R), miss0 = R.cache.misses;
-        long enc0 = R.encoder_runs, nobox = 0, visits = 0;
+        long enc0 = R.encoder_runs, dec0 = R.decodes, nobox = 0, visits = 0;
         double tenc0 = R.encoder_seconds, tdec0 = R.decoder_seconds;
         double lsum = 0, lsup = 0, lpse = 0, pd = 0;
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
@@ -673,7 +695,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                     if (pi < d.n_lab) continue;
                     visits++;
                     km_prompts pr;
-                    s = km_prompts_from_logits(&pr, z + P * i, S, S, c->prompt_mode, c->points, &rng);
+                    s = km_refine_prompts(&R, z + P * i, S, S, &rng, &pr);
                     if (s) break;
                     if (pr.outcome == KM_PROMPTS_NO_BOX) {
                         nobox++;
@@ -681,7 +703,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                     }
                     km_prompts_unaugment(&pr, ab[i], S);
                     if (c->prompt_mode & KM_PROMPT_USE_MASK) km_prompts_unaugment_map(ab[i], S, z + P * i, zo);
-                    s = km_refine_teacher_mask(&R, d.pool.images + 3 * P * pi, S, &pr, zo, lab_o);
+                    s = teacher_label(&R, &d, pi, S, &pr, zo, lab_o);
                     if (s) break;
                     pd += dice_u8(lab_o, d.pool.masks + P * pi, P);
                     npd++;
@@ -772,8 +794,8 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         if (s) break;
         if (log) {
             fprintf(log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  "
-                         "teacher %ld, cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
-                    epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls,
+                         "teacher %ld (%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
+                    epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls, R.decodes - dec0,
                     res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice, secs);
             if (stop) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad,
                               es.best_epoch);
@@ -790,6 +812,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
     res->teacher_calls = calls_before + R.teacher_calls;
     /* this process's: the checkpoint holds no times nor cache counts */
     res->encoder_runs = R.encoder_runs;
+    res->decodes = R.decodes;
     res->encoder_seconds = R.encoder_seconds;
     res->decoder_seconds = R.decoder_seconds;
     res->cache_hits = km_refiner_cache_hits(&R);

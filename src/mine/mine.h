@@ -4,7 +4,8 @@
  * teacher-labelled images.
  *
  * Run folder <out>:
- *   mine_config.json     every resolved setting of the mining run
+ *   mine_config.json     every resolved setting of the mining run (box_rule
+ *                        included; missing in older files = `all`)
  *   splits/              train/val/test/labelled/unlabelled .txt (as train.h)
  *   supervised/          the supervised phase's own run folder (train.h),
  *                        absent when init is given
@@ -61,15 +62,23 @@
  *     mining set for the whole phase (their "round" is the whole phase);
  *     the frozen label is augmented with each visit's code (km_aug_apply_u8).
  *   - continuous: per unlabelled visit, prompts from the visit's train-mode
- *     logits (augmented frame) are mapped back (km_prompts_unaugment), the
- *     teacher decodes on the cached embedding of the un-augmented S x S crop,
- *     and the mask is augmented with the same code to be the target of that
+ *     logits (augmented frame; box rule applied there, components are the
+ *     same sets in every frame) are mapped back (km_prompts_unaugment), the
+ *     teacher decodes on the cached embedding of the ORIGINAL image, and the
+ *     S x S mask is augmented with the same code to be the target of that
  *     same forward output. NO_BOX visits are counted and get no target.
- *   - teacher: sees the student's S x S crop; pseudo label = SAM mask at
- *     S x S (logit > 0 after post-processing; MedSAM: p > 0.5, box mode only).
- *     Image embeddings come from the embedding cache (embcache.h), keyed by
- *     crop, checkpoint content and profile: the encoder runs once per image
- *     per cache.
+ *   - teacher (refine.h, km_refine_teacher_mask, the one teacher step of
+ *     mining and refined inference): prompts made in the student's S frame
+ *     are mapped to the original image through the inverse geometry, the
+ *     teacher sees the original image (file re-read only on an embedding-
+ *     cache miss; the crop's load recorded its hash), one decode per box
+ *     (box_rule, default per-component), the union of the decodes'
+ *     confidences (c = 2p - 1, maximum) brought to the S frame with the
+ *     images' geometry (Pillow float bilinear, centre crop), pseudo label =
+ *     c > 0 there (SAM: logit > 0; MedSAM: p > 0.5, box mode only).
+ *     Embeddings come from the embedding cache (embcache.h), keyed by the
+ *     original image, checkpoint content and profile: the encoder runs once
+ *     per image per cache.
  *   - reporting only: the Dice of every produced pseudo label against the
  *     unlabelled image's ground-truth mask (km_dataset_scan indexes pairs
  *     only, so it always exists), per-image mean over the epoch. */
@@ -89,6 +98,7 @@ typedef struct {
     km_mine_schedule schedule;
     char *init;            /* student checkpoint: skip the supervised phase (NULL: run it) */
     km_prompt_mode prompt_mode;
+    km_box_rule box_rule;  /* boxes from the student's mask (prompts.h) */
     int points;            /* guiding points x */
     double pseudo_weight;  /* lambda */
     int mine_epochs;       /* maximum mining epochs */
@@ -98,11 +108,13 @@ typedef struct {
 } km_mine_config;
 
 /* method.md defaults: km_train_config_default with labelled fraction 0.5,
- * profile and prompt mode "auto" (from the checkpoint), continuous, 1 point, lambda 0.5, 100 epochs,
+ * profile and prompt mode "auto" (from the checkpoint), continuous, box rule
+ * per-component, 1 point, lambda 0.5, 100 epochs,
  * 8 sample PNGs, 256 embeddings in memory. */
 void km_mine_config_default(km_mine_config *c);
 /* Reads <dir>/mine_config.json (written by a run) into c, strings owned,
- * c->out = dir; errors name the file. */
+ * c->out = dir; errors name the file. A file without "box_rule" (written
+ * before the rule existed) means `all`, the rule that run used. */
 km_status km_mine_config_load(const char *dir, km_mine_config *c);
 /* Frees the strings of a config read by km_mine_config_load. */
 void km_mine_config_free(km_mine_config *c);
@@ -117,6 +129,7 @@ typedef struct {
      * resume, cache hits / misses, encoder runs and seconds count this
      * process only */
     long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
+    long decodes; /* this process: teacher decodes (one per box, box_rule) */
     double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;

@@ -46,6 +46,21 @@ km_prompt_mode km_prompt_mode_for(km_prompt_mode m, km_sam_profile profile) {
     return km_teacher_profile_of(profile)->default_box ? KM_PROMPT_BOX : KM_PROMPT_POINTS_BOX;
 }
 
+static const char *const k_rules[] = {"all", "largest", "per-component"};
+
+const char *km_box_rule_name(km_box_rule r) {
+    return (int)r >= 0 && (int)r < 3 ? k_rules[r] : "?";
+}
+
+km_status km_box_rule_parse(const char *s, km_box_rule *r) {
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, k_rules[i]) == 0) {
+            *r = (km_box_rule)i;
+            return KM_OK;
+        }
+    return km_err(KM_EARG, "box rule '%s' is unknown, expected all, largest or per-component", s);
+}
+
 static int mode_valid(km_prompt_mode m) {
     for (int i = 0; i < N_MODES; i++)
         if (k_modes[i].mode == m) return 1;
@@ -119,12 +134,16 @@ km_status km_prompts_from_logits(km_prompts *out, const float *z, int H, int W, 
             for (; i > 0 && top[i - 1] < p; i--) top[i] = top[i - 1];
             top[i] = p;
         }
+    out->box_rule = KM_BOX_ALL;
     if (out->n_fg > 0) {
         out->has_box = 1;
         out->box[0] = x0;
         out->box[1] = y0;
         out->box[2] = x1;
         out->box[3] = y1;
+        out->n_boxes = 1;
+        memcpy(out->boxes[0], out->box, sizeof out->box);
+        out->box_area[0] = out->n_fg;
     }
     out->outcome = (mode & KM_PROMPT_USE_BOX) && !out->has_box ? KM_PROMPTS_NO_BOX
                                                                 : KM_PROMPTS_READY;
@@ -178,14 +197,130 @@ km_status km_prompts_from_logits(km_prompts *out, const float *z, int H, int W, 
     return KM_OK;
 }
 
+/* ------------------------------------------------------------ box rule */
+
+typedef struct {
+    long area;
+    int box[4];
+} component;
+
+/* 8-connected components of z > 0: lab[i] = component index (scan order of
+ * first pixels) or -1; returns the count, stats in comp[] (capacity: one per
+ * 2 x 2 cell, the most 8-connected components an H x W grid can hold). */
+static int label_components(const float *z, int H, int W, int *lab, int *stack, component *comp) {
+    const long N = (long)H * W;
+    for (long i = 0; i < N; i++) lab[i] = z[i] > 0.0f ? -2 : -1; /* -2: foreground, unvisited */
+    int nc = 0;
+    for (long i0 = 0; i0 < N; i0++) {
+        if (lab[i0] != -2) continue;
+        component *c = &comp[nc];
+        c->area = 0;
+        c->box[0] = c->box[2] = (int)(i0 % W);
+        c->box[1] = c->box[3] = (int)(i0 / W);
+        long top = 0;
+        stack[top++] = (int)i0;
+        lab[i0] = nc;
+        while (top) {
+            int i = stack[--top], x = i % W, y = i / W;
+            c->area++;
+            if (x < c->box[0]) c->box[0] = x;
+            if (x > c->box[2]) c->box[2] = x;
+            if (y < c->box[1]) c->box[1] = y;
+            if (y > c->box[3]) c->box[3] = y;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int xx = x + dx, yy = y + dy;
+                    if (xx < 0 || yy < 0 || xx >= W || yy >= H) continue;
+                    long j = (long)yy * W + xx;
+                    if (lab[j] != -2) continue;
+                    lab[j] = nc;
+                    stack[top++] = (int)j;
+                }
+        }
+        nc++;
+    }
+    return nc;
+}
+
+/* Squared distance from pixel (x, y) to an inclusive box (0 inside). */
+static long box_dist2(int x, int y, const int b[4]) {
+    long dx = x < b[0] ? b[0] - x : x > b[2] ? x - b[2] : 0;
+    long dy = y < b[1] ? b[1] - y : y > b[3] ? y - b[3] : 0;
+    return dx * dx + dy * dy;
+}
+
+km_status km_prompts_set_box_rule(km_prompts *pr, const float *z, int H, int W, km_box_rule rule) {
+    KM_ASSERT(pr->w == W && pr->h == H && (int)rule >= 0 && (int)rule <= 2);
+    pr->box_rule = rule;
+    for (int i = 0; i < pr->n_points; i++) pr->point_box[i] = 0;
+    if (rule == KM_BOX_ALL || !pr->has_box) return KM_OK; /* km_prompts_from_logits' box */
+    const long N = (long)H * W;
+    const long cap = (long)((H + 1) / 2) * ((W + 1) / 2);
+    int *lab = km_try_malloc(sizeof(int) * (size_t)N * 2);
+    component *comp = km_try_malloc(sizeof(component) * (size_t)cap);
+    if (!lab || !comp) {
+        km_free(lab);
+        km_free(comp);
+        return km_err(KM_ENOMEM, "prompts: no memory for the connected components of a %dx%d map", W, H);
+    }
+    int nc = label_components(z, H, W, lab, lab + N, comp);
+    KM_ASSERT(nc >= 1 && nc <= cap);
+    pr->n_components = nc;
+    long amax = 0;
+    for (int c = 0; c < nc; c++)
+        if (comp[c].area > amax) amax = comp[c].area;
+    /* kept components, by decreasing area then scan order: selection into
+     * the first KM_PROMPTS_MAX_BOXES slots (insertion, nc is usually small) */
+    int keep[KM_PROMPTS_MAX_BOXES], nk = 0, want = rule == KM_BOX_LARGEST ? 1 : KM_PROMPTS_MAX_BOXES;
+    for (int c = 0; c < nc; c++) {
+        if (10 * comp[c].area < amax) continue;
+        if (nk == want && comp[c].area <= comp[keep[nk - 1]].area) continue;
+        int j = nk < want ? nk++ : nk - 1;
+        for (; j > 0 && comp[keep[j - 1]].area < comp[c].area; j--) keep[j] = keep[j - 1];
+        keep[j] = c;
+    }
+    pr->n_boxes = nk;
+    for (int k = 0; k < nk; k++) {
+        memcpy(pr->boxes[k], comp[keep[k]].box, sizeof pr->boxes[k]);
+        pr->box_area[k] = comp[keep[k]].area;
+    }
+    for (int i = 0; i < pr->n_points; i++) {
+        int x = pr->xy[i][0], y = pr->xy[i][1], c = lab[(long)y * W + x], best = -1;
+        for (int k = 0; k < nk; k++)
+            if (keep[k] == c) best = k; /* the box of the point's own component */
+        if (best < 0) {                 /* else the nearest box, ties: the earlier */
+            long bd = -1;
+            for (int k = 0; k < nk; k++) {
+                long d = box_dist2(x, y, pr->boxes[k]);
+                if (bd < 0 || d < bd) {
+                    bd = d;
+                    best = k;
+                }
+            }
+        }
+        pr->point_box[i] = best;
+    }
+    km_free(lab);
+    km_free(comp);
+    return KM_OK;
+}
+
+int km_prompts_n_decodes(const km_prompts *pr) {
+    return (pr->mode & KM_PROMPT_USE_BOX) ? pr->n_boxes : 1;
+}
+
 void km_prompts_unaugment(km_prompts *pr, uint8_t code, int S) {
     KM_ASSERT(pr->w == S && pr->h == S);
     for (int i = 0; i < pr->n_points; i++)
         km_aug_map_point(code, S, pr->xy[i][0], pr->xy[i][1], 1, &pr->xy[i][0], &pr->xy[i][1]);
+    int b[4];
     if (pr->has_box) {
-        int b[4];
         km_aug_map_box(code, S, pr->box, 1, b);
         memcpy(pr->box, b, sizeof b);
+    }
+    for (int k = 0; k < pr->n_boxes; k++) {
+        km_aug_map_box(code, S, pr->boxes[k], 1, b);
+        memcpy(pr->boxes[k], b, sizeof b);
     }
 }
 
@@ -220,22 +355,40 @@ void km_prompts_mask_input(float *out, const float *z, int H, int W, int input_h
     for (size_t i = (size_t)mh * L; i < (size_t)L * L; i++) out[i] = lo;
 }
 
-void km_prompts_to_sam(km_prompts *pr, const float *mask256, km_sam_prompts *sp) {
+/* Pixel (x, y) of pr's frame -> the teacher's frame through g (or as is). */
+static void to_frame(const km_geom *g, int x, int y, float *out) {
+    if (!g) {
+        out[0] = (float)x;
+        out[1] = (float)y;
+        return;
+    }
+    double xo, yo;
+    km_geom_to_orig(g, x, y, &xo, &yo);
+    out[0] = (float)xo;
+    out[1] = (float)yo;
+}
+
+void km_prompts_to_sam(km_prompts *pr, int k, const km_geom *g, const float *mask256, km_sam_prompts *sp) {
     KM_ASSERT(pr->outcome == KM_PROMPTS_READY);
     KM_ASSERT(((pr->mode & KM_PROMPT_USE_MASK) != 0) == (mask256 != NULL));
+    KM_ASSERT(k >= 0 && k < km_prompts_n_decodes(pr));
+    KM_ASSERT(!g || (g->size == pr->w && g->size == pr->h));
+    const int use_box = (pr->mode & KM_PROMPT_USE_BOX) != 0;
     memset(sp, 0, sizeof *sp);
     if (pr->mode & KM_PROMPT_USE_POINTS) {
+        int n = 0;
         for (int i = 0; i < pr->n_points; i++) {
-            pr->sam_points[2 * i] = (float)pr->xy[i][0];
-            pr->sam_points[2 * i + 1] = (float)pr->xy[i][1];
-            pr->sam_labels[i] = 1;
+            if (use_box && pr->point_box[i] != k) continue;
+            to_frame(g, pr->xy[i][0], pr->xy[i][1], &pr->sam_points[2 * n]);
+            pr->sam_labels[n++] = 1;
         }
         sp->points = pr->sam_points;
         sp->labels = pr->sam_labels;
-        sp->n_points = pr->n_points;
+        sp->n_points = n;
     }
-    if ((pr->mode & KM_PROMPT_USE_BOX) && pr->has_box) {
-        for (int k = 0; k < 4; k++) pr->sam_box[k] = (float)pr->box[k];
+    if (use_box) {
+        to_frame(g, pr->boxes[k][0], pr->boxes[k][1], pr->sam_box);
+        to_frame(g, pr->boxes[k][2], pr->boxes[k][3], pr->sam_box + 2);
         sp->box = pr->sam_box;
     }
     if (mask256) {

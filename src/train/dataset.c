@@ -4,6 +4,7 @@
 
 #include "augment.h"
 #include "../io/resize.h"
+#include "../mine/embcache.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -346,6 +347,25 @@ void km_geom_compute(int w, int h, int size, km_geom *g) {
     g->left = half_round_even(g->rw - size);
 }
 
+void km_geom_to_orig(const km_geom *g, double x, double y, double *xo, double *yo) {
+    double u = (x + g->left + 0.5) * g->w / g->rw - 0.5, v = (y + g->top + 0.5) * g->h / g->rh - 0.5;
+    *xo = u < 0 ? 0 : u > g->w - 1 ? g->w - 1 : u;
+    *yo = v < 0 ? 0 : v > g->h - 1 ? g->h - 1 : v;
+}
+
+void km_geom_from_orig(const km_geom *g, double xo, double yo, int *x, int *y) {
+    *x = (int)floor((xo + 0.5) * g->rw / g->w - 0.5 - g->left + 0.5);
+    *y = (int)floor((yo + 0.5) * g->rh / g->h - 0.5 - g->top + 0.5);
+}
+
+void km_geom_resize_crop_f32(const km_geom *g, const float *in, float *out) {
+    float *full = km_malloc(sizeof(float) * (size_t)g->rw * g->rh);
+    km_resize_pil_bilinear_f32(full, g->rw, g->rh, in, g->w, g->h);
+    for (int y = 0; y < g->size; y++)
+        memcpy(out + (size_t)y * g->size, full + (size_t)(y + g->top) * g->rw + g->left, sizeof(float) * g->size);
+    km_free(full);
+}
+
 void km_resize_crop_bilinear_u8(const uint8_t *src, int w, int h, int C, int size, uint8_t *dst) {
     km_geom g;
     km_geom_compute(w, h, size, &g);
@@ -425,6 +445,7 @@ typedef struct {
     km_issues iss;
     int ok, w, h, c, empty;
     double fg;
+    uint64_t hash; /* km_hash_image of the RGB original (when preprocessed) */
 } pair_result;
 
 /* Mask statistics at full resolution (dataset.h rules). */
@@ -502,6 +523,7 @@ static void process_pair(const km_dataset_index *idx, int i, int size, int with_
         }
     }
     if (!bad && out_rgb) {
+        r->hash = km_hash_image(im.data, im.w, im.h, im.c);
         s = km_preprocess_image(&im, size, out_rgb);
         if (s) {
             km_issues_add(&r->iss, 1, reli, "%s", km_errmsg());
@@ -565,6 +587,7 @@ km_status km_dataset_load(const km_dataset_index *idx, const int *which, int n, 
     ds->ids = km_calloc(sizeof(char *) * (size_t)(n ? n : 1));
     ds->orig_w = km_malloc(sizeof(int) * (size_t)(n ? n : 1));
     ds->orig_h = km_malloc(sizeof(int) * (size_t)(n ? n : 1));
+    ds->orig_hash = km_malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
     ds->images = km_try_malloc(P * 3 * (size_t)(n ? n : 1));
     ds->masks = with_masks ? km_try_malloc(P * (size_t)(n ? n : 1)) : NULL;
     if (!ds->images || (with_masks && !ds->masks)) {
@@ -587,6 +610,7 @@ km_status km_dataset_load(const km_dataset_index *idx, const int *which, int n, 
     for (int k = 0; k < n; k++) {
         ds->orig_w[k] = res[k].w;
         ds->orig_h[k] = res[k].h;
+        ds->orig_hash[k] = res[k].hash;
         km_issues_move(&all, &res[k].iss);
     }
     km_free(res);
@@ -606,6 +630,7 @@ void km_dataset_free(km_dataset *ds) {
     km_free(ds->src);
     km_free(ds->orig_w);
     km_free(ds->orig_h);
+    km_free(ds->orig_hash);
     km_free(ds->images);
     km_free(ds->masks);
     memset(ds, 0, sizeof *ds);

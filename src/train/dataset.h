@@ -116,6 +116,26 @@ typedef struct {
     int size;
 } km_geom;
 void km_geom_compute(int w, int h, int size, km_geom *g);
+/* The inverse geometry, for prompts (method.md 4): crop pixel (x, y) of the
+ * size x size frame (pixel indices; non-integers allowed) -> the original
+ * frame, on pixel centres:
+ *   xo = (x + left + 0.5) * w / rw - 0.5,  yo = (y + top + 0.5) * h / rh - 0.5
+ * (double), clamped to [0, w - 1] x [0, h - 1]. The clamp bites only when the
+ * image was upscaled (w < rw or h < rh) and then only near the image edge. */
+void km_geom_to_orig(const km_geom *g, double x, double y, double *xo, double *yo);
+/* Original-frame position -> the nearest crop pixel: x = floor((xo + 0.5) *
+ * rw / w - 0.5 - left + 0.5), likewise y (may lie outside [0, size)).
+ * Round trip: km_geom_from_orig(km_geom_to_orig(p)) == p for every crop
+ * pixel p whose mapping was not clamped, also through float storage of the
+ * original coordinates (an error of < 0.5 crop pixels: float's 2^-24
+ * relative error times w stays far below that for any image under 2^20
+ * pixels a side). */
+void km_geom_from_orig(const km_geom *g, double xo, double yo, int *x, int *y);
+/* A float map at the original size (in [h, w]) to the size x size frame with
+ * the images' geometry: Pillow bilinear (km_resize_pil_bilinear_f32, i.e.
+ * antialiased when downscaling) to rw x rh, then the centre crop. Allocates
+ * its rw x rh temporary. */
+void km_geom_resize_crop_f32(const km_geom *g, const float *in, float *out);
 /* Resize + centre crop of an 8-bit interleaved image (C channels) into dst
  * [size, size, C]: PIL bilinear (image) / PIL nearest (mask), see above.
  * Allocates its temporary buffer (not a kernel: called at load time). */
@@ -146,6 +166,8 @@ typedef struct {
     int *src;            /* [n] index into the km_dataset_index */
     char **ids;          /* [n] copies of the ids */
     int *orig_w, *orig_h;
+    uint64_t *orig_hash; /* [n] km_hash_image of the original as RGB (w, h, 3):
+                          * the teacher's embedding-cache key (embcache.h) */
     uint8_t *images;     /* [n, S, S, 3] RGB */
     uint8_t *masks;      /* [n, S, S] {0,1}; NULL when loaded without masks */
 } km_dataset;
