@@ -75,7 +75,7 @@
  *     (box_rule, default per-component), the union of the decodes'
  *     confidences (c = 2p - 1, maximum) brought to the S frame with the
  *     images' geometry (Pillow float bilinear, centre crop), pseudo label =
- *     c > 0 there (SAM: logit > 0; MedSAM: p > 0.5, box mode only).
+ *     c > 0 there (the profile's own rule: logit > 0, or p > 0.5; refine.h).
  *     Embeddings come from the embedding cache (embcache.h), keyed by the
  *     original image, checkpoint content and profile: the encoder runs once
  *     per image per cache.

@@ -25,13 +25,17 @@
  * The teacher's answer, one common quantity for every profile [choice]: the
  * confidence c = 2p - 1 in [-1, 1] at the original size, p the teacher's
  * foreground probability; foreground <=> c > 0.
- *   SAM (scores = logits z): c = tanh(z / 2) in double, rounded to float
- *       (= 2 sigmoid(z) - 1); c > 0 <=> z > 0, SAM's own rule, for every
- *       float logit but the smallest denormal 2^-149. Chosen over p itself
- *       because float p = sigmoid(z) rounds to exactly 0.5 for 0 < z <
- *       ~6e-8, where c keeps the sign.
- *   MedSAM (scores = probabilities p): c = 2p - 1 in float, exact for p >=
- *       0.25 and sign-correct for all p: c > 0 <=> p > 0.5, MedSAM's rule.
+ *   profiles whose scores are logits z (teacher.h scores_are_probs = 0:
+ *       SAM, MobileSAM, LiteMedSAM): c = tanh(z / 2) in double, rounded to
+ *       float (= 2 sigmoid(z) - 1); c > 0 <=> z > 0, SAM's own rule, for
+ *       every float logit but the smallest denormal 2^-149 (LiteMedSAM's own
+ *       rule, float sigmoid > 0.5, also drops 0 < z <= 8.94e-8: those
+ *       boundary pixels are foreground here). Chosen over p itself because
+ *       float p = sigmoid(z) rounds to exactly 0.5 for 0 < z < ~6e-8, where
+ *       c keeps the sign.
+ *   profiles whose scores are probabilities p (MedSAM): c = 2p - 1 in
+ *       float, exact for p >= 0.25 and sign-correct for all p: c > 0 <=>
+ *       p > 0.5, MedSAM's rule.
  * Several boxes (box rule per-component, prompts.h): one decode per box, the
  * union is the pixel-wise MAXIMUM of the decodes' c at the original size
  * (so union of the thresholded masks there), taken before any resampling.
