@@ -17,6 +17,7 @@ static const km_command g_commands[] = {
     {"pretrain", km_cmd_pretrain, "SimCLR pretraining of the student's encoder on the train images"},
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
     {"experiments", km_cmd_experiments, "the paper's grid: datasets x fractions x methods x seeds -> tables.md, results.csv"},
+    {"teacher-quality", km_cmd_teacher_quality, "Dice/IoU of the teacher on a dataset, prompted by ground truth or a student"},
     {"mine", km_cmd_mine, "knowledge mining: student + SAM teacher pseudo labels (one-time / continuous)"},
 };
 
@@ -26,7 +27,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: kmseg <command> [options]   (kmseg <command> --help for its options)\n\n");
     fprintf(f, "commands:\n");
     for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].help);
+        fprintf(f, "  %-15s %s\n", g_commands[i].name, g_commands[i].help);
 }
 
 int main(int argc, char **argv) {
