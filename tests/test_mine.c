@@ -387,10 +387,21 @@ KM_TEST(mine_cli_bad_inputs_fail_clearly) {
     expect_fail(a, "missing.pth");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r1' --teacher '%s' --schedule weekly %s", kv, out, sam, common);
     expect_fail(a, "--schedule 'weekly'");
+    /* no --teacher and no default teacher installed: how to install it */
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r2' %s", kv, out, common);
-    expect_fail(a, "--teacher");
-    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3' --teacher '%s' --teacher-profile medsam %s", kv, out, sam, common);
+    char *saved = getenv("KMSEG_TEACHER") ? km_strdup(getenv("KMSEG_TEACHER")) : NULL;
+    setenv("KMSEG_TEACHER", "/nonexistent/lite_medsam.pth", 1);
+    expect_fail(a, "install-teacher.sh");
+    if (saved) setenv("KMSEG_TEACHER", saved, 1);
+    else unsetenv("KMSEG_TEACHER");
+    km_free(saved);
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3' --teacher '%s' --teacher-profile medsam --prompt-mode points+box %s",
+             kv, out, sam, common);
     expect_fail(a, "box prompts only");
+    /* a LiteMedSAM profile on a SAM ViT checkpoint */
+    snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3b' --teacher '%s' --teacher-profile litemedsam %s", kv, out, sam,
+             common);
+    expect_fail(a, "teacher profile 'litemedsam' needs a TinyViT");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r4' --teacher '%s' --prompt-mode dots %s", kv, out, sam, common);
     expect_fail(a, "--prompt-mode");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r5' --teacher '%s' --init '%s/none.safetensors' %s", kv, out, sam,
@@ -400,7 +411,7 @@ KM_TEST(mine_cli_bad_inputs_fail_clearly) {
     const char *h = sub("help.txt");
     CHECK(km_test_sh("'%s' mine --help > '%s' 2>&1", bin(), h) == 0);
     CHECK(km_test_sh("grep -q 'schedule.*(default: continuous)' '%s' && grep -q 'pseudo-weight.*(default: 0.5)' '%s' && "
-                     "grep -q 'prompt-mode.*(default: points+box)' '%s' && grep -q 'labelled-fraction.*(default: 0.5)' '%s' && "
+                     "grep -q 'prompt-mode.*(default: auto)' '%s' && grep -q 'labelled-fraction.*(default: 0.5)' '%s' && "
                      "grep -q 'points .*(default: 1)' '%s' && grep -q 'size.*(default: 224)' '%s'",
                      h, h, h, h, h, h) == 0);
     /* a teacher file that is not a checkpoint */

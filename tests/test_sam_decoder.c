@@ -291,7 +291,7 @@ KM_TEST(sam_predict_rejects_bad_prompts) {
     if (emb) {
         CHECK_OK(km_sam_set_embedding(&q, emb, 247, 183));
         km_sam_prompts pt = {pts, lab, 1, NULL, NULL, 0, 0, 0};
-        CHECK_ERR(km_sam_predict(&q, &pt, &r), KM_EARG, "MedSAM profile takes exactly one box");
+        CHECK_ERR(km_sam_predict(&q, &pt, &r), KM_EARG, "medsam profile takes exactly one box");
         float box[4] = {30, 20, 220, 160};
         km_sam_prompts mm = {NULL, NULL, 0, box, NULL, 0, 0, 1};
         CHECK_ERR(km_sam_predict(&q, &mm, &r), KM_EARG, "single-mask");
