@@ -17,6 +17,7 @@ static const km_command g_commands[] = {
     {"pretrain", km_cmd_pretrain, "SimCLR pretraining of the student's encoder on the train images"},
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
     {"experiments", km_cmd_experiments, "the paper's grid: datasets x fractions x methods x seeds -> tables.md, results.csv"},
+    {"report", km_cmd_report, "static HTML report (charts, tables, gallery) of a run or an experiments folder"},
     {"mine", km_cmd_mine, "knowledge mining: student + SAM teacher pseudo labels (one-time / continuous)"},
 };
 
