@@ -300,8 +300,12 @@ static km_status run_reports(const grid *g, const km_report_opts *o) {
     for (int i = 0; i < g->t.nrows && !s; i++) {
         if (!is_run(g, i)) continue;
         char *rd = run_dir(g, i), *rp = km_path_join(rd, "report.html");
-        if (o->log) fprintf(o->log, "report: run %s\n", rd);
-        s = km_report_run(rd, rp, o);
+        if (!km_page_exists(rd)) {
+            if (o->log) fprintf(o->log, "report: warning: run folder %s not found, no report for it\n", rd);
+        } else {
+            if (o->log) fprintf(o->log, "report: run %s\n", rd);
+            s = km_report_run(rd, rp, o);
+        }
         if (s) km_err_prefix(s, "run report of %s: ", rd);
         km_free(rd);
         km_free(rp);
