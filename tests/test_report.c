@@ -656,3 +656,54 @@ KM_TEST(report_experiments_page_hostile_results_csv) {
     CHECK(count(html, "<td>no eval/summary.json</td>") == 3);
     km_free(html);
 }
+
+/* Bad input: clear errors. A run folder with only config.json and a
+ * metrics.csv full of gaps still gives a page, with the gallery's absence
+ * explained and no NaN in it. */
+KM_TEST(report_cli_errors_and_partial_run) {
+    char d[1024], p[2048], args[4096], log[1200];
+    snprintf(d, sizeof d, "%s/partial-run", km_test_tmpdir());
+    snprintf(log, sizeof log, "%s/kmseg.log", km_test_tmpdir());
+    CHECK(km_test_sh("'%s' report > '%s' 2>&1", bin(), log) == 2);
+    char *o = slurp(log, NULL);
+    CHECK(o && strstr(o, "missing the folder"));
+    km_free(o);
+    CHECK(km_test_sh("'%s' report '%s/none' > '%s' 2>&1", bin(), d, log) == 1);
+    o = slurp(log, NULL);
+    CHECK(o && strstr(o, "/none: no such folder"));
+    km_free(o);
+    CHECK(km_test_sh("mkdir -p '%s'", d) == 0);
+    CHECK(km_test_sh("'%s' report '%s' > '%s' 2>&1", bin(), d, log) == 1);
+    o = slurp(log, NULL);
+    CHECK(o && strstr(o, "neither a run folder (config.json or mine_config.json) nor an experiments folder"));
+    km_free(o);
+    const char *cfg = "{\"kmseg_version\": \"0.1.0\", \"data\": \"/nonexistent\", \"size\": 32, \"epochs\": 5, "
+                      "\"seed\": 3, \"threads\": 1, \"early_stop\": 10}";
+    snprintf(p, sizeof p, "%s/config.json", d);
+    CHECK_OK(km_write_file_atomic(p, cfg, strlen(cfg)));
+    const char *bad = "epoch,train_loss,val_loss\n1,0.5\n";
+    snprintf(p, sizeof p, "%s/metrics.csv", d);
+    CHECK_OK(km_write_file_atomic(p, bad, strlen(bad)));
+    CHECK(km_test_sh("'%s' report '%s' > '%s' 2>&1", bin(), d, log) == 1);
+    o = slurp(log, NULL);
+    CHECK(o && strstr(o, "metrics.csv: line 2 has 2 fields, the header has 3"));
+    km_free(o);
+    const char *met = "epoch,train_loss,val_loss,val_dice,test_dice,lr,seconds\n"
+                      "1,0.7,0.69,0.1,nan,5e-05,1.5\n2,nan,0.68,,nan,5e-05,inf\n3,0.6,0.67,0.3,nan,2.5e-05,1.25\n";
+    CHECK_OK(km_write_file_atomic(p, met, strlen(met)));
+    snprintf(args, sizeof args, "report '%s' --quiet", d);
+    CHECK(kmseg_run(args) == 0);
+    snprintf(p, sizeof p, "%s/report.html", d);
+    char *html = slurp(p, NULL);
+    CHECK(html != NULL);
+    if (!html) return;
+    CHECK(!has_nonfinite_text(html));
+    CHECK(strstr(html, "Gallery not computed: no best.safetensors in the run folder") != NULL);
+    CHECK(strstr(html, "3 epoch(s) logged (no last.safetensors)") != NULL);
+    CHECK(strstr(html, "test Dice: no data") != NULL || strstr(html, "<td>test Dice</td><td>1</td><td>-</td>") != NULL);
+    CHECK(strstr(html, "<tr><td>val Dice</td><td>2</td><td>-</td></tr>") != NULL);
+    CHECK(strstr(html, "<tr><td>seconds per epoch</td><td>2</td><td>-</td></tr>") != NULL);
+    CHECK(strstr(html, "<tr><td>learning rate</td><td>3</td><td>0.000025</td></tr>") != NULL);
+    CHECK(strstr(html, "best epoch (lowest val loss)") != NULL);
+    km_free(html);
+}

@@ -26,6 +26,8 @@ typedef struct {
     int n;             /* points on the epoch axis: sup rows + met rows */
     double *x;         /* [n] epoch axis */
     int best;          /* row of met with the lowest val loss, -1 if none */
+    km_json last;      /* last.safetensors' header (has_last) */
+    int has_last;
 } run_info;
 
 static char *joinp(const char *a, const char *b) { return km_path_join(a, b); }
@@ -62,6 +64,32 @@ static void load_supervised(run_info *r) {
     km_free(cand[1]);
 }
 
+/* The JSON header of a safetensors file (the tensors are not read). */
+static km_status st_header(const char *path, km_json *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return km_err(KM_EIO, "%s: cannot open", path);
+    uint8_t b[8];
+    uint64_t n = 0;
+    km_status s = fread(b, 1, 8, f) == 8 ? KM_OK : km_err(KM_EFORMAT, "%s: truncated safetensors header", path);
+    for (int i = 7; i >= 0 && !s; i--) n = n << 8 | b[i];
+    if (!s && (n < 2 || n > ((uint64_t)100 << 20))) s = km_err(KM_EFORMAT, "%s: header length %llu out of range", path, (unsigned long long)n);
+    char *t = s ? NULL : km_malloc((size_t)n);
+    if (!s && fread(t, 1, (size_t)n, f) != n) s = km_err(KM_EFORMAT, "%s: truncated safetensors header", path);
+    if (!s) s = km_json_parse(path, t, (size_t)n, out);
+    km_free(t);
+    fclose(f);
+    return s;
+}
+
+/* Metadata value `key` of last.safetensors as a number (NaN when absent). */
+static double last_meta(const run_info *r, const char *key) {
+    const km_json *m = r->has_last ? km_json_get(&r->last, "__metadata__") : NULL, *v = m ? km_json_get(m, key) : NULL;
+    if (!v || v->type != KM_JSON_STR) return NAN;
+    char *end;
+    double x = strtod(v->str, &end);
+    return *end ? NAN : x;
+}
+
 static km_status load_run(run_info *r) {
     char *p = joinp(r->dir, "mine_config.json");
     r->mining = km_page_exists(p);
@@ -87,6 +115,12 @@ static km_status load_run(run_info *r) {
     }
     km_free(pi);
     km_free(sj);
+    char *lp = joinp(r->dir, "last.safetensors");
+    if (!s && km_page_exists(lp)) {
+        s = st_header(lp, &r->last);
+        r->has_last = !s;
+    }
+    km_free(lp);
     if (s) return s;
     r->K = r->sup.nrows;
     r->n = r->K + r->met.nrows;
@@ -110,6 +144,7 @@ static void free_run(run_info *r) {
     km_table_free(&r->sup);
     km_table_free(&r->per);
     if (r->has_summ) km_json_free(&r->summ);
+    if (r->has_last) km_json_free(&r->last);
     km_free(r->sup_from);
     km_free(r->x);
 }
@@ -124,15 +159,27 @@ static double *series_y(const run_info *r, const char *col, const char *sup_col)
     return y;
 }
 
+static double col_sum(const km_table *t, const char *col);
+
+/* From last.safetensors' metadata ("<prefix>.done", early stopping) when
+ * present, else from the log against the configured epochs. */
 static const char *status_text(const run_info *r, char *b, size_t n) {
     int rows = r->met.nrows;
     int last = rows ? (int)km_table_num(&r->met, rows - 1, km_table_col(&r->met, "epoch")) : 0;
-    double maxe = cfg_num(r, NULL, r->mining ? "mine_epochs" : "epochs"), es = cfg_num(r, NULL, "early_stop");
-    int best = r->best >= 0 ? (int)km_table_num(&r->met, r->best, km_table_col(&r->met, "epoch")) : 0;
-    if (isfinite(maxe) && last >= maxe) snprintf(b, n, "finished: all %d epochs", last);
-    else if (isfinite(es) && last - best >= es) snprintf(b, n, "early-stopped after epoch %d (best %d)", last, best);
-    else if (isfinite(maxe)) snprintf(b, n, "stopped after epoch %d of %d (resumable with --resume)", last, (int)maxe);
-    else snprintf(b, n, "%d epoch(s) logged", last);
+    const char *pre = r->mining ? "mine" : "train";
+    char k[64];
+    snprintf(k, sizeof k, "%s.done", pre);
+    double done = last_meta(r, k);
+    snprintf(k, sizeof k, "%s.early_stop.num_bad", pre);
+    double bad = last_meta(r, k);
+    snprintf(k, sizeof k, "%s.early_stop.patience", pre);
+    double pat = last_meta(r, k);
+    double maxe = cfg_num(r, NULL, r->mining ? "mine_epochs" : "epochs");
+    if (done == 1 && bad >= pat)
+        snprintf(b, n, "early-stopped after epoch %d (no val-loss improvement for %.0f epochs)", last, bad);
+    else if (done == 1) snprintf(b, n, "finished after epoch %d", last);
+    else if (done == 0) snprintf(b, n, "interrupted after epoch %d of %.0f (continue with --resume)", last, maxe);
+    else snprintf(b, n, "%d epoch(s) logged (no last.safetensors)", last);
     return b;
 }
 
@@ -152,6 +199,11 @@ static void header(km_html *h, const run_info *r) {
                    cfg_num(r, NULL, "seed"), cfg_num(r, NULL, "threads"));
     km_html_text(h, status_text(r, b, sizeof b));
     km_html_raw(h, r->has_summ ? "; test split evaluated (eval/summary.json)" : "");
+    double wall = col_sum(&r->met, "seconds") + (r->K ? col_sum(&r->sup, "seconds") : 0);
+    km_html_raw(h, "</td></tr>\n<tr><th scope=\"row\">time</th><td>");
+    km_html_num(h, wall, 1, "-");
+    km_html_raw(h, " s in logged epochs (sum of metrics.csv seconds");
+    km_html_raw(h, r->K ? ", both phases)" : ")");
     km_html_raw(h, "</td></tr>\n</table>\n<p class=\"note\">Resumes are not recorded in the run files, so they are "
                    "not marked; a resumed run's rows equal an uninterrupted run's (README, Determinism).</p>\n"
                    "<details><summary>All settings</summary>\n");
@@ -199,12 +251,13 @@ static void cards(km_html *h, const run_info *r, const double *dice, int nd) {
         double pd = km_table_num(&r->met, r->met.nrows - 1, km_table_col(&r->met, "pseudo_dice"));
         snprintf(b, sizeof b, "%.4f", pd);
         km_page_card(h, "last pseudo-label Dice", isfinite(pd) ? b : "-");
-        snprintf(b, sizeof b, "%.0f", col_sum(&r->met, "teacher_calls"));
-        km_page_card(h, "teacher calls (mining epochs)", b);
+        double tc = last_meta(r, "mine.teacher_calls"), nb = last_meta(r, "mine.no_box");
+        snprintf(b, sizeof b, "%.0f", isfinite(tc) ? tc : col_sum(&r->met, "teacher_calls"));
+        km_page_card(h, isfinite(tc) ? "teacher calls (all, one-time labelling included)" : "teacher calls (mining epochs)", b);
         double hit = col_sum(&r->met, "cache_hits"), miss = col_sum(&r->met, "cache_misses");
         snprintf(b, sizeof b, "%.1f %% (%.0f of %.0f)", 100 * hit / (hit + miss), hit, hit + miss);
         km_page_card(h, "embedding cache hits", hit + miss > 0 ? b : "no lookups");
-        snprintf(b, sizeof b, "%.0f", col_sum(&r->met, "no_box"));
+        snprintf(b, sizeof b, "%.0f", isfinite(nb) ? nb : col_sum(&r->met, "no_box"));
         km_page_card(h, "images without a box (NO_BOX)", b);
     }
     km_html_raw(h, "</div>\n");
