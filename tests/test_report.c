@@ -374,6 +374,31 @@ static void browser_probe(const char *page, int want_images, int want_svgs) {
     remove(probe);
 }
 
+
+/* Every --flag of the page's rebuilt command is a flag of `kmseg <cmd>`. */
+static void check_command_flags(const char *html, const char *cmd) {
+    const char *c = strstr(html, "<code>kmseg "), *e = c ? strstr(c, "</code>") : NULL;
+    CHECK(c && e);
+    if (!c || !e) return;
+    char help[1200];
+    snprintf(help, sizeof help, "%s/help.txt", km_test_tmpdir());
+    CHECK(km_test_sh("'%s' %s --help > '%s' 2>&1", bin(), cmd, help) == 0);
+    char *hs = slurp(help, NULL);
+    int n = 0;
+    for (const char *f = strstr(c, " --"); f && f < e; f = strstr(f + 1, " --")) {
+        char flag[64], want[80];
+        size_t L = strcspn(f + 1, " <");
+        if (L >= sizeof flag) L = sizeof flag - 1;
+        memcpy(flag, f + 1, L);
+        flag[L] = 0;
+        snprintf(want, sizeof want, "  %s ", flag);
+        CHECK_MSG(hs && strstr(hs, want), "rebuilt command: %s is no flag of kmseg %s", flag, cmd);
+        n++;
+    }
+    CHECK(n >= 10);
+    km_free(hs);
+}
+
 static int kmseg_run(const char *args) {
     char log[1200];
     snprintf(log, sizeof log, "%s/kmseg.log", km_test_tmpdir());
@@ -435,6 +460,8 @@ KM_TEST(report_mining_run_page_hostile_names_numbers_browser) {
     CHECK(npseudo >= 1 && npseudo <= 3);
     CHECK_MSG(check_images(html) == 12 + 4 * npseudo, "%d pseudo labels", npseudo);
     CHECK(strstr(html, "mining starts") && strstr(html, "not computed (no --teacher)"));
+    CHECK(strstr(html, " --schedule onetime ") && strstr(html, " --labelled-fraction 0.5 "));
+    check_command_flags(html, "mine");
     /* numbers equal the logs: supervised rows (epochs 1-2) then mining rows (3-4) in the data tables */
     const char *logs[2] = {"supervised/metrics.csv", "metrics.csv"};
     int K = 0;
@@ -605,6 +632,7 @@ KM_TEST(report_experiments_page_numbers_browser) {
         CHECK(!has_nonfinite_text(mh) && !strstr(mh, "<script"));
         CHECK(count(mh, "<svg") == 5); /* 4 per-epoch + per-image */
         CHECK(strstr(mh, "Source: eval/per_image.csv") && !strstr(mh, "mining starts"));
+        check_command_flags(mh, "train");
     }
     /* same bytes again (the run pages too) */
     snprintf(args, sizeof args, "report '%s' --quiet", dir);

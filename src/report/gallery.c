@@ -207,9 +207,10 @@ km_status km_gallery_html(km_html *h, const km_gallery *g, const km_report_opts 
     km_rng rng;
     km_rng_seed(&rng, o->seed);
     int want = o->gallery_random < 0 ? 0 : o->gallery_random > 32 ? 32 : o->gallery_random;
+    int *cand = km_malloc(sizeof(int) * (size_t)(g->n + 1));
     for (int k = 0; k < want && np < g->n; k++) { /* seeded pick among the images not shown yet */
-        int cand[4096], nc = 0;
-        for (int i = 0; i < g->n && nc < 4096; i++) {
+        int nc = 0;
+        for (int i = 0; i < g->n; i++) {
             int used = 0;
             for (int j = 0; j < np; j++) used |= picks[j] == i;
             if (!used) cand[nc++] = i;
@@ -217,6 +218,7 @@ km_status km_gallery_html(km_html *h, const km_gallery *g, const km_report_opts 
         if (!nc) break;
         picks[np] = cand[km_rng_below(&rng, (uint64_t)nc)], labels[np++] = "random";
     }
+    km_free(cand);
     km_free(ord);
     km_html_printf(h, "<p>%d test image(s) at %dx%d, predicted by this report with best.safetensors (eval mode, "
                       "logit &gt; 0). Rows: best, median and worst student Dice, then seeded random picks "

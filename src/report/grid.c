@@ -110,18 +110,18 @@ static void score_table(km_html *h, const grid *g, int d, int metric) {
 
 static void fraction_chart(km_html *h, const grid *g, int d) {
     km_series s[32];
-    double buf[32][4][64];
-    int ns = 0;
+    int ns = 0, cap = g->t.nrows + 1;
+    double *buf = km_malloc(sizeof(double) * 6 * (size_t)cap * 16); /* per method: mean x, y, lo, hi; dots x, y */
     for (int m = 0; m < g->nme && ns + 2 <= 32; m++) {
         km_series *mean = &s[ns], *dots = &s[ns + 1];
-        double *mx = buf[ns][0], *my = buf[ns][1], *lo = buf[ns][2], *hi = buf[ns][3];
-        double *dx = buf[ns + 1][0], *dy = buf[ns + 1][1];
+        double *mx = buf + (size_t)6 * cap * m, *my = mx + cap, *lo = my + cap, *hi = lo + cap, *dx = hi + cap,
+               *dy = dx + cap;
         int nm = 0, nd = 0;
         for (int i = 0; i < g->t.nrows; i++) {
             if (strcmp(cell(g, i, C_DATA), g->ds[d]) || strcmp(cell(g, i, C_METH), g->me[m])) continue;
             double x = 100 * num(g, i, C_FRAC), y = num(g, i, C_DM), sd = num(g, i, C_DS);
-            if (is_run(g, i) && nd < 64) dx[nd] = x, dy[nd++] = y;
-            else if (!is_run(g, i) && nm < 64) mx[nm] = x, my[nm] = y, lo[nm] = y - sd, hi[nm++] = y + sd;
+            if (is_run(g, i)) dx[nd] = x, dy[nd++] = y;
+            else mx[nm] = x, my[nm] = y, lo[nm] = y - sd, hi[nm++] = y + sd;
         }
         *mean = (km_series){g->me[m], nm, mx, my, lo, hi, KM_SERIES_LINE, 0, m};
         *dots = (km_series){NULL, nd, dx, dy, NULL, NULL, KM_SERIES_DOTS, 0, m};
@@ -147,6 +147,7 @@ static void fraction_chart(km_html *h, const grid *g, int d) {
                   "the dashed black line is the fully supervised run's mean at 100 % labels.",
                   "labelled fraction (%)", "test Dice", 0, 0, 340, s, ns, NULL, 0, base, nb, 0, 4, 0};
     km_svg_chart(h, &c);
+    km_free(buf);
 }
 
 /* The folder of run row i: DIR/<dataset>/<fraction>/<method>/seed<k> when it

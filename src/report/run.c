@@ -183,13 +183,46 @@ static const char *status_text(const run_info *r, char *b, size_t n) {
     return b;
 }
 
+/* Appends " --flag value" for one config member; keys that are no flag of
+ * the command are left out. */
+static void flag_of(km_html *c, const char *key, const km_json *v, int mining) {
+    static const char *const skip[] = {"kmseg_version", "gemm_backend", NULL};
+    static const char *const mine_skip[] = {"out", "max_steps", "eval_init", "init_weights", NULL}; /* no mine flags */
+    for (int i = 0; skip[i]; i++)
+        if (!strcmp(key, skip[i])) return;
+    for (int i = 0; mining && mine_skip[i]; i++)
+        if (!strcmp(key, mine_skip[i])) return;
+    if (v->type == KM_JSON_NULL) return;
+    int is_bool = !strcmp(key, "eval_test") || !strcmp(key, "eval_init");
+    if (is_bool && !(v->type == KM_JSON_NUM && v->num != 0)) return;
+    km_html_raw(c, " --");
+    for (const char *k = !strcmp(key, "init_weights") ? "init" : key; *k; k++) km_html_rawn(c, *k == '_' ? "-" : k, 1);
+    if (is_bool) return;
+    if (v->type == KM_JSON_NUM) km_html_printf(c, " %.9g", v->num);
+    else if (v->type == KM_JSON_STR) {
+        int plain = strspn(v->str, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=,+-") == strlen(v->str);
+        km_html_raw(c, plain ? " " : " '");
+        km_html_raw(c, v->str);
+        if (!plain) km_html_raw(c, "'");
+    }
+}
+
 static void header(km_html *h, const run_info *r) {
     char b[512];
-    const char *sched = cfg_str(r, "schedule");
-    km_html_raw(h, "<h2>Run</h2>\n<table><caption>What ran</caption>\n<tr><th scope=\"row\">command</th><td>");
-    snprintf(b, sizeof b, "kmseg %s%s%s (settings from %s)", r->mining ? "mine" : "train",
-             sched ? " --schedule " : "", sched ? sched : "", r->mining ? "mine_config.json" : "config.json");
-    km_html_text(h, b);
+    km_html cmd;
+    km_html_init(&cmd);
+    km_html_raw(&cmd, r->mining ? "kmseg mine" : "kmseg train");
+    for (int i = 0; i < r->cfg.n; i++) flag_of(&cmd, r->cfg.keys[i].str, &r->cfg.items[i], r->mining);
+    if (r->mining) {
+        km_html_raw(&cmd, " --out ");
+        km_html_raw(&cmd, r->dir);
+    }
+    km_html_raw(h, "<h2>Run</h2>\n<table><caption>What ran</caption>\n<tr><th scope=\"row\">command (rebuilt from ");
+    km_html_raw(h, r->mining ? "mine_config.json" : "config.json");
+    km_html_raw(h, ")</th><td><code>");
+    km_html_text(h, cmd.buf);
+    km_html_raw(h, "</code>");
+    km_html_free(&cmd);
     km_html_raw(h, "</td></tr>\n<tr><th scope=\"row\">folder</th><td>");
     km_html_text(h, r->dir);
     km_html_raw(h, "</td></tr>\n<tr><th scope=\"row\">version</th><td>");
