@@ -262,12 +262,32 @@ static void deltas(km_html *h, const grid *g, int d) {
     km_html_raw(h, "</table>\n");
 }
 
-/* Every run: scores as results.csv has them, status and its report. */
+/* Sum of the seconds column of a run's own metrics.csv (NaN if unreadable). */
+static double run_seconds(const char *rd) {
+    char *p = km_path_join(rd, "metrics.csv");
+    km_table t;
+    double sum = NAN;
+    if (km_page_exists(p) && km_table_load(p, &t) == KM_OK) {
+        int c = km_table_col(&t, "seconds");
+        sum = 0;
+        for (int r = 0; r < t.nrows; r++) {
+            double v = km_table_num(&t, r, c);
+            if (isfinite(v)) sum += v;
+        }
+        km_table_free(&t);
+    }
+    km_err_clear();
+    km_free(p);
+    return sum;
+}
+
+/* Every run: scores as results.csv has them, time, status and its report. */
 static void inventory(km_html *h, const grid *g) {
     km_html_raw(h, "<h2>Runs</h2>\n<table><caption>Every run of results.csv (scores exactly as written there)"
                    "</caption>\n<tr><th scope=\"col\">dataset</th><th scope=\"col\">fraction</th><th scope=\"col\">"
                    "method</th><th scope=\"col\">seed</th><th scope=\"col\">test images</th><th scope=\"col\">Dice</th>"
-                   "<th scope=\"col\">IoU</th><th scope=\"col\">status</th><th scope=\"col\">report</th></tr>\n");
+                   "<th scope=\"col\">IoU</th><th scope=\"col\">epochs' time (s)</th><th scope=\"col\">status</th>"
+                   "<th scope=\"col\">report</th></tr>\n");
     for (int i = 0; i < g->t.nrows; i++) {
         if (!is_run(g, i)) continue;
         static const int cols[] = {C_DATA, C_FRAC, C_METH, C_SEED, C_NTEST, C_DM, C_IM};
@@ -278,6 +298,9 @@ static void inventory(km_html *h, const grid *g) {
             km_html_raw(h, "</td>");
         }
         char *rd = run_dir(g, i), *sj = km_path_join(rd, "eval/summary.json"), *rp = km_path_join(rd, "report.html");
+        km_html_raw(h, "<td class=\"num\">");
+        km_html_num(h, run_seconds(rd), 1, "-");
+        km_html_raw(h, "</td>");
         km_html_raw(h, km_page_exists(sj) ? "<td>finished</td><td>" : "<td>no eval/summary.json</td><td>");
         if (km_page_exists(rp)) {
             char *rel = km_page_relpath(g->out, rp);
