@@ -39,9 +39,13 @@ static double xticks(double lo, double hi, int xint, double *t0, double *t1) {
 
 static int usable(const frame *f, double y) { return isfinite(y) && (!f->logy || y > 0); }
 static double fy(const frame *f, double y) { return f->logy ? log10(y) : y; }
-static double X(const frame *f, double x) { return f->px0 + (x - f->x0) / (f->x1 - f->x0) * (f->px1 - f->px0); }
+/* Data to pixels, 6 px inside the plot frame so that markers and error bars
+ * at the ends of the axes stay whole. */
+static double X(const frame *f, double x) {
+    return f->px0 + 6 + (x - f->x0) / (f->x1 - f->x0) * (f->px1 - f->px0 - 12);
+}
 static double Y(const frame *f, double y) {
-    return f->py0 - (fy(f, y) - f->y0) / (f->y1 - f->y0) * (f->py0 - f->py1);
+    return f->py0 - 6 - (fy(f, y) - f->y0) / (f->y1 - f->y0) * (f->py0 - f->py1 - 12);
 }
 
 static void extend(double v, double *lo, double *hi) {
