@@ -31,7 +31,7 @@ LDLIBS  += -lpng -ljpeg -lm -ldl -lpthread
 LDFLAGS += -fopenmp $(if $(DEBUG),-fsanitize=address$(comma)undefined)
 comma := ,
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/nn/*.c src/io/*.c src/models/*.c src/mine/*.c src/eval/*.c src/train/*.c src/cmd/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/nn/*.c src/io/*.c src/models/*.c src/mine/*.c src/eval/*.c src/train/*.c src/cmd/*.c src/report/*.c))
 MAIN_SRC := src/main.c
 TEST_SRC := $(sort $(wildcard tests/*.c))
 

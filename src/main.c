@@ -18,6 +18,7 @@ static const km_command g_commands[] = {
     {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
     {"experiments", km_cmd_experiments, "the paper's grid: datasets x fractions x methods x seeds -> tables.md, results.csv"},
     {"teacher-quality", km_cmd_teacher_quality, "Dice/IoU of the teacher on a dataset, prompted by ground truth or a student"},
+    {"report", km_cmd_report, "static HTML report (charts, tables, gallery) of a run or an experiments folder"},
     {"mine", km_cmd_mine, "knowledge mining: student + SAM teacher pseudo labels (one-time / continuous)"},
 };
 

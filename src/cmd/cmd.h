@@ -24,5 +24,6 @@ km_status km_cmd_pretrain(int argc, char **argv);
 km_status km_cmd_mine(int argc, char **argv);
 km_status km_cmd_experiments(int argc, char **argv);
 km_status km_cmd_teacher_quality(int argc, char **argv);
+km_status km_cmd_report(int argc, char **argv);
 
 #endif

@@ -410,6 +410,32 @@ km_status km_image_save_png(const char *path, const km_image *img) {
     return km_atomic_commit(&af);
 }
 
+km_status km_image_encode_png(const char *name, const km_image *img, uint8_t **buf, size_t *n) {
+    KM_ASSERT(img->data && img->w > 0 && img->h > 0);
+    *buf = NULL;
+    *n = 0;
+    if (img->c != 1 && img->c != 3)
+        return km_err(KM_EARG, "%s: cannot encode a %d-channel PNG, expected 1 (grey) or 3 (RGB)", name,
+                      img->c);
+    char *mem = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&mem, &len);
+    if (!f) return km_err(KM_ENOMEM, "%s: cannot open a memory stream for the PNG", name);
+    png_wctx x = {.path = name, .img = img, .f = f};
+    km_status s = png_encode(&x);
+    if (x.png) png_destroy_write_struct(&x.png, x.info ? &x.info : NULL);
+    if (fclose(f) && !s) s = km_err(KM_ENOMEM, "%s: cannot finish the PNG in memory", name);
+    if (s) {
+        free(mem);
+        return s;
+    }
+    *buf = km_malloc(len ? len : 1);
+    memcpy(*buf, mem, len);
+    free(mem); /* open_memstream buffer: plain malloc */
+    *n = len;
+    return KM_OK;
+}
+
 void km_image_free(km_image *img) {
     if (!img) return;
     km_free(img->data);

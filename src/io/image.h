@@ -24,6 +24,9 @@ km_status km_image_load_mem_max(const char *name, const uint8_t *buf, size_t n, 
                                 int want_c, int64_t max_pixels);
 /* Writes an 8-bit PNG (grey or RGB) atomically. */
 km_status km_image_save_png(const char *path, const km_image *img);
+/* The same PNG bytes in memory: *buf (km_malloc'ed, km_free) of *n bytes;
+ * `name` only labels errors. */
+km_status km_image_encode_png(const char *name, const km_image *img, uint8_t **buf, size_t *n);
 void km_image_free(km_image *img);
 
 #endif
