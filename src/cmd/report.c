@@ -9,19 +9,20 @@
 
 #include "../core/args.h"
 #include "../report/report.h"
+#include "../models/teacher.h"
 
 #include <string.h>
 
 km_status km_cmd_report(int argc, char **argv) {
     km_report_opts o;
     km_report_opts_default(&o);
-    const char *out = NULL, *data = NULL, *teacher = NULL, *profile = "sam";
+    const char *out = NULL, *data = NULL, *teacher = NULL, *profile = "auto";
     int seed = 0, threads = 2, random_rows = 1, pseudo_rows = 4, no_run_reports = 0, quiet = 0;
     km_flag flags[] = {
         {"--out", KM_FLAG_STR, &out, "page to write (default: DIR/report.html)", 0, 0},
         {"--data", KM_FLAG_STR, &data, "dataset folder (default: the one in the run's config)", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "SAM/MedSAM checkpoint: add teacher-refined masks to the gallery", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "sam or medsam", 0, 0},
+        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint: add teacher-refined masks to the gallery", 0, 0},
+        {"--teacher-profile", KM_FLAG_STR, &profile, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
         {"--seed", KM_FLAG_INT, &seed, "seed of the gallery's random pick", 0, 0},
         {"--random-rows", KM_FLAG_INT, &random_rows, "random rows in the test gallery (0-32)", 0, 0},
         {"--pseudo-rows", KM_FLAG_INT, &pseudo_rows, "rows in a mining run's pseudo-label gallery", 0, 0},
@@ -50,8 +51,8 @@ km_status km_cmd_report(int argc, char **argv) {
     if (threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", threads);
     if (random_rows < 0 || random_rows > 32) return km_err(KM_EARG, "--random-rows %d: expected 0-32", random_rows);
     if (pseudo_rows < 0 || pseudo_rows > 64) return km_err(KM_EARG, "--pseudo-rows %d: expected 0-64", pseudo_rows);
-    if (strcmp(profile, "sam") && strcmp(profile, "medsam"))
-        return km_err(KM_EARG, "--teacher-profile '%s': expected sam or medsam", profile);
+    km_sam_profile prof;
+    if ((s = km_sam_profile_parse_auto(profile, &prof))) return km_err_prefix(s, "--teacher-profile: ");
     km_set_threads(threads);
     o.out = out;
     o.data = data;

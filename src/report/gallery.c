@@ -29,7 +29,8 @@ void km_gallery_free(km_gallery *g) {
 }
 
 /* Student (and refined) masks of every cached crop, batch by batch. */
-static km_status predict_all(km_unetpp *m, km_refiner *ref, const km_dataset *ds, km_gallery *g) {
+static km_status predict_all(km_unetpp *m, km_refiner *ref, const km_dataset_index *idx, const km_dataset *ds,
+                             km_gallery *g) {
     const int B = 8, S = g->S;
     size_t P = (size_t)S * S;
     float *x = km_malloc(sizeof(float) * 3 * P * B), *lg = km_malloc(sizeof(float) * P * B);
@@ -47,7 +48,12 @@ static km_status predict_all(km_unetpp *m, km_refiner *ref, const km_dataset *ds
             g->dice[i] = km_dice_score(km_conf_masks_u8(g->pred + P * i, g->gt + P * i, P));
             if (!g->teach) continue;
             km_refine_outcome ro;
-            s = km_refine_logits(ref, g->img + 3 * P * i, S, z, &ro);
+            /* the teacher sees the original file (read on an embedding-cache miss) */
+            char *ip = km_dataset_image_path(idx, ds->src[i]);
+            km_refine_image im;
+            km_refine_image_file(&im, ip, ds->orig_w[i], ds->orig_h[i], ds->orig_hash[i]);
+            s = km_refine_logits(ref, &im, S, z, &ro);
+            km_free(ip);
             for (size_t k = 0; k < P && !s; k++) g->teach[P * i + k] = z[k] > 0;
             g->tdice[i] = km_dice_score(km_conf_masks_u8(g->teach + P * i, g->gt + P * i, P));
         }
@@ -84,8 +90,8 @@ km_status km_gallery_compute(const char *weights, const char *data, const char *
     km_unetpp *m = NULL;
     km_refiner ref;
     int S = size;
-    km_status s = km_refine_open_student(weights, o->teacher, o->teacher_profile ? o->teacher_profile : "sam",
-                                         "points+box", 1, NULL, 1, &ref, &m, &S);
+    km_status s = km_refine_open_student(weights, o->teacher, o->teacher_profile ? o->teacher_profile : "auto",
+                                         "auto", "per-component", 1, NULL, 1, &ref, &m, &S);
     if (!s) s = km_dataset_scan(data, &idx, &iss);
     if (!s) s = km_issues_status(&iss, data);
     if (!s) s = km_split_from_dir(&idx, split_dir, &sp, NULL);
@@ -98,7 +104,7 @@ km_status km_gallery_compute(const char *weights, const char *data, const char *
             g->teach = km_calloc((size_t)S * S * (size_t)g->n + 1);
             g->tdice = km_malloc(sizeof(double) * (size_t)(g->n + 1));
         }
-        s = predict_all(m, &ref, &ds, g);
+        s = predict_all(m, &ref, &idx, &ds, g);
     }
     km_dataset_free(&ds);
     km_split_free(&sp);

@@ -566,7 +566,7 @@ km_status km_report_run(const char *dir, const char *out, const km_report_opts *
 
 void km_report_opts_default(km_report_opts *o) {
     memset(o, 0, sizeof *o);
-    o->teacher_profile = "sam";
+    o->teacher_profile = "auto";
     o->gallery_random = 1;
     o->pseudo_rows = 4;
     o->threads = 2;
