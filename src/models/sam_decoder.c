@@ -5,6 +5,7 @@
 #include "sam_decoder.h"
 #include "sam_prompt.h"
 #include "../nn/basic.h"
+#include "../nn/fastmath.h"
 #include "../nn/gemm.h"
 
 #include <math.h>
@@ -175,7 +176,7 @@ km_status km_sam_decoder_load(km_sam_decoder *dec, const km_tdict *w, const char
 
 typedef struct {
     float *tok0, *queries, *qq, *keys, *kpe, *kk, *aout, *hid; /* transformer */
-    float *Q, *K, *Kt, *V, *L, *O;                             /* attention scratch */
+    float *Q, *K, *Kt, *V, *L, *O, *fa, *fb;                   /* attention scratch */
     float *g1, *up1, *g2, *up2, *hyper, *mlp_a, *mlp_b;        /* heads */
     size_t total;
 } dec_work;
@@ -191,9 +192,12 @@ static int max_attn_d(const km_sam_decoder *dec) {
     return d;
 }
 
+/* Only token-side tensors ([T, d]) are projected: the cross attentions never
+ * form the [4096, d] projections of the image tokens (see attn_t2i/attn_i2t). */
 static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
     int D = dec->D, T = 1 + dec->n_mask_tokens + n_sparse, dm = max_attn_d(dec);
-    size_t rows = P_TOK > T ? P_TOK : T, off = 0;
+    int HT = KM_SAM_DEC_HEADS * T;
+    size_t off = 0;
     dec_work w;
 #define TAKE(field, n) (w.field = base ? base + off : NULL, off += ((size_t)(n) + 15) & ~(size_t)15)
     TAKE(tok0, (size_t)T * D);
@@ -202,14 +206,16 @@ static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
     TAKE(keys, (size_t)P_TOK * D);
     TAKE(kpe, (size_t)P_TOK * D);
     TAKE(kk, (size_t)P_TOK * D);
-    TAKE(aout, rows * D);
+    TAKE(aout, (size_t)P_TOK * D);
     TAKE(hid, (size_t)T * dec->mlp_dim);
-    TAKE(Q, rows * dm);
-    TAKE(K, rows * dm);
-    TAKE(Kt, rows * dm);
-    TAKE(V, rows * dm);
-    TAKE(L, (size_t)KM_SAM_DEC_HEADS * T * P_TOK);
-    TAKE(O, rows * dm);
+    TAKE(Q, (size_t)T * dm);
+    TAKE(K, (size_t)T * dm);
+    TAKE(Kt, (size_t)T * dm);
+    TAKE(V, (size_t)T * dm);
+    TAKE(L, (size_t)HT * (P_TOK > T ? P_TOK : T));
+    TAKE(O, (size_t)T * dm);
+    TAKE(fa, (size_t)HT * D);
+    TAKE(fb, (size_t)HT * D);
     TAKE(g1, (size_t)P_TOK * dec->up1 * 4);
     TAKE(up1, (size_t)dec->up1 * UP1_HW * UP1_HW);
     TAKE(g2, (size_t)UP1_HW * UP1_HW * dec->up2 * 4);
@@ -234,14 +240,14 @@ static void add(float *out, const float *a, const float *b, size_t n) {
 }
 
 /* transformer.py Attention: out [Mq, D] = out_proj(softmax(q k^T / sqrt(hd)) v)
- * per head, with q [Mq, D] and k, v [Mk, D] before their projections.
- * The projections are GEMMs; the per-head core is a direct loop: its shapes
- * (T x 4096 x hd with T ~ 10 tokens, or 4096 x T) are far too skinny for a
- * BLAS call per head to pay off. Each (head, query) row is independent:
- * logits = q.k / sqrt(hd) (division by the float32 of the double root, as
- * `attn / math.sqrt(c_per_head)`), softmax as exp(x - max) * (1 / sum) (the
- * order of PyTorch's vectorised last-dim softmax; sum kept in double), then
- * the weighted sum of v in key order. */
+ * per head, with q [Mq, D] and k, v [Mk, D] before their projections. Used for
+ * the tokens' self-attention (Mq = Mk = T ~ 10); the cross attentions with the
+ * 4096 image tokens have their own factorised forms below. The projections are
+ * GEMMs; the per-head core is a direct loop. Each (head, query) row is
+ * independent: logits = q.k / sqrt(hd) (division by the float32 of the double
+ * root, as `attn / math.sqrt(c_per_head)`), softmax as exp(x - max) * (1 / sum)
+ * (the order of PyTorch's vectorised last-dim softmax; sum kept in double),
+ * then the weighted sum of v in key order. */
 static void attention(const km_sam_attn *a, int D, float *out, const float *q, int Mq,
                       const float *k, const float *v, int Mk, const dec_work *w) {
     const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H;
@@ -285,6 +291,153 @@ static void attention(const km_sam_attn *a, int D, float *out, const float *q, i
         }
     }
     km_linear_forward(out, w->O, a->ow, a->ob, Mq, d, D);
+}
+
+/* Both cross attentions use the per-head factorisation of the projections
+ * (with Wq_h, Wk_h, Wv_h the hd rows of head h and Wo_h its hd columns):
+ *   (x Wq_h^T + bq_h) . (y Wk_h^T + bk_h) = x . (Wq_h^T k_h) + bq_h . k_h
+ *   sum_j p_j (y_j Wv_h^T + bv_h) = (sum_j p_j y_j) Wv_h^T + bv_h   (sum p = 1)
+ * so the side with 4096 image tokens is never projected: every product with
+ * it is one [H*T, D] x [D, 4096] GEMM (H*T = 8 x ~8 rows), half the work of
+ * projecting it to d = 128 channels and then once more out of them. The
+ * results equal the reference's up to float32 rounding of a different
+ * summation order (low-res logits of the sam_tiny fixture within ~1e-5 of
+ * PyTorch, tolerance 1e-4). Softmax rows are exp(x - max) * (1 / sum) with
+ * km_expf_fast (~1 ulp) and float sums in a fixed order; every loop's
+ * arithmetic is independent of the thread that runs it. */
+
+/* Z[(h, t), :] = (sum_c X[t, h hd + c] W[h hd + c, :]) / s: the head-h part of
+ * token t (X [T, d]) times the head-h rows of a projection weight W [d, D];
+ * Z [H*T, D], row h*T + t. */
+static void head_rows_times_weight(float *Z, const float *X, const float *W, int T, int d, int D,
+                                   float s) {
+    const int H = KM_SAM_DEC_HEADS, hd = d / H;
+    for (int h = 0; h < H; h++)
+        for (int t = 0; t < T; t++) {
+            float *z = Z + ((size_t)h * T + t) * D;
+            for (int k = 0; k < D; k++) z[k] = 0.0f;
+            for (int c = 0; c < hd; c++) {
+                const float x = X[(size_t)t * d + h * hd + c], *wr = W + (size_t)(h * hd + c) * D;
+#pragma omp simd
+                for (int k = 0; k < D; k++) z[k] += x * wr[k];
+            }
+            for (int k = 0; k < D; k++) z[k] /= s;
+        }
+}
+
+/* Row softmax in place over n contiguous logits. */
+static void softmax_row(float *l, int n) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = l[j] > mx ? l[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        float e = km_expf_fast(l[j] - mx);
+        l[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) l[j] *= inv;
+}
+
+/* Tokens attend to the image: q [T, D] tokens, k / v [4096, D] image tokens
+ * (keys + PE / keys); out [T, D]. Logits (h, t) = (q_t^h Wk_h / sqrt(hd)) . k_p
+ * (the bias term q_t^h . bk_h is the same for every key p and cancels in the
+ * softmax); the values are mixed before their projection. */
+static void attn_t2i(const km_sam_attn *a, int D, float *out, const float *q, int T,
+                     const float *k, const float *v, const dec_work *w) {
+    const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
+    km_linear_forward(w->Q, q, a->qw, a->qb, T, D, d);
+    head_rows_times_weight(w->fa, w->Q, a->kw, T, d, D, (float)sqrt((double)hd));
+    km_sgemm(0, 1, HT, P_TOK, D, 1.0f, w->fa, D, k, D, 0.0f, w->L, P_TOK);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < HT; r++) softmax_row(w->L + (size_t)r * P_TOK, P_TOK);
+    km_sgemm(0, 0, HT, D, P_TOK, 1.0f, w->L, P_TOK, v, D, 0.0f, w->fb, D);
+    /* O[t, h hd + c] = (mixed values of (h, t)) . Wv[h hd + c] + bv */
+    for (int t = 0; t < T; t++)
+        for (int f = 0; f < d; f++) {
+            const float *m = w->fb + ((size_t)(f / hd) * T + t) * D, *wr = a->vw + (size_t)f * D;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < D; c++) acc += m[c] * wr[c];
+            w->O[(size_t)t * d + f] = acc + a->vb[f];
+        }
+    km_linear_forward(out, w->O, a->ow, a->ob, T, d, D);
+}
+
+/* Softmax over the T keys of every (query i, head h), logits stored as
+ * L[(h, j), i] [H*T, 4096]: vectorised over queries, keys in order. */
+static void softmax_columns(float *L, int T) {
+    enum { B = 256 };
+    const int nb = P_TOK / B;
+#pragma omp parallel for schedule(static)
+    for (int job = 0; job < KM_SAM_DEC_HEADS * nb; job++) {
+        float *l = L + (size_t)(job / nb) * T * P_TOK + (size_t)(job % nb) * B;
+        float mx[B], sum[B];
+#pragma omp simd
+        for (int i = 0; i < B; i++) mx[i] = l[i], sum[i] = 0.0f;
+        for (int j = 1; j < T; j++) {
+            const float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
+        }
+        for (int j = 0; j < T; j++) {
+            float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) {
+                float e = km_expf_fast(r[i] - mx[i]);
+                r[i] = e;
+                sum[i] += e;
+            }
+        }
+#pragma omp simd
+        for (int i = 0; i < B; i++) sum[i] = 1.0f / sum[i];
+        for (int j = 0; j < T; j++) {
+            float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) r[i] *= sum[i];
+        }
+    }
+}
+
+/* The image attends to the tokens: q [4096, D] image tokens (keys + PE), k / v
+ * [T, D] tokens (+ PE / plain); out [4096, D]. Logits L[(h, j), i] =
+ * q_i . (Wq_h^T k_j^h) / sqrt(hd) + bq_h . k_j^h / sqrt(hd); the output is
+ * P [4096, H*T] times the per-head values already through out_proj,
+ * (v_j^h Wo_h^T) [H*T, D], plus out_proj's bias. */
+static void attn_i2t(const km_sam_attn *a, int D, float *out, const float *q, const float *k,
+                     const float *v, int T, const dec_work *w) {
+    const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
+    const float scale = (float)sqrt((double)hd);
+    km_linear_forward(w->K, k, a->kw, a->kb, T, D, d);
+    km_linear_forward(w->V, v, a->vw, a->vb, T, D, d);
+    head_rows_times_weight(w->fa, w->K, a->qw, T, d, D, scale);
+    for (int h = 0; h < H; h++)
+        for (int j = 0; j < T; j++) {
+            float c = 0.0f;
+            for (int e = 0; e < hd; e++) c += a->qb[h * hd + e] * w->K[(size_t)j * d + h * hd + e];
+            c /= scale;
+            float *l = w->L + ((size_t)h * T + j) * P_TOK;
+            for (int i = 0; i < P_TOK; i++) l[i] = c;
+        }
+    km_sgemm(0, 1, HT, P_TOK, D, 1.0f, w->fa, D, q, D, 1.0f, w->L, P_TOK);
+    softmax_columns(w->L, T);
+    /* VW[(h, j), n] = v_j^h . Wo[n, h hd .. h hd + hd) */
+    for (int h = 0; h < H; h++)
+        for (int j = 0; j < T; j++) {
+            const float *vj = w->V + (size_t)j * d + h * hd;
+            float *z = w->fb + ((size_t)h * T + j) * D;
+            for (int n = 0; n < D; n++) {
+                const float *wo = a->ow + (size_t)n * d + h * hd;
+                float acc = 0.0f;
+                for (int e = 0; e < hd; e++) acc += vj[e] * wo[e];
+                z[n] = acc;
+            }
+        }
+    for (int i = 0; i < P_TOK; i++) memcpy(out + (size_t)i * D, a->ob, sizeof(float) * D);
+    km_sgemm(1, 0, P_TOK, D, HT, 1.0f, w->L, P_TOK, w->fb, D, 1.0f, out, D);
 }
 
 /* MaskDecoder MLP: ReLU after every layer but the last. in/out [D] / [m->out]. */
@@ -354,7 +507,7 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
          * the keys do not change in between */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
         add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-        attention(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
+        attn_t2i(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, &w);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm2.w, L->norm2.b, T, D, eps);
         /* (c) MLP with ReLU */
@@ -365,13 +518,13 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         km_layernorm_forward(w.queries, w.queries, L->norm3.w, L->norm3.b, T, D, eps);
         /* (d) the image attends to the tokens */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        attention(&L->i2t, D, w.aout, w.kk, P_TOK, w.qq, w.queries, T, &w);
+        attn_i2t(&L->i2t, D, w.aout, w.kk, w.qq, w.queries, T, &w);
         add(w.keys, w.keys, w.aout, (size_t)P_TOK * D);
         km_layernorm_forward(w.keys, w.keys, L->norm4.w, L->norm4.b, P_TOK, D, eps);
     }
     add(w.qq, w.queries, w.tok0, (size_t)T * D);
     add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-    attention(&dec->final_attn, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
+    attn_t2i(&dec->final_attn, D, w.aout, w.qq, T, w.kk, w.keys, &w);
     add(w.queries, w.queries, w.aout, (size_t)T * D);
     km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, T, D, eps);
 
