@@ -449,29 +449,98 @@ static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const
     km_linear_forward(out, w->mlp_b, m->w[2], m->b[2], 1, D, m->out);
 }
 
-/* ConvTranspose2d(k 2, s 2) scatter: g [HW, K*4] holds, for input pixel p and
- * output channel o, the four taps (dy, dx) at column o*4 + dy*2 + dx; out
- * [K, 2H, 2W] = tap + bias (PyTorch adds the bias after the col2im sum). */
-static void convt_scatter(float *out, const float *g, const float *bias, int K, int H, int W) {
-    int OW = 2 * W;
+/* out [P, C] = (x + y)^T for x, y [C, P] (y may be NULL), in tiles of 32 x 32
+ * so that both sides stay in cache. */
+static void transpose_add(float *out, const float *x, const float *y, int C, int P) {
+    enum { TB = 32 };
+    const int np = (P + TB - 1) / TB;
 #pragma omp parallel for schedule(static)
-    for (int o = 0; o < K; o++)
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                const float *t = g + ((size_t)y * W + x) * K * 4 + o * 4;
-                float *dst = out + ((size_t)o * 2 * H + 2 * y) * OW + 2 * x;
-                dst[0] = t[0] + bias[o];
-                dst[1] = t[1] + bias[o];
-                dst[OW] = t[2] + bias[o];
-                dst[OW + 1] = t[3] + bias[o];
+    for (int pb = 0; pb < np; pb++)
+        for (int c0 = 0; c0 < C; c0 += TB) {
+            int p1 = pb * TB + TB < P ? pb * TB + TB : P, c1 = c0 + TB < C ? c0 + TB : C;
+            for (int p = pb * TB; p < p1; p++) {
+                float *o = out + (size_t)p * C;
+                if (y)
+                    for (int c = c0; c < c1; c++) o[c] = x[(size_t)c * P + p] + y[(size_t)c * P + p];
+                else
+                    for (int c = c0; c < c1; c++) o[c] = x[(size_t)c * P + p];
             }
+        }
 }
 
-/* [R, C] -> [C, R] */
-static void transpose(float *out, const float *in, int R, int C) {
+/* ConvTranspose2d(k 2, s 2) outputs come from a GEMM g [H*W, K*4]: input pixel
+ * p, output channel o and tap (dy, dx) at column o*4 + dy*2 + dx; PyTorch adds
+ * the bias after the col2im sum, i.e. value = tap + bias[o].
+ *
+ * First stage, fused with LayerNorm2d and GELU: out [(2H)*(2W), K] pixel-major
+ * (the next GEMM's rows). LayerNorm2d over the K channels of each output pixel
+ * with km_layernorm2d_forward's arithmetic (mean and variance in double,
+ * channels in order; (x - mean) * rstd * w + b in float), then km_gelu_fast, so
+ * the values equal scatter + km_layernorm2d_forward + km_gelu_forward. The
+ * 8 output pixels of 2 input pixels are normalised together (8 independent
+ * accumulator chains). */
+static void convt_ln_gelu(float *out, const float *g, const float *bias, const float *lw,
+                          const float *lb, int K, int H, int W, float eps) {
+    enum { NP = 2, NK = 4 * NP };
+    KM_ASSERT(K <= 256 && (H * W) % NP == 0);
+    const int OW = 2 * W;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) out[(size_t)c * R + r] = in[(size_t)r * C + c];
+    for (int p0 = 0; p0 < H * W; p0 += NP) {
+        float xb[256][NK], yv[256];
+        double mean[NK], var[NK];
+        float fm[NK], rstd[NK];
+        for (int pi = 0; pi < NP; pi++)
+            for (int o = 0; o < K; o++)
+                for (int t = 0; t < 4; t++)
+                    xb[o][pi * 4 + t] = g[(size_t)(p0 + pi) * K * 4 + o * 4 + t] + bias[o];
+        for (int k = 0; k < NK; k++) mean[k] = var[k] = 0;
+        for (int o = 0; o < K; o++)
+            for (int k = 0; k < NK; k++) mean[k] += xb[o][k];
+        for (int k = 0; k < NK; k++) mean[k] /= K;
+        for (int o = 0; o < K; o++)
+            for (int k = 0; k < NK; k++) {
+                double d = xb[o][k] - mean[k];
+                var[k] += d * d;
+            }
+        for (int k = 0; k < NK; k++) {
+            rstd[k] = (float)(1.0 / sqrt(var[k] / K + (double)eps));
+            fm[k] = (float)mean[k];
+        }
+        for (int k = 0; k < NK; k++) {
+            int p = p0 + k / 4, t = k % 4, y = p / W, x = p % W;
+            float *dst = out + ((size_t)(2 * y + t / 2) * OW + 2 * x + t % 2) * K;
+            for (int o = 0; o < K; o++) yv[o] = (xb[o][k] - fm[k]) * rstd[k] * lw[o] + lb[o];
+#pragma omp simd
+            for (int o = 0; o < K; o++) dst[o] = km_gelu_fast(yv[o]);
+        }
+    }
+}
+
+/* Second stage, fused with GELU: out [K, 2H, 2W] channel-major (the mask
+ * product's right-hand side) = km_gelu_fast(tap + bias), one input row per job
+ * (its GEMM rows, K*4*W floats, stay in cache for all K channels). */
+static void convt_gelu(float *out, const float *g, const float *bias, int K, int H, int W) {
+    const int OW = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < H; y++)
+        for (int o = 0; o < K; o++) {
+            float *d0 = out + ((size_t)o * 2 * H + 2 * y) * OW, *d1 = d0 + OW;
+            const float *t = g + (size_t)y * W * K * 4 + o * 4;
+            const float b = bias[o];
+            float v0[1024], v1[1024];
+            KM_ASSERT(OW <= 1024);
+            for (int x = 0; x < W; x++) {
+                const float *tx = t + (size_t)x * K * 4;
+                v0[2 * x] = tx[0] + b;
+                v0[2 * x + 1] = tx[1] + b;
+                v1[2 * x] = tx[2] + b;
+                v1[2 * x + 1] = tx[3] + b;
+            }
+#pragma omp simd
+            for (int x = 0; x < OW; x++) d0[x] = km_gelu_fast(v0[x]);
+#pragma omp simd
+            for (int x = 0; x < OW; x++) d1[x] = km_gelu_fast(v1[x]);
+        }
 }
 
 void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou, const float *image,
@@ -487,9 +556,8 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
     if (n_sparse) memcpy(w.tok0 + (size_t)(1 + M) * D, sparse, sizeof(float) * n_sparse * D);
     memcpy(w.queries, w.tok0, sizeof(float) * T * D);
     /* src = image + dense, flattened to tokens: keys [4096, D]; key PE likewise */
-    add(w.kk, image, dense, (size_t)D * P_TOK);
-    transpose(w.keys, w.kk, D, P_TOK);
-    transpose(w.kpe, image_pe, D, P_TOK);
+    transpose_add(w.keys, image, dense, D, P_TOK);
+    transpose_add(w.kpe, image_pe, NULL, D, P_TOK);
 
     for (int l = 0; l < dec->depth; l++) {
         const km_sam_block *L = &dec->layers[l];
@@ -522,22 +590,24 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         add(w.keys, w.keys, w.aout, (size_t)P_TOK * D);
         km_layernorm_forward(w.keys, w.keys, L->norm4.w, L->norm4.b, P_TOK, D, eps);
     }
-    add(w.qq, w.queries, w.tok0, (size_t)T * D);
+    /* final token-to-image attention: only the IoU and mask tokens (rows
+     * 0..M) are read afterwards, and each query row is independent */
+    const int TO = 1 + M;
+    add(w.qq, w.queries, w.tok0, (size_t)TO * D);
     add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-    attn_t2i(&dec->final_attn, D, w.aout, w.qq, T, w.kk, w.keys, &w);
-    add(w.queries, w.queries, w.aout, (size_t)T * D);
-    km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, T, D, eps);
+    attn_t2i(&dec->final_attn, D, w.aout, w.qq, TO, w.kk, w.keys, &w);
+    add(w.queries, w.queries, w.aout, (size_t)TO * D);
+    km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, TO, D, eps);
 
     /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU. keys is
-     * src^T, so the first GEMM contracts over its rows' channels directly. */
+     * src^T, so the first GEMM contracts over its rows' channels directly;
+     * the fused stages write the second GEMM's rows pixel-major. */
     const int up1 = dec->up1, up2 = dec->up2, HW1 = UP1_HW * UP1_HW, HW2 = UP2_HW * UP2_HW;
     km_sgemm(0, 0, P_TOK, up1 * 4, D, 1.0f, w.keys, D, dec->up0_w, up1 * 4, 0.0f, w.g1, up1 * 4);
-    convt_scatter(w.up1, w.g1, dec->up0_b, up1, KM_SAM_EMB_HW, KM_SAM_EMB_HW);
-    km_layernorm2d_forward(w.up1, w.up1, dec->up1_w, dec->up1_b, 1, up1, HW1, 1e-6f);
-    km_gelu_forward(w.up1, w.up1, (size_t)up1 * HW1);
-    km_sgemm(1, 0, HW1, up2 * 4, up1, 1.0f, w.up1, HW1, dec->up3_w, up2 * 4, 0.0f, w.g2, up2 * 4);
-    convt_scatter(w.up2, w.g2, dec->up3_b, up2, UP1_HW, UP1_HW);
-    km_gelu_forward(w.up2, w.up2, (size_t)up2 * HW2);
+    convt_ln_gelu(w.up1, w.g1, dec->up0_b, dec->up1_w, dec->up1_b, up1, KM_SAM_EMB_HW,
+                  KM_SAM_EMB_HW, 1e-6f);
+    km_sgemm(0, 0, HW1, up2 * 4, up1, 1.0f, w.up1, up1, dec->up3_w, up2 * 4, 0.0f, w.g2, up2 * 4);
+    convt_gelu(w.up2, w.g2, dec->up3_b, up2, UP1_HW, UP1_HW);
 
     /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
     for (int m = 0; m < M; m++)
