@@ -449,23 +449,46 @@ static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const
     km_linear_forward(out, w->mlp_b, m->w[2], m->b[2], 1, D, m->out);
 }
 
-/* out [P, C] = (x + y)^T for x, y [C, P] (y may be NULL), in tiles of 32 x 32
- * so that both sides stay in cache. */
+/* out [P, C] = (x + y)^T for x, y [C, P] (y may be NULL), by tiles of 16
+ * channels x 64 pixels: the tile is read row by row into a local buffer, then
+ * written out pixel by pixel (direct strided reads of 16 KB rows would all
+ * fall into the same few L1 sets). */
 static void transpose_add(float *out, const float *x, const float *y, int C, int P) {
-    enum { TB = 32 };
-    const int np = (P + TB - 1) / TB;
+    enum { TC = 16, TP = 64 };
+    KM_ASSERT(C % TC == 0 && P % TP == 0);
+    const int nc = C / TC, np = P / TP;
 #pragma omp parallel for schedule(static)
-    for (int pb = 0; pb < np; pb++)
-        for (int c0 = 0; c0 < C; c0 += TB) {
-            int p1 = pb * TB + TB < P ? pb * TB + TB : P, c1 = c0 + TB < C ? c0 + TB : C;
-            for (int p = pb * TB; p < p1; p++) {
-                float *o = out + (size_t)p * C;
-                if (y)
-                    for (int c = c0; c < c1; c++) o[c] = x[(size_t)c * P + p] + y[(size_t)c * P + p];
-                else
-                    for (int c = c0; c < c1; c++) o[c] = x[(size_t)c * P + p];
+    for (int job = 0; job < np * nc; job++) {
+        const int p0 = job / nc * TP, c0 = job % nc * TC;
+        float buf[TC][TP];
+        for (int c = 0; c < TC; c++) {
+            const float *xr = x + (size_t)(c0 + c) * P + p0;
+            if (y) {
+                const float *yr = y + (size_t)(c0 + c) * P + p0;
+                for (int p = 0; p < TP; p++) buf[c][p] = xr[p] + yr[p];
+            } else {
+                for (int p = 0; p < TP; p++) buf[c][p] = xr[p];
             }
         }
+        for (int p = 0; p < TP; p++)
+            for (int c = 0; c < TC; c++) out[(size_t)(p0 + p) * C + c0 + c] = buf[c][p];
+    }
+}
+
+/* keys = LayerNorm(keys + a), then kk = keys + kpe unless kk is NULL: the
+ * same operations as add / km_layernorm_forward / add over the whole
+ * [4096, D] tensors, by blocks of 64 rows that stay in cache. */
+static void residual_ln_pe(float *keys, float *kk, const float *a, const float *kpe,
+                           const km_sam_norm *n, int D, float eps) {
+    enum { R = 64 };
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < P_TOK / R; blk++) {
+        const size_t o = (size_t)blk * R * D, cnt = (size_t)R * D;
+        for (size_t i = o; i < o + cnt; i++) keys[i] = keys[i] + a[i];
+        km_layernorm_forward(keys + o, keys + o, n->w, n->b, R, D, eps);
+        if (kk)
+            for (size_t i = o; i < o + cnt; i++) kk[i] = keys[i] + kpe[i];
+    }
 }
 
 /* ConvTranspose2d(k 2, s 2) outputs come from a GEMM g [H*W, K*4]: input pixel
@@ -574,7 +597,7 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         /* (b) tokens attend to the image; keys + key_pe is reused by (d) since
          * the keys do not change in between */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
+        if (l == 0) add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D); /* later: residual_ln_pe */
         attn_t2i(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, &w);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm2.w, L->norm2.b, T, D, eps);
@@ -587,14 +610,14 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         /* (d) the image attends to the tokens */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
         attn_i2t(&L->i2t, D, w.aout, w.kk, w.qq, w.queries, T, &w);
-        add(w.keys, w.keys, w.aout, (size_t)P_TOK * D);
-        km_layernorm_forward(w.keys, w.keys, L->norm4.w, L->norm4.b, P_TOK, D, eps);
+        /* keys = norm4(keys + out); kk = keys + key_pe for the next attention */
+        residual_ln_pe(w.keys, w.kk, w.aout, w.kpe, &L->norm4, D, eps);
     }
     /* final token-to-image attention: only the IoU and mask tokens (rows
      * 0..M) are read afterwards, and each query row is independent */
     const int TO = 1 + M;
     add(w.qq, w.queries, w.tok0, (size_t)TO * D);
-    add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
+    if (dec->depth == 0) add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
     attn_t2i(&dec->final_attn, D, w.aout, w.qq, TO, w.kk, w.keys, &w);
     add(w.queries, w.queries, w.aout, (size_t)TO * D);
     km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, TO, D, eps);

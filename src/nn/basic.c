@@ -24,8 +24,17 @@ void km_linear_forward(float *out, const float *in, const float *w, const float 
     km_sgemm(0, 1, M, O, I, 1.0f, in, I, w, I, b ? 1.0f : 0.0f, out, O);
 }
 
-/* One row: mean and biased variance in double (two passes), then
- * y = (x - mean) * rstd * w + b in float like PyTorch's kernel. */
+/* y = (x - mean) * rstd * w + b in float, as PyTorch's kernel. */
+static void ln_out(float *o, const float *x, const float *w, const float *b, int C, float fm,
+                   float rstd) {
+    for (int c = 0; c < C; c++) {
+        float y = (x[c] - fm) * rstd;
+        o[c] = w ? y * w[c] + (b ? b[c] : 0.0f) : y + (b ? b[c] : 0.0f);
+    }
+}
+
+/* One row: mean and biased variance in double (two passes, channels in
+ * order), then ln_out. */
 static void ln_row(float *o, const float *x, const float *w, const float *b, int C, float eps) {
     double s = 0;
     for (int c = 0; c < C; c++) s += x[c];
@@ -35,19 +44,36 @@ static void ln_row(float *o, const float *x, const float *w, const float *b, int
         double d = x[c] - mean;
         v += d * d;
     }
-    float rstd = (float)(1.0 / sqrt(v / C + (double)eps));
-    float fm = (float)mean;
-    for (int c = 0; c < C; c++) {
-        float y = (x[c] - fm) * rstd;
-        o[c] = w ? y * w[c] + (b ? b[c] : 0.0f) : y + (b ? b[c] : 0.0f);
-    }
+    ln_out(o, x, w, b, C, (float)mean, (float)(1.0 / sqrt(v / C + (double)eps)));
+}
+
+/* Eight rows with exactly ln_row's arithmetic per row; interleaving the rows
+ * gives eight independent chains of double additions instead of one. */
+#define LN_ROWS 8
+static void ln_rows(float *o, const float *x, const float *w, const float *b, int C, float eps) {
+    double s[LN_ROWS] = {0}, v[LN_ROWS] = {0}, mean[LN_ROWS];
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < LN_ROWS; r++) s[r] += x[(size_t)r * C + c];
+    for (int r = 0; r < LN_ROWS; r++) mean[r] = s[r] / C;
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < LN_ROWS; r++) {
+            double d = x[(size_t)r * C + c] - mean[r];
+            v[r] += d * d;
+        }
+    for (int r = 0; r < LN_ROWS; r++)
+        ln_out(o + (size_t)r * C, x + (size_t)r * C, w, b, C, (float)mean[r],
+               (float)(1.0 / sqrt(v[r] / C + (double)eps)));
 }
 
 void km_layernorm_forward(float *out, const float *in, const float *w, const float *b, int M, int C,
                           float eps) {
     KM_ASSERT(M >= 0 && C > 0);
+    const int ng = M / LN_ROWS;
 #pragma omp parallel for schedule(static) if (M > 64)
-    for (int m = 0; m < M; m++) ln_row(out + (size_t)m * C, in + (size_t)m * C, w, b, C, eps);
+    for (int g = 0; g < ng; g++)
+        ln_rows(out + (size_t)g * LN_ROWS * C, in + (size_t)g * LN_ROWS * C, w, b, C, eps);
+    for (int m = ng * LN_ROWS; m < M; m++)
+        ln_row(out + (size_t)m * C, in + (size_t)m * C, w, b, C, eps);
 }
 
 /* NCHW: the statistic runs over channels (stride HW) for each pixel. We sweep
