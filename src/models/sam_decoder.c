@@ -175,9 +175,9 @@ km_status km_sam_decoder_load(km_sam_decoder *dec, const km_tdict *w, const char
 /* ---- workspace ---- */
 
 typedef struct {
-    float *tok0, *queries, *qq, *keys, *kpe, *kk, *aout, *hid; /* transformer */
-    float *Q, *K, *Kt, *V, *L, *O, *fa, *fb;                   /* attention scratch */
-    float *g1, *up1, *g2, *up2, *hyper, *mlp_a, *mlp_b;        /* heads */
+    float *tok0, *queries, *qq, *src, *kk, *aout, *hid; /* transformer */
+    float *Q, *K, *Kt, *V, *L, *O, *fa, *fb;            /* attention scratch */
+    float *w1, *g1, *w2, *g2, *mflat, *hyper, *mlp_a, *mlp_b; /* heads */
     size_t total;
 } dec_work;
 
@@ -203,8 +203,7 @@ static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
     TAKE(tok0, (size_t)T * D);
     TAKE(queries, (size_t)T * D);
     TAKE(qq, (size_t)T * D);
-    TAKE(keys, (size_t)P_TOK * D);
-    TAKE(kpe, (size_t)P_TOK * D);
+    TAKE(src, (size_t)P_TOK * D);
     TAKE(kk, (size_t)P_TOK * D);
     TAKE(aout, (size_t)P_TOK * D);
     TAKE(hid, (size_t)T * dec->mlp_dim);
@@ -216,10 +215,11 @@ static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
     TAKE(O, (size_t)T * dm);
     TAKE(fa, (size_t)HT * D);
     TAKE(fb, (size_t)HT * D);
+    TAKE(w1, (size_t)D * dec->up1 * 4);
     TAKE(g1, (size_t)P_TOK * dec->up1 * 4);
-    TAKE(up1, (size_t)dec->up1 * UP1_HW * UP1_HW);
+    TAKE(w2, (size_t)dec->up1 * dec->up2 * 4);
     TAKE(g2, (size_t)UP1_HW * UP1_HW * dec->up2 * 4);
-    TAKE(up2, (size_t)dec->up2 * UP2_HW * UP2_HW);
+    TAKE(mflat, (size_t)dec->n_mask_tokens * UP2_HW * UP2_HW);
     TAKE(hyper, (size_t)dec->n_mask_tokens * dec->up2);
     TAKE(mlp_a, D);
     TAKE(mlp_b, D);
@@ -235,7 +235,7 @@ size_t km_sam_decoder_work_floats(const km_sam_decoder *dec, int n_sparse) {
 /* ---- kernels ---- */
 
 static void add(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -342,8 +342,8 @@ static void softmax_row(float *l, int n) {
     for (int j = 0; j < n; j++) l[j] *= inv;
 }
 
-/* Tokens attend to the image: q [T, D] tokens, k / v [4096, D] image tokens
- * (keys + PE / keys); out [T, D]. Logits (h, t) = (q_t^h Wk_h / sqrt(hd)) . k_p
+/* Tokens attend to the image: q [T, D] tokens, k / v [D, 4096] image tokens
+ * channel-major (keys + PE / keys); out [T, D]. Logits (h, t) = (q_t^h Wk_h / sqrt(hd)) . k_p
  * (the bias term q_t^h . bk_h is the same for every key p and cancels in the
  * softmax); the values are mixed before their projection. */
 static void attn_t2i(const km_sam_attn *a, int D, float *out, const float *q, int T,
@@ -351,10 +351,10 @@ static void attn_t2i(const km_sam_attn *a, int D, float *out, const float *q, in
     const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
     km_linear_forward(w->Q, q, a->qw, a->qb, T, D, d);
     head_rows_times_weight(w->fa, w->Q, a->kw, T, d, D, (float)sqrt((double)hd));
-    km_sgemm(0, 1, HT, P_TOK, D, 1.0f, w->fa, D, k, D, 0.0f, w->L, P_TOK);
+    km_sgemm(0, 0, HT, P_TOK, D, 1.0f, w->fa, D, k, P_TOK, 0.0f, w->L, P_TOK);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < HT; r++) softmax_row(w->L + (size_t)r * P_TOK, P_TOK);
-    km_sgemm(0, 0, HT, D, P_TOK, 1.0f, w->L, P_TOK, v, D, 0.0f, w->fb, D);
+    km_sgemm(0, 1, HT, D, P_TOK, 1.0f, w->L, P_TOK, v, P_TOK, 0.0f, w->fb, D);
     /* O[t, h hd + c] = (mixed values of (h, t)) . Wv[h hd + c] + bv */
     for (int t = 0; t < T; t++)
         for (int f = 0; f < d; f++) {
@@ -402,12 +402,13 @@ static void softmax_columns(float *L, int T) {
     }
 }
 
-/* The image attends to the tokens: q [4096, D] image tokens (keys + PE), k / v
- * [T, D] tokens (+ PE / plain); out [4096, D]. Logits L[(h, j), i] =
- * q_i . (Wq_h^T k_j^h) / sqrt(hd) + bq_h . k_j^h / sqrt(hd); the output is
- * P [4096, H*T] times the per-head values already through out_proj,
- * (v_j^h Wo_h^T) [H*T, D], plus out_proj's bias. */
-static void attn_i2t(const km_sam_attn *a, int D, float *out, const float *q, const float *k,
+/* The image attends to the tokens: q [D, 4096] image tokens channel-major
+ * (keys + PE), k / v [T, D] tokens (+ PE / plain); the result is added to x
+ * [D, 4096] (the keys): x += attention + out_proj bias. Logits L[(h, j), i] =
+ * q_i . (Wq_h^T k_j^h) / sqrt(hd) + bq_h . k_j^h / sqrt(hd); the attention is
+ * the per-head values already through out_proj, (v_j^h Wo_h^T) [H*T, D],
+ * times the probabilities [H*T, 4096]. */
+static void attn_i2t(const km_sam_attn *a, int D, float *x, const float *q, const float *k,
                      const float *v, int T, const dec_work *w) {
     const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
     const float scale = (float)sqrt((double)hd);
@@ -420,9 +421,10 @@ static void attn_i2t(const km_sam_attn *a, int D, float *out, const float *q, co
             for (int e = 0; e < hd; e++) c += a->qb[h * hd + e] * w->K[(size_t)j * d + h * hd + e];
             c /= scale;
             float *l = w->L + ((size_t)h * T + j) * P_TOK;
+#pragma omp simd
             for (int i = 0; i < P_TOK; i++) l[i] = c;
         }
-    km_sgemm(0, 1, HT, P_TOK, D, 1.0f, w->fa, D, q, D, 1.0f, w->L, P_TOK);
+    km_sgemm(0, 0, HT, P_TOK, D, 1.0f, w->fa, D, q, P_TOK, 1.0f, w->L, P_TOK);
     softmax_columns(w->L, T);
     /* VW[(h, j), n] = v_j^h . Wo[n, h hd .. h hd + hd) */
     for (int h = 0; h < H; h++)
@@ -436,8 +438,15 @@ static void attn_i2t(const km_sam_attn *a, int D, float *out, const float *q, co
                 z[n] = acc;
             }
         }
-    for (int i = 0; i < P_TOK; i++) memcpy(out + (size_t)i * D, a->ob, sizeof(float) * D);
-    km_sgemm(1, 0, P_TOK, D, HT, 1.0f, w->L, P_TOK, w->fb, D, 1.0f, out, D);
+    km_sgemm(1, 0, D, P_TOK, HT, 1.0f, w->fb, D, w->L, P_TOK, 0.0f, w->aout, P_TOK);
+    /* x + (attention + bias), PyTorch's order: queries + attn_out */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < D; c++) {
+        const float b = a->ob[c], *o = w->aout + (size_t)c * P_TOK;
+        float *xr = x + (size_t)c * P_TOK;
+#pragma omp simd
+        for (int i = 0; i < P_TOK; i++) xr[i] = xr[i] + (o[i] + b);
+    }
 }
 
 /* MaskDecoder MLP: ReLU after every layer but the last. in/out [D] / [m->out]. */
@@ -449,127 +458,92 @@ static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const
     km_linear_forward(out, w->mlp_b, m->w[2], m->b[2], 1, D, m->out);
 }
 
-/* out [P, C] = (x + y)^T for x, y [C, P] (y may be NULL), by tiles of 16
- * channels x 64 pixels: the tile is read row by row into a local buffer, then
- * written out pixel by pixel (direct strided reads of 16 KB rows would all
- * fall into the same few L1 sets). */
-static void transpose_add(float *out, const float *x, const float *y, int C, int P) {
-    enum { TC = 16, TP = 64 };
-    KM_ASSERT(C % TC == 0 && P % TP == 0);
-    const int nc = C / TC, np = P / TP;
+/* ConvTranspose2d(k 2, s 2) weights [I, K, 2, 2] regrouped by tap:
+ * out [I, 4 * K] with out[i, t K + o] = w[i, o, t], t = dy * 2 + dx. A GEMM of
+ * input pixels [P, I] with it gives, for input pixel p, the K channels of its
+ * output pixel (2y + dy, 2x + dx) contiguously at row p, columns t K ..; read
+ * as [4P, K], row 4p + t is that output pixel ("tap order"). */
+static void taps_by_position(float *out, const float *w, int I, int K) {
+    for (int i = 0; i < I; i++)
+        for (int o = 0; o < K; o++)
+            for (int t = 0; t < 4; t++) out[(size_t)i * 4 * K + t * K + o] = w[((size_t)i * K + o) * 4 + t];
+}
+
+/* First upscaling stage in place on g [R, K] (R output pixels in tap order):
+ * x = g + bias (PyTorch adds the ConvTranspose2d bias after the col2im sum),
+ * LayerNorm2d over the K channels of each pixel with km_layernorm2d_forward's
+ * arithmetic (mean and variance in double, channels in order; (x - mean) *
+ * rstd * w + b in float), then km_gelu_fast. Eight pixels at a time (eight
+ * independent accumulator chains). */
+static void bias_ln_gelu(float *g, const float *bias, const float *lw, const float *lb, int R,
+                         int K, float eps) {
+    enum { NR = 8 };
+    KM_ASSERT(K <= 256 && R % NR == 0);
 #pragma omp parallel for schedule(static)
-    for (int job = 0; job < np * nc; job++) {
-        const int p0 = job / nc * TP, c0 = job % nc * TC;
-        float buf[TC][TP];
-        for (int c = 0; c < TC; c++) {
-            const float *xr = x + (size_t)(c0 + c) * P + p0;
-            if (y) {
-                const float *yr = y + (size_t)(c0 + c) * P + p0;
-                for (int p = 0; p < TP; p++) buf[c][p] = xr[p] + yr[p];
-            } else {
-                for (int p = 0; p < TP; p++) buf[c][p] = xr[p];
-            }
+    for (int r0 = 0; r0 < R; r0 += NR) {
+        float *x = g + (size_t)r0 * K, yv[256];
+        double mean[NR], var[NR];
+        for (int k = 0; k < NR; k++) {
+            mean[k] = var[k] = 0;
+#pragma omp simd
+            for (int o = 0; o < K; o++) x[k * K + o] = x[k * K + o] + bias[o];
         }
-        for (int p = 0; p < TP; p++)
-            for (int c = 0; c < TC; c++) out[(size_t)(p0 + p) * C + c0 + c] = buf[c][p];
-    }
-}
-
-/* keys = LayerNorm(keys + a), then kk = keys + kpe unless kk is NULL: the
- * same operations as add / km_layernorm_forward / add over the whole
- * [4096, D] tensors, by blocks of 64 rows that stay in cache. */
-static void residual_ln_pe(float *keys, float *kk, const float *a, const float *kpe,
-                           const km_sam_norm *n, int D, float eps) {
-    enum { R = 64 };
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < P_TOK / R; blk++) {
-        const size_t o = (size_t)blk * R * D, cnt = (size_t)R * D;
-        for (size_t i = o; i < o + cnt; i++) keys[i] = keys[i] + a[i];
-        km_layernorm_forward(keys + o, keys + o, n->w, n->b, R, D, eps);
-        if (kk)
-            for (size_t i = o; i < o + cnt; i++) kk[i] = keys[i] + kpe[i];
-    }
-}
-
-/* ConvTranspose2d(k 2, s 2) outputs come from a GEMM g [H*W, K*4]: input pixel
- * p, output channel o and tap (dy, dx) at column o*4 + dy*2 + dx; PyTorch adds
- * the bias after the col2im sum, i.e. value = tap + bias[o].
- *
- * First stage, fused with LayerNorm2d and GELU: out [(2H)*(2W), K] pixel-major
- * (the next GEMM's rows). LayerNorm2d over the K channels of each output pixel
- * with km_layernorm2d_forward's arithmetic (mean and variance in double,
- * channels in order; (x - mean) * rstd * w + b in float), then km_gelu_fast, so
- * the values equal scatter + km_layernorm2d_forward + km_gelu_forward. The
- * 8 output pixels of 2 input pixels are normalised together (8 independent
- * accumulator chains). */
-static void convt_ln_gelu(float *out, const float *g, const float *bias, const float *lw,
-                          const float *lb, int K, int H, int W, float eps) {
-    enum { NP = 2, NK = 4 * NP };
-    KM_ASSERT(K <= 256 && (H * W) % NP == 0);
-    const int OW = 2 * W;
-#pragma omp parallel for schedule(static)
-    for (int p0 = 0; p0 < H * W; p0 += NP) {
-        float xb[256][NK], yv[256];
-        double mean[NK], var[NK];
-        float fm[NK], rstd[NK];
-        for (int pi = 0; pi < NP; pi++)
-            for (int o = 0; o < K; o++)
-                for (int t = 0; t < 4; t++)
-                    xb[o][pi * 4 + t] = g[(size_t)(p0 + pi) * K * 4 + o * 4 + t] + bias[o];
-        for (int k = 0; k < NK; k++) mean[k] = var[k] = 0;
         for (int o = 0; o < K; o++)
-            for (int k = 0; k < NK; k++) mean[k] += xb[o][k];
-        for (int k = 0; k < NK; k++) mean[k] /= K;
+            for (int k = 0; k < NR; k++) mean[k] += x[k * K + o];
+        for (int k = 0; k < NR; k++) mean[k] /= K;
         for (int o = 0; o < K; o++)
-            for (int k = 0; k < NK; k++) {
-                double d = xb[o][k] - mean[k];
+            for (int k = 0; k < NR; k++) {
+                double d = x[k * K + o] - mean[k];
                 var[k] += d * d;
             }
-        for (int k = 0; k < NK; k++) {
-            rstd[k] = (float)(1.0 / sqrt(var[k] / K + (double)eps));
-            fm[k] = (float)mean[k];
-        }
-        for (int k = 0; k < NK; k++) {
-            int p = p0 + k / 4, t = k % 4, y = p / W, x = p % W;
-            float *dst = out + ((size_t)(2 * y + t / 2) * OW + 2 * x + t % 2) * K;
-            for (int o = 0; o < K; o++) yv[o] = (xb[o][k] - fm[k]) * rstd[k] * lw[o] + lb[o];
+        for (int k = 0; k < NR; k++) {
+            const float rstd = (float)(1.0 / sqrt(var[k] / K + (double)eps)), fm = (float)mean[k];
+            float *xk = x + k * K;
 #pragma omp simd
-            for (int o = 0; o < K; o++) dst[o] = km_gelu_fast(yv[o]);
+            for (int o = 0; o < K; o++) yv[o] = (xk[o] - fm) * rstd * lw[o] + lb[o];
+#pragma omp simd
+            for (int o = 0; o < K; o++) xk[o] = km_gelu_fast(yv[o]);
         }
     }
 }
 
-/* Second stage, fused with GELU: out [K, 2H, 2W] channel-major (the mask
- * product's right-hand side) = km_gelu_fast(tap + bias), one input row per job
- * (its GEMM rows, K*4*W floats, stay in cache for all K channels). */
-static void convt_gelu(float *out, const float *g, const float *bias, int K, int H, int W) {
-    const int OW = 2 * W;
+/* Second stage in place on g [R, K]: km_gelu_fast(g + bias). */
+static void bias_gelu(float *g, const float *bias, size_t R, int K) {
+    KM_ASSERT(K <= 256);
+    const size_t RB = 64;
 #pragma omp parallel for schedule(static)
-    for (int y = 0; y < H; y++)
-        for (int o = 0; o < K; o++) {
-            float *d0 = out + ((size_t)o * 2 * H + 2 * y) * OW, *d1 = d0 + OW;
-            const float *t = g + (size_t)y * W * K * 4 + o * 4;
-            const float b = bias[o];
-            float v0[1024], v1[1024];
-            KM_ASSERT(OW <= 1024);
-            for (int x = 0; x < W; x++) {
-                const float *tx = t + (size_t)x * K * 4;
-                v0[2 * x] = tx[0] + b;
-                v0[2 * x + 1] = tx[1] + b;
-                v1[2 * x] = tx[2] + b;
-                v1[2 * x + 1] = tx[3] + b;
-            }
+    for (size_t r0 = 0; r0 < R; r0 += RB) {
+        float tmp[256];
+        for (size_t r = r0; r < r0 + RB && r < R; r++) {
+            float *x = g + r * K;
 #pragma omp simd
-            for (int x = 0; x < OW; x++) d0[x] = km_gelu_fast(v0[x]);
+            for (int o = 0; o < K; o++) tmp[o] = x[o] + bias[o];
 #pragma omp simd
-            for (int x = 0; x < OW; x++) d1[x] = km_gelu_fast(v1[x]);
+            for (int o = 0; o < K; o++) x[o] = km_gelu_fast(tmp[o]);
         }
+    }
+}
+
+/* masks [M, 256, 256] from mflat [M, 64*64*16] in the two stages' tap order:
+ * index ((y 64 + x) 4 + t1) 4 + t2 holds output pixel (4y + 2 dy1 + dy2,
+ * 4x + 2 dx1 + dx2) with t = dy * 2 + dx. */
+static void untap_masks(float *masks, const float *mflat, int M) {
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < M * UP2_HW; row++) {
+        const int m = row / UP2_HW, Y = row % UP2_HW;
+        const int y = Y / 4, dy1 = Y % 4 / 2, dy2 = Y % 2;
+        const float *s = mflat + (size_t)m * UP2_HW * UP2_HW +
+                         (size_t)y * KM_SAM_EMB_HW * 16 + dy1 * 8 + dy2 * 2;
+        float *o = masks + (size_t)row * UP2_HW;
+        for (int X = 0; X < UP2_HW; X++) o[X] = s[(X / 4) * 16 + (X % 4 / 2) * 4 + X % 2];
+    }
 }
 
 void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou, const float *image,
                             const float *image_pe, const float *sparse, int n_sparse,
                             const float *dense, float *work) {
     const int D = dec->D, M = dec->n_mask_tokens, T = 1 + M + n_sparse;
+    const size_t DP = (size_t)D * P_TOK;
     const float eps = 1e-5f; /* nn.LayerNorm default in the TwoWayTransformer */
     dec_work w = carve(dec, n_sparse, work);
 
@@ -578,9 +552,10 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
     memcpy(w.tok0 + D, dec->mask_tokens, sizeof(float) * M * D);
     if (n_sparse) memcpy(w.tok0 + (size_t)(1 + M) * D, sparse, sizeof(float) * n_sparse * D);
     memcpy(w.queries, w.tok0, sizeof(float) * T * D);
-    /* src = image + dense, flattened to tokens: keys [4096, D]; key PE likewise */
-    transpose_add(w.keys, image, dense, D, P_TOK);
-    transpose_add(w.kpe, image_pe, NULL, D, P_TOK);
+    /* the image tokens stay channel-major [D, 4096] throughout: src = image +
+     * dense (the keys), kk = keys + image_pe */
+    add(w.src, image, dense, DP);
+    add(w.kk, w.src, image_pe, DP);
 
     for (int l = 0; l < dec->depth; l++) {
         const km_sam_block *L = &dec->layers[l];
@@ -594,11 +569,10 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
             add(w.queries, w.queries, w.aout, (size_t)T * D);
         }
         km_layernorm_forward(w.queries, w.queries, L->norm1.w, L->norm1.b, T, D, eps);
-        /* (b) tokens attend to the image; keys + key_pe is reused by (d) since
-         * the keys do not change in between */
+        /* (b) tokens attend to the image; kk = keys + key_pe is reused by (d)
+         * since the keys do not change in between */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        if (l == 0) add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D); /* later: residual_ln_pe */
-        attn_t2i(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, &w);
+        attn_t2i(&L->t2i, D, w.aout, w.qq, T, w.kk, w.src, &w);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm2.w, L->norm2.b, T, D, eps);
         /* (c) MLP with ReLU */
@@ -607,34 +581,37 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         km_linear_forward(w.aout, w.hid, L->lin2_w, L->lin2_b, T, dec->mlp_dim, D);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm3.w, L->norm3.b, T, D, eps);
-        /* (d) the image attends to the tokens */
+        /* (d) the image attends to the tokens: keys += attn, keys = norm4(keys)
+         * (LayerNorm over each token's channels = LayerNorm2d's arithmetic) */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        attn_i2t(&L->i2t, D, w.aout, w.kk, w.qq, w.queries, T, &w);
-        /* keys = norm4(keys + out); kk = keys + key_pe for the next attention */
-        residual_ln_pe(w.keys, w.kk, w.aout, w.kpe, &L->norm4, D, eps);
+        attn_i2t(&L->i2t, D, w.src, w.kk, w.qq, w.queries, T, &w);
+        km_layernorm2d_forward(w.src, w.src, L->norm4.w, L->norm4.b, 1, D, P_TOK, eps);
+        add(w.kk, w.src, image_pe, DP);
     }
     /* final token-to-image attention: only the IoU and mask tokens (rows
      * 0..M) are read afterwards, and each query row is independent */
     const int TO = 1 + M;
     add(w.qq, w.queries, w.tok0, (size_t)TO * D);
-    if (dec->depth == 0) add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-    attn_t2i(&dec->final_attn, D, w.aout, w.qq, TO, w.kk, w.keys, &w);
+    attn_t2i(&dec->final_attn, D, w.aout, w.qq, TO, w.kk, w.src, &w);
     add(w.queries, w.queries, w.aout, (size_t)TO * D);
     km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, TO, D, eps);
 
-    /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU. keys is
-     * src^T, so the first GEMM contracts over its rows' channels directly;
-     * the fused stages write the second GEMM's rows pixel-major. */
-    const int up1 = dec->up1, up2 = dec->up2, HW1 = UP1_HW * UP1_HW, HW2 = UP2_HW * UP2_HW;
-    km_sgemm(0, 0, P_TOK, up1 * 4, D, 1.0f, w.keys, D, dec->up0_w, up1 * 4, 0.0f, w.g1, up1 * 4);
-    convt_ln_gelu(w.up1, w.g1, dec->up0_b, dec->up1_w, dec->up1_b, up1, KM_SAM_EMB_HW,
-                  KM_SAM_EMB_HW, 1e-6f);
-    km_sgemm(0, 0, HW1, up2 * 4, up1, 1.0f, w.up1, up1, dec->up3_w, up2 * 4, 0.0f, w.g2, up2 * 4);
-    convt_gelu(w.up2, w.g2, dec->up3_b, up2, UP1_HW, UP1_HW);
+    /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU, each
+     * ConvT one GEMM with its weights in tap order, so that every output
+     * pixel's channels are a contiguous row; pixels stay in tap order until
+     * the mask product, whose 4 x 65536 values are put in place at the end. */
+    const int up1 = dec->up1, up2 = dec->up2;
+    taps_by_position(w.w1, dec->up0_w, D, up1);
+    taps_by_position(w.w2, dec->up3_w, up1, up2);
+    km_sgemm(1, 0, P_TOK, up1 * 4, D, 1.0f, w.src, P_TOK, w.w1, up1 * 4, 0.0f, w.g1, up1 * 4);
+    bias_ln_gelu(w.g1, dec->up0_b, dec->up1_w, dec->up1_b, 4 * P_TOK, up1, 1e-6f);
+    km_sgemm(0, 0, 4 * P_TOK, up2 * 4, up1, 1.0f, w.g1, up1, w.w2, up2 * 4, 0.0f, w.g2, up2 * 4);
+    bias_gelu(w.g2, dec->up3_b, (size_t)16 * P_TOK, up2);
 
     /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
     for (int m = 0; m < M; m++)
         mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * up2, w.queries + (size_t)(1 + m) * D, &w);
-    km_sgemm(0, 0, M, HW2, up2, 1.0f, w.hyper, up2, w.up2, HW2, 0.0f, masks, HW2);
+    km_sgemm(0, 1, M, 16 * P_TOK, up2, 1.0f, w.hyper, up2, w.g2, up2, 0.0f, w.mflat, 16 * P_TOK);
+    untap_masks(masks, w.mflat, M);
     mlp3(&dec->iou_head, D, iou, w.queries, &w);
 }
