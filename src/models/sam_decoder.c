@@ -479,7 +479,6 @@ static void bias_ln_gelu(float *g, const float *bias, const float *lw, const flo
                          int K, float eps) {
     enum { NR = 8 };
     KM_ASSERT(K <= 256 && R % NR == 0);
-#pragma omp parallel for schedule(static)
     for (int r0 = 0; r0 < R; r0 += NR) {
         float *x = g + (size_t)r0 * K, yv[256];
         double mean[NR], var[NR];
@@ -510,17 +509,36 @@ static void bias_ln_gelu(float *g, const float *bias, const float *lw, const flo
 /* Second stage in place on g [R, K]: km_gelu_fast(g + bias). */
 static void bias_gelu(float *g, const float *bias, size_t R, int K) {
     KM_ASSERT(K <= 256);
-    const size_t RB = 64;
+    float tmp[256];
+    for (size_t r = 0; r < R; r++) {
+        float *x = g + r * K;
+#pragma omp simd
+        for (int o = 0; o < K; o++) tmp[o] = x[o] + bias[o];
+#pragma omp simd
+        for (int o = 0; o < K; o++) x[o] = km_gelu_fast(tmp[o]);
+    }
+}
+
+/* output_upscaling and the mask product, by blocks of UPB input pixels whose
+ * whole pipeline stays in cache: ConvT 1 (one GEMM with the tap-ordered
+ * weights w1) -> bias, LayerNorm2d, GELU -> ConvT 2 (GEMM with w2) -> bias,
+ * GELU -> mflat[:, pixels of the block] = hyper [M, up2] x (its rows)^T.
+ * Block b uses its own slices of g1 and g2, and its GEMMs are single-threaded
+ * calls of fixed shape (km_sgemm inside a parallel loop), so the result does
+ * not depend on the number of threads. */
+#define UPB 128
+static void upscale_masks(const km_sam_decoder *dec, const float *src, const dec_work *w) {
+    const int D = dec->D, K1 = dec->up1, K2 = dec->up2, M = dec->n_mask_tokens;
 #pragma omp parallel for schedule(static)
-    for (size_t r0 = 0; r0 < R; r0 += RB) {
-        float tmp[256];
-        for (size_t r = r0; r < r0 + RB && r < R; r++) {
-            float *x = g + r * K;
-#pragma omp simd
-            for (int o = 0; o < K; o++) tmp[o] = x[o] + bias[o];
-#pragma omp simd
-            for (int o = 0; o < K; o++) x[o] = km_gelu_fast(tmp[o]);
-        }
+    for (int b = 0; b < P_TOK / UPB; b++) {
+        float *g1 = w->g1 + (size_t)b * UPB * 4 * K1, *g2 = w->g2 + (size_t)b * UPB * 16 * K2;
+        km_sgemm(1, 0, UPB, 4 * K1, D, 1.0f, src + (size_t)b * UPB, P_TOK, w->w1, 4 * K1, 0.0f,
+                 g1, 4 * K1);
+        bias_ln_gelu(g1, dec->up0_b, dec->up1_w, dec->up1_b, 4 * UPB, K1, 1e-6f);
+        km_sgemm(0, 0, 4 * UPB, 4 * K2, K1, 1.0f, g1, K1, w->w2, 4 * K2, 0.0f, g2, 4 * K2);
+        bias_gelu(g2, dec->up3_b, (size_t)16 * UPB, K2);
+        km_sgemm(0, 1, M, 16 * UPB, K2, 1.0f, w->hyper, K2, g2, K2, 0.0f,
+                 w->mflat + (size_t)b * UPB * 16, 16 * P_TOK);
     }
 }
 
@@ -599,19 +617,13 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
     /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU, each
      * ConvT one GEMM with its weights in tap order, so that every output
      * pixel's channels are a contiguous row; pixels stay in tap order until
-     * the mask product, whose 4 x 65536 values are put in place at the end. */
-    const int up1 = dec->up1, up2 = dec->up2;
-    taps_by_position(w.w1, dec->up0_w, D, up1);
-    taps_by_position(w.w2, dec->up3_w, up1, up2);
-    km_sgemm(1, 0, P_TOK, up1 * 4, D, 1.0f, w.src, P_TOK, w.w1, up1 * 4, 0.0f, w.g1, up1 * 4);
-    bias_ln_gelu(w.g1, dec->up0_b, dec->up1_w, dec->up1_b, 4 * P_TOK, up1, 1e-6f);
-    km_sgemm(0, 0, 4 * P_TOK, up2 * 4, up1, 1.0f, w.g1, up1, w.w2, up2 * 4, 0.0f, w.g2, up2 * 4);
-    bias_gelu(w.g2, dec->up3_b, (size_t)16 * P_TOK, up2);
-
+     * the mask product, whose M x 65536 values are put in place at the end. */
+    taps_by_position(w.w1, dec->up0_w, D, dec->up1);
+    taps_by_position(w.w2, dec->up3_w, dec->up1, dec->up2);
     /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
     for (int m = 0; m < M; m++)
-        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * up2, w.queries + (size_t)(1 + m) * D, &w);
-    km_sgemm(0, 1, M, 16 * P_TOK, up2, 1.0f, w.hyper, up2, w.g2, up2, 0.0f, w.mflat, 16 * P_TOK);
+        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * dec->up2, w.queries + (size_t)(1 + m) * D, &w);
+    upscale_masks(dec, w.src, &w);
     untap_masks(masks, w.mflat, M);
     mlp3(&dec->iou_head, D, iou, w.queries, &w);
 }
