@@ -298,12 +298,14 @@ static void attention(const km_sam_attn *a, int D, float *out, const float *q, i
  *   (x Wq_h^T + bq_h) . (y Wk_h^T + bk_h) = x . (Wq_h^T k_h) + bq_h . k_h
  *   sum_j p_j (y_j Wv_h^T + bv_h) = (sum_j p_j y_j) Wv_h^T + bv_h   (sum p = 1)
  * so the side with 4096 image tokens is never projected: every product with
- * it is one [H*T, D] x [D, 4096] GEMM (H*T = 8 x ~8 rows), half the work of
- * projecting it to d = 128 channels and then once more out of them. The
- * results equal the reference's up to float32 rounding of a different
- * summation order (low-res logits of the sam_tiny fixture within ~1e-5 of
- * PyTorch, tolerance 1e-4). Softmax rows are exp(x - max) * (1 / sum) with
- * km_expf_fast (~1 ulp) and float sums in a fixed order; every loop's
+ * it is one GEMM with H*T = 8 x T rows (T = 7 for a box prompt) instead of a
+ * projection to or from d = 128 channels (SAM's downsampled cross attention),
+ * T/16 of the work, and no per-head loops over 4096 queries. The results
+ * equal the reference's up to float32 rounding of a different summation
+ * order (low-res logits within 6.5e-6 of the sam_tiny fixture, tolerance
+ * 1e-4; within 2.1e-5 of PyTorch on logits up to 21 with the real LiteMedSAM
+ * decoder, bench/run_decode.sh). Softmax rows are exp(x - max) * (1 / sum)
+ * with km_expf_fast (~1 ulp) and float sums in a fixed order; every loop's
  * arithmetic is independent of the thread that runs it. */
 
 /* Z[(h, t), :] = (sum_c X[t, h hd + c] W[h hd + c, :]) / s: the head-h part of
