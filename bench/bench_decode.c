@@ -5,10 +5,11 @@
  *
  *   bench_decode --checkpoint lite_medsam.pth --embedding-out EMB.f32
  *                --lowres-out LOW.f32 [--input 256] [--box x0,y0,x1,y1]
- *                [--threads 2] [--warmup 5] [--repeats 100]
+ *                [--threads 2] [--warmup 5] [--repeats 100] [--embedding-in E.f32]
  *
- * The embedding [1, 256, 64, 64] is N(0, 1) from km_rng seed 1, written as raw
- * little-endian float32 to EMB.f32 so that ref_decode.py decodes the same one.
+ * The embedding [1, 256, 64, 64] is N(0, 1) from km_rng seed 1 (or the raw
+ * float32 file --embedding-in), written as raw little-endian float32 to
+ * EMB.f32 so that ref_decode.py decodes the same one.
  * The box is in the prompt encoder's input frame (--input: 256 for LiteMedSAM,
  * 1024 for SAM / MedSAM); kmseg's prompt encoder works in the 1024 frame and
  * adds 0.5 before dividing by 1024, so a box coordinate b of a 256-input model
@@ -63,12 +64,14 @@ static void write_raw(const char *path, const float *x, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    const char *ckpt = NULL, *emb_out = NULL, *low_out = NULL, *box_s = "60,50,180,200";
+    const char *ckpt = NULL, *emb_out = NULL, *emb_in = NULL, *low_out = NULL;
+    const char *box_s = "60,50,180,200";
     int threads = 2, warmup = 5, repeats = 100, input = 256;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *f = argv[i], *v = argv[i + 1];
         if (!strcmp(f, "--checkpoint")) ckpt = v;
         else if (!strcmp(f, "--embedding-out")) emb_out = v;
+        else if (!strcmp(f, "--embedding-in")) emb_in = v;
         else if (!strcmp(f, "--lowres-out")) low_out = v;
         else if (!strcmp(f, "--box")) box_s = v;
         else if (!strcmp(f, "--input")) input = atoi(v);
@@ -83,9 +86,9 @@ int main(int argc, char **argv) {
     float b[4];
     if (!ckpt || sscanf(box_s, "%f,%f,%f,%f", &b[0], &b[1], &b[2], &b[3]) != 4 || repeats < 1 ||
         warmup < 0 || threads < 1 || (input != 256 && input != 1024)) {
-        fprintf(stderr, "usage: bench_decode --checkpoint F [--embedding-out E.f32] [--lowres-out "
-                        "L.f32] [--input 256|1024] [--box x0,y0,x1,y1] [--threads N] [--warmup N] "
-                        "[--repeats N]\n");
+        fprintf(stderr, "usage: bench_decode --checkpoint F [--embedding-out E.f32] [--embedding-in "
+                        "E.f32] [--lowres-out L.f32] [--input 256|1024] [--box x0,y0,x1,y1] "
+                        "[--threads N] [--warmup N] [--repeats N]\n");
         return 2;
     }
     km_set_threads(threads);
@@ -106,6 +109,18 @@ int main(int argc, char **argv) {
     km_rng r;
     km_rng_seed(&r, 1);
     for (int i = 0; i < D * HW; i++) emb[i] = (float)km_rng_normal(&r);
+    if (emb_in) {
+        uint8_t *buf;
+        size_t n;
+        if (km_read_file(emb_in, (size_t)1 << 30, &buf, &n)) fail();
+        if (n != sizeof(float) * D * HW) {
+            fprintf(stderr, "bench_decode: %s: %zu bytes, expected %zu (raw float32 [1, %d, 64, 64])\n",
+                    emb_in, n, sizeof(float) * D * HW, D);
+            return 1;
+        }
+        memcpy(emb, buf, n);
+        km_free(buf);
+    }
     if (emb_out) write_raw(emb_out, emb, (size_t)D * HW);
     km_sam_prompt_dense_pe(&pe, dpe);
     float box[4];
