@@ -89,17 +89,20 @@ static int check_sample(const km_sam_prompt *pe, const km_sam_decoder *dec, cons
         km_sam_prompt_sparse(pe, sparse, NULL, NULL, 0, box);
         km_sam_prompt_dense(pe, dense, NULL, NULL);
         km_sam_decoder_forward(dec, masks[r], iou[r], emb.data, dpe, sparse, ns, dense, work);
-        if (r == 0) printf("    [%s] box_256 (%g, %g, %g, %g), decode %.1f ms (%d threads)\n", id->str,
-                           b->items[0].num, b->items[1].num, b->items[2].num, b->items[3].num,
-                           1e3 * (km_now() - t0), km_get_threads());
+        if (r == 0)
+            printf("    [%s] box_256 (%g, %g, %g, %g), decode %.1f ms (%d threads)\n", id->str,
+                   b->items[0].num, b->items[1].num, b->items[2].num, b->items[3].num,
+                   1e3 * (km_now() - t0), km_get_threads());
     }
     snprintf(key, sizeof key, "%s.low_res_logits", id->str);
     km_cmp c = km_compare("  low_res_logits (mask token 0)", masks[0], ref.data, LOW);
     CHECK(c.max_abs <= num_at(km_json_get(man, "recommended_tolerances"), key, "max_abs"));
     snprintf(key, sizeof key, "%s.iou_predictions", id->str);
     printf("      iou %.9g vs %.9g\n", iou[0][0], iou_ref->num);
-    CHECK_NEAR(iou[0][0], iou_ref->num, num_at(km_json_get(man, "recommended_tolerances"), key, "max_abs"));
-    CHECK(!memcmp(masks[0], masks[1], sizeof(float) * M * LOW) && !memcmp(iou[0], iou[1], sizeof(float) * M));
+    CHECK_NEAR(iou[0][0], iou_ref->num,
+               num_at(km_json_get(man, "recommended_tolerances"), key, "max_abs"));
+    CHECK(!memcmp(masks[0], masks[1], sizeof(float) * M * LOW));
+    CHECK(!memcmp(iou[0], iou[1], sizeof(float) * M));
     km_free(masks[0]);
     km_free(masks[1]);
     km_free(dense);
@@ -113,8 +116,8 @@ KM_TEST(sam_decoder_litemedsam_real_matches_fixture) {
     km_tdict sd;
     km_tdict_init(&sd);
     km_status s = km_load_checkpoint(ck, &sd);
-    CHECK_MSG(s == KM_OK, "the real LiteMedSAM checkpoint %s: %s (run tools/install-teacher.sh or set "
-              "KMSEG_TEACHER to lite_medsam.pth)", ck, km_errmsg());
+    CHECK_MSG(s == KM_OK, "the real LiteMedSAM checkpoint %s: %s (run tools/install-teacher.sh "
+              "or set KMSEG_TEACHER to lite_medsam.pth)", ck, km_errmsg());
     km_json man;
     if (s != KM_OK || !load_json(FIXD "manifest.json", &man)) {
         km_tdict_free(&sd);
@@ -132,7 +135,8 @@ KM_TEST(sam_decoder_litemedsam_real_matches_fixture) {
         float *work = km_malloc(sizeof(float) * km_sam_decoder_work_floats(&dec, 2));
         km_sam_prompt_dense_pe(&pe, dpe);
         int n = 0;
-        for (int i = 0; i < samples->n; i++) n += check_sample(&pe, &dec, &man, &samples->items[i], dpe, work);
+        for (int i = 0; i < samples->n; i++)
+            n += check_sample(&pe, &dec, &man, &samples->items[i], dpe, work);
         CHECK(n == 2); /* the first Kvasir sample and the COVID sample keep their embedding */
         km_free(dpe);
         km_free(work);

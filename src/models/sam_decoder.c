@@ -345,9 +345,10 @@ static void softmax_row(float *l, int n) {
 }
 
 /* Tokens attend to the image: q [T, D] tokens, k / v [D, 4096] image tokens
- * channel-major (keys + PE / keys); out [T, D]. Logits (h, t) = (q_t^h Wk_h / sqrt(hd)) . k_p
- * (the bias term q_t^h . bk_h is the same for every key p and cancels in the
- * softmax); the values are mixed before their projection. */
+ * channel-major (keys + PE / keys); out [T, D]. Logits (h, t) =
+ * (q_t^h Wk_h / sqrt(hd)) . k_p (the bias term q_t^h . bk_h is the same for
+ * every key p and cancels in the softmax); the values are mixed before their
+ * projection. */
 static void attn_t2i(const km_sam_attn *a, int D, float *out, const float *q, int T,
                      const float *k, const float *v, const dec_work *w) {
     const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
@@ -468,7 +469,8 @@ static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const
 static void taps_by_position(float *out, const float *w, int I, int K) {
     for (int i = 0; i < I; i++)
         for (int o = 0; o < K; o++)
-            for (int t = 0; t < 4; t++) out[(size_t)i * 4 * K + t * K + o] = w[((size_t)i * K + o) * 4 + t];
+            for (int t = 0; t < 4; t++)
+                out[(size_t)i * 4 * K + t * K + o] = w[((size_t)i * K + o) * 4 + t];
 }
 
 /* First upscaling stage in place on g [R, K] (R output pixels in tap order):
@@ -624,7 +626,8 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
     taps_by_position(w.w2, dec->up3_w, dec->up1, dec->up2);
     /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
     for (int m = 0; m < M; m++)
-        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * dec->up2, w.queries + (size_t)(1 + m) * D, &w);
+        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * dec->up2, w.queries + (size_t)(1 + m) * D,
+             &w);
     upscale_masks(dec, w.src, &w);
     untap_masks(masks, w.mflat, M);
     mlp3(&dec->iou_head, D, iou, w.queries, &w);

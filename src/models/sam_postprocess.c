@@ -71,7 +71,8 @@ void km_bilinear_resize(float *out, const float *in, int IH, int IW, int OH, int
         src_index(sw, x, IW, &xi[2 * x], &xi[2 * x + 1], &xl[2 * x], &xl[2 * x + 1]);
 #pragma omp parallel if ((size_t)crop_h * crop_w > 16384)
     {
-        hcache c = {{km_malloc(sizeof(float) * crop_w), km_malloc(sizeof(float) * crop_w)}, {-1, -1}};
+        hcache c = {{km_malloc(sizeof(float) * crop_w), km_malloc(sizeof(float) * crop_w)},
+                    {-1, -1}};
 #pragma omp for schedule(static)
         for (int y = 0; y < crop_h; y++) {
             int y0, y1;
