@@ -278,7 +278,7 @@ static double part_loss(const float *logits, const float *y, const int *sel, int
 static const char *const k_mine_cols[] = {
     "epoch", "train_loss", "sup_loss", "pseudo_loss", "val_loss", "val_dice", "val_iou",
     "test_dice", "test_iou", "lr", "seconds", "unl_visits", "teacher_calls", "no_box", "cache_hits",
-    "cache_misses", "encoder_runs", "encoder_seconds", "decoder_seconds", "pseudo_dice"};
+    "cache_misses", "encoder_runs", "encoder_seconds", "decoder_seconds", "pseudo_dice", "student_unl_dice"};
 #define NMCOLS ((int)(sizeof k_mine_cols / sizeof k_mine_cols[0]))
 
 /* Eval-mode validation: size-weighted loss, per-image Dice/IoU at logit > 0. */
@@ -341,19 +341,22 @@ static km_status meta_num(const km_tdict *d, const char *key, const char *file, 
 typedef struct {
     long done, sup_epochs, teacher_calls, no_box;
     double onetime_dice, last_val_dice;
+    double onetime_student_dice; /* the student's own Dice on the same images (0 in older checkpoints) */
 } mine_state;
 
 static const struct {
     const char *key;
     size_t off;
-    int is_num; /* double, else long */
+    int is_num;   /* double, else long */
+    int optional; /* absent in checkpoints of older versions: NaN */
 } k_state[] = {
-    {"mine.done", offsetof(mine_state, done), 0},
-    {"mine.sup_epochs", offsetof(mine_state, sup_epochs), 0},
-    {"mine.teacher_calls", offsetof(mine_state, teacher_calls), 0},
-    {"mine.no_box", offsetof(mine_state, no_box), 0},
-    {"mine.onetime.pseudo_dice", offsetof(mine_state, onetime_dice), 1},
-    {"mine.last_val_dice", offsetof(mine_state, last_val_dice), 1},
+    {"mine.done", offsetof(mine_state, done), 0, 0},
+    {"mine.sup_epochs", offsetof(mine_state, sup_epochs), 0, 0},
+    {"mine.teacher_calls", offsetof(mine_state, teacher_calls), 0, 0},
+    {"mine.no_box", offsetof(mine_state, no_box), 0, 0},
+    {"mine.onetime.pseudo_dice", offsetof(mine_state, onetime_dice), 1, 0},
+    {"mine.last_val_dice", offsetof(mine_state, last_val_dice), 1, 0},
+    {"mine.onetime.student_dice", offsetof(mine_state, onetime_student_dice), 1, 1},
 };
 #define NSTATE ((int)(sizeof k_state / sizeof k_state[0]))
 
@@ -393,7 +396,8 @@ static km_status load_state(const char *path, const km_mine_config *c, km_unetpp
     for (int i = 0; i < NSTATE && !s; i++) {
         char *p = (char *)st + k_state[i].off;
         long long v = 0;
-        if (k_state[i].is_num) s = meta_num(&x, k_state[i].key, path, (double *)p);
+        if (k_state[i].optional && !km_tdict_get_meta(&x, k_state[i].key)) *(double *)p = NAN;
+        else if (k_state[i].is_num) s = meta_num(&x, k_state[i].key, path, (double *)p);
         else if (!(s = km_train_meta_int(&x, k_state[i].key, path, &v))) *(long *)p = (long)v;
     }
     if (!s && km_unetpp_resnet_depth(*m) != c->train.resnet)
@@ -601,7 +605,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
      * resumed run reads them back instead of labelling again */
     if (c->schedule == KM_MINE_ONETIME && !have_last) {
         long hits0 = km_refiner_cache_hits(&R);
-        double pd = 0;
+        double pd = 0, sd = 0;
         int npd = 0;
         for (int b0 = 0; b0 < d.n_unl && !s; b0 += B) {
             int bn = d.n_unl - b0 < B ? d.n_unl - b0 : B;
@@ -621,6 +625,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                 if (s) break;
                 has_frozen[u] = 1;
                 pd += dice_u8(frozen + P * u, d.pool.masks + P * pi, P);
+                sd += km_dice_score(km_conf_logits_u8(z + P * i, d.pool.masks + P * pi, P));
                 npd++;
                 char name[600];
                 snprintf(name, sizeof name, "%s/%s.png", p_pseudo, d.pool.ids[pi]);
@@ -629,10 +634,13 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         }
         if (s) goto out;
         res->last_pseudo_dice = st.onetime_dice = npd ? pd / npd : NAN;
+        res->last_student_unl_dice = st.onetime_student_dice = npd ? sd / npd : NAN;
         if (log)
             fprintf(log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
-                         "%.4f, %ld encoder runs (%.1f s), %ld cache hits, decoder %.1f s\n",
-                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, R.encoder_runs, R.encoder_seconds,
+                         "%.4f (the student's own on them %.4f), %ld encoder runs (%.1f s), %ld cache hits, decoder "
+                         "%.1f s\n",
+                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, res->last_student_unl_dice, R.encoder_runs,
+                    R.encoder_seconds,
                     km_refiner_cache_hits(&R) - hits0, R.decoder_seconds);
         st.no_box = res->no_box;
         st.teacher_calls = R.teacher_calls;
@@ -656,7 +664,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         long calls0 = R.teacher_calls, hits0 = km_refiner_cache_hits(&R), miss0 = R.cache.misses;
         long enc0 = R.encoder_runs, dec0 = R.decodes, nobox = 0, visits = 0;
         double tenc0 = R.encoder_seconds, tdec0 = R.decoder_seconds;
-        double lsum = 0, lsup = 0, lpse = 0, pd = 0;
+        double lsum = 0, lsup = 0, lpse = 0, pd = 0, sd = 0;
         int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
         char sdir[600];
         snprintf(sdir, sizeof sdir, "%s/epoch_%03d", p_pseudo, epoch);
@@ -706,6 +714,9 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                     s = teacher_label(&R, &d, pi, S, &pr, zo, lab_o);
                     if (s) break;
                     pd += dice_u8(lab_o, d.pool.masks + P * pi, P);
+                    /* the student's own (train-mode, augmented) prediction against the augmented truth */
+                    km_aug_apply_u8(ab[i], S, 1, d.pool.masks + P * pi, lab_a);
+                    sd += km_dice_score(km_conf_logits_u8(z + P * i, lab_a, P));
                     npd++;
                     if (nsample < c->sample_pngs) {
                         char name[1300];
@@ -741,6 +752,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         if (s) break;
         if (c->schedule == KM_MINE_ONETIME) {
             pd = st.onetime_dice;
+            sd = st.onetime_student_dice;
             npd = 1;
         }
         double vl, vd, vi, tl = NAN, td = NAN, ti = NAN;
@@ -764,6 +776,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         res->last_sup_loss = nsup ? lsup / nsup : NAN;
         res->last_pseudo_loss = npse ? lpse / npse : NAN;
         res->last_pseudo_dice = npd ? pd / npd : NAN;
+        res->last_student_unl_dice = npd ? sd / npd : NAN;
         res->last_teacher_calls = R.teacher_calls - calls0;
         res->last_no_box = c->schedule == KM_MINE_CONTINUOUS ? nobox : 0;
         res->last_unl_visits = visits;
@@ -775,7 +788,8 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                                td, ti, lr_ep, secs, (double)visits, (double)res->last_teacher_calls,
                                (double)res->last_no_box, (double)res->last_cache_hits,
                                (double)res->last_cache_misses, (double)(R.encoder_runs - enc0),
-                               R.encoder_seconds - tenc0, R.decoder_seconds - tdec0, res->last_pseudo_dice};
+                               R.encoder_seconds - tenc0, R.decoder_seconds - tdec0, res->last_pseudo_dice,
+                               res->last_student_unl_dice};
         km_csv_int(&csv, epoch);
         for (int i = 1; i < NMCOLS; i++) km_csv_num(&csv, vals[i]);
         s = km_csv_end_row(&csv);
@@ -794,9 +808,10 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         if (s) break;
         if (log) {
             fprintf(log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  "
-                         "teacher %ld (%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f  %.1f s\n",
+                         "teacher %ld (%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f (student %.4f)  %.1f s\n",
                     epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls, R.decodes - dec0,
-                    res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice, secs);
+                    res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice,
+                    res->last_student_unl_dice, secs);
             if (stop) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad,
                               es.best_epoch);
             fflush(log);

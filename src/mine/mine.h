@@ -133,6 +133,7 @@ typedef struct {
     double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
+    double last_student_unl_dice; /* the student's own Dice on the images that got pseudo labels */
     long last_teacher_calls, last_no_box, last_unl_visits, last_cache_hits, last_cache_misses;
     double last_epoch_seconds;
     int finished; /* 0: stopped by hooks->stop_after (resumable) */

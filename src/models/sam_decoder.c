@@ -5,6 +5,7 @@
 #include "sam_decoder.h"
 #include "sam_prompt.h"
 #include "../nn/basic.h"
+#include "../nn/fastmath.h"
 #include "../nn/gemm.h"
 
 #include <math.h>
@@ -174,9 +175,9 @@ km_status km_sam_decoder_load(km_sam_decoder *dec, const km_tdict *w, const char
 /* ---- workspace ---- */
 
 typedef struct {
-    float *tok0, *queries, *qq, *keys, *kpe, *kk, *aout, *hid; /* transformer */
-    float *Q, *K, *Kt, *V, *L, *O;                             /* attention scratch */
-    float *g1, *up1, *g2, *up2, *hyper, *mlp_a, *mlp_b;        /* heads */
+    float *tok0, *queries, *qq, *src, *kk, *aout, *hid; /* transformer */
+    float *Q, *K, *Kt, *V, *L, *O, *fa, *fb;            /* attention scratch */
+    float *w1, *g1, *w2, *g2, *mflat, *hyper, *mlp_a, *mlp_b; /* heads */
     size_t total;
 } dec_work;
 
@@ -191,29 +192,34 @@ static int max_attn_d(const km_sam_decoder *dec) {
     return d;
 }
 
+/* Only token-side tensors ([T, d]) are projected: the cross attentions never
+ * form the [4096, d] projections of the image tokens (see attn_t2i/attn_i2t). */
 static dec_work carve(const km_sam_decoder *dec, int n_sparse, float *base) {
     int D = dec->D, T = 1 + dec->n_mask_tokens + n_sparse, dm = max_attn_d(dec);
-    size_t rows = P_TOK > T ? P_TOK : T, off = 0;
+    int HT = KM_SAM_DEC_HEADS * T;
+    size_t off = 0;
     dec_work w;
 #define TAKE(field, n) (w.field = base ? base + off : NULL, off += ((size_t)(n) + 15) & ~(size_t)15)
     TAKE(tok0, (size_t)T * D);
     TAKE(queries, (size_t)T * D);
     TAKE(qq, (size_t)T * D);
-    TAKE(keys, (size_t)P_TOK * D);
-    TAKE(kpe, (size_t)P_TOK * D);
+    TAKE(src, (size_t)P_TOK * D);
     TAKE(kk, (size_t)P_TOK * D);
-    TAKE(aout, rows * D);
+    TAKE(aout, (size_t)P_TOK * D);
     TAKE(hid, (size_t)T * dec->mlp_dim);
-    TAKE(Q, rows * dm);
-    TAKE(K, rows * dm);
-    TAKE(Kt, rows * dm);
-    TAKE(V, rows * dm);
-    TAKE(L, (size_t)KM_SAM_DEC_HEADS * T * P_TOK);
-    TAKE(O, rows * dm);
+    TAKE(Q, (size_t)T * dm);
+    TAKE(K, (size_t)T * dm);
+    TAKE(Kt, (size_t)T * dm);
+    TAKE(V, (size_t)T * dm);
+    TAKE(L, (size_t)HT * (P_TOK > T ? P_TOK : T));
+    TAKE(O, (size_t)T * dm);
+    TAKE(fa, (size_t)HT * D);
+    TAKE(fb, (size_t)HT * D);
+    TAKE(w1, (size_t)D * dec->up1 * 4);
     TAKE(g1, (size_t)P_TOK * dec->up1 * 4);
-    TAKE(up1, (size_t)dec->up1 * UP1_HW * UP1_HW);
+    TAKE(w2, (size_t)dec->up1 * dec->up2 * 4);
     TAKE(g2, (size_t)UP1_HW * UP1_HW * dec->up2 * 4);
-    TAKE(up2, (size_t)dec->up2 * UP2_HW * UP2_HW);
+    TAKE(mflat, (size_t)dec->n_mask_tokens * UP2_HW * UP2_HW);
     TAKE(hyper, (size_t)dec->n_mask_tokens * dec->up2);
     TAKE(mlp_a, D);
     TAKE(mlp_b, D);
@@ -229,19 +235,19 @@ size_t km_sam_decoder_work_floats(const km_sam_decoder *dec, int n_sparse) {
 /* ---- kernels ---- */
 
 static void add(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 /* transformer.py Attention: out [Mq, D] = out_proj(softmax(q k^T / sqrt(hd)) v)
- * per head, with q [Mq, D] and k, v [Mk, D] before their projections.
- * The projections are GEMMs; the per-head core is a direct loop: its shapes
- * (T x 4096 x hd with T ~ 10 tokens, or 4096 x T) are far too skinny for a
- * BLAS call per head to pay off. Each (head, query) row is independent:
- * logits = q.k / sqrt(hd) (division by the float32 of the double root, as
- * `attn / math.sqrt(c_per_head)`), softmax as exp(x - max) * (1 / sum) (the
- * order of PyTorch's vectorised last-dim softmax; sum kept in double), then
- * the weighted sum of v in key order. */
+ * per head, with q [Mq, D] and k, v [Mk, D] before their projections. Used for
+ * the tokens' self-attention (Mq = Mk = T ~ 10); the cross attentions with the
+ * 4096 image tokens have their own factorised forms below. The projections are
+ * GEMMs; the per-head core is a direct loop. Each (head, query) row is
+ * independent: logits = q.k / sqrt(hd) (division by the float32 of the double
+ * root, as `attn / math.sqrt(c_per_head)`), softmax as exp(x - max) * (1 / sum)
+ * (the order of PyTorch's vectorised last-dim softmax; sum kept in double),
+ * then the weighted sum of v in key order. */
 static void attention(const km_sam_attn *a, int D, float *out, const float *q, int Mq,
                       const float *k, const float *v, int Mk, const dec_work *w) {
     const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H;
@@ -287,6 +293,165 @@ static void attention(const km_sam_attn *a, int D, float *out, const float *q, i
     km_linear_forward(out, w->O, a->ow, a->ob, Mq, d, D);
 }
 
+/* Both cross attentions use the per-head factorisation of the projections
+ * (with Wq_h, Wk_h, Wv_h the hd rows of head h and Wo_h its hd columns):
+ *   (x Wq_h^T + bq_h) . (y Wk_h^T + bk_h) = x . (Wq_h^T k_h) + bq_h . k_h
+ *   sum_j p_j (y_j Wv_h^T + bv_h) = (sum_j p_j y_j) Wv_h^T + bv_h   (sum p = 1)
+ * so the side with 4096 image tokens is never projected: every product with
+ * it is one GEMM with H*T = 8 x T rows (T = 7 for a box prompt) instead of a
+ * projection to or from d = 128 channels (SAM's downsampled cross attention),
+ * T/16 of the work, and no per-head loops over 4096 queries. The results
+ * equal the reference's up to float32 rounding of a different summation
+ * order (low-res logits within 6.5e-6 of the sam_tiny fixture, tolerance
+ * 1e-4; within 2.1e-5 of PyTorch on logits up to 21 with the real LiteMedSAM
+ * decoder, bench/run_decode.sh). Softmax rows are exp(x - max) * (1 / sum)
+ * with km_expf_fast (~1 ulp) and float sums in a fixed order; every loop's
+ * arithmetic is independent of the thread that runs it. */
+
+/* Z[(h, t), :] = (sum_c X[t, h hd + c] W[h hd + c, :]) / s: the head-h part of
+ * token t (X [T, d]) times the head-h rows of a projection weight W [d, D];
+ * Z [H*T, D], row h*T + t. */
+static void head_rows_times_weight(float *Z, const float *X, const float *W, int T, int d, int D,
+                                   float s) {
+    const int H = KM_SAM_DEC_HEADS, hd = d / H;
+    for (int h = 0; h < H; h++)
+        for (int t = 0; t < T; t++) {
+            float *z = Z + ((size_t)h * T + t) * D;
+            for (int k = 0; k < D; k++) z[k] = 0.0f;
+            for (int c = 0; c < hd; c++) {
+                const float x = X[(size_t)t * d + h * hd + c], *wr = W + (size_t)(h * hd + c) * D;
+#pragma omp simd
+                for (int k = 0; k < D; k++) z[k] += x * wr[k];
+            }
+            for (int k = 0; k < D; k++) z[k] /= s;
+        }
+}
+
+/* Row softmax in place over n contiguous logits. */
+static void softmax_row(float *l, int n) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = l[j] > mx ? l[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        float e = km_expf_fast(l[j] - mx);
+        l[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) l[j] *= inv;
+}
+
+/* Tokens attend to the image: q [T, D] tokens, k / v [D, 4096] image tokens
+ * channel-major (keys + PE / keys); out [T, D]. Logits (h, t) =
+ * (q_t^h Wk_h / sqrt(hd)) . k_p (the bias term q_t^h . bk_h is the same for
+ * every key p and cancels in the softmax); the values are mixed before their
+ * projection. */
+static void attn_t2i(const km_sam_attn *a, int D, float *out, const float *q, int T,
+                     const float *k, const float *v, const dec_work *w) {
+    const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
+    km_linear_forward(w->Q, q, a->qw, a->qb, T, D, d);
+    head_rows_times_weight(w->fa, w->Q, a->kw, T, d, D, (float)sqrt((double)hd));
+    km_sgemm(0, 0, HT, P_TOK, D, 1.0f, w->fa, D, k, P_TOK, 0.0f, w->L, P_TOK);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < HT; r++) softmax_row(w->L + (size_t)r * P_TOK, P_TOK);
+    km_sgemm(0, 1, HT, D, P_TOK, 1.0f, w->L, P_TOK, v, P_TOK, 0.0f, w->fb, D);
+    /* O[t, h hd + c] = (mixed values of (h, t)) . Wv[h hd + c] + bv */
+    for (int t = 0; t < T; t++)
+        for (int f = 0; f < d; f++) {
+            const float *m = w->fb + ((size_t)(f / hd) * T + t) * D, *wr = a->vw + (size_t)f * D;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < D; c++) acc += m[c] * wr[c];
+            w->O[(size_t)t * d + f] = acc + a->vb[f];
+        }
+    km_linear_forward(out, w->O, a->ow, a->ob, T, d, D);
+}
+
+/* Softmax over the T keys of every (query i, head h), logits stored as
+ * L[(h, j), i] [H*T, 4096]: vectorised over queries, keys in order. */
+static void softmax_columns(float *L, int T) {
+    enum { B = 256 };
+    const int nb = P_TOK / B;
+#pragma omp parallel for schedule(static)
+    for (int job = 0; job < KM_SAM_DEC_HEADS * nb; job++) {
+        float *l = L + (size_t)(job / nb) * T * P_TOK + (size_t)(job % nb) * B;
+        float mx[B], sum[B];
+#pragma omp simd
+        for (int i = 0; i < B; i++) mx[i] = l[i], sum[i] = 0.0f;
+        for (int j = 1; j < T; j++) {
+            const float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
+        }
+        for (int j = 0; j < T; j++) {
+            float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) {
+                float e = km_expf_fast(r[i] - mx[i]);
+                r[i] = e;
+                sum[i] += e;
+            }
+        }
+#pragma omp simd
+        for (int i = 0; i < B; i++) sum[i] = 1.0f / sum[i];
+        for (int j = 0; j < T; j++) {
+            float *r = l + (size_t)j * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < B; i++) r[i] *= sum[i];
+        }
+    }
+}
+
+/* The image attends to the tokens: q [D, 4096] image tokens channel-major
+ * (keys + PE), k / v [T, D] tokens (+ PE / plain); the result is added to x
+ * [D, 4096] (the keys): x += attention + out_proj bias. Logits L[(h, j), i] =
+ * q_i . (Wq_h^T k_j^h) / sqrt(hd) + bq_h . k_j^h / sqrt(hd); the attention is
+ * the per-head values already through out_proj, (v_j^h Wo_h^T) [H*T, D],
+ * times the probabilities [H*T, 4096]. */
+static void attn_i2t(const km_sam_attn *a, int D, float *x, const float *q, const float *k,
+                     const float *v, int T, const dec_work *w) {
+    const int d = a->d, H = KM_SAM_DEC_HEADS, hd = d / H, HT = H * T;
+    const float scale = (float)sqrt((double)hd);
+    km_linear_forward(w->K, k, a->kw, a->kb, T, D, d);
+    km_linear_forward(w->V, v, a->vw, a->vb, T, D, d);
+    head_rows_times_weight(w->fa, w->K, a->qw, T, d, D, scale);
+    for (int h = 0; h < H; h++)
+        for (int j = 0; j < T; j++) {
+            float c = 0.0f;
+            for (int e = 0; e < hd; e++) c += a->qb[h * hd + e] * w->K[(size_t)j * d + h * hd + e];
+            c /= scale;
+            float *l = w->L + ((size_t)h * T + j) * P_TOK;
+#pragma omp simd
+            for (int i = 0; i < P_TOK; i++) l[i] = c;
+        }
+    km_sgemm(0, 0, HT, P_TOK, D, 1.0f, w->fa, D, q, P_TOK, 1.0f, w->L, P_TOK);
+    softmax_columns(w->L, T);
+    /* VW[(h, j), n] = v_j^h . Wo[n, h hd .. h hd + hd) */
+    for (int h = 0; h < H; h++)
+        for (int j = 0; j < T; j++) {
+            const float *vj = w->V + (size_t)j * d + h * hd;
+            float *z = w->fb + ((size_t)h * T + j) * D;
+            for (int n = 0; n < D; n++) {
+                const float *wo = a->ow + (size_t)n * d + h * hd;
+                float acc = 0.0f;
+                for (int e = 0; e < hd; e++) acc += vj[e] * wo[e];
+                z[n] = acc;
+            }
+        }
+    km_sgemm(1, 0, D, P_TOK, HT, 1.0f, w->fb, D, w->L, P_TOK, 0.0f, w->aout, P_TOK);
+    /* x + (attention + bias), PyTorch's order: queries + attn_out */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < D; c++) {
+        const float b = a->ob[c], *o = w->aout + (size_t)c * P_TOK;
+        float *xr = x + (size_t)c * P_TOK;
+#pragma omp simd
+        for (int i = 0; i < P_TOK; i++) xr[i] = xr[i] + (o[i] + b);
+    }
+}
+
 /* MaskDecoder MLP: ReLU after every layer but the last. in/out [D] / [m->out]. */
 static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const dec_work *w) {
     km_linear_forward(w->mlp_a, in, m->w[0], m->b[0], 1, D, D);
@@ -296,35 +461,111 @@ static void mlp3(const km_sam_mlp3 *m, int D, float *out, const float *in, const
     km_linear_forward(out, w->mlp_b, m->w[2], m->b[2], 1, D, m->out);
 }
 
-/* ConvTranspose2d(k 2, s 2) scatter: g [HW, K*4] holds, for input pixel p and
- * output channel o, the four taps (dy, dx) at column o*4 + dy*2 + dx; out
- * [K, 2H, 2W] = tap + bias (PyTorch adds the bias after the col2im sum). */
-static void convt_scatter(float *out, const float *g, const float *bias, int K, int H, int W) {
-    int OW = 2 * W;
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < K; o++)
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                const float *t = g + ((size_t)y * W + x) * K * 4 + o * 4;
-                float *dst = out + ((size_t)o * 2 * H + 2 * y) * OW + 2 * x;
-                dst[0] = t[0] + bias[o];
-                dst[1] = t[1] + bias[o];
-                dst[OW] = t[2] + bias[o];
-                dst[OW + 1] = t[3] + bias[o];
-            }
+/* ConvTranspose2d(k 2, s 2) weights [I, K, 2, 2] regrouped by tap:
+ * out [I, 4 * K] with out[i, t K + o] = w[i, o, t], t = dy * 2 + dx. A GEMM of
+ * input pixels [P, I] with it gives, for input pixel p, the K channels of its
+ * output pixel (2y + dy, 2x + dx) contiguously at row p, columns t K ..; read
+ * as [4P, K], row 4p + t is that output pixel ("tap order"). */
+static void taps_by_position(float *out, const float *w, int I, int K) {
+    for (int i = 0; i < I; i++)
+        for (int o = 0; o < K; o++)
+            for (int t = 0; t < 4; t++)
+                out[(size_t)i * 4 * K + t * K + o] = w[((size_t)i * K + o) * 4 + t];
 }
 
-/* [R, C] -> [C, R] */
-static void transpose(float *out, const float *in, int R, int C) {
+/* First upscaling stage in place on g [R, K] (R output pixels in tap order):
+ * x = g + bias (PyTorch adds the ConvTranspose2d bias after the col2im sum),
+ * LayerNorm2d over the K channels of each pixel with km_layernorm2d_forward's
+ * arithmetic (mean and variance in double, channels in order; (x - mean) *
+ * rstd * w + b in float), then km_gelu_fast. Eight pixels at a time (eight
+ * independent accumulator chains). */
+static void bias_ln_gelu(float *g, const float *bias, const float *lw, const float *lb, int R,
+                         int K, float eps) {
+    enum { NR = 8 };
+    KM_ASSERT(K <= 256 && R % NR == 0);
+    for (int r0 = 0; r0 < R; r0 += NR) {
+        float *x = g + (size_t)r0 * K, yv[256];
+        double mean[NR], var[NR];
+        for (int k = 0; k < NR; k++) {
+            mean[k] = var[k] = 0;
+#pragma omp simd
+            for (int o = 0; o < K; o++) x[k * K + o] = x[k * K + o] + bias[o];
+        }
+        for (int o = 0; o < K; o++)
+            for (int k = 0; k < NR; k++) mean[k] += x[k * K + o];
+        for (int k = 0; k < NR; k++) mean[k] /= K;
+        for (int o = 0; o < K; o++)
+            for (int k = 0; k < NR; k++) {
+                double d = x[k * K + o] - mean[k];
+                var[k] += d * d;
+            }
+        for (int k = 0; k < NR; k++) {
+            const float rstd = (float)(1.0 / sqrt(var[k] / K + (double)eps)), fm = (float)mean[k];
+            float *xk = x + k * K;
+#pragma omp simd
+            for (int o = 0; o < K; o++) yv[o] = (xk[o] - fm) * rstd * lw[o] + lb[o];
+#pragma omp simd
+            for (int o = 0; o < K; o++) xk[o] = km_gelu_fast(yv[o]);
+        }
+    }
+}
+
+/* Second stage in place on g [R, K]: km_gelu_fast(g + bias). */
+static void bias_gelu(float *g, const float *bias, size_t R, int K) {
+    KM_ASSERT(K <= 256);
+    float tmp[256];
+    for (size_t r = 0; r < R; r++) {
+        float *x = g + r * K;
+#pragma omp simd
+        for (int o = 0; o < K; o++) tmp[o] = x[o] + bias[o];
+#pragma omp simd
+        for (int o = 0; o < K; o++) x[o] = km_gelu_fast(tmp[o]);
+    }
+}
+
+/* output_upscaling and the mask product, by blocks of UPB input pixels whose
+ * whole pipeline stays in cache: ConvT 1 (one GEMM with the tap-ordered
+ * weights w1) -> bias, LayerNorm2d, GELU -> ConvT 2 (GEMM with w2) -> bias,
+ * GELU -> mflat[:, pixels of the block] = hyper [M, up2] x (its rows)^T.
+ * Block b uses its own slices of g1 and g2, and its GEMMs are single-threaded
+ * calls of fixed shape (km_sgemm inside a parallel loop), so the result does
+ * not depend on the number of threads. */
+#define UPB 128
+static void upscale_masks(const km_sam_decoder *dec, const float *src, const dec_work *w) {
+    const int D = dec->D, K1 = dec->up1, K2 = dec->up2, M = dec->n_mask_tokens;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) out[(size_t)c * R + r] = in[(size_t)r * C + c];
+    for (int b = 0; b < P_TOK / UPB; b++) {
+        float *g1 = w->g1 + (size_t)b * UPB * 4 * K1, *g2 = w->g2 + (size_t)b * UPB * 16 * K2;
+        km_sgemm(1, 0, UPB, 4 * K1, D, 1.0f, src + (size_t)b * UPB, P_TOK, w->w1, 4 * K1, 0.0f,
+                 g1, 4 * K1);
+        bias_ln_gelu(g1, dec->up0_b, dec->up1_w, dec->up1_b, 4 * UPB, K1, 1e-6f);
+        km_sgemm(0, 0, 4 * UPB, 4 * K2, K1, 1.0f, g1, K1, w->w2, 4 * K2, 0.0f, g2, 4 * K2);
+        bias_gelu(g2, dec->up3_b, (size_t)16 * UPB, K2);
+        km_sgemm(0, 1, M, 16 * UPB, K2, 1.0f, w->hyper, K2, g2, K2, 0.0f,
+                 w->mflat + (size_t)b * UPB * 16, 16 * P_TOK);
+    }
+}
+
+/* masks [M, 256, 256] from mflat [M, 64*64*16] in the two stages' tap order:
+ * index ((y 64 + x) 4 + t1) 4 + t2 holds output pixel (4y + 2 dy1 + dy2,
+ * 4x + 2 dx1 + dx2) with t = dy * 2 + dx. */
+static void untap_masks(float *masks, const float *mflat, int M) {
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < M * UP2_HW; row++) {
+        const int m = row / UP2_HW, Y = row % UP2_HW;
+        const int y = Y / 4, dy1 = Y % 4 / 2, dy2 = Y % 2;
+        const float *s = mflat + (size_t)m * UP2_HW * UP2_HW +
+                         (size_t)y * KM_SAM_EMB_HW * 16 + dy1 * 8 + dy2 * 2;
+        float *o = masks + (size_t)row * UP2_HW;
+        for (int X = 0; X < UP2_HW; X++) o[X] = s[(X / 4) * 16 + (X % 4 / 2) * 4 + X % 2];
+    }
 }
 
 void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou, const float *image,
                             const float *image_pe, const float *sparse, int n_sparse,
                             const float *dense, float *work) {
     const int D = dec->D, M = dec->n_mask_tokens, T = 1 + M + n_sparse;
+    const size_t DP = (size_t)D * P_TOK;
     const float eps = 1e-5f; /* nn.LayerNorm default in the TwoWayTransformer */
     dec_work w = carve(dec, n_sparse, work);
 
@@ -333,10 +574,10 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
     memcpy(w.tok0 + D, dec->mask_tokens, sizeof(float) * M * D);
     if (n_sparse) memcpy(w.tok0 + (size_t)(1 + M) * D, sparse, sizeof(float) * n_sparse * D);
     memcpy(w.queries, w.tok0, sizeof(float) * T * D);
-    /* src = image + dense, flattened to tokens: keys [4096, D]; key PE likewise */
-    add(w.kk, image, dense, (size_t)D * P_TOK);
-    transpose(w.keys, w.kk, D, P_TOK);
-    transpose(w.kpe, image_pe, D, P_TOK);
+    /* the image tokens stay channel-major [D, 4096] throughout: src = image +
+     * dense (the keys), kk = keys + image_pe */
+    add(w.src, image, dense, DP);
+    add(w.kk, w.src, image_pe, DP);
 
     for (int l = 0; l < dec->depth; l++) {
         const km_sam_block *L = &dec->layers[l];
@@ -350,11 +591,10 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
             add(w.queries, w.queries, w.aout, (size_t)T * D);
         }
         km_layernorm_forward(w.queries, w.queries, L->norm1.w, L->norm1.b, T, D, eps);
-        /* (b) tokens attend to the image; keys + key_pe is reused by (d) since
-         * the keys do not change in between */
+        /* (b) tokens attend to the image; kk = keys + key_pe is reused by (d)
+         * since the keys do not change in between */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-        attention(&L->t2i, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
+        attn_t2i(&L->t2i, D, w.aout, w.qq, T, w.kk, w.src, &w);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm2.w, L->norm2.b, T, D, eps);
         /* (c) MLP with ReLU */
@@ -363,32 +603,32 @@ void km_sam_decoder_forward(const km_sam_decoder *dec, float *masks, float *iou,
         km_linear_forward(w.aout, w.hid, L->lin2_w, L->lin2_b, T, dec->mlp_dim, D);
         add(w.queries, w.queries, w.aout, (size_t)T * D);
         km_layernorm_forward(w.queries, w.queries, L->norm3.w, L->norm3.b, T, D, eps);
-        /* (d) the image attends to the tokens */
+        /* (d) the image attends to the tokens: keys += attn, keys = norm4(keys)
+         * (LayerNorm over each token's channels = LayerNorm2d's arithmetic) */
         add(w.qq, w.queries, w.tok0, (size_t)T * D);
-        attention(&L->i2t, D, w.aout, w.kk, P_TOK, w.qq, w.queries, T, &w);
-        add(w.keys, w.keys, w.aout, (size_t)P_TOK * D);
-        km_layernorm_forward(w.keys, w.keys, L->norm4.w, L->norm4.b, P_TOK, D, eps);
+        attn_i2t(&L->i2t, D, w.src, w.kk, w.qq, w.queries, T, &w);
+        km_layernorm2d_forward(w.src, w.src, L->norm4.w, L->norm4.b, 1, D, P_TOK, eps);
+        add(w.kk, w.src, image_pe, DP);
     }
-    add(w.qq, w.queries, w.tok0, (size_t)T * D);
-    add(w.kk, w.keys, w.kpe, (size_t)P_TOK * D);
-    attention(&dec->final_attn, D, w.aout, w.qq, T, w.kk, w.keys, P_TOK, &w);
-    add(w.queries, w.queries, w.aout, (size_t)T * D);
-    km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, T, D, eps);
+    /* final token-to-image attention: only the IoU and mask tokens (rows
+     * 0..M) are read afterwards, and each query row is independent */
+    const int TO = 1 + M;
+    add(w.qq, w.queries, w.tok0, (size_t)TO * D);
+    attn_t2i(&dec->final_attn, D, w.aout, w.qq, TO, w.kk, w.src, &w);
+    add(w.queries, w.queries, w.aout, (size_t)TO * D);
+    km_layernorm_forward(w.queries, w.queries, dec->norm_final.w, dec->norm_final.b, TO, D, eps);
 
-    /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU. keys is
-     * src^T, so the first GEMM contracts over its rows' channels directly. */
-    const int up1 = dec->up1, up2 = dec->up2, HW1 = UP1_HW * UP1_HW, HW2 = UP2_HW * UP2_HW;
-    km_sgemm(0, 0, P_TOK, up1 * 4, D, 1.0f, w.keys, D, dec->up0_w, up1 * 4, 0.0f, w.g1, up1 * 4);
-    convt_scatter(w.up1, w.g1, dec->up0_b, up1, KM_SAM_EMB_HW, KM_SAM_EMB_HW);
-    km_layernorm2d_forward(w.up1, w.up1, dec->up1_w, dec->up1_b, 1, up1, HW1, 1e-6f);
-    km_gelu_forward(w.up1, w.up1, (size_t)up1 * HW1);
-    km_sgemm(1, 0, HW1, up2 * 4, up1, 1.0f, w.up1, HW1, dec->up3_w, up2 * 4, 0.0f, w.g2, up2 * 4);
-    convt_scatter(w.up2, w.g2, dec->up3_b, up2, UP1_HW, UP1_HW);
-    km_gelu_forward(w.up2, w.up2, (size_t)up2 * HW2);
-
+    /* output_upscaling: ConvT(D->up1) LN2d GELU ConvT(up1->up2) GELU, each
+     * ConvT one GEMM with its weights in tap order, so that every output
+     * pixel's channels are a contiguous row; pixels stay in tap order until
+     * the mask product, whose M x 65536 values are put in place at the end. */
+    taps_by_position(w.w1, dec->up0_w, D, dec->up1);
+    taps_by_position(w.w2, dec->up3_w, dec->up1, dec->up2);
     /* hypernetworks on the mask tokens, then masks = hyper_in @ upscaled */
     for (int m = 0; m < M; m++)
-        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * up2, w.queries + (size_t)(1 + m) * D, &w);
-    km_sgemm(0, 0, M, HW2, up2, 1.0f, w.hyper, up2, w.up2, HW2, 0.0f, masks, HW2);
+        mlp3(&dec->hyper[m], D, w.hyper + (size_t)m * dec->up2, w.queries + (size_t)(1 + m) * D,
+             &w);
+    upscale_masks(dec, w.src, &w);
+    untap_masks(masks, w.mflat, M);
     mlp3(&dec->iou_head, D, iou, w.queries, &w);
 }

@@ -167,8 +167,13 @@ static void conv2x2s2(float *out, const float *in, const float *w, const float *
 void km_sam_prompt_dense(const km_sam_prompt *pe, float *out, const float *mask, float *work) {
     const int HW = KM_SAM_EMB_HW * KM_SAM_EMB_HW, D = pe->D;
     if (!mask) {
-        for (int c = 0; c < D; c++)
-            for (int p = 0; p < HW; p++) out[(size_t)c * HW + p] = pe->no_mask[c];
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < D; c++) {
+            const float v = pe->no_mask[c];
+            float *o = out + (size_t)c * HW;
+#pragma omp simd
+            for (int p = 0; p < HW; p++) o[p] = v;
+        }
         return;
     }
     int mc = pe->mask_chans, c4 = mc / 4;
