@@ -210,6 +210,7 @@ void km_ds_index_push(km_dataset_index *idx, int *cap, km_named *img, const char
     s->id = img->id;
     s->image = img->name;
     s->mask = mask_name ? km_strdup(mask_name) : NULL;
+    s->chan[0] = s->chan[1] = NULL;
     img->id = img->name = NULL;
 }
 
