@@ -11,7 +11,9 @@
  * Pixel values follow PIL (Pillow 9.4, which uses the same libjpeg-turbo):
  * JPEGs are decoded with libjpeg's defaults (ISLOW IDCT, fancy upsampling),
  * alpha is dropped without compositing, 16-bit samples keep their high byte
- * (PIL's "RGB;16B" unpacking) and RGB -> grey is PIL's convert("L") luma. */
+ * (PIL's "RGB;16B" unpacking) and RGB -> grey is PIL's convert("L") luma.
+ * Masks (km_mask_load) take the same PNG decoder in raw mode: palette indices
+ * and grey values as stored, 16-bit grey kept (image.h). */
 #include "image.h"
 
 #include <jpeglib.h>
