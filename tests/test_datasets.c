@@ -62,8 +62,8 @@ static int load_sources(void) {
     return 1;
 }
 
-/* A PNG written with libpng: grey (depth 8 or 16) or palette (two colours:
- * index 0 black, index 1 red); v holds the values / indices. */
+/* A PNG written with libpng: grey (depth 1..16) or palette (depth 1..8;
+ * index 0 black, 1 red, 2 green, 3 blue); v holds the values / indices. */
 static void write_png_raw(const char *path, int w, int h, int palette, int depth, const uint16_t *v) {
     FILE *f = fopen(path, "wb");
     CHECK(f != NULL);
@@ -73,9 +73,10 @@ static void write_png_raw(const char *path, int w, int h, int palette, int depth
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, palette ? PNG_COLOR_TYPE_PALETTE : PNG_COLOR_TYPE_GRAY,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_color pal[2] = {{0, 0, 0}, {255, 0, 0}};
-    if (palette) png_set_PLTE(png, info, pal, 2);
+    png_color pal[4] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {0, 0, 255}};
+    if (palette) png_set_PLTE(png, info, pal, depth == 1 ? 2 : 4);
     png_write_info(png, info);
+    if (depth < 8) png_set_packing(png); /* rows hold one value per byte */
     uint8_t *row = km_malloc((size_t)w * 2);
     for (int y = 0; y < h; y++) {
         for (int x = 0; x < w; x++) {
@@ -105,6 +106,48 @@ static uint16_t *mask_values(int i, int fgv, int other) {
         for (int x = 0; x < 5; x++)
             if (!g_fg[i][(size_t)y * w + x]) v[(size_t)y * w + x] = (uint16_t)other;
     return v;
+}
+
+/* Mask decoding keeps the stored values: 1-bit grey 0/1, palette indices
+ * (2-bit), 16-bit values; images still expand a palette to its colours;
+ * km_mask_save_png writes 8 bits up to 255, else 16, and reads back equal. */
+KM_TEST(datasets_mask_values_as_stored) {
+    enum { W = 7, H = 3 };
+    uint16_t v[W * H], v16[W * H];
+    for (int i = 0; i < W * H; i++) {
+        v[i] = (uint16_t)(i % 4);
+        v16[i] = (uint16_t)(i * 3121);
+    }
+    struct {
+        int palette, depth, mod;
+        km_mask_kind kind;
+    } cases[] = {{0, 1, 2, KM_MASK_GREY}, {0, 2, 4, KM_MASK_GREY}, {1, 1, 2, KM_MASK_PALETTE},
+                 {1, 2, 4, KM_MASK_PALETTE}, {0, 8, 4, KM_MASK_GREY}, {0, 16, 0, KM_MASK_GREY}};
+    char p[2048];
+    snprintf(p, sizeof p, "%s/mv.png", km_test_tmpdir());
+    for (int c = 0; c < 6; c++) {
+        uint16_t w[W * H];
+        for (int i = 0; i < W * H; i++) w[i] = cases[c].mod ? (uint16_t)(v[i] % cases[c].mod) : v16[i];
+        write_png_raw(p, W, H, cases[c].palette, cases[c].depth, w);
+        km_mask m;
+        CHECK_OK(km_mask_load(p, &m));
+        int same = m.w == W && m.h == H && m.depth == cases[c].depth && m.kind == cases[c].kind;
+        for (int i = 0; same && i < W * H; i++) same = m.data[i] == w[i];
+        CHECK_MSG(same, "case %d (palette %d, depth %d): values not as stored", c, cases[c].palette, cases[c].depth);
+        if (c == 3) { /* the image decoder gives the colours */
+            km_image im;
+            CHECK_OK(km_image_load(p, &im, 3));
+            CHECK(im.data[3 * 1] == 255 && im.data[3 * 1 + 1] == 0 && im.data[3 * 2 + 1] == 255 && im.data[3 * 3 + 2] == 255);
+            km_image_free(&im);
+        }
+        /* written back: 8 bits up to 255, else 16 */
+        CHECK_OK(km_mask_save_png(p, &m));
+        km_mask r;
+        CHECK_OK(km_mask_load(p, &r));
+        CHECK(r.depth == (c == 5 ? 16 : 8) && r.kind == KM_MASK_GREY && !memcmp(r.data, m.data, sizeof(uint16_t) * W * H));
+        km_mask_free(&r);
+        km_mask_free(&m);
+    }
 }
 
 static void write_text(const char *path, const char *text) {

@@ -124,7 +124,6 @@ static void png_set_tx(png_ctx *x, int ct) {
     if (x->raw && (palette || grey)) {
         x->palette = palette;
         if (x->stored_depth < 8) png_set_packing(x->png);
-        if (palette && x->stored_depth == 16) png_set_strip_16(x->png); /* not a valid PNG; libpng refuses */
         if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(x->png);
         return;
     }
@@ -419,7 +418,7 @@ km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_ma
     size_t np = (size_t)x.w * x.h;
     m->w = x.w;
     m->h = x.h;
-    m->depth = x.depth == 16 ? 16 : x.stored_depth < 8 && !(x.ct & PNG_COLOR_MASK_COLOR) ? x.stored_depth : 8;
+    m->depth = x.depth == 16 ? 16 : x.stored_depth < 8 && (x.palette || !(x.ct & PNG_COLOR_MASK_COLOR)) ? x.stored_depth : 8;
     m->kind = x.palette ? KM_MASK_PALETTE : (x.ct & PNG_COLOR_MASK_COLOR) ? KM_MASK_RGB : KM_MASK_GREY;
     m->data = km_try_malloc(sizeof(uint16_t) * np);
     if (!m->data) {

@@ -669,20 +669,19 @@ static int rule_label(const km_dataset_index *idx, const km_mask *m, const char 
 /* The no-label rules (dataset.h): 0/1 masks, else grey > 127 with the
  * non-binary and label-map checks. Returns the rule, or -1 on an error. */
 static int rule_binary(const km_mask *m, const char *relm, pair_result *r, uint8_t *fg) {
-    size_t P = (size_t)m->w * m->h, amb = 0, ones = 0, big = 0, small_only = 1;
+    size_t P = (size_t)m->w * m->h, amb = 0, big = 0, small_only = 1;
     int vmax = 0;
     for (size_t i = 0; i < P; i++) vmax = m->data[i] > vmax ? m->data[i] : vmax;
+    if (vmax == 1) { /* values 0 and 1 only */
+        for (size_t i = 0; i < P; i++) fg[i] = m->data[i] == 1;
+        return MR_BIN01;
+    }
     int shift = vmax > 255 ? 8 : 0; /* 16-bit values above 255: their high byte */
     for (size_t i = 0; i < P; i++) {
         int g = m->data[i] >> shift;
         amb += g > 20 && g < 235;
-        ones += g == 1;
         big += g > 1;
         small_only &= g <= 20;
-    }
-    if (ones && !big) {
-        for (size_t i = 0; i < P; i++) fg[i] = m->data[i] == 1;
-        return MR_BIN01;
     }
     if (big && small_only && m->kind != KM_MASK_JPEG) {
         char vals[160];
