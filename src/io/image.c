@@ -385,12 +385,13 @@ km_status km_image_load(const char *path, km_image *img, int want_c) {
 
 /* ----------------------------------------------------------------- masks --- */
 
-km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_mask *m) {
+km_status km_mask_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_mask *m, int64_t max_pixels) {
+    KM_ASSERT(max_pixels > 0 && max_pixels <= KM_IMAGE_MAX_PIXELS);
     memset(m, 0, sizeof *m);
     if (!(n >= 8 && png_sig_cmp(buf, 0, 8) == 0)) {
         /* JPEG (or an error naming both signatures): 8-bit grey as images */
         km_image g;
-        km_status s = km_image_load_mem(name, buf, n, &g, 1);
+        km_status s = km_image_load_mem_max(name, buf, n, &g, 1, max_pixels);
         if (s) return s;
         m->w = g.w;
         m->h = g.h;
@@ -401,7 +402,7 @@ km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_ma
         km_image_free(&g);
         return KM_OK;
     }
-    png_ctx x = {.name = name, .buf = buf, .n = n, .max_pixels = KM_IMAGE_MAX_PIXELS, .raw = 1};
+    png_ctx x = {.name = name, .buf = buf, .n = n, .max_pixels = max_pixels, .raw = 1};
     km_status s = png_decode(&x);
     if (x.png) png_destroy_read_struct(&x.png, x.info ? &x.info : NULL, NULL);
     km_free(x.rows);
@@ -429,6 +430,10 @@ km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_ma
         m->data[i] = x.depth == 16 ? (uint16_t)(x.data[2 * i] << 8 | x.data[2 * i + 1]) : x.data[i];
     km_free(x.data);
     return KM_OK;
+}
+
+km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_mask *m) {
+    return km_mask_load_mem_max(name, buf, n, m, KM_IMAGE_MAX_PIXELS);
 }
 
 km_status km_mask_load(const char *path, km_mask *m) {

@@ -36,6 +36,8 @@ typedef struct {
 } km_mask;
 km_status km_mask_load(const char *path, km_mask *m);
 km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_mask *m);
+/* With a lower pixel-count limit, as km_image_load_mem_max (fuzzing). */
+km_status km_mask_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_mask *m, int64_t max_pixels);
 void km_mask_free(km_mask *m);
 /* Writes a grey label map atomically: 8-bit when every value is <= 255, else
  * 16-bit. */
