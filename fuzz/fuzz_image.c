@@ -1,5 +1,5 @@
 /* fuzz_image.c - libFuzzer target for the PNG and JPEG decoders
- * (km_image_load_mem). Any input must give either KM_OK with a well-formed
+ * (km_image_load_mem, and km_mask_load_mem's raw PNG mode). Any input must give either KM_OK with a well-formed
  * image or an error whose message names the input; never a crash, leak or
  * out-of-bounds access (ASan + UBSan).
  *
@@ -30,6 +30,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         km_image_free(&im);
     } else {
         KM_ASSERT(im.data == NULL);
+        KM_ASSERT(strstr(km_errmsg(), "fuzz-input") != NULL);
+    }
+    /* the mask decoder: values as stored (palette indices, 1..16-bit grey) */
+    km_mask m;
+    s = km_mask_load_mem_max("fuzz-input", data, size, &m, (int64_t)1 << 22);
+    if (s == KM_OK) {
+        KM_ASSERT(m.w > 0 && m.h > 0 && (int64_t)m.w * m.h <= ((int64_t)1 << 22));
+        KM_ASSERT(m.depth >= 1 && m.depth <= 16);
+        size_t n = (size_t)m.w * m.h;
+        volatile unsigned sum = 0;
+        for (size_t i = 0; i < n; i++) sum += m.data[i];
+        km_mask_free(&m);
+    } else {
+        KM_ASSERT(m.data == NULL);
         KM_ASSERT(strstr(km_errmsg(), "fuzz-input") != NULL);
     }
     return 0;

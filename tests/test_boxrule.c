@@ -189,7 +189,7 @@ static void two_discs(float *z) {
 
 KM_TEST(boxrule_per_component_decodes_and_union_sam_tiny) {
     km_dataset_index idx;
-    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL));
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, NULL));
     char *ip = km_dataset_image_path(&idx, 0);
     km_image img = {0};
     CHECK_OK(km_image_load(ip, &img, 3));
@@ -269,7 +269,7 @@ KM_TEST(boxrule_per_component_decodes_and_union_sam_tiny) {
  * pixels changed is refused. */
 KM_TEST(boxrule_teacher_mask_orig_from_ground_truth_and_file) {
     km_dataset_index idx;
-    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL));
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, NULL));
     char *ip = km_dataset_image_path(&idx, 1), *mp = km_dataset_mask_path(&idx, 1);
     km_image img = {0}, gt = {0};
     CHECK_OK(km_image_load(ip, &img, 3));
@@ -356,7 +356,7 @@ KM_TEST(boxrule_teacher_mask_orig_from_ground_truth_and_file) {
  * the original frame is the map itself). */
 KM_TEST(boxrule_mask_prompt_identity_geometry_sam_tiny) {
     km_dataset_index idx;
-    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL));
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, NULL));
     char *ip = km_dataset_image_path(&idx, 2);
     km_image img = {0};
     CHECK_OK(km_image_load(ip, &img, 3));

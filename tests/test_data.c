@@ -381,7 +381,7 @@ static void sh_ok(const char *cmd) {
 static void write_png(const char *path, int w, int h, int mode) {
     km_image m = {w, h, 1, km_malloc((size_t)w * h)};
     for (int i = 0; i < w * h; i++)
-        m.data[i] = mode == 0 ? 0 : mode == 1 ? (uint8_t)(i % 256) : (uint8_t)(((i % w) < w / 2) ? 1 : 0);
+        m.data[i] = mode == 0 ? 0 : mode == 1 ? (uint8_t)(i % 256) : (uint8_t)((i % w) * 3 / w); /* 2: a 0/1/2 label map */
     CHECK_OK(km_image_save_png(path, &m));
     km_image_free(&m);
 }
@@ -414,7 +414,7 @@ static void build_scratch(const char *dir) {
              " cp '%s/images/covid_14.png' images/nomask.png;"
              " cp '%s/masks/covid_15.png' masks/orphan.png;"
              " cp '%s/images/%s.jpg' images/sizemis.jpg; cp '%s/masks/covid_4.png' masks/sizemis.png;"
-             " cp '%s/images/covid_5.png' images/nonbin.png; cp '%s/images/covid_6.png' images/label01.png;"
+             " cp '%s/images/covid_5.png' images/nonbin.png; cp '%s/images/covid_6.png' images/labelmap.png;"
              " echo hello > images/notes.txt; touch images/.DS_Store;"
              " cp '%s/images/covid_7.png' images/dup.png; cp '%s/images/covid_7.png' images/dup.jpg; cp '%s/masks/covid_7.png' masks/dup.png;"
              " cp '%s/images/covid_16.png' images/badmask.png; head -c 500 /dev/zero > masks/badmask.png",
@@ -422,7 +422,7 @@ static void build_scratch(const char *dir) {
     sh_ok(cmd);
     snprintf(p, sizeof p, "%s/bad/masks/nonbin.png", dir);
     write_png(p, 256, 256, 1);
-    snprintf(p, sizeof p, "%s/bad/masks/label01.png", dir);
+    snprintf(p, sizeof p, "%s/bad/masks/labelmap.png", dir);
     write_png(p, 256, 256, 2);
 }
 
@@ -442,12 +442,12 @@ KM_TEST(data_check_lists_every_problem) {
     km_issues iss;
     km_issues_init(&iss);
     km_dataset_index idx;
-    CHECK_OK(km_dataset_scan(p, &idx, &iss));
+    CHECK_OK(km_dataset_scan(p, NULL, &idx, &iss));
     km_data_stats st;
     km_set_threads(2);
     km_dataset_verify(&idx, 64, &iss, &st);
     km_issues_print(&iss, stdout, 0);
-    /* indexed pairs: K1 K2 Non_COVID (28) covid_10 empty trunc sizemis nonbin label01 badmask */
+    /* indexed pairs: K1 K2 Non_COVID (28) covid_10 empty trunc sizemis nonbin labelmap badmask */
     CHECK_MSG(idx.n == 10, "indexed %d", idx.n);
     if (idx.n != 10) return;
     CHECK(idx.n_hidden == 1);
@@ -456,7 +456,7 @@ KM_TEST(data_check_lists_every_problem) {
     CHECK(has_issue(&iss, 1, "masks/orphan.png", "mask without an image"));
     CHECK(has_issue(&iss, 1, "masks/sizemis.png", "mask is 256x256 but its image is"));
     CHECK(has_issue(&iss, 1, "masks/nonbin.png", "non-binary mask"));
-    CHECK(has_issue(&iss, 1, "masks/label01.png", "only 0 and 1"));
+    CHECK(has_issue(&iss, 1, "masks/labelmap.png", "a label map (values 0, 1, 2): choose the foreground value with --label"));
     CHECK(has_issue(&iss, 1, "images/notes.txt", "unsupported file type"));
     CHECK(has_issue(&iss, 1, "images/dup.jpg", "ambiguous") && has_issue(&iss, 1, "images/dup.png", "ambiguous"));
     CHECK(has_issue(&iss, 1, "masks/dup.png", "mask without an image"));
@@ -487,7 +487,7 @@ KM_TEST(data_check_lists_every_problem) {
     printf("%s", s);
     const char *needles[] = {"error: images/trunc.jpg: unreadable image", "error: images/nomask.png: no mask",
                              "error: masks/orphan.png", "error: masks/sizemis.png", "error: masks/nonbin.png",
-                             "error: masks/label01.png", "error: images/notes.txt", "error: masks/badmask.png",
+                             "error: masks/labelmap.png", "error: images/notes.txt", "error: masks/badmask.png",
                              "warning: masks/empty.png: empty mask", "11 errors, 1 warning", "11 errors found"};
     for (int i = 0; i < 11; i++) CHECK_MSG(strstr(s, needles[i]), "output lacks '%s'", needles[i]);
     km_free(s);
@@ -509,7 +509,7 @@ KM_TEST(data_load_cache_and_split_lists) {
     km_issues iss;
     km_issues_init(&iss);
     km_dataset_index idx;
-    CHECK_OK(km_dataset_scan(p, &idx, &iss));
+    CHECK_OK(km_dataset_scan(p, NULL, &idx, &iss));
     CHECK(iss.n == 0 && idx.n == 5);
     if (idx.n != 5) return;
     /* sorted by id, byte order */

@@ -106,7 +106,7 @@ static void library_refine(const char *weights, const char *cache_dir, long fg[R
                            long *calls, long *enc_runs) {
     km_dataset_index idx;
     km_dataset ds;
-    CHECK_OK(km_dataset_scan(data6(), &idx, NULL));
+    CHECK_OK(km_dataset_scan(data6(), NULL, &idx, NULL));
     int which[RN] = {0, 1, 2, 3, 4, 5};
     CHECK_OK(km_dataset_load(&idx, which, RN, RS, 1, &ds, NULL));
     km_unetpp *m = NULL;

@@ -20,7 +20,7 @@ static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") 
 /* The first n Kvasir images as a cache at size S (NULL on failure, CHECKed). */
 static int load_kvasir(int n, int S, km_dataset *ds) {
     km_dataset_index idx;
-    km_status s = km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL);
+    km_status s = km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, NULL);
     CHECK_OK(s);
     if (s) return 0;
     int which[16];

@@ -410,7 +410,7 @@ KM_TEST(teacher_quality_student_prompts) {
     km_dataset_index idx;
     km_issues iss;
     km_issues_init(&iss);
-    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, &iss));
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, &iss));
     for (int i = 0; i < 3; i++) {
         char *mp = km_dataset_mask_path(&idx, i);
         km_image gt = {0};

@@ -240,7 +240,7 @@ KM_TEST(train_eval_cli_matches_recomputed_metrics) {
     km_dataset_index idx;
     km_split sp;
     km_dataset ds;
-    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), &idx, NULL));
+    CHECK_OK(km_dataset_scan(km_test_path("data/kvasir-seg"), NULL, &idx, NULL));
     snprintf(p, sizeof p, "%s/splits", run);
     CHECK_OK(km_split_from_dir(&idx, p, &sp, NULL));
     CHECK_OK(km_dataset_load(&idx, sp.val, sp.n_val, LEARN_S, 1, &ds, NULL));

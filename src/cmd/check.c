@@ -1,5 +1,7 @@
-/* check.c - `kmseg check-data`: validates a dataset folder (and optional
- * split lists) up front and lists every problem, then a summary. Exits
+/* check.c - `kmseg check-data`: validates a dataset folder (images/masks or
+ * nnU-Net raw, dataset.h) and optional split lists or an nnU-Net
+ * splits_final.json up front and lists every problem, then a summary with
+ * the layout and the kinds of masks found. Exits
  * non-zero when any problem is an error; warnings alone pass. The rules are
  * the loader's (src/train/dataset.h), so a folder that passes here loads. */
 #include "cmd.h"
@@ -8,12 +10,35 @@
 #include "../train/dataset.h"
 #include "../train/splits.h"
 
+static const char *layout_desc(const km_dataset_index *idx) {
+    if (!idx->nnunet) return "images/masks";
+    return idx->n_chan_files == 3 ? "nnU-Net (three grey channel files per case)" : "nnU-Net (one _0000 file per case)";
+}
+
+/* Which kinds of masks were found, and the foreground rule. */
+static void print_masks(const km_dataset_index *idx, const km_data_stats *st) {
+    printf("  masks: %s;", km_dataset_label_desc(idx));
+    const char *kn[] = {"binary 0/255 (> 127)", "binary 0/1", "label maps"};
+    int kv[] = {st->n_bin255, st->n_bin01, st->n_labelmap};
+    for (int i = 0, first = 1; i < 3; i++)
+        if (kv[i]) printf("%s %d %s", first ? "" : ",", kv[i], kn[i]), first = 0;
+    printf(" (files:");
+    const char *fn[] = {"grey PNG", "16-bit PNG", "palette PNG (read by index)", "RGB PNG", "JPEG"};
+    int fv[] = {st->n_png_grey, st->n_png16, st->n_palette, st->n_png_rgb, st->n_jpeg};
+    for (int i = 0, first = 1; i < 5; i++)
+        if (fv[i]) printf("%s %d %s", first ? "" : ",", fv[i], fn[i]), first = 0;
+    printf(")\n");
+    if (idx->label >= 0 && st->n_labelmap)
+        printf("  %d of %d masks hold the label\n", st->n_with_label, st->n_labelmap);
+}
+
 km_status km_cmd_check_data(int argc, char **argv) {
     const char *data = NULL, *split_dir = NULL, *train_list = NULL, *val_list = NULL,
-               *test_list = NULL;
-    int size = 224, threads = km_get_threads(), max_show = 0;
+               *test_list = NULL, *label = NULL, *split_file = NULL;
+    int size = 224, threads = km_get_threads(), max_show = 0, fold = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", 1, 0},
+        KM_DATA_FLAGS(&label, &split_file, &fold),
         {"--split-dir", KM_FLAG_STR, &split_dir, "folder with train.txt [val.txt test.txt] to validate", 0, 0},
         {"--train-list", KM_FLAG_STR, &train_list, "train id list to validate", 0, 0},
         {"--val-list", KM_FLAG_STR, &val_list, "val id list to validate", 0, 0},
@@ -23,9 +48,13 @@ km_status km_cmd_check_data(int argc, char **argv) {
         {"--max-problems", KM_FLAG_INT, &max_show, "print at most this many problems (0 = all)", 0, 0},
         {0}};
     int help = 0;
-    km_status s = km_parse_flags("check-data", "--data DIR [--split-dir DIR | --train-list F [--val-list F] [--test-list F]]", flags, argc,
-                                 argv, &help);
+    km_status s = km_parse_flags("check-data",
+                                 "--data DIR [--label NAME|VALUE] [--split-dir DIR | --split-file splits_final.json "
+                                 "[--fold K] | --train-list F [--val-list F] [--test-list F]]",
+                                 flags, argc, argv, &help);
     if (s || help) return s;
+    s = km_split_choose(&split_dir, split_file, fold);
+    if (s) return s;
     if (size <= 0) return km_err(KM_EARG, "--size %d: expected a positive size", size);
     if (split_dir && (train_list || val_list || test_list))
         return km_err(KM_EARG, "--split-dir and --train-list/--val-list/--test-list are exclusive");
@@ -37,7 +66,7 @@ km_status km_cmd_check_data(int argc, char **argv) {
     km_issues iss;
     km_issues_init(&iss);
     km_dataset_index idx;
-    s = km_dataset_scan(data, &idx, &iss);
+    s = km_dataset_scan(data, label, &idx, &iss);
     if (s) {
         km_issues_free(&iss);
         return s;
@@ -47,7 +76,7 @@ km_status km_cmd_check_data(int argc, char **argv) {
     km_split sp = {0};
     int have_split = 0;
     if (split_dir || train_list) {
-        km_status ss = split_dir ? km_split_from_dir(&idx, split_dir, &sp, &iss)
+        km_status ss = split_dir ? km_split_from_path(&idx, split_dir, fold, &sp, &iss)
                                  : km_split_from_lists(&idx, train_list, val_list, test_list, &sp, &iss);
         if (ss == KM_OK)
             have_split = 1;
@@ -56,8 +85,9 @@ km_status km_cmd_check_data(int argc, char **argv) {
     }
 
     km_issues_print(&iss, stdout, max_show);
-    printf("%s: %d image/mask pairs indexed, %d readable and valid (%d RGB, %d grey)\n", data, idx.n,
-           st.n_pairs, st.n_rgb, st.n_grey);
+    printf("%s: %s layout, %d image/mask pairs indexed, %d readable and valid (%d RGB, %d grey)\n", data,
+           layout_desc(&idx), idx.n, st.n_pairs, st.n_rgb, st.n_grey);
+    print_masks(&idx, &st);
     if (st.max_w)
         printf("  sizes: width %d..%d, height %d..%d; mean foreground %.1f %%; %d empty masks\n", st.min_w,
                st.max_w, st.min_h, st.max_h, 100.0 * st.mean_fg, st.n_empty);

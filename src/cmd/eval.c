@@ -63,13 +63,15 @@ static void jstr(FILE *f, const char *key, const char *v) {
 
 km_status km_cmd_eval(int argc, char **argv) {
     const char *weights = NULL, *data = NULL, *split = "test", *split_dir = NULL, *out = NULL;
-    int size = 0, batch = 8, threads = 2;
+    int size = 0, batch = 8, threads = 2, fold = 0;
+    const char *label = NULL, *split_file = NULL;
     const char *teacher = NULL, *profile = "auto", *pmode = "auto", *box_rule = "per-component", *cache_dir = NULL;
     int points = 1, no_cache = 0, refine = 0;
     char tbuf[4096];
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 1, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", 1, 0},
+        KM_DATA_FLAGS(&label, &split_file, &fold),
         {"--split", KM_FLAG_STR, &split, "test, val, train or all (all: every image/mask pair)", 0, 0},
         {"--split-dir", KM_FLAG_STR, &split_dir, "folder with train.txt/val.txt/test.txt, e.g. RUN/splits", 0, 0},
         {"--out", KM_FLAG_STR, &out, "output folder for per_image.csv and summary.json", 1, 0},
@@ -89,6 +91,8 @@ km_status km_cmd_eval(int argc, char **argv) {
     km_status s = km_parse_flags("eval", "--weights W --data DIR [--split test|val|train|all --split-dir D] --out DIR",
                                  flags, argc, argv, &help);
     if (s || help) return s;
+    s = km_split_choose(&split_dir, split_file, fold);
+    if (s) return s;
     int which_split;
     if (!strcmp(split, "train")) which_split = 0;
     else if (!strcmp(split, "val")) which_split = 1;
@@ -123,7 +127,7 @@ km_status km_cmd_eval(int argc, char **argv) {
     km_csv csv;
     memset(&csv, 0, sizeof csv);
     double t0 = km_now();
-    s = km_dataset_scan(data, &idx, &iss);
+    s = km_dataset_scan(data, label, &idx, &iss);
     if (!s) s = km_issues_status(&iss, data);
     const int *which = NULL;
     int n = 0;
@@ -133,7 +137,7 @@ km_status km_cmd_eval(int argc, char **argv) {
         which = all;
         n = idx.n;
     } else if (!s) {
-        s = km_split_from_dir(&idx, split_dir, &sp, NULL);
+        s = km_split_from_path(&idx, split_dir, fold, &sp, NULL);
         if (!s) {
             which = which_split == 0 ? sp.train : which_split == 1 ? sp.val : sp.test;
             n = which_split == 0 ? sp.n_train : which_split == 1 ? sp.n_val : sp.n_test;

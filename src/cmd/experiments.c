@@ -94,6 +94,7 @@ typedef struct {
 
 static passflag g_pass[] = {
     {"--size", 15, "crop size, multiple of 32 (all steps)", 0, 0, 0},
+    {"--label", 15, "label to segment, for every dataset (see kmseg train --help)", 0, 0, 0},
     {"--resnet", 7, "encoder depth: 34 or 18", 0, 0, 0},
     {"--threads", 15, "compute threads", 0, 0, 1},
     {"--max-images", 7, "random split over the first N ids only", 0, 0, 0},

@@ -25,9 +25,11 @@ km_status km_cmd_mine(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *split_dir = NULL, *enc = NULL, *init = NULL, *teacher = NULL;
     const char *profile = "auto", *schedule = "continuous", *mode = "auto", *cache_dir = NULL, *resume = NULL;
     const char *box_rule = "per-component";
+    const char *label = NULL, *split_file = NULL;
     int seed = 0, quiet = 0, no_cache = 0, stop_after = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", 0, 0},
+        KM_DATA_FLAGS(&label, &split_file, &t->fold),
         {"--out", KM_FLAG_STR, &out, "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", 0, 0},
         {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder (settings from its mine_config.json)", 0, 0},
         {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint (.pth or safetensors; default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
@@ -109,7 +111,9 @@ km_status km_cmd_mine(int argc, char **argv) {
         char dbuf[4096];
         if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
         c.cache_dir = no_cache ? NULL : (char *)cache_dir;
+        if ((s = km_split_choose(&split_dir, split_file, t->fold))) return s;
         t->data = (char *)data;
+        t->label = (char *)label;
         t->split_dir = (char *)split_dir;
         t->encoder_weights = (char *)enc;
         t->seed = (uint64_t)seed;

@@ -21,7 +21,10 @@
  *   2. that map is resized to the original w x h with half-pixel bilinear
  *      interpolation on the logits (torch F.interpolate, align_corners =
  *      False, edge-clamped); mask = logit > 0 (p > 0.5, as eval).
- * Outputs, named <id>.png after the image's id: <out>/masks/ (0/255 grey),
+ * Outputs, named <id>.png after the image's id: <out>/masks/ (0/255 grey; a
+ * label map with the trained label's value for a checkpoint trained on a
+ * label (its data.label_value metadata) or for nnU-Net images: DATASET/imagesTs
+ * cases give <case>.png, the nnU-Net prediction layout, see dataset.h),
  * with --prob <out>/prob/ (round(255 * sigmoid(logit)) grey), with
  * --overlay <out>/overlay/ (RGB: the image with the mask tinted red at 50 %
  * and its boundary pure red).
@@ -187,6 +190,8 @@ km_status km_cmd_predict(int argc, char **argv) {
     s = km_dataset_scan_images(images, &idx, &iss);
     if (!s) s = km_issues_status(&iss, images);
     if (!s && idx.n == 0) s = km_err(KM_EMISSING, "%s: no .jpg/.jpeg/.png images found", images);
+    int fgval = 255;
+    if (!s) s = km_dataset_predict_label(&idx, weights, &fgval);
     char dm[4096], dp[4096], dov[4096];
     snprintf(dm, sizeof dm, "%s/masks", out);
     snprintf(dp, sizeof dp, "%s/prob", out);
@@ -199,10 +204,8 @@ km_status km_cmd_predict(int argc, char **argv) {
     int cap = 0;
     double t0 = km_now();
     for (int i = 0; i < idx.n && !s; i++) {
-        char *ip = km_dataset_image_path(&idx, i);
         km_image img = {0};
-        s = km_image_load(ip, &img, 3);
-        km_free(ip);
+        s = km_dataset_image_load(&idx, i, &img, 3);
         if (s) break;
         km_geom g;
         km_geom_compute(img.w, img.h, size, &g);
@@ -210,24 +213,25 @@ km_status km_cmd_predict(int argc, char **argv) {
         float *full = km_malloc(sizeof(float) * (size_t)img.w * img.h);
         s = predict_frame(m, &img, size, tile, &g, frame, &x, &lg, &cap);
         size_t np = (size_t)img.w * img.h;
-        km_image mk = {img.w, img.h, 1, km_malloc(np)};
+        uint8_t *m8 = km_malloc(np);
         km_refine_outcome ro = KM_REFINE_FALLBACK_NO_BOX;
         if (!s && teacher) {
             /* the teacher's answer on the whole original image, prompted by the centre window */
             km_refine_image ti;
             km_refine_image_rgb(&ti, img.data, img.w, img.h);
-            s = km_refine_teacher_mask_orig(&ref, &ti, lg, &g, mk.data, full, &ro);
+            s = km_refine_teacher_mask_orig(&ref, &ti, lg, &g, m8, full, &ro);
         }
-        if (!s && ro == KM_REFINE_TEACHER) {
-            for (size_t p = 0; p < np; p++) mk.data[p] = mk.data[p] ? 255 : 0;
-        } else {
-            if (!s) bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
-            for (size_t p = 0; p < np; p++) mk.data[p] = full[p] > 0 ? 255 : 0;
+        if (!s && ro != KM_REFINE_TEACHER) {
+            bilinear_f32(frame, g.rw, g.rh, full, img.w, img.h);
+            for (size_t p = 0; p < np; p++) m8[p] = full[p] > 0;
         }
+        km_mask mk = {img.w, img.h, km_malloc(sizeof(uint16_t) * np), 16, KM_MASK_GREY};
+        for (size_t p = 0; p < np; p++) mk.data[p] = m8[p] ? (uint16_t)fgval : 0;
+        km_free(m8);
         char path[4200];
         if (!s) {
             snprintf(path, sizeof path, "%s/%s.png", dm, idx.items[i].id);
-            s = km_image_save_png(path, &mk);
+            s = km_mask_save_png(path, &mk);
         }
         if (!s && prob) {
             km_image pr = {img.w, img.h, 1, km_malloc(np)};
@@ -263,7 +267,7 @@ km_status km_cmd_predict(int argc, char **argv) {
             s = km_image_save_png(path, &ov);
             km_image_free(&ov);
         }
-        km_image_free(&mk);
+        km_mask_free(&mk);
         km_free(frame);
         km_free(full);
         km_image_free(&img);

@@ -25,11 +25,12 @@
 km_status km_cmd_pretrain(int argc, char **argv) {
     km_simclr_config c;
     km_simclr_config_default(&c);
-    const char *data = NULL, *out = NULL, *resume = NULL;
+    const char *data = NULL, *out = NULL, *resume = NULL, *label = NULL;
     int seed = 0, quiet = 0, stop_after = 0;
     double scale_min = c.aug.scale_min;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/ (train split used, masks ignored)", 0, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/ or nnU-Net raw (train split used, masks ignored)", 0, 0},
+        {"--label", KM_FLAG_STR, &label, "accepted as by train; no effect (pretraining reads no masks)", 0, 0},
         {"--out", KM_FLAG_STR, &out, "run folder (encoder.safetensors, projection_head.safetensors, metrics.csv)", 0, 0},
         {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder from last.safetensors", 0, 0},
         {"--epochs", KM_FLAG_INT, &c.epochs, "number of epochs", 0, 0},

@@ -20,9 +20,11 @@ km_status km_cmd_train(int argc, char **argv) {
     km_train_config c;
     km_train_config_default(&c);
     const char *data = NULL, *out = NULL, *resume = NULL, *split_dir = NULL, *enc = NULL, *init = NULL;
+    const char *label = NULL, *split_file = NULL;
     int seed = 0, stop_after = 0, quiet = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder with images/ and masks/", 0, 0},
+        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", 0, 0},
+        KM_DATA_FLAGS(&label, &split_file, &c.fold),
         {"--out", KM_FLAG_STR, &out, "run folder (config, splits, metrics, best/last checkpoints)", 0, 0},
         {"--resume", KM_FLAG_STR, &resume, "continue the run in this folder from last.safetensors", 0, 0},
         {"--split-dir", KM_FLAG_STR, &split_dir, "folder with train.txt [val.txt test.txt] (default: seeded random split)", 0, 0},
@@ -77,7 +79,9 @@ km_status km_cmd_train(int argc, char **argv) {
         if (!data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg train --help)");
         if (!out) return km_err(KM_EARG, "missing required flag --out (the run folder)");
         if (seed < 0) return km_err(KM_EARG, "--seed %d: expected >= 0", seed);
+        if ((s = km_split_choose(&split_dir, split_file, c.fold))) return s;
         c.data = (char *)data;
+        c.label = (char *)label;
         c.out = (char *)out;
         c.split_dir = (char *)split_dir;
         c.encoder_weights = (char *)enc;

@@ -240,7 +240,7 @@ km_status km_teacher_quality_run(const km_tq_config *c, FILE *log, km_tq_result 
     km_dataset_index idx;
     memset(&idx, 0, sizeof idx);
     int *which = NULL, n = 0;
-    km_status s = km_dataset_scan(c->data, &idx, &iss);
+    km_status s = km_dataset_scan(c->data, NULL, &idx, &iss);
     if (!s) s = km_issues_status(&iss, c->data);
     if (!s) s = select_images(c, &idx, &which, &n);
     if (!s) s = open_models(&t, c);

@@ -11,7 +11,9 @@
  * Pixel values follow PIL (Pillow 9.4, which uses the same libjpeg-turbo):
  * JPEGs are decoded with libjpeg's defaults (ISLOW IDCT, fancy upsampling),
  * alpha is dropped without compositing, 16-bit samples keep their high byte
- * (PIL's "RGB;16B" unpacking) and RGB -> grey is PIL's convert("L") luma. */
+ * (PIL's "RGB;16B" unpacking) and RGB -> grey is PIL's convert("L") luma.
+ * Masks (km_mask_load) take the same PNG decoder in raw mode: palette indices
+ * and grey values as stored, 16-bit grey kept (image.h). */
 #include "image.h"
 
 #include <jpeglib.h>
@@ -51,11 +53,16 @@ typedef struct {
     const uint8_t *buf;
     size_t n, pos;
     int64_t max_pixels;
+    int raw;          /* mask mode: grey and palette values as stored (see image.h) */
     png_structp png;
     png_infop info;
-    uint8_t *data;    /* h * w * c, the result */
+    uint8_t *data;    /* h * w * c * (depth / 8), the result */
     png_bytep *rows;  /* h row pointers into data */
     int w, h, c;
+    int depth;        /* 8, or 16 (raw mode only, big-endian samples) */
+    int stored_depth; /* bit depth in the file */
+    int palette;      /* raw mode: the values are palette indices */
+    int ct;           /* colour type in the file */
     char msg[200];
 } png_ctx;
 
@@ -107,6 +114,27 @@ static km_status png_check_chunks(const char *name, const uint8_t *buf, size_t n
                   n);
 }
 
+/* The libpng transformations. Images: palette -> RGB, 1/2/4-bit grey -> 8
+ * bits (scaled), 16 -> 8 bits by keeping the high byte, alpha dropped (tRNS
+ * transparency is ignored like alpha). Raw mode (masks): palette indices and
+ * grey values as stored (1/2/4-bit unpacked to one byte, not scaled; 16-bit
+ * grey kept), alpha dropped; RGB as for images. */
+static void png_set_tx(png_ctx *x, int ct) {
+    int palette = ct == PNG_COLOR_TYPE_PALETTE, grey = !(ct & PNG_COLOR_MASK_COLOR);
+    if (x->raw && (palette || grey)) {
+        x->palette = palette;
+        if (x->stored_depth < 8) png_set_packing(x->png);
+        if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(x->png);
+        return;
+    }
+    if (palette) png_set_palette_to_rgb(x->png);
+    if (ct == PNG_COLOR_TYPE_GRAY) png_set_expand_gray_1_2_4_to_8(x->png);
+    png_set_strip_16(x->png);
+    /* A palette with tRNS expands to RGBA; drop that alpha too. */
+    if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(x->png, x->info, PNG_INFO_tRNS))
+        png_set_strip_alpha(x->png);
+}
+
 static km_status png_decode(png_ctx *x) {
     km_status s = png_check_chunks(x->name, x->buf, x->n);
     if (s) return s;
@@ -127,25 +155,22 @@ static km_status png_decode(png_ctx *x) {
     s = check_dims(x->name, "PNG", w, h, x->max_pixels);
     if (s) return s;
     int ct = png_get_color_type(x->png, x->info);
-    /* Palette -> RGB, 1/2/4-bit grey -> 8 bits, 16 -> 8 bits by keeping the
-     * high byte, alpha dropped. tRNS transparency is ignored like alpha. */
-    if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(x->png);
-    if (ct == PNG_COLOR_TYPE_GRAY) png_set_expand_gray_1_2_4_to_8(x->png);
-    png_set_strip_16(x->png);
-    /* A palette with tRNS expands to RGBA; drop that alpha too. */
-    if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(x->png, x->info, PNG_INFO_tRNS))
-        png_set_strip_alpha(x->png);
+    x->stored_depth = png_get_bit_depth(x->png, x->info);
+    x->ct = ct;
+    png_set_tx(x, ct);
     png_set_interlace_handling(x->png);
     png_read_update_info(x->png, x->info);
 
-    int c = png_get_channels(x->png, x->info);
+    int c = png_get_channels(x->png, x->info), depth = png_get_bit_depth(x->png, x->info);
     size_t rowbytes = png_get_rowbytes(x->png, x->info);
-    if ((c != 1 && c != 3) || png_get_bit_depth(x->png, x->info) != 8 ||
-        rowbytes != (size_t)w * (size_t)c)
+    if ((c != 1 && c != 3) || (depth != 8 && !(x->raw && depth == 16 && c == 1)) ||
+        rowbytes != (size_t)w * (size_t)c * (size_t)(depth / 8))
         return km_err(KM_EFORMAT,
                       "%s: PNG colour type %d did not reduce to 8-bit grey or RGB (%d channels, "
                       "%zu bytes per row)",
                       x->name, ct, c, rowbytes);
+    x->depth = depth;
+    c *= depth / 8; /* bytes per pixel from here on */
     x->data = km_try_malloc((size_t)w * h * c);
     x->rows = km_try_malloc(sizeof(png_bytep) * h);
     if (!x->data || !x->rows)
@@ -156,7 +181,7 @@ static km_status png_decode(png_ctx *x) {
     png_read_end(x->png, NULL);
     x->w = (int)w;
     x->h = (int)h;
-    x->c = c;
+    x->c = c / (depth / 8);
     return KM_OK;
 }
 
@@ -358,9 +383,81 @@ km_status km_image_load(const char *path, km_image *img, int want_c) {
     return s;
 }
 
+/* ----------------------------------------------------------------- masks --- */
+
+km_status km_mask_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_mask *m, int64_t max_pixels) {
+    KM_ASSERT(max_pixels > 0 && max_pixels <= KM_IMAGE_MAX_PIXELS);
+    memset(m, 0, sizeof *m);
+    if (!(n >= 8 && png_sig_cmp(buf, 0, 8) == 0)) {
+        /* JPEG (or an error naming both signatures): 8-bit grey as images */
+        km_image g;
+        km_status s = km_image_load_mem_max(name, buf, n, &g, 1, max_pixels);
+        if (s) return s;
+        m->w = g.w;
+        m->h = g.h;
+        m->depth = 8;
+        m->kind = KM_MASK_JPEG;
+        m->data = km_malloc(sizeof(uint16_t) * (size_t)g.w * g.h);
+        for (size_t i = 0; i < (size_t)g.w * g.h; i++) m->data[i] = g.data[i];
+        km_image_free(&g);
+        return KM_OK;
+    }
+    png_ctx x = {.name = name, .buf = buf, .n = n, .max_pixels = max_pixels, .raw = 1};
+    km_status s = png_decode(&x);
+    if (x.png) png_destroy_read_struct(&x.png, x.info ? &x.info : NULL, NULL);
+    km_free(x.rows);
+    if (!s && x.c == 3) {
+        km_image g = {.w = x.w, .h = x.h, .c = 3, .data = x.data};
+        s = convert_channels(name, &g, 1);
+        x.data = g.data;
+        x.c = 1;
+    }
+    if (s) {
+        km_free(x.data);
+        return s;
+    }
+    size_t np = (size_t)x.w * x.h;
+    m->w = x.w;
+    m->h = x.h;
+    m->depth = x.depth == 16 ? 16 : x.stored_depth < 8 && (x.palette || !(x.ct & PNG_COLOR_MASK_COLOR)) ? x.stored_depth : 8;
+    m->kind = x.palette ? KM_MASK_PALETTE : (x.ct & PNG_COLOR_MASK_COLOR) ? KM_MASK_RGB : KM_MASK_GREY;
+    m->data = km_try_malloc(sizeof(uint16_t) * np);
+    if (!m->data) {
+        km_free(x.data);
+        return km_err(KM_ENOMEM, "%s: cannot allocate %dx%d mask values", name, x.w, x.h);
+    }
+    for (size_t i = 0; i < np; i++)
+        m->data[i] = x.depth == 16 ? (uint16_t)(x.data[2 * i] << 8 | x.data[2 * i + 1]) : x.data[i];
+    km_free(x.data);
+    return KM_OK;
+}
+
+km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_mask *m) {
+    return km_mask_load_mem_max(name, buf, n, m, KM_IMAGE_MAX_PIXELS);
+}
+
+km_status km_mask_load(const char *path, km_mask *m) {
+    memset(m, 0, sizeof *m);
+    uint8_t *buf;
+    size_t n;
+    km_status s = km_read_file(path, KM_IMAGE_MAX_FILE, &buf, &n);
+    if (s) return s;
+    s = km_mask_load_mem(path, buf, n, m);
+    km_free(buf);
+    return s;
+}
+
+void km_mask_free(km_mask *m) {
+    if (!m) return;
+    km_free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
 typedef struct {
     const char *path;
-    const km_image *img;
+    const km_image *img;   /* 8-bit grey/RGB, or NULL with mask16 */
+    const km_mask *mask16; /* 16-bit grey */
+    uint8_t *row;          /* big-endian row for mask16 */
     FILE *f;
     png_structp png;
     png_infop info;
@@ -381,28 +478,38 @@ static km_status png_encode(png_wctx *x) {
     if (setjmp(png_jmpbuf(x->png)))
         return km_err(KM_EIO, "%s: writing PNG failed: %s", x->path, x->msg);
     const km_image *im = x->img;
+    const km_mask *mk = x->mask16;
+    int w = im ? im->w : mk->w, h = im ? im->h : mk->h;
     png_init_io(x->png, x->f);
-    png_set_IHDR(x->png, x->info, (png_uint_32)im->w, (png_uint_32)im->h, 8,
-                 im->c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+    png_set_IHDR(x->png, x->info, (png_uint_32)w, (png_uint_32)h, im ? 8 : 16,
+                 !im || im->c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(x->png, x->info);
-    for (int y = 0; y < im->h; y++)
-        png_write_row(x->png, im->data + (size_t)y * im->w * im->c);
+    for (int y = 0; y < h; y++) {
+        if (im) {
+            png_write_row(x->png, im->data + (size_t)y * im->w * im->c);
+            continue;
+        }
+        for (int i = 0; i < w; i++) {
+            uint16_t v = mk->data[(size_t)y * w + i];
+            x->row[2 * i] = (uint8_t)(v >> 8);
+            x->row[2 * i + 1] = (uint8_t)v;
+        }
+        png_write_row(x->png, x->row);
+    }
     png_write_end(x->png, NULL);
     return KM_OK;
 }
 
-km_status km_image_save_png(const char *path, const km_image *img) {
-    KM_ASSERT(img->data && img->w > 0 && img->h > 0);
-    if (img->c != 1 && img->c != 3)
-        return km_err(KM_EARG, "%s: cannot write a %d-channel PNG, expected 1 (grey) or 3 (RGB)",
-                      path, img->c);
+static km_status save_png(const char *path, const km_image *img, const km_mask *mask16) {
     km_atomic_file af;
     km_status s = km_atomic_open(&af, path);
     if (s) return s;
-    png_wctx x = {.path = path, .img = img, .f = af.f};
+    png_wctx x = {.path = path, .img = img, .mask16 = mask16, .f = af.f};
+    if (mask16) x.row = km_malloc(2 * (size_t)mask16->w);
     s = png_encode(&x);
     if (x.png) png_destroy_write_struct(&x.png, x.info ? &x.info : NULL);
+    km_free(x.row);
     if (s) {
         km_atomic_abort(&af);
         return s;
@@ -434,6 +541,27 @@ km_status km_image_encode_png(const char *name, const km_image *img, uint8_t **b
     free(mem); /* open_memstream buffer: plain malloc */
     *n = len;
     return KM_OK;
+}
+
+km_status km_image_save_png(const char *path, const km_image *img) {
+    KM_ASSERT(img->data && img->w > 0 && img->h > 0);
+    if (img->c != 1 && img->c != 3)
+        return km_err(KM_EARG, "%s: cannot write a %d-channel PNG, expected 1 (grey) or 3 (RGB)",
+                      path, img->c);
+    return save_png(path, img, NULL);
+}
+
+km_status km_mask_save_png(const char *path, const km_mask *m) {
+    KM_ASSERT(m->data && m->w > 0 && m->h > 0);
+    size_t np = (size_t)m->w * m->h;
+    uint16_t mx = 0;
+    for (size_t i = 0; i < np; i++) mx = m->data[i] > mx ? m->data[i] : mx;
+    if (mx > 255) return save_png(path, NULL, m);
+    km_image g = {m->w, m->h, 1, km_malloc(np)};
+    for (size_t i = 0; i < np; i++) g.data[i] = (uint8_t)m->data[i];
+    km_status s = save_png(path, &g, NULL);
+    km_image_free(&g);
+    return s;
 }
 
 void km_image_free(km_image *img) {

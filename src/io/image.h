@@ -22,6 +22,27 @@ km_status km_image_load_mem(const char *name, const uint8_t *buf, size_t n, km_i
  * little). max_pixels must be in 1 .. 2^28. */
 km_status km_image_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_image *img,
                                 int want_c, int64_t max_pixels);
+/* Masks, read with their values as stored: a palette PNG gives its indices
+ * (never the colours), a grey PNG its values (1/2/4-bit unpacked but not
+ * scaled: a 1-bit mask is 0/1; 16-bit values kept whole); alpha is dropped.
+ * An RGB(A) PNG and a JPEG are reduced to 8-bit grey as km_image_load with
+ * want_c = 1 does. */
+typedef enum { KM_MASK_GREY, KM_MASK_PALETTE, KM_MASK_RGB, KM_MASK_JPEG } km_mask_kind;
+typedef struct {
+    int w, h;
+    uint16_t *data;    /* h * w values, row-major */
+    int depth;         /* bits per value in the file: 1, 2, 4, 8 or 16 (RGB, JPEG: 8) */
+    km_mask_kind kind;
+} km_mask;
+km_status km_mask_load(const char *path, km_mask *m);
+km_status km_mask_load_mem(const char *name, const uint8_t *buf, size_t n, km_mask *m);
+/* With a lower pixel-count limit, as km_image_load_mem_max (fuzzing). */
+km_status km_mask_load_mem_max(const char *name, const uint8_t *buf, size_t n, km_mask *m, int64_t max_pixels);
+void km_mask_free(km_mask *m);
+/* Writes a grey label map atomically: 8-bit when every value is <= 255, else
+ * 16-bit. */
+km_status km_mask_save_png(const char *path, const km_mask *m);
+
 /* Writes an 8-bit PNG (grey or RGB) atomically. */
 km_status km_image_save_png(const char *path, const km_image *img);
 /* The same PNG bytes in memory: *buf (km_malloc'ed, km_free) of *n bytes;

@@ -115,6 +115,12 @@ static km_status write_config(const km_mine_config *c, const char *path) {
     json_str(f, t->data);
     fprintf(f, ",\n  \"split_dir\": ");
     json_str(f, t->split_dir);
+    fprintf(f, ",\n  \"label\": ");
+    json_str(f, t->label);
+    fprintf(f, ",\n  \"fold\": %d", t->fold);
+    fprintf(f, ",\n  \"label\": ");
+    json_str(f, t->label);
+    fprintf(f, ",\n  \"fold\": %d", t->fold);
     fprintf(f, ",\n  \"encoder_weights\": ");
     json_str(f, t->encoder_weights);
     fprintf(f, ",\n  \"init_weights\": ");
@@ -768,6 +774,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
             meta_put(&meta, "size", "%d", S);
             meta_put(&meta, "mine.epoch", "%d", epoch);
             meta_put(&meta, "val_loss", "%.17g", vl);
+            km_dataset_label_meta(&d.s.idx, &meta);
             s = km_unetpp_save(m, p_best, &meta);
             km_tdict_free(&meta);
             if (s) break;

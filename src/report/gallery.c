@@ -92,7 +92,7 @@ km_status km_gallery_compute(const char *weights, const char *data, const char *
     int S = size;
     km_status s = km_refine_open_student(weights, o->teacher, o->teacher_profile ? o->teacher_profile : "auto",
                                          "auto", "per-component", 1, NULL, 1, &ref, &m, &S);
-    if (!s) s = km_dataset_scan(data, &idx, &iss);
+    if (!s) s = km_dataset_scan(data, NULL, &idx, &iss);
     if (!s) s = km_issues_status(&iss, data);
     if (!s) s = km_split_from_dir(&idx, split_dir, &sp, NULL);
     if (!s && sp.n_test == 0) s = km_err(KM_EMISSING, "%s: the test split is empty", split_dir);
@@ -341,7 +341,7 @@ km_status km_gallery_pseudo_html(km_html *h, const char *pseudo_dir, const char 
     memset(&idx, 0, sizeof idx);
     km_issues iss;
     km_issues_init(&iss);
-    km_status s = km_dataset_scan(data, &idx, &iss);
+    km_status s = km_dataset_scan(data, NULL, &idx, &iss);
     if (!s) {
         km_html_raw(h, "<p>The first pseudo labels by file name, against the unlabelled images' hidden ground truth "
                        "(which training never saw).</p>\n");

@@ -545,7 +545,7 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
     km_dataset_index idx;
     km_issues iss;
     km_issues_init(&iss);
-    s = km_dataset_scan(c->data, &idx, &iss);
+    s = km_dataset_scan(c->data, NULL, &idx, &iss); /* images only: no label needed */
     if (s) {
         km_issues_free(&iss);
         km_free(p_cfg), km_free(p_last);

@@ -3,10 +3,12 @@
 #include "splits.h"
 
 #include "../core/rng.h"
+#include "../io/json.h"
 
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int cmp_int(const void *a, const void *b) {
     int x = *(const int *)a, y = *(const int *)b;
@@ -65,6 +67,31 @@ void km_split_free(km_split *sp) {
     memset(sp, 0, sizeof *sp);
 }
 
+static const char *k_list_names[] = {"", "train", "val", "test"};
+
+/* Appends the index of `id` to v[*n] unless it is unknown, a duplicate or
+ * already in another list (owner[i]: the list, 1-based, holding index i);
+ * each of those is an issue at `where`. Returns 0 on a problem. */
+static int claim_id(const km_dataset_index *idx, const char *id, const char *where, const char *name, int list_no,
+                    int *owner, int *v, int *n, km_issues *issues) {
+    int k = km_dataset_find(idx, id);
+    if (k < 0) {
+        km_issues_add(issues, 1, where, "%s list: unknown id '%s' (no image/mask pair with that name)", name, id);
+        return 0;
+    }
+    if (owner[k] == list_no) {
+        km_issues_add(issues, 1, where, "%s list: duplicate id '%s'", name, id);
+        return 0;
+    }
+    if (owner[k]) {
+        km_issues_add(issues, 1, where, "id '%s' is in both the %s and the %s list", id, k_list_names[owner[k]], name);
+        return 0;
+    }
+    owner[k] = list_no;
+    v[(*n)++] = k;
+    return 1;
+}
+
 /* Reads one list into indices; problems go to issues. owner[i] records which
  * list (1-based) already claimed dataset index i, for the overlap check. */
 static km_status read_list(const km_dataset_index *idx, const char *path, const char *name,
@@ -73,7 +100,6 @@ static km_status read_list(const km_dataset_index *idx, const char *path, const 
     size_t nb;
     km_status s = km_read_file(path, (size_t)1 << 30, &buf, &nb);
     if (s) return s;
-    static const char *names[] = {"", "train", "val", "test"};
     int *v = km_malloc(sizeof(int) * (size_t)(idx->n ? idx->n : 1));
     int n = 0, lineno = 0, bad = 0;
     size_t i = 0;
@@ -91,20 +117,7 @@ static km_status read_list(const km_dataset_index *idx, const char *path, const 
         id[b - a] = 0;
         char where[4200];
         snprintf(where, sizeof where, "%s:%d", path, lineno);
-        int k = km_dataset_find(idx, id);
-        if (k < 0) {
-            km_issues_add(issues, 1, where, "%s list: unknown id '%s' (no image/mask pair with that name)", name, id);
-            bad = 1;
-        } else if (owner[k] == list_no) {
-            km_issues_add(issues, 1, where, "%s list: duplicate id '%s'", name, id);
-            bad = 1;
-        } else if (owner[k]) {
-            km_issues_add(issues, 1, where, "id '%s' is in both the %s and the %s list", id, names[owner[k]], name);
-            bad = 1;
-        } else {
-            owner[k] = list_no;
-            v[n++] = k;
-        }
+        bad |= !claim_id(idx, id, where, name, list_no, owner, v, &n, issues);
         km_free(id);
     }
     km_free(buf);
@@ -186,4 +199,74 @@ km_status km_split_write(const km_dataset_index *idx, const km_split *sp, const 
     if (s) return s;
     snprintf(p, sizeof p, "%s/test.txt", dir);
     return km_write_id_list(idx, sp->test, sp->n_test, p);
+}
+
+/* nnU-Net's splits_final.json: [{"train": [ids], "val": [ids]}, ...]. */
+static km_status split_from_nnunet(const km_dataset_index *idx, const char *path, int fold, km_split *out,
+                                   km_issues *issues) {
+    memset(out, 0, sizeof *out);
+    km_json j;
+    km_status s = km_json_load(path, NULL, NULL, &j);
+    if (s) return s;
+    const km_json *f = j.type == KM_JSON_ARR && fold >= 0 && fold < j.n ? &j.items[fold] : NULL;
+    if (j.type != KM_JSON_ARR || !j.n)
+        s = km_err(KM_EFORMAT, "%s: expected nnU-Net's splits_final.json, a list of folds [{\"train\": [...], \"val\": "
+                               "[...]}, ...]", path);
+    else if (!f)
+        s = km_err(KM_EARG, "--fold %d: %s has %d fold%s (0..%d)", fold, path, j.n, j.n == 1 ? "" : "s", j.n - 1);
+    km_issues local;
+    km_issues_init(&local);
+    int *owner = km_calloc(sizeof(int) * (size_t)(idx->n ? idx->n : 1));
+    const char *keys[2] = {"train", "val"};
+    int **outs[2] = {&out->train, &out->val}, *ns[2] = {&out->n_train, &out->n_val};
+    for (int l = 0; l < 2 && !s; l++) {
+        const km_json *a = f->type == KM_JSON_OBJ ? km_json_get(f, keys[l]) : NULL;
+        if (!a || a->type != KM_JSON_ARR) {
+            s = km_err(KM_EFORMAT, "%s: fold %d has no '%s' list of case ids", path, fold, keys[l]);
+            break;
+        }
+        *outs[l] = km_malloc(sizeof(int) * (size_t)(idx->n ? idx->n : 1));
+        char where[4200];
+        snprintf(where, sizeof where, "%s: fold %d %s", path, fold, keys[l]);
+        for (int i = 0; i < a->n; i++) {
+            if (a->items[i].type != KM_JSON_STR)
+                km_issues_add(&local, 1, where, "entry %d is not a string (a case id)", i);
+            else
+                claim_id(idx, a->items[i].str, where, keys[l], l + 1, owner, *outs[l], ns[l], &local);
+        }
+        if (!*ns[l]) km_issues_add(&local, 1, where, "%s list is empty", keys[l]);
+        if (*ns[l]) qsort(*outs[l], (size_t)*ns[l], sizeof(int), cmp_int);
+    }
+    if (!out->train) out->train = km_malloc(sizeof(int));
+    if (!out->val) out->val = km_malloc(sizeof(int));
+    out->test = km_malloc(sizeof(int));
+    km_free(owner);
+    km_json_free(&j);
+    if (!s) s = km_issues_status(&local, "split file");
+    if (issues)
+        km_issues_move(issues, &local);
+    else
+        km_issues_free(&local);
+    if (s) km_split_free(out);
+    return s;
+}
+
+km_status km_split_from_path(const km_dataset_index *idx, const char *path, int fold, km_split *out,
+                             km_issues *issues) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return split_from_nnunet(idx, path, fold, out, issues);
+    if (fold) {
+        memset(out, 0, sizeof *out);
+        return km_err(KM_EARG, "--fold %d: only an nnU-Net splits_final.json has folds, %s is a folder of lists", fold,
+                      path);
+    }
+    return km_split_from_dir(idx, path, out, issues);
+}
+
+km_status km_split_choose(const char **split_dir, const char *split_file, int fold) {
+    if (split_file && *split_dir) return km_err(KM_EARG, "--split-dir and --split-file are exclusive");
+    if (fold < 0) return km_err(KM_EARG, "--fold %d: expected >= 0", fold);
+    if (fold && !split_file) return km_err(KM_EARG, "--fold %d needs --split-file (an nnU-Net splits_final.json)", fold);
+    if (split_file) *split_dir = split_file;
+    return KM_OK;
 }

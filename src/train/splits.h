@@ -51,6 +51,28 @@ km_status km_split_from_lists(const km_dataset_index *idx, const char *train_pat
 km_status km_split_from_dir(const km_dataset_index *idx, const char *dir, km_split *out,
                             km_issues *issues);
 
+/* A user split from `path`: a folder of lists (km_split_from_dir; fold must
+ * be 0) or a file, read as nnU-Net's splits_final.json: a list of folds
+ * [{"train": [case ids], "val": [case ids]}, ...], of which fold `fold` gives
+ * train and val (test empty). Unknown, duplicate and shared ids are issues as
+ * for lists; a fold out of range is KM_EARG. */
+km_status km_split_from_path(const km_dataset_index *idx, const char *path, int fold, km_split *out,
+                             km_issues *issues);
+/* The --split-dir / --split-file / --fold choice of a command: exclusive
+ * flags (KM_EARG), fold >= 0 and only with --split-file; --split-file's path
+ * replaces *split_dir (both are read by km_split_from_path). */
+km_status km_split_choose(const char **split_dir, const char *split_file, int fold);
+
+/* The dataset flags of every command that reads --data: the label to
+ * segment, an nnU-Net split file and its fold. Expands to three km_flag
+ * entries (args.h); check the values with km_split_choose. */
+#define KM_DATA_FLAGS(label, split_file, fold)                                                                    \
+    {"--label", KM_FLAG_STR, (label),                                                                             \
+     "label to segment: a mask value, or a label name from an nnU-Net dataset.json (default: binary 0/255 or 0/1 " \
+     "masks; nnU-Net: its only foreground label)", 0, 0},                                                         \
+    {"--split-file", KM_FLAG_STR, (split_file), "nnU-Net splits_final.json: train/val of --fold (instead of --split-dir)", 0, 0}, \
+    {"--fold", KM_FLAG_INT, (fold), "fold of --split-file", 0, 0}
+
 /* Writes <dir>/train.txt, val.txt, test.txt (ids without extension, one per
  * line, atomically). */
 km_status km_split_write(const km_dataset_index *idx, const km_split *sp, const char *dir);

@@ -69,8 +69,10 @@ static const field k_fields[] = {
     FLD(min_lr, F_DBL),         FLD(plateau_patience, F_INT), FLD(early_stop, F_INT),
     FLD(bce_weight, F_DBL),     FLD(max_steps, F_INT),        FLD(seed, F_U64),
     FLD(threads, F_INT),        FLD(out, F_STR),              FLD(eval_test, F_INT),
-    FLD(eval_init, F_INT),
+    FLD(eval_init, F_INT),      FLD(label, F_STR),            FLD(fold, F_INT),
 };
+/* settings added after config.json files were first written: absent = default */
+static const char *const k_later[] = {"label", "fold", NULL};
 #undef FLD
 #define NFIELDS ((int)(sizeof k_fields / sizeof k_fields[0]))
 
@@ -111,6 +113,7 @@ km_status km_train_config_check(const km_train_config *c) {
                       c->val_fraction, c->test_fraction);
     if (c->max_images < 0) return km_err(KM_EARG, "--max-images %d: expected >= 0", c->max_images);
     if (c->max_steps < 0) return km_err(KM_EARG, "--max-steps %d: expected >= 0", c->max_steps);
+    if (c->fold < 0) return km_err(KM_EARG, "--fold %d: expected >= 0", c->fold);
     if (c->threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", c->threads);
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
     return KM_OK;
@@ -177,7 +180,7 @@ km_status km_train_config_from_json(const km_json *j, const char *path, const ch
         char *p = (char *)c + f->off;
         const km_json *v = km_json_get(j, f->key);
         if (!v) {
-            if (key_in(optional, f->key)) continue;
+            if (key_in(optional, f->key) || key_in(k_later, f->key)) continue;
             s = km_err(KM_EMISSING, "%s: missing setting '%s'", path, f->key);
             break;
         }
@@ -293,6 +296,7 @@ static void prefetch_stop(prefetch *p) {
 
 typedef struct {
     const km_train_config *c;
+    const km_dataset_index *idx; /* for the label metadata */
     km_unetpp *m;
     prefetch pf;
     float *x[2], *y[2], *logits, *dlogits;
@@ -468,13 +472,13 @@ km_status km_train_split_make(const km_train_config *c, int resume, const char *
     memset(t, 0, sizeof *t);
     km_issues iss;
     km_issues_init(&iss);
-    km_status s = km_dataset_scan(c->data, &t->idx, &iss);
+    km_status s = km_dataset_scan(c->data, c->label, &t->idx, &iss);
     if (!s) s = km_issues_status(&iss, c->data);
     km_issues_free(&iss);
     if (s) return s;
     if (resume || c->split_dir) {
         char *sd = resume ? km_path_join(out, "splits") : km_strdup(c->split_dir);
-        s = km_split_from_dir(&t->idx, sd, &t->sp, NULL);
+        s = resume ? km_split_from_dir(&t->idx, sd, &t->sp, NULL) : km_split_from_path(&t->idx, sd, c->fold, &t->sp, NULL);
         if (!s && resume) {
             char *lp = km_path_join(sd, "labelled.txt");
             km_split ls;
@@ -542,6 +546,9 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
     if (!s) s = km_dataset_load(&t->idx, t->sp.val, t->sp.n_val, c->size, 1, &d->va, NULL);
     if (!s && c->eval_test && t->sp.n_test)
         s = km_dataset_load(&t->idx, t->sp.test, t->sp.n_test, c->size, 1, &d->te, NULL);
+    if (!s && t->idx.label >= 0 && !d->tr.n_with_label)
+        s = km_err(KM_EFORMAT, "%s: %s is in none of the %d labelled training masks", t->idx.masks_dir,
+                   km_dataset_label_desc(&t->idx), d->tr.n);
     if (!s && log)
         fprintf(log, "data: %s, %d train (%d labelled), %d val, %d test; decoded in %.1f s\n", c->data,
                 t->sp.n_train, t->n_lab, t->sp.n_val, t->sp.n_test, km_now() - t0);
@@ -554,6 +561,7 @@ static km_status save_last(loop *L, const char *path, int epoch, int steps, cons
     km_tdict_init(&extra);
     meta_set_int(&extra, "train.steps", steps);
     meta_set_int(&extra, "train.done", done);
+    km_dataset_label_meta(L->idx, &extra);
     km_status s = km_train_checkpoint_save(path, L->m, L->c, "train", epoch, rng, pl, es, &extra);
     km_tdict_free(&extra);
     return s;
@@ -632,6 +640,7 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
 
     if (!resume && c->out) s = config_write(c, p_cfg);
     if (!s) s = prepare_data(c, resume, &d, log);
+    L.idx = &d.s.idx;
     if (s) goto out;
 
     if (resume) {
@@ -765,6 +774,7 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
             model_meta(c, &meta, "train", epoch);
             meta_set_num(&meta, "val_loss", vo.loss);
             meta_set_num(&meta, "val_dice", vo.dice);
+            km_dataset_label_meta(L.idx, &meta);
             s = km_unetpp_save(L.m, p_best, &meta);
             km_tdict_free(&meta);
             if (s) goto out_epoch;

@@ -52,8 +52,11 @@
 
 typedef struct {
     /* data */
-    char *data;            /* dataset folder with images/ and masks/ */
-    char *split_dir;       /* user lists (NULL: seeded random split) */
+    char *data;            /* dataset folder: images/ + masks/, or nnU-Net raw (dataset.h) */
+    char *label;           /* --label: mask value or dataset.json label name (NULL: default) */
+    char *split_dir;       /* user lists: a folder, or an nnU-Net splits_final.json (NULL:
+                              seeded random split) */
+    int fold;              /* fold of a splits_final.json */
     double val_fraction, test_fraction, labelled_fraction;
     int max_images;        /* random split over the first N ids only (0 = all) */
     int size;              /* crop size, multiple of 32 */
