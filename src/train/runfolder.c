@@ -32,13 +32,6 @@ int km_run_has(const km_run *r, const char *name) {
     return ok;
 }
 
-km_status km_run_write_config(const km_run *r, km_jw *w) {
-    if (r->dir) return km_jw_write(w, r->config);
-    km_free(w->b);
-    memset(w, 0, sizeof *w);
-    return KM_OK;
-}
-
 km_status km_run_metrics_open(km_run *r, const char *const *cols, int ncols, int nint, int jsonl, int keep) {
     r->cols = cols;
     r->ncols = ncols;

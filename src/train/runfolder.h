@@ -4,7 +4,7 @@
  *
  *   km_run r;
  *   s = km_run_open(&r, c->out, "config.json", "train", resume);   // mkdir, or check a resumable folder
- *   if (!resume) { km_jw w = {0}; ...; s = km_run_write_config(&r, &w); }
+ *   if (!resume && c->out) s = km_train_config_save(c, r.config);     // the config's own writer (km_jw)
  *   s = km_run_metrics_open(&r, cols, ncols, 1, 1, resume ? rows_kept : -1);
  *   per epoch: best -> km_run_metrics_row(&r, vals) -> last checkpoint
  *   s = km_run_close(&r, s);                                       // always, on every path
@@ -29,7 +29,7 @@
 
 typedef struct {
     const char *dir;    /* NULL: no files */
-    char *config;       /* <dir>/<config name> */
+    char *config;       /* <dir>/<config name> (NULL without a folder) */
     const char *const *cols;
     int ncols, nint;    /* metric columns; the first nint are integers */
     km_csv csv;         /* metrics.csv */
@@ -45,9 +45,6 @@ km_status km_run_open(km_run *r, const char *dir, const char *config, const char
 char *km_run_path(const km_run *r, const char *name);
 /* Whether <dir>/<name> is a regular file (0 without a folder). */
 int km_run_has(const km_run *r, const char *name);
-/* Writes the object built in w to the config file (atomically) and frees w;
- * without a folder only frees w. */
-km_status km_run_write_config(const km_run *r, km_jw *w);
 /* Opens metrics.csv (and metrics.jsonl when jsonl) with columns cols[ncols],
  * the first nint written as integers. keep < 0: a fresh run (files
  * truncated); keep >= 0: a resumed run, rows beyond the first `keep` dropped

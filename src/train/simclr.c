@@ -259,19 +259,17 @@ void km_simclr_config_default(km_simclr_config *c) {
     km_settings_default(&km_simclr_settings, c);
 }
 
-/* config.json: the table's settings with the thread count resolved (0 =
- * the process's), the number of training images and the version. */
-static km_status write_config(const km_simclr_config *c, const km_run *run, int n_train) {
+km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train) {
     static const char *const skip[] = {"data", NULL};
     km_simclr_config w = *c;
-    w.threads = km_get_threads();
+    if (w.threads < 1) w.threads = km_get_threads();
     km_jw j = {0};
     km_jw_str(&j, "command", "pretrain");
     km_jw_setting(&j, &km_simclr_settings, &w, "data");
     km_jw_int(&j, "n_train_images", n_train);
     km_jw_settings(&j, &km_simclr_settings, &w, skip);
     km_jw_str(&j, "kmseg_version", KM_VERSION);
-    return km_run_write_config(run, &j);
+    return km_jw_write(&j, path);
 }
 
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c) {
@@ -553,7 +551,7 @@ static km_status pt_open(pretrainer *P, const km_simclr_config *c, FILE *log, km
     if (s) return s;
     if (c->threads > 0) km_set_threads(c->threads);
     s = pt_data(P);
-    if (!s && !c->resume) s = write_config(c, &P->run, P->sp.n_train);
+    if (!s && !c->resume) s = km_simclr_config_save(c, P->run.config, P->sp.n_train);
     if (!s && !c->resume) s = km_run_remove(&P->run, "last.safetensors");
     return s;
 }

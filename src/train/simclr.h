@@ -134,6 +134,10 @@ void km_simclr_config_default(km_simclr_config *c);
  * first; c->data is allocated: km_simclr_config_free; c->out is left NULL).
  * Errors name the file and the setting. */
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
+/* Writes config.json: "command": "pretrain", data, n_train_images, the other
+ * settings in table order (threads < 1: the process's count), kmseg_version
+ * (the format every run since the first has written). */
+km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);
 
 typedef struct {

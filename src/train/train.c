@@ -112,12 +112,12 @@ km_status km_train_config_check(const km_train_config *c) {
 }
 
 /* config.json: version and GEMM backend, then every setting of the table. */
-static km_status config_write(const km_train_config *c, const km_run *run) {
+km_status km_train_config_save(const km_train_config *c, const char *path) {
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
     km_jw_str(&w, "gemm_backend", km_gemm_backend());
     km_jw_settings(&w, &km_train_settings, c, NULL);
-    return km_run_write_config(run, &w);
+    return km_jw_write(&w, path);
 }
 
 km_status km_train_config_from_json(const km_json *j, const char *path, const char *const *optional,
@@ -528,7 +528,7 @@ static km_status trainer_open(trainer *T, const km_train_config *c, int resume, 
     km_plateau_init(&T->pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
     km_early_stop_init(&T->es, c->early_stop);
     s = km_run_open(&T->run, c->out, "config.json", "train", resume);
-    if (!s && !resume) s = config_write(c, &T->run);
+    if (!s && !resume && c->out) s = km_train_config_save(c, T->run.config);
     if (!s) s = prepare_data(c, resume, &T->d, T->log);
     return s;
 }

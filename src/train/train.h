@@ -110,6 +110,9 @@ extern const km_settings km_train_settings;
 void km_train_config_default(km_train_config *c);
 /* Frees the strings of a config read by km_train_config_load. */
 void km_train_config_free(km_train_config *c);
+/* Writes config.json: kmseg_version, gemm_backend, then every setting in
+ * table order (the format every run since the first has written). */
+km_status km_train_config_save(const km_train_config *c, const char *path);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
 /* Reads the settings of a parsed config object (j: a km_json object; the keys
