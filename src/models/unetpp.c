@@ -313,6 +313,18 @@ km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
     return m;
 }
 
+/* The memory km_unetpp_reserve plans (activations, their gradients,
+ * workspace, gradient scratch). */
+static void free_activations(km_unetpp *m) {
+    km_free(m->act);
+    km_free(m->gact);
+    km_free(m->work);
+    km_free(m->gscr_conv);
+    km_free(m->gscr_cat);
+    m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
+    m->planned = 0;
+}
+
 void km_unetpp_free(km_unetpp *m) {
     if (!m) return;
     km_free(m->params);
@@ -320,11 +332,7 @@ void km_unetpp_free(km_unetpp *m) {
     km_free(m->adam_m);
     km_free(m->adam_v);
     km_free(m->bufs);
-    km_free(m->act);
-    km_free(m->gact);
-    km_free(m->work);
-    km_free(m->gscr_conv);
-    km_free(m->gscr_cat);
+    free_activations(m);
     km_free(m->argmax);
     km_free(m);
 }
@@ -630,12 +638,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
                       N, H, W);
     if (m->planned && m->rN == N && m->rH == H && m->rW == W && m->rT == km_get_threads())
         return KM_OK;
-    km_free(m->act);
-    km_free(m->gact);
-    km_free(m->work);
-    km_free(m->gscr_conv);
-    km_free(m->gscr_cat);
-    m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
+    free_activations(m);
     carver c = {m, 0, 0, 0, 0, 0};
     plan(&c, N, H, W);
     m->nact = c.off;
@@ -650,13 +653,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
     m->nwork = plan(&c2, N, H, W);
     m->work = km_try_malloc(sizeof(float) * (m->nwork ? m->nwork : 1));
     if (!m->act || !m->gact || !m->work || !m->gscr_conv || !m->gscr_cat) {
-        km_free(m->act);
-        km_free(m->gact);
-        km_free(m->work);
-        km_free(m->gscr_conv);
-        km_free(m->gscr_cat);
-        m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
-        m->planned = 0;
+        free_activations(m);
         return km_err(KM_ENOMEM, "cannot allocate %.1f GB of activations for batch %d x 3 x %d x %d",
                       (m->nact + m->ngact) * 4.0 / 1e9, N, H, W);
     }
