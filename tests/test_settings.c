@@ -142,7 +142,7 @@ KM_TEST(settings_json_errors_name_the_key) {
     CHECK_ERR(load_text("{\"name\": 3}", opt, &c), KM_EFORMAT, "'name' must be a string or null");
     CHECK_ERR(load_text("{\"seed\": -1}", opt, &c), KM_EFORMAT, "'seed' must be >= 0");
     CHECK_ERR(load_text("{\"pair\": [1]}", opt, &c), KM_EFORMAT, "'pair' must be an array of two numbers");
-    CHECK_ERR(load_text("{\"mode\": \"delta\"}", opt, &c), KM_EFORMAT, "'mode' must be one of");
+    CHECK_ERR(load_text("{\"mode\": \"delta\"}", opt, &c), KM_EFORMAT, "demo.json: 'mode' must be alpha, beta or gamma");
     CHECK_ERR(load_text("[1]", opt, &c), KM_EFORMAT, "expected a JSON object");
 }
 
@@ -168,7 +168,7 @@ KM_TEST(settings_flags_and_passthrough) {
     CHECK_ERR(km_cli_apply(&cli), KM_EARG, "--seed -1: expected >= 0");
     char *mode[] = {"demo", "--mode", "delta", NULL};
     CHECK_OK(km_cli_parse(&cli, "demo", "", 3, mode, &help));
-    CHECK_ERR(km_cli_apply(&cli), KM_EARG, "--mode 'delta'");
+    CHECK_ERR(km_cli_apply(&cli), KM_EARG, "--mode 'delta': expected alpha, beta or gamma");
     /* pass-through: union of the tables' PASS rows, command bits merged */
     km_passlist l = {0};
     km_passlist_add(&l, &k_demo, 1, NULL);

@@ -89,14 +89,30 @@ static km_status read_pair(const km_setting *r, const km_json *v, const char *pa
     return KM_OK;
 }
 
+/* "a, b or c": the names of an ENUM row */
+static void name_list(const km_setting *r, char *b, size_t n) {
+    size_t len = 0;
+    b[0] = 0;
+    for (int k = 0; r->names[k] && len < n; k++)
+        len += (size_t)snprintf(b + len, n - len, "%s%s", k == 0 ? "" : r->names[k + 1] ? ", " : " or ", r->names[k]);
+}
+
+/* The index of `name` among the row's names, -1 if none. */
+static int enum_index(const km_setting *r, const char *name) {
+    for (int k = 0; r->names[k]; k++)
+        if (!strcmp(r->names[k], name)) return k;
+    return -1;
+}
+
 static km_status read_enum(const km_setting *r, const km_json *v, const char *path, void *cfg) {
-    if (v->type == KM_JSON_STR)
-        for (int k = 0; r->names[k]; k++)
-            if (!strcmp(r->names[k], v->str)) {
-                *AT(cfg, r, int) = k;
-                return KM_OK;
-            }
-    return km_err(KM_EFORMAT, "%s: '%s' must be one of the names listed by --help (%s...)", path, r->key, r->names[0]);
+    int k = v->type == KM_JSON_STR ? enum_index(r, v->str) : -1;
+    if (k >= 0) {
+        *AT(cfg, r, int) = k;
+        return KM_OK;
+    }
+    char names[256];
+    name_list(r, names, sizeof names);
+    return km_err(KM_EFORMAT, "%s: '%s' must be %s", path, r->key, names);
 }
 
 static km_status read_str(const km_setting *r, const km_json *v, const char *path, void *cfg) {
@@ -286,13 +302,16 @@ static km_status apply_one(const km_setting *r, const km_cli_arg *a, void *cfg) 
         if (a->i < 0) return km_err(KM_EARG, "%s %d: expected >= 0", r->flag, a->i);
         *AT(cfg, r, uint64_t) = (uint64_t)a->i;
         break;
-    case KM_SET_ENUM:
-        for (int k = 0; r->names[k]; k++)
-            if (!strcmp(r->names[k], a->s)) {
-                *AT(cfg, r, int) = k;
-                return KM_OK;
-            }
-        return km_err(KM_EARG, "%s '%s': not one of the names listed by --help", r->flag, a->s);
+    case KM_SET_ENUM: {
+        int k = enum_index(r, a->s);
+        char names[256];
+        if (k >= 0) {
+            *AT(cfg, r, int) = k;
+            return KM_OK;
+        }
+        name_list(r, names, sizeof names);
+        return km_err(KM_EARG, "%s '%s': expected %s", r->flag, a->s, names);
+    }
     case KM_SET_F32PAIR: break;
     }
     return KM_OK;
