@@ -217,13 +217,18 @@ static int same_text(const char *path, const char *want) {
     return eq;
 }
 
+/* <tmp>/<name>/config.json with `text`; dir and path of it. */
+static void config_dir(const char *name, const char *text, char *dir, size_t nd, char *path, size_t np) {
+    snprintf(dir, nd, "%s/%s", km_test_tmpdir(), name);
+    snprintf(path, np, "%s/config.json", dir);
+    CHECK_OK(km_mkdir_p(dir));
+    CHECK_OK(km_write_file_atomic(path, text, strlen(text)));
+}
+
 KM_TEST(settings_old_config_files_read_and_rewrite_identically) {
     char dir[1100], path[1200], *want = km_malloc(sizeof k_old_train + 256);
     snprintf(want, sizeof k_old_train + 256, k_old_train, km_gemm_backend());
-    snprintf(dir, sizeof dir, "%s/oldtrain", km_test_tmpdir());
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    CHECK_OK(km_mkdir_p(dir));
-    CHECK_OK(km_write_file_atomic(path, want, strlen(want)));
+    config_dir("oldtrain", want, dir, sizeof dir, path, sizeof path);
     km_train_config t;
     CHECK_OK(km_train_config_load(dir, &t));
     CHECK(t.val_fraction == 0.2 && t.test_fraction == 0 && t.max_images == 10 && t.size == 32 && t.resnet == 18);
@@ -234,10 +239,7 @@ KM_TEST(settings_old_config_files_read_and_rewrite_identically) {
     km_train_config_free(&t);
     km_free(want);
 
-    snprintf(dir, sizeof dir, "%s/oldpretrain", km_test_tmpdir());
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    CHECK_OK(km_mkdir_p(dir));
-    CHECK_OK(km_write_file_atomic(path, k_old_pretrain, strlen(k_old_pretrain)));
+    config_dir("oldpretrain", k_old_pretrain, dir, sizeof dir, path, sizeof path);
     km_simclr_config p;
     CHECK_OK(km_simclr_config_load(dir, &p));
     CHECK(p.epochs == 2 && p.batch == 4 && p.lr == 3e-4 && p.temperature == 0.1 && p.seed == 5 && p.threads == 2);
