@@ -21,21 +21,25 @@ typedef struct {
     float f;
     uint64_t seed;
     float pair[2];
-    int mode;
+    int mode, pmode;
 } demo_cfg;
 
 static const char *const k_modes[] = {"alpha", "beta", "gamma", NULL};
+/* values that are not 0, 1, 2... and an alias ("pb") */
+static const char *const k_pmodes[] = {"points", "box", "points+box", "points+box+mask", "pb", NULL};
+static const int k_pvalues[] = {1, 2, 3, 7, 3};
 #define O(f) offsetof(demo_cfg, f)
 static const km_setting k_demo_rows[] = {
-    {"name", "--name", KM_SET_STR, O(name), 0, 0, 0, 0, 0, NULL, 0, "a name", NULL},
-    {"count", "--count", KM_SET_INT, O(count), 3, 0, KM_SET_GE, 1, 0, NULL, KM_SET_PASS, "a count", NULL},
-    {"flag", "--flag", KM_SET_BOOL, O(flag), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL, "a switch", NULL},
-    {"rate", "--rate", KM_SET_DBL, O(rate), 0.1, 0, KM_SET_GT, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL, "a rate", NULL},
-    {"frac", "--frac", KM_SET_DBL, O(frac), 0.5, 0, KM_SET_GE | KM_SET_LT, 0, 1, "a fraction", 0, "a fraction", NULL},
-    {"f", "--f", KM_SET_F32, O(f), 0.2, 0, 0, 0, 0, NULL, 0, "a float", NULL},
-    {"seed", "--seed", KM_SET_U64, O(seed), 0, 0, 0, 0, 0, NULL, 0, "a seed", NULL},
-    {"pair", NULL, KM_SET_F32PAIR, O(pair), 0.25, 4.0, 0, 0, 0, NULL, 0, NULL, NULL},
-    {"mode", "--mode", KM_SET_ENUM, O(mode), 1, 0, 0, 0, 0, NULL, 0, "a mode", k_modes},
+    {"name", "--name", KM_SET_STR, O(name), 0, 0, 0, 0, 0, NULL, 0, "a name", NULL, NULL},
+    {"count", "--count", KM_SET_INT, O(count), 3, 0, KM_SET_GE, 1, 0, NULL, KM_SET_PASS, "a count", NULL, NULL},
+    {"flag", "--flag", KM_SET_BOOL, O(flag), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL, "a switch", NULL, NULL},
+    {"rate", "--rate", KM_SET_DBL, O(rate), 0.1, 0, KM_SET_GT, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL, "a rate", NULL, NULL},
+    {"frac", "--frac", KM_SET_DBL, O(frac), 0.5, 0, KM_SET_GE | KM_SET_LT, 0, 1, "a fraction", 0, "a fraction", NULL, NULL},
+    {"f", "--f", KM_SET_F32, O(f), 0.2, 0, 0, 0, 0, NULL, 0, "a float", NULL, NULL},
+    {"seed", "--seed", KM_SET_U64, O(seed), 0, 0, 0, 0, 0, NULL, 0, "a seed", NULL, NULL},
+    {"pair", NULL, KM_SET_F32PAIR, O(pair), 0.25, 4.0, 0, 0, 0, NULL, 0, NULL, NULL, NULL},
+    {"mode", "--mode", KM_SET_ENUM, O(mode), 1, 0, 0, 0, 0, NULL, 0, "a mode", k_modes, NULL},
+    {"pmode", "--pmode", KM_SET_ENUM, O(pmode), 3, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL, "a prompt mode", k_pmodes, k_pvalues},
 };
 #undef O
 static const km_settings k_demo = {"demo", k_demo_rows, (int)(sizeof k_demo_rows / sizeof k_demo_rows[0])};
@@ -54,7 +58,7 @@ KM_TEST(settings_defaults_checks_and_messages) {
     memset(&c, 0x55, sizeof c);
     km_settings_default(&k_demo, &c);
     CHECK(c.name == NULL && c.count == 3 && c.flag == 0 && c.rate == 0.1 && c.frac == 0.5 && c.f == 0.2f);
-    CHECK(c.seed == 0 && c.pair[0] == 0.25f && c.pair[1] == 4.0f && c.mode == 1);
+    CHECK(c.seed == 0 && c.pair[0] == 0.25f && c.pair[1] == 4.0f && c.mode == 1 && c.pmode == 3);
     CHECK_OK(km_settings_check(&k_demo, &c));
     c.count = 0;
     CHECK_ERR(km_settings_check(&k_demo, &c), KM_EARG, "--count 0: expected >= 1");
@@ -100,6 +104,7 @@ KM_TEST(settings_json_round_trip_is_exact) {
     c.pair[0] = 0.1f;
     c.pair[1] = -2.5f;
     c.mode = 2;
+    c.pmode = 7;
     km_jw w = {0};
     km_jw_str(&w, "head", "first");
     km_jw_settings(&w, &k_demo, &c, NULL);
@@ -112,7 +117,9 @@ KM_TEST(settings_json_round_trip_is_exact) {
     CHECK_OK(km_settings_from_json(&k_demo, &j, file, NULL, &d));
     CHECK(d.name && !strcmp(d.name, c.name));
     CHECK(d.count == -7 && d.flag == 1 && d.rate == c.rate && d.frac == c.frac && d.f == c.f && d.seed == c.seed);
-    CHECK(d.pair[0] == c.pair[0] && d.pair[1] == c.pair[1] && d.mode == 2);
+    CHECK(d.pair[0] == c.pair[0] && d.pair[1] == c.pair[1] && d.mode == 2 && d.pmode == 7);
+    const km_json *pm = km_json_get(&j, "pmode");
+    CHECK(pm && pm->type == KM_JSON_STR && !strcmp(pm->str, "points+box+mask"));
     const km_json *h = km_json_get(&j, "head");
     CHECK(h && h->type == KM_JSON_STR && !strcmp(h->str, "first"));
     km_json_free(&j);
@@ -166,6 +173,10 @@ KM_TEST(settings_flags_and_passthrough) {
     char *neg[] = {"demo", "--seed", "-1", NULL};
     CHECK_OK(km_cli_parse(&cli, "demo", "", 3, neg, &help));
     CHECK_ERR(km_cli_apply(&cli), KM_EARG, "--seed -1: expected >= 0");
+    char *pm[] = {"demo", "--pmode", "pb", NULL};
+    CHECK_OK(km_cli_parse(&cli, "demo", "", 3, pm, &help));
+    CHECK_OK(km_cli_apply(&cli));
+    CHECK(c.pmode == 3);
     char *mode[] = {"demo", "--mode", "delta", NULL};
     CHECK_OK(km_cli_parse(&cli, "demo", "", 3, mode, &help));
     CHECK_ERR(km_cli_apply(&cli), KM_EARG, "--mode 'delta': expected alpha, beta or gamma");

@@ -104,10 +104,19 @@ static int enum_index(const km_setting *r, const char *name) {
     return -1;
 }
 
+static int enum_value(const km_setting *r, int k) { return r->values ? r->values[k] : k; }
+
+/* The name of an ENUM row's value (its first name; "?" for none). */
+static const char *enum_name(const km_setting *r, int v) {
+    for (int k = 0; r->names[k]; k++)
+        if (enum_value(r, k) == v) return r->names[k];
+    return "?";
+}
+
 static km_status read_enum(const km_setting *r, const km_json *v, const char *path, void *cfg) {
     int k = v->type == KM_JSON_STR ? enum_index(r, v->str) : -1;
     if (k >= 0) {
-        *AT(cfg, r, int) = k;
+        *AT(cfg, r, int) = enum_value(r, k);
         return KM_OK;
     }
     char names[256];
@@ -216,7 +225,7 @@ static void jw_row(km_jw *w, const km_setting *r, const void *cfg) {
     char b[96];
     switch (r->type) {
     case KM_SET_STR: km_jw_str(w, r->key, *CAT(cfg, r, char *)); return;
-    case KM_SET_ENUM: km_jw_str(w, r->key, r->names[*CAT(cfg, r, int)]); return;
+    case KM_SET_ENUM: km_jw_str(w, r->key, enum_name(r, *CAT(cfg, r, int))); return;
     case KM_SET_INT: case KM_SET_BOOL: snprintf(b, sizeof b, "%d", *CAT(cfg, r, int)); break;
     case KM_SET_DBL: snprintf(b, sizeof b, "%.17g", *CAT(cfg, r, double)); break;
     case KM_SET_F32: snprintf(b, sizeof b, "%.9g", *CAT(cfg, r, float)); break;
@@ -271,7 +280,7 @@ void km_cli_add_settings(km_cli *cli, const km_settings *t, void *cfg, const cha
         km_flag_type ft = KM_FLAG_INT;
         switch (r->type) {
         case KM_SET_STR: ft = KM_FLAG_STR, a->s = *AT(cfg, r, char *); break;
-        case KM_SET_ENUM: ft = KM_FLAG_STR, a->s = r->names[*AT(cfg, r, int)]; break;
+        case KM_SET_ENUM: ft = KM_FLAG_STR, a->s = enum_name(r, *AT(cfg, r, int)); break;
         case KM_SET_INT: a->i = *AT(cfg, r, int); break;
         case KM_SET_BOOL: ft = KM_FLAG_BOOL, a->i = *AT(cfg, r, int); break;
         case KM_SET_U64: a->i = (int)*AT(cfg, r, uint64_t); break;
@@ -306,7 +315,7 @@ static km_status apply_one(const km_setting *r, const km_cli_arg *a, void *cfg) 
         int k = enum_index(r, a->s);
         char names[256];
         if (k >= 0) {
-            *AT(cfg, r, int) = k;
+            *AT(cfg, r, int) = enum_value(r, k);
             return KM_OK;
         }
         name_list(r, names, sizeof names);

@@ -22,7 +22,8 @@
  * is written as 0/1, a flag without value); DBL a double (written %.17g,
  * round-trips); F32 a float (written %.9g); U64 a uint64_t (its flag takes
  * an int >= 0); F32PAIR two consecutive floats, a JSON array [a, b] (no
- * flag); ENUM an int indexing `names` (written and given as the name). */
+ * flag); ENUM an int (or an enum type) whose values have names (`names`,
+ * with `values` when they are not 0, 1, 2...), written and given as the name. */
 #ifndef KM_SETTINGS_H
 #define KM_SETTINGS_H
 
@@ -48,13 +49,14 @@ typedef struct {
     const char *flag;  /* "--name" (NULL: not a flag) */
     km_set_type type;
     size_t off;        /* offsetof the value in the config struct */
-    double def, def2;  /* default (numbers, ENUM index; def2: second of a pair); STR defaults to NULL */
+    double def, def2;  /* default (numbers, an ENUM's value; def2: second of a pair); STR defaults to NULL */
     unsigned range;    /* KM_SET_GE | KM_SET_LT ...: lo / hi bounds checked by km_settings_check */
     double lo, hi;
     const char *why;   /* appended to a range error in parentheses (NULL: none) */
     unsigned attr;
     const char *help;  /* --help text */
-    const char *const *names; /* ENUM: NULL-terminated names, index = value */
+    const char *const *names; /* ENUM: NULL-terminated names */
+    const int *values;        /* ENUM: the value of each name (NULL: its index) */
 } km_setting;
 
 typedef struct {
