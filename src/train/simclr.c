@@ -547,10 +547,12 @@ static km_status pt_open(pretrainer *P, const km_simclr_config *c, FILE *log, km
     P->log = log;
     P->res = res;
     km_status s = check_config(c);
-    if (!s) s = km_run_open(&P->run, c->out, "config.json", "pretrain", c->resume);
+    /* a resumed folder is checked first; a new one is created once the data is good */
+    if (!s && c->resume) s = km_run_open(&P->run, c->out, "config.json", "pretrain", 1);
     if (s) return s;
     if (c->threads > 0) km_set_threads(c->threads);
     s = pt_data(P);
+    if (!s && !c->resume) s = km_run_open(&P->run, c->out, "config.json", "pretrain", 0);
     if (!s && !c->resume) s = km_simclr_config_save(c, P->run.config, P->sp.n_train);
     if (!s && !c->resume) s = km_run_remove(&P->run, "last.safetensors");
     return s;
