@@ -5,38 +5,17 @@
  * recomputation from the per-run eval summaries, skipping on restart, the
  * restart (supervised) or resume (mining) of an interrupted run, the one-seed
  * table and bad inputs. */
+#include "cli.h"
 #include "test.h"
 #include "../src/io/json.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = km_malloc(1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
-/* Runs kmseg with args, output into <tmp>/out.txt; returns exit status and the output. */
-static int kmseg(char **output, const char *args) {
-    char log[1024];
-    snprintf(log, sizeof log, "%s/out.txt", km_test_tmpdir());
-    int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);
-    *output = slurp(log);
-    if (!*output) *output = km_strdup("");
-    return rc;
-}
-
 static int summary(const char *run, double *dice, double *iou) {
     char p[2048];
     snprintf(p, sizeof p, "%s/eval/summary.json", run);
-    char *t = slurp(p);
+    char *t = km_test_slurp(p);
     if (!t) return 0;
     km_json j;
     int ok = km_json_parse(p, t, strlen(t), &j) == KM_OK;
@@ -79,7 +58,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
              "--methods supervised,onetime --seeds 0,1 %s", dir, kv, sam, knobs);
     char *o = NULL;
     double t0 = km_now();
-    int rc = kmseg(&o, args);
+    int rc = km_test_kmseg(&o, args);
     double t_first = km_now() - t0;
     CHECK_MSG(rc == 0, "first invocation: exit %d: %s", rc, o);
     CHECK_MSG(strstr(o, "8 runs: 8 ran, 0 skipped") != NULL, "first invocation output: %s", o);
@@ -105,7 +84,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
 
     /* results.csv: header, 8 run rows + 4 mean rows with the recomputed numbers */
     snprintf(p, sizeof p, "%s/results.csv", dir);
-    char *csv = slurp(p);
+    char *csv = km_test_slurp(p);
     CHECK(csv != NULL);
     if (csv) {
         CHECK(!strncmp(csv, "kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n",
@@ -147,7 +126,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
 
     /* tables.md: Dice and IoU tables, columns 100% 50%, rows = method, cells "mean ± std" */
     snprintf(p, sizeof p, "%s/tables.md", dir);
-    char *md = slurp(p);
+    char *md = km_test_slurp(p);
     CHECK(md != NULL);
     if (md) {
         const char *dsec = strstr(md, "## kvasir - Dice"), *isec = strstr(md, "## kvasir - IoU");
@@ -169,7 +148,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed1/best.safetensors", dir);
     double mt = mtime(p);
     t0 = km_now();
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     double t_second = km_now() - t0;
     CHECK_MSG(rc == 0 && strstr(o, "8 runs: 0 ran, 8 skipped") != NULL, "second invocation: exit %d: %s", rc, o);
     CHECK(mtime(p) == mt);
@@ -184,7 +163,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
                      dir, dir) == 0);
     CHECK(km_test_sh("rm '%s/kvasir/1/supervised/seed0/eval/summary.json' && touch '%s/kvasir/1/supervised/seed0/stray'",
                      dir, dir) == 0);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "8 runs: 2 ran, 6 skipped") != NULL && strstr(o, "restarting it from scratch") &&
               strstr(o, "interrupted mining run (no eval/summary.json), resuming it"),
               "restart: exit %d: %s", rc, o);
@@ -204,18 +183,18 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     /* other knobs in the same folder: refused, finished runs are not reused with other settings */
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1 "
              "--methods supervised --seeds 0 %s --epochs 2", dir, kv, sam, knobs);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc != 0 && strstr(o, "made with '--epochs 1', now '--epochs 2'"), "other knobs: exit %d: %s", rc, o);
     km_free(o);
 
     /* one seed: the tables show the mean and n=1 (all runs skipped) */
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 1,0.5 "
              "--methods supervised,onetime --seeds 0 %s", dir, kv, sam, knobs);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "4 runs: 0 ran, 4 skipped") != NULL, "one seed: exit %d: %s", rc, o);
     km_free(o);
     snprintf(p, sizeof p, "%s/tables.md", dir);
-    md = slurp(p);
+    md = km_test_slurp(p);
     if (md) {
         char row[512];
         snprintf(row, sizeof row, "| supervised | %.4f (n=1) | %.4f (n=1) |\n", runv[0][0][0][0], runv[1][0][0][0]);
@@ -224,39 +203,30 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     }
 }
 
-static void expect_fail(const char *args, const char *needle) {
-    char *o = NULL;
-    int rc = kmseg(&o, args);
-    CHECK_MSG(rc != 0, "kmseg %s: exit 0, expected failure", args);
-    CHECK_MSG(strstr(o, needle) != NULL, "kmseg %s: output '%s' lacks '%s'", args, o, needle);
-    printf("    -> exit %d: %s", rc, o);
-    km_free(o);
-}
-
 KM_TEST(experiments_bad_inputs_fail_clearly) {
     const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
     const char *t = km_test_tmpdir();
     char a[4096];
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --teacher '%s' --methods supervised,magic", t, kv, sam);
-    expect_fail(a, "unknown method 'magic'");
+    KM_CLI_EXPECT_FAIL(a, "unknown method 'magic'");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s/nowhere' --methods supervised", t, t);
-    expect_fail(a, "nowhere: no such folder");
+    KM_CLI_EXPECT_FAIL(a, "nowhere: no such folder");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data '%s' --methods supervised", t, kv);
-    expect_fail(a, "expected name=path");
+    KM_CLI_EXPECT_FAIL(a, "expected name=path");
     /* no --teacher and no default teacher installed: says how to install it */
     char *saved = getenv("KMSEG_TEACHER") ? km_strdup(getenv("KMSEG_TEACHER")) : NULL;
     setenv("KMSEG_TEACHER", "/nonexistent/lite_medsam.pth", 1);
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --methods onetime", t, kv);
-    expect_fail(a, "install-teacher.sh");
+    KM_CLI_EXPECT_FAIL(a, "install-teacher.sh");
     if (saved) setenv("KMSEG_TEACHER", saved, 1);
     else unsetenv("KMSEG_TEACHER");
     km_free(saved);
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --teacher '%s/none.pth' --methods box", t, kv, t);
-    expect_fail(a, "none.pth");
+    KM_CLI_EXPECT_FAIL(a, "none.pth");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --fractions 1,1.5 --methods supervised", t, kv);
-    expect_fail(a, "'1.5'");
+    KM_CLI_EXPECT_FAIL(a, "'1.5'");
     snprintf(a, sizeof a, "experiments --out '%s/e' --data 'kvasir=%s' --seeds 0,x --methods supervised", t, kv);
-    expect_fail(a, "--seeds");
+    KM_CLI_EXPECT_FAIL(a, "--seeds");
     /* nothing was run or written by a rejected invocation */
     char p[1024];
     snprintf(p, sizeof p, "%s/e", t);
@@ -277,26 +247,26 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
              "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache --box-rule largest", dir,
              kv, sam);
     char *o = NULL;
-    int rc = kmseg(&o, args);
+    int rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "2 runs: 2 ran, 0 skipped (finished earlier); 2 supervised dependency run(s), 1 SimCLR pretraining(s)"),
               "exit %d: %s", rc, o);
     km_free(o);
     snprintf(p, sizeof p, "%s/kvasir/0.5/simclr+supervised/seed0/config.json", dir);
-    char *cfg = slurp(p), want[2048];
+    char *cfg = km_test_slurp(p), want[2048];
     snprintf(want, sizeof want, "\"encoder_weights\": \"%s/kvasir/simclr/seed0/encoder.safetensors\"", dir);
     CHECK_MSG(cfg && strstr(cfg, want), "%s lacks %s", p, want);
     km_free(cfg);
     const char *var[2] = {"", "simclr+"};
     for (int v = 0; v < 2; v++) {
         snprintf(p, sizeof p, "%s/kvasir/0.5/%sbox/seed0/mine_config.json", dir, var[v]);
-        cfg = slurp(p);
+        cfg = km_test_slurp(p);
         snprintf(want, sizeof want, "\"init\": \"%s/kvasir/0.5/%ssupervised/seed0/best.safetensors\"", dir, var[v]);
         CHECK_MSG(cfg && strstr(cfg, want) && strstr(cfg, "\"prompt_mode\": \"box\"") && strstr(cfg, "\"box_rule\": \"largest\"") &&
                   strstr(cfg, "\"schedule\": \"continuous\""), "%s: %s", p, cfg ? cfg : "(missing)");
         km_free(cfg);
     }
     snprintf(p, sizeof p, "%s/tables.md", dir);
-    char *md = slurp(p);
+    char *md = km_test_slurp(p);
     CHECK(md && strstr(md, "\n| box | ") && strstr(md, "\n| simclr+box | ") && !strstr(md, "supervised |"));
     km_free(md);
 
@@ -308,7 +278,7 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
                      "rm '%s/kvasir/simclr/seed0/pretrain.done' '%s/kvasir/0.5/simclr+box/seed0/eval/summary.json' "
                      "'%s/kvasir/0.5/simclr+supervised/seed0/eval/summary.json'",
                      dir, dir, km_test_tmpdir(), dir, dir, dir) == 0);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "interrupted SimCLR pretraining (no pretrain.done), resuming it") &&
               strstr(o, "2 runs: 1 ran, 1 skipped"), "exit %d: %s", rc, o);
     km_free(o);
@@ -332,7 +302,7 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
              "--test-fraction 0.25 --batch 3 --threads 1 --no-cache", kv, sam);
     char *o = NULL;
     snprintf(args, sizeof args, "experiments --out '%s/ser' %s --list-runs", t, common);
-    int rc = kmseg(&o, args);
+    int rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "0\tsupervised\tkvasir/0.5/supervised/seed0\t-\n") &&
               strstr(o, "1\tsupervised\tkvasir/0.5/supervised/seed1\t-\n") &&
               strstr(o, "2\tmining\tkvasir/0.5/onetime/seed0\t0\n") && strstr(o, "3\tmining\tkvasir/0.5/onetime/seed1\t1\n") &&
@@ -340,17 +310,17 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
               "--list-runs: exit %d: %s", rc, o);
     km_free(o);
     snprintf(args, sizeof args, "experiments --out '%s/ser' %s --run-index 2", t, common);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc != 0 && strstr(o, "run 2 (kvasir/0.5/onetime/seed0) waits for run 0 (kvasir/0.5/supervised/seed0"),
               "--run-index before its dependency: exit %d: %s", rc, o);
     km_free(o);
     snprintf(args, sizeof args, "experiments --out '%s/ser' %s --run-index 9", t, common);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc != 0 && strstr(o, "the grid has 4 runs"), "--run-index 9: exit %d: %s", rc, o);
     km_free(o);
 
     snprintf(args, sizeof args, "experiments --out '%s/ser' %s", t, common);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "4 runs: 4 ran, 0 skipped"), "serial grid: exit %d: %s", rc, o);
     km_free(o);
 
@@ -364,10 +334,10 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
                     "\"$B\" experiments --out \"$T/par\" %s --shard 2/3 > \"$T/s2.txt\" 2>&1 & p2=$!; "
                     "\"$B\" experiments --out \"$T/par\" %s --run-index 1 > \"$T/s3.txt\" 2>&1 & p3=$!; "
                     "wait $p0 && wait $p1 && wait $p2 && wait $p3",
-                    bin(), t, common, common, common, common);
+                    km_test_bin(), t, common, common, common, common);
     CHECK_MSG(rc == 0, "parallel shards failed: exit %d", rc);
     snprintf(args, sizeof args, "experiments --out '%s/par' %s --collect", t, common);
-    rc = kmseg(&o, args);
+    rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "collected 4 finished run(s) of 4; 0 not finished"), "--collect: exit %d: %s", rc, o);
     km_free(o);
     /* every run trained exactly once (the racing duplicate waited, then found it finished) */
@@ -380,9 +350,9 @@ KM_TEST(experiments_shards_and_collect_equal_serial_grid) {
                              t, runs[i], t, runs[i]) == 0, "%s: per-image scores differ", runs[i]);
     }
     snprintf(p, sizeof p, "%s/ser/tables.md", t);
-    char *a = slurp(p);
+    char *a = km_test_slurp(p);
     snprintf(p, sizeof p, "%s/par/tables.md", t);
-    char *b = slurp(p);
+    char *b = km_test_slurp(p);
     CHECK_MSG(a && b && !strcmp(a, b), "tables differ:\n%s\n---\n%s", a ? a : "", b ? b : "");
     km_free(a);
     km_free(b);

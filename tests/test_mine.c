@@ -3,6 +3,7 @@
  * plumbing (pseudo labels produced and binary, the lambda term in the loss,
  * continuous labels regenerated per visit, the embedding cache hit from the
  * second epoch on, NO_BOX counted) and the CLI's errors, not label quality. */
+#include "cli.h"
 #include "test.h"
 #include "../src/io/image.h"
 #include "../src/io/json.h"
@@ -12,16 +13,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
-
-static const char *sub(const char *name) {
-    static char b[32][1024];
-    static int k;
-    char *p = b[k++ & 31];
-    snprintf(p, sizeof b[0], "%s/%s", km_test_tmpdir(), name);
-    return p;
-}
 
 /* 16 images -> 12 train (6 labelled, 6 unlabelled) / 4 val, 32x32, batch 4. */
 static void small_config(km_mine_config *c, const char *out) {
@@ -107,12 +98,12 @@ static int check_pngs(const char *dir, int S) {
 static km_mine_result g_cont;
 static const char *cont_run(void) {
     static int done;
-    const char *dir = sub("cont");
+    const char *dir = km_test_sub("cont");
     if (done) return dir;
     done = 1;
     km_mine_config c;
     small_config(&c, dir);
-    c.cache_dir = (char *)sub("cont_cache");
+    c.cache_dir = (char *)km_test_sub("cont_cache");
     double t0 = km_now();
     CHECK_OK(km_mine_run(&c, 0, NULL, &g_cont));
     printf("    continuous run (3 supervised + 2 mining epochs): %.1f s\n", km_now() - t0);
@@ -169,7 +160,7 @@ KM_TEST(mine_continuous_regenerates_labels_and_hits_cache) {
 /* Last-checkpoint weights of a one-epoch one-time run from the supervised best. */
 static float *onetime_weights(const char *name, double lambda, km_mine_result *r, size_t *n) {
     const char *cont = cont_run();
-    const char *dir = sub(name);
+    const char *dir = km_test_sub(name);
     char init[1200];
     snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
     km_mine_config c;
@@ -178,7 +169,7 @@ static float *onetime_weights(const char *name, double lambda, km_mine_result *r
     c.schedule = KM_MINE_ONETIME;
     c.pseudo_weight = lambda;
     c.mine_epochs = 1;
-    c.cache_dir = (char *)sub("cont_cache");
+    c.cache_dir = (char *)km_test_sub("cont_cache");
     CHECK_OK(km_mine_run(&c, 0, NULL, r));
     char last[1200];
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
@@ -204,7 +195,7 @@ KM_TEST(mine_onetime_frozen_labels_and_lambda_term) {
     CHECK(r5.teacher_calls + r5.no_box == 6);
     CHECK(r5.encoder_runs == 0 && r5.cache_hits == r5.teacher_calls);
     char p[1200];
-    snprintf(p, sizeof p, "%s/pseudo", sub("one_l5"));
+    snprintf(p, sizeof p, "%s/pseudo", km_test_sub("one_l5"));
     int npng = check_pngs(p, 32);
     CHECK_MSG(npng == (int)r5.teacher_calls, "%d one-time PNGs, expected %ld", npng, r5.teacher_calls);
     /* same data, order and augmentation: only lambda differs; with lambda 0
@@ -224,7 +215,7 @@ KM_TEST(mine_onetime_frozen_labels_and_lambda_term) {
  * supervised student and cache), its config key written and read back, and
  * a mine_config.json without the key (older runs) read as `all`. */
 KM_TEST(mine_onetime_per_component) {
-    const char *cont = cont_run(), *dir = sub("one_pc");
+    const char *cont = cont_run(), *dir = km_test_sub("one_pc");
     char init[1200];
     snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
     km_mine_config c;
@@ -233,7 +224,7 @@ KM_TEST(mine_onetime_per_component) {
     c.init = init;
     c.schedule = KM_MINE_ONETIME;
     c.mine_epochs = 1;
-    c.cache_dir = (char *)sub("cont_cache");
+    c.cache_dir = (char *)km_test_sub("cont_cache");
     km_mine_result r;
     CHECK_OK(km_mine_run(&c, 0, NULL, &r));
     printf("    one-time per-component: %ld labels (%ld decodes), %ld NO_BOX, pseudo Dice %.4f\n", r.teacher_calls,
@@ -247,7 +238,7 @@ KM_TEST(mine_onetime_per_component) {
     CHECK_OK(km_mine_config_load(dir, &rc));
     CHECK(rc.box_rule == KM_BOX_PER_COMPONENT);
     km_mine_config_free(&rc);
-    const char *old = sub("one_pc_old");
+    const char *old = km_test_sub("one_pc_old");
     CHECK(km_test_sh("mkdir -p '%s' && grep -v '\"box_rule\"' '%s/mine_config.json' > '%s/mine_config.json'", old, dir,
                      old) == 0);
     CHECK_OK(km_mine_config_load(old, &rc));
@@ -275,7 +266,7 @@ KM_TEST(mine_empty_predictions_counted_as_no_box) {
     km_unetpp_free(m);
     for (int sched = 0; sched < 2; sched++) {
         km_mine_config c;
-        const char *dir = sub(sched ? "nobox_cont" : "nobox_one");
+        const char *dir = km_test_sub(sched ? "nobox_cont" : "nobox_one");
         small_config(&c, dir);
         c.init = nob;
         c.schedule = sched ? KM_MINE_CONTINUOUS : KM_MINE_ONETIME;
@@ -299,13 +290,13 @@ KM_TEST(mine_medsam_profile_box_prompts) {
     char init[1200];
     snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont);
     km_mine_config c;
-    const char *dir = sub("medsam");
+    const char *dir = km_test_sub("medsam");
     small_config(&c, dir);
     c.init = init;
     c.profile = KM_SAM_PROFILE_MEDSAM;
     c.prompt_mode = KM_PROMPT_BOX;
     c.mine_epochs = 1;
-    c.cache_dir = (char *)sub("cont_cache");
+    c.cache_dir = (char *)km_test_sub("cont_cache");
     c.train.test_fraction = 0.125;
     c.train.val_fraction = 0.125;
     c.train.eval_test = 1;
@@ -342,12 +333,12 @@ KM_TEST(mine_cached_embeddings_train_identically) {
     const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
     const char *common = "--max-images 16 --val-fraction 0.25 --test-fraction 0 --size 32 --resnet 18 --batch 4 "
                          "--lr 1e-3 --seed 3 --threads 1 --mine-epochs 1 --quiet";
-    const char *a = sub("nocache"), *b = sub("cached");
+    const char *a = km_test_sub("nocache"), *b = km_test_sub("cached");
     int rc = km_test_sh("'%s' mine --data '%s' --teacher '%s' --init '%s/supervised/best.safetensors' --out '%s' "
-                        "--no-cache --cache-mem 0 %s", bin(), kv, sam, cont, a, common);
+                        "--no-cache --cache-mem 0 %s", km_test_bin(), kv, sam, cont, a, common);
     CHECK(rc == 0);
     rc = km_test_sh("'%s' mine --data '%s' --teacher '%s' --init '%s/supervised/best.safetensors' --out '%s' "
-                    "--cache-dir '%s' %s", bin(), kv, sam, cont, b, sub("cont_cache"), common);
+                    "--cache-dir '%s' %s", km_test_bin(), kv, sam, cont, b, km_test_sub("cont_cache"), common);
     CHECK(rc == 0);
     char pa[1200], pb[1200];
     snprintf(pa, sizeof pa, "%s/metrics.csv", a);
@@ -362,54 +353,38 @@ KM_TEST(mine_cached_embeddings_train_identically) {
     CHECK(same_file(pa, pb));
 }
 
-static void expect_fail(const char *args, const char *needle) {
-    const char *log = sub("cli_err.txt");
-    int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);
-    uint8_t *txt = NULL;
-    size_t n = 0;
-    km_read_file(log, 1 << 20, &txt, &n);
-    char *s = km_malloc(n + 1);
-    if (n) memcpy(s, txt, n);
-    s[n] = 0;
-    CHECK_MSG(rc != 0, "kmseg %s: exit 0, expected failure", args);
-    CHECK_MSG(strstr(s, needle) != NULL, "kmseg %s: output '%s' lacks '%s'", args, s, needle);
-    printf("    kmseg %.50s... -> exit %d: %s", args, rc, s);
-    km_free(s);
-    km_free(txt);
-}
-
 KM_TEST(mine_cli_bad_inputs_fail_clearly) {
     const char *kv = km_test_path("data/kvasir-seg"), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
-    const char *out = sub("cli");
+    const char *out = km_test_sub("cli");
     char a[4096];
     const char *common = "--max-images 16 --size 32 --resnet 18 --batch 4 --epochs 1 --mine-epochs 1 --quiet";
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r0' --teacher '%s/missing.pth' %s", kv, out, out, common);
-    expect_fail(a, "missing.pth");
+    KM_CLI_EXPECT_FAIL(a, "missing.pth");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r1' --teacher '%s' --schedule weekly %s", kv, out, sam, common);
-    expect_fail(a, "--schedule 'weekly'");
+    KM_CLI_EXPECT_FAIL(a, "--schedule 'weekly'");
     /* no --teacher and no default teacher installed: how to install it */
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r2' %s", kv, out, common);
     char *saved = getenv("KMSEG_TEACHER") ? km_strdup(getenv("KMSEG_TEACHER")) : NULL;
     setenv("KMSEG_TEACHER", "/nonexistent/lite_medsam.pth", 1);
-    expect_fail(a, "install-teacher.sh");
+    KM_CLI_EXPECT_FAIL(a, "install-teacher.sh");
     if (saved) setenv("KMSEG_TEACHER", saved, 1);
     else unsetenv("KMSEG_TEACHER");
     km_free(saved);
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3' --teacher '%s' --teacher-profile medsam --prompt-mode points+box %s",
              kv, out, sam, common);
-    expect_fail(a, "box prompts only");
+    KM_CLI_EXPECT_FAIL(a, "box prompts only");
     /* a LiteMedSAM profile on a SAM ViT checkpoint */
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r3b' --teacher '%s' --teacher-profile litemedsam %s", kv, out, sam,
              common);
-    expect_fail(a, "teacher profile 'litemedsam' needs a TinyViT");
+    KM_CLI_EXPECT_FAIL(a, "teacher profile 'litemedsam' needs a TinyViT");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r4' --teacher '%s' --prompt-mode dots %s", kv, out, sam, common);
-    expect_fail(a, "--prompt-mode");
+    KM_CLI_EXPECT_FAIL(a, "--prompt-mode");
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r5' --teacher '%s' --init '%s/none.safetensors' %s", kv, out, sam,
              out, common);
-    expect_fail(a, "none.safetensors");
+    KM_CLI_EXPECT_FAIL(a, "none.safetensors");
     /* --help shows the method.md defaults */
-    const char *h = sub("help.txt");
-    CHECK(km_test_sh("'%s' mine --help > '%s' 2>&1", bin(), h) == 0);
+    const char *h = km_test_sub("help.txt");
+    CHECK(km_test_sh("'%s' mine --help > '%s' 2>&1", km_test_bin(), h) == 0);
     CHECK(km_test_sh("grep -q 'schedule.*(default: continuous)' '%s' && grep -q 'pseudo-weight.*(default: 0.5)' '%s' && "
                      "grep -q 'prompt-mode.*(default: auto)' '%s' && grep -q 'labelled-fraction.*(default: 0.5)' '%s' && "
                      "grep -q 'points .*(default: 1)' '%s' && grep -q 'size.*(default: 224)' '%s'",
@@ -419,7 +394,7 @@ KM_TEST(mine_cli_bad_inputs_fail_clearly) {
     snprintf(a, sizeof a, "mine --data '%s' --out '%s/r6' --teacher '%s/bad.pth' --init '%s/cont/supervised/best.safetensors' %s",
              kv, out, km_test_tmpdir(), km_test_tmpdir(), common);
     cont_run();
-    expect_fail(a, "bad.pth");
+    KM_CLI_EXPECT_FAIL(a, "bad.pth");
 }
 
 /* ------------------------------------------------------------------ resume */
@@ -550,10 +525,10 @@ KM_TEST(mine_resume_continuous_matches_uninterrupted) {
     /* the shared continuous run (3 supervised + 2 mining epochs) again, killed
      * in the supervised phase (after epoch 2), then in the mining phase
      * (after mining epoch 1, with a stray log row), resumed each time */
-    const char *a = cont_run(), *b = sub("res_cont_killed");
+    const char *a = cont_run(), *b = km_test_sub("res_cont_killed");
     km_mine_config c;
     small_config(&c, b);
-    c.cache_dir = (char *)sub("cont_cache");
+    c.cache_dir = (char *)km_test_sub("cont_cache");
     km_mine_result rb;
     km_train_hooks h = {0};
     h.stop_after = 2;
@@ -600,7 +575,7 @@ static const char *onetime_common(char *buf, size_t n) {
              "--schedule onetime --max-images 16 --val-fraction 0.25 --test-fraction 0 --size 32 --resnet 18 "
              "--batch 4 --lr 1e-3 --seed 3 --threads 1 --mine-epochs 2 --quiet",
              km_test_path("data/kvasir-seg"), km_test_path("fixtures/sam_tiny/sam_tiny.pth"), cont_run(),
-             sub("cont_cache"));
+             km_test_sub("cont_cache"));
     return buf;
 }
 
@@ -610,17 +585,17 @@ KM_TEST(mine_resume_onetime_cli_matches_uninterrupted) {
      * back from pseudo/<id>.png */
     char common[4096];
     onetime_common(common, sizeof common);
-    const char *a = sub("res_one_full"), *b = sub("res_one_killed");
+    const char *a = km_test_sub("res_one_full"), *b = km_test_sub("res_one_killed");
     double t0 = km_now();
-    CHECK(km_test_sh("'%s' mine %s --out '%s'", bin(), common, a) == 0);
+    CHECK(km_test_sh("'%s' mine %s --out '%s'", km_test_bin(), common, a) == 0);
     double t_full = km_now() - t0;
     t0 = km_now();
-    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1", bin(), common, b) == 0);
+    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1", km_test_bin(), common, b) == 0);
     char p[1200];
     snprintf(p, sizeof p, "%s/metrics.csv", b);
     CHECK(count_lines(p) == 2);
     append_stray_rows(b);
-    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", bin(), b) == 0);
+    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", km_test_bin(), b) == 0);
     double t_killed = km_now() - t0;
     printf("    uninterrupted %.1f s, killed + resumed %.1f s\n", t_full, t_killed);
     check_same_run(a, b, 2, 0);
@@ -631,7 +606,7 @@ KM_TEST(mine_resume_onetime_cli_matches_uninterrupted) {
     CHECK(na > 0 && na == nb);
     /* resuming a finished run changes nothing */
     snprintf(pb, sizeof pb, "%s/last.safetensors", b);
-    CHECK(km_test_sh("'%s' mine --resume '%s' > '%s/again.txt' 2>&1", bin(), b, km_test_tmpdir()) == 0);
+    CHECK(km_test_sh("'%s' mine --resume '%s' > '%s/again.txt' 2>&1", km_test_bin(), b, km_test_tmpdir()) == 0);
     CHECK(km_test_sh("grep -q 'already finished' '%s/again.txt'", km_test_tmpdir()) == 0);
     snprintf(pa, sizeof pa, "%s/res_one_full/last.safetensors", km_test_tmpdir());
     CHECK(same_file(pa, pb));
@@ -641,40 +616,40 @@ KM_TEST(mine_resume_onetime_cli_matches_uninterrupted) {
 KM_TEST(mine_resume_bad_run_folder_fails_clearly) {
     char common[4096], a[4096];
     onetime_common(common, sizeof common);
-    const char *r = sub("res_bad");
+    const char *r = km_test_sub("res_bad");
     /* a one-time run stopped after mining epoch 1 of 2: resumable */
-    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1 && cp '%s/last.safetensors' '%s/good.safetensors'", bin(),
+    CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1 && cp '%s/last.safetensors' '%s/good.safetensors'", km_test_bin(),
                      common, r, r, km_test_tmpdir()) == 0);
     snprintf(a, sizeof a, "mine --resume '%s/nothere'", km_test_tmpdir());
-    expect_fail(a, "nothere/mine_config.json");
+    KM_CLI_EXPECT_FAIL(a, "nothere/mine_config.json");
     snprintf(a, sizeof a, "mine --resume '%s' --lr 0.1", r);
-    expect_fail(a, "--lr cannot be combined with --resume");
+    KM_CLI_EXPECT_FAIL(a, "--lr cannot be combined with --resume");
     /* a truncated checkpoint */
     CHECK(km_test_sh("head -c 300 '%s/good.safetensors' > '%s/last.safetensors'", km_test_tmpdir(), r) == 0);
     snprintf(a, sizeof a, "mine --resume '%s' --quiet", r);
-    expect_fail(a, "last.safetensors");
+    KM_CLI_EXPECT_FAIL(a, "last.safetensors");
     /* weights without the mining state (e.g. best.safetensors) */
     CHECK(km_test_sh("cp '%s/best.safetensors' '%s/last.safetensors'", r, r) == 0);
-    expect_fail(a, "last.safetensors");
+    KM_CLI_EXPECT_FAIL(a, "last.safetensors");
     /* a frozen one-time label that is not one */
     CHECK(km_test_sh("cp '%s/good.safetensors' '%s/last.safetensors' && f=$(ls '%s/pseudo/'*.png | head -1) && "
                      "cp \"$f\" '%s/keep.png' && echo \"$f\" > '%s/png.txt' && printf 'not a png' > \"$f\"",
                      km_test_tmpdir(), r, r, km_test_tmpdir(), km_test_tmpdir()) == 0);
     char png[1200] = "";
-    FILE *f = fopen(sub("png.txt"), "r");
+    FILE *f = fopen(km_test_sub("png.txt"), "r");
     if (f) {
         if (fgets(png, sizeof png, f)) png[strcspn(png, "\n")] = 0;
         fclose(f);
     }
     const char *base = strrchr(png, '/');
-    expect_fail(a, base ? base + 1 : "png");
+    KM_CLI_EXPECT_FAIL(a, base ? base + 1 : "png");
     /* a config that is not one */
     CHECK(km_test_sh("cp '%s/keep.png' '%s' && cp '%s/mine_config.json' '%s/cfg.json' && "
                      "printf '{\"data\": 1}' > '%s/mine_config.json'", km_test_tmpdir(), png, r, km_test_tmpdir(), r) == 0);
-    expect_fail(a, "mine_config.json");
+    KM_CLI_EXPECT_FAIL(a, "mine_config.json");
     /* and with everything restored it resumes (the failures were the files' fault) */
     CHECK(km_test_sh("cp '%s/cfg.json' '%s/mine_config.json'", km_test_tmpdir(), r) == 0);
-    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", bin(), r) == 0);
+    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet", km_test_bin(), r) == 0);
     char p[1200];
     snprintf(p, sizeof p, "%s/metrics.csv", r);
     CHECK(count_lines(p) == 3);

@@ -4,6 +4,7 @@
  * student and the random-weight sam_tiny teacher. Random weights prove the
  * plumbing (the teacher's mask replaces the student's, fallbacks counted,
  * modes recorded, original-size output, cache reuse, errors), not quality. */
+#include "cli.h"
 #include "test.h"
 
 #include <sys/stat.h>
@@ -20,8 +21,6 @@
 
 #define RS 64
 #define RN 6
-
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
 
 static const char *sub(const char *name) {
     static char b[32][1024];
@@ -160,13 +159,13 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
     const char *w = student(NAN, "rand.safetensors");
     const char *so = sub("eval_student"), *ro = sub("eval_refined"), *r2 = sub("eval_refined2"), *cache = sub("cache");
     int rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 > /dev/null 2>&1",
-                        bin(), w, data6(), so);
+                        km_test_bin(), w, data6(), so);
     CHECK(rc == 0);
     /* one box per image: sam_tiny decodes take seconds here, and a random
      * student's mask has many specks (per-component: test_boxrule.c) */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
                     "--cache-dir '%s' --box-rule all > /dev/null 2>&1",
-                    bin(), w, data6(), ro, teacher(), cache);
+                    km_test_bin(), w, data6(), ro, teacher(), cache);
     CHECK(rc == 0);
     char p[1200], q[1200];
     snprintf(p, sizeof p, "%s/summary.json", so);
@@ -209,7 +208,7 @@ KM_TEST(refine_eval_cli_modes_fallbacks_and_cache) {
      * encoder run, every original image a hit, one decode per image */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
                     "--cache-dir '%s' --box-rule largest > /dev/null 2>&1",
-                    bin(), w, data6(), r2, teacher(), cache);
+                    km_test_bin(), w, data6(), r2, teacher(), cache);
     CHECK(rc == 0);
     snprintf(q, sizeof q, "%s/summary.json", r2);
     CHECK(json_has(q, "\"box_rule\": \"largest\""));
@@ -223,7 +222,7 @@ KM_TEST(refine_eval_cli_empty_student_falls_back) {
     const char *w = student(-100.0f, "empty.safetensors"), *o = sub("eval_empty");
     int rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --threads 1 --teacher '%s' "
                         "--no-cache > /dev/null 2>&1",
-                        bin(), w, data6(), o, teacher());
+                        km_test_bin(), w, data6(), o, teacher());
     CHECK(rc == 0);
     char p[1200];
     snprintf(p, sizeof p, "%s/summary.json", o);
@@ -241,7 +240,7 @@ KM_TEST(refine_predict_cli_original_size) {
     const char *w = student(NAN, "rand.safetensors"), *so = sub("pred_student"), *ro = sub("pred_refined");
     char imgs[1100];
     snprintf(imgs, sizeof imgs, "%s/images", data6());
-    int rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --threads 1 > /dev/null 2>&1", bin(), w,
+    int rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --threads 1 > /dev/null 2>&1", km_test_bin(), w,
                         imgs, so);
     CHECK(rc == 0);
     char log[1200];
@@ -249,7 +248,7 @@ KM_TEST(refine_predict_cli_original_size) {
     /* the eval test's cache: predict and eval key the same original images */
     rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --threads 1 --teacher '%s' --cache-dir '%s' "
                     "--box-rule largest > '%s' 2>&1",
-                    bin(), w, imgs, ro, teacher(), sub("cache"), log);
+                    km_test_bin(), w, imgs, ro, teacher(), sub("cache"), log);
     CHECK(rc == 0);
     CHECK(km_test_sh("grep -q 'refined by .*teacher call' '%s'", log) == 0);
     km_test_sh("grep refined \x27%s\x27", log);
@@ -289,23 +288,23 @@ KM_TEST(refine_cli_missing_teacher_is_an_error) {
     snprintf(imgs, sizeof imgs, "%s/images", data6());
     int rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --teacher /nonexistent/sam.pth "
                         "> '%s' 2>&1",
-                        bin(), w, data6(), sub("eval_missing"), log);
+                        km_test_bin(), w, data6(), sub("eval_missing"), log);
     CHECK(rc != 0);
     CHECK(km_test_sh("grep -q 'teacher /nonexistent/sam.pth: no such checkpoint file' '%s'", log) == 0);
     rc = km_test_sh("'%s' predict --weights '%s' --images '%s' --out '%s' --teacher /nonexistent/sam.pth > '%s' 2>&1",
-                    bin(), w, imgs, sub("pred_missing"), log);
+                    km_test_bin(), w, imgs, sub("pred_missing"), log);
     CHECK(rc != 0);
     CHECK(km_test_sh("grep -q 'no such checkpoint file' '%s'", log) == 0);
     /* MedSAM takes boxes only (its default prompt mode is box; asking for
      * points is refused) */
     rc = km_test_sh("'%s' eval --weights '%s' --data '%s' --split all --out '%s' --teacher '%s' --teacher-profile "
                     "medsam --prompt-mode points+box > '%s' 2>&1",
-                    bin(), w, data6(), sub("eval_medsam"), teacher(), log);
+                    km_test_bin(), w, data6(), sub("eval_medsam"), teacher(), log);
     CHECK(rc != 0);
     CHECK(km_test_sh("grep -q 'the medsam teacher takes box prompts only' '%s'", log) == 0);
     /* --refine without --teacher and no default teacher installed: says how to install it */
     rc = km_test_sh("KMSEG_TEACHER=/nonexistent/lite.pth '%s' eval --weights '%s' --data '%s' --split all --out '%s' "
-                    "--refine > '%s' 2>&1", bin(), w, data6(), sub("eval_default"), log);
+                    "--refine > '%s' 2>&1", km_test_bin(), w, data6(), sub("eval_default"), log);
     CHECK(rc != 0);
     CHECK(km_test_sh("grep -q 'default teacher /nonexistent/lite.pth is not installed.*install-teacher.sh' '%s'", log) == 0);
     struct stat st;

@@ -6,6 +6,7 @@
  *
  * Uses the sam_tiny fixture (tiny encoder, ~1.2 s per image on 2 threads);
  * the file encodes 7 images in all. */
+#include "cli.h"
 #include "test.h"
 #include "../src/io/image.h"
 #include "../src/io/npy.h"
@@ -15,8 +16,6 @@
 #include <unistd.h>
 
 #define FIX "fixtures/sam_tiny/"
-
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
 
 /* A fresh subfolder of the runner's scratch folder. */
 static const char *subdir(const char *name, char *buf, size_t n) {
@@ -46,7 +45,7 @@ static void write_text(const char *path, const char *text) {
 static int run_sam(char *log, size_t n, const char *dir, const char *args) {
     char lp[1024];
     snprintf(lp, sizeof lp, "%s/log.txt", dir);
-    int rc = km_test_sh("'%s' sam %s > '%s' 2>&1", bin(), args, lp);
+    int rc = km_test_sh("'%s' sam %s > '%s' 2>&1", km_test_bin(), args, lp);
     slurp(lp, log, n);
     return rc;
 }

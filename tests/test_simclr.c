@@ -2,6 +2,7 @@
  * augmentations, the training loop on real Kvasir images, the encoder
  * checkpoint it writes (read back by km_unetpp_load_encoder and by
  * `kmseg train --encoder-weights`), and the command's errors. */
+#include "cli.h"
 #include "test.h"
 #include "../src/core/rng.h"
 #include "../src/io/load.h"
@@ -14,8 +15,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
 
 /* The first n Kvasir images as a cache at size S (NULL on failure, CHECKed). */
 static int load_kvasir(int n, int S, km_dataset *ds) {
@@ -209,7 +208,7 @@ KM_TEST(simclr_pretrain_loss_falls_and_encoder_loads) {
     /* kmseg train accepts it as its encoder init */
     int rc = km_test_sh("'%s' train --data '%s' --out '%s/sup' --max-images 20 --size 32 --resnet 18 --batch 4 "
                         "--epochs 1 --max-steps 1 --threads 1 --encoder-weights '%s/encoder.safetensors' > '%s/train.txt' 2>&1",
-                        bin(), km_test_path("data/kvasir-seg"), out, out, out);
+                        km_test_bin(), km_test_path("data/kvasir-seg"), out, out, out);
     CHECK_MSG(rc == 0, "kmseg train --encoder-weights failed (%d), see %s/train.txt", rc, out);
     CHECK(km_test_sh("grep -q 'encoder initialised from .*encoder.safetensors (0 classifier' '%s/train.txt'", out) == 0);
 }
@@ -239,16 +238,16 @@ KM_TEST(simclr_pretrain_is_deterministic) {
 
 KM_TEST(simclr_pretrain_command_errors) {
     const char *t = km_test_tmpdir(), *data = km_test_path("data/kvasir-seg");
-    CHECK(km_test_sh("'%s' pretrain --help | grep -q 'temperature.*default: 0.1'", bin()) == 0);
-    CHECK(km_test_sh("'%s' pretrain --out '%s/x' > '%s/e1.txt' 2>&1", bin(), t, t) == 2);
+    CHECK(km_test_sh("'%s' pretrain --help | grep -q 'temperature.*default: 0.1'", km_test_bin()) == 0);
+    CHECK(km_test_sh("'%s' pretrain --out '%s/x' > '%s/e1.txt' 2>&1", km_test_bin(), t, t) == 2);
     CHECK(km_test_sh("grep -q 'missing required flag --data' '%s/e1.txt'", t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --bogus 1 > '%s/e2.txt' 2>&1", bin(), data, t, t) == 2);
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --bogus 1 > '%s/e2.txt' 2>&1", km_test_bin(), data, t, t) == 2);
     CHECK(km_test_sh("grep -q -- '--bogus' '%s/e2.txt'", t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --data '%s/nothere' --out '%s/x' > '%s/e3.txt' 2>&1", bin(), t, t, t) == 1);
+    CHECK(km_test_sh("'%s' pretrain --data '%s/nothere' --out '%s/x' > '%s/e3.txt' 2>&1", km_test_bin(), t, t, t) == 1);
     CHECK(km_test_sh("grep -q 'nothere' '%s/e3.txt'", t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --resnet 50 > '%s/e4.txt' 2>&1", bin(), data, t, t) == 2);
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --resnet 50 > '%s/e4.txt' 2>&1", km_test_bin(), data, t, t) == 2);
     CHECK(km_test_sh("grep -q 'expected 18 or 34' '%s/e4.txt'", t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --batch 1 > /dev/null 2>&1", bin(), data, t) == 2);
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/x' --batch 1 > /dev/null 2>&1", km_test_bin(), data, t) == 2);
 }
 
 /* ------------------------------------------------------------------ resume */
@@ -273,8 +272,8 @@ KM_TEST(simclr_pretrain_resume_is_bit_identical) {
      * killed, with a stray log row written after its checkpoint) and resumed. */
     const char *t = km_test_tmpdir(), *data = km_test_path("data/kvasir-seg");
     double t0 = km_now();
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rfull' " PRE_ARGS " > '%s/rfull.txt' 2>&1", bin(), data, t, t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rkill' " PRE_ARGS " --stop-after 1 > '%s/rkill.txt' 2>&1", bin(),
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rfull' " PRE_ARGS " > '%s/rfull.txt' 2>&1", km_test_bin(), data, t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/rkill' " PRE_ARGS " --stop-after 1 > '%s/rkill.txt' 2>&1", km_test_bin(),
                      data, t, t) == 0);
     char p[1200], q[1200];
     snprintf(p, sizeof p, "%s/rkill/last.safetensors", t);
@@ -283,7 +282,7 @@ KM_TEST(simclr_pretrain_resume_is_bit_identical) {
     CHECK(km_test_sh("cmp -s '%s/rfull/encoder.safetensors' '%s/rkill/encoder.safetensors'", t, t) != 0);
     CHECK(km_test_sh("test $(wc -l < '%s/rkill/metrics.csv') -eq 2 && echo '2,9,9,9,9,9,9' >> '%s/rkill/metrics.csv'", t,
                      t) == 0);
-    int rc = km_test_sh("'%s' pretrain --resume '%s/rkill' --quiet > '%s/rres.txt' 2>&1", bin(), t, t);
+    int rc = km_test_sh("'%s' pretrain --resume '%s/rkill' --quiet > '%s/rres.txt' 2>&1", km_test_bin(), t, t);
     CHECK_MSG(rc == 0, "pretrain --resume failed (%d), see %s/rres.txt", rc, t);
     const char *files[] = {"encoder.safetensors", "projection_head.safetensors", "last.safetensors"};
     for (int i = 0; i < 3; i++)
@@ -306,7 +305,7 @@ KM_TEST(simclr_pretrain_resume_is_bit_identical) {
     CHECK(km_tdict_get_meta(&d, "pretrain.rng_shuffle") && km_tdict_get_meta(&d, "pretrain.rng_aug"));
     km_tdict_free(&d);
     /* resuming a finished run changes nothing */
-    CHECK(km_test_sh("'%s' pretrain --resume '%s/rkill' > '%s/rres2.txt' 2>&1", bin(), t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/rkill' > '%s/rres2.txt' 2>&1", km_test_bin(), t, t) == 0);
     CHECK(km_test_sh("grep -q 'already finished' '%s/rres2.txt' && cmp -s '%s/rfull/last.safetensors' "
                      "'%s/rkill/last.safetensors' && test $(wc -l < '%s/rkill/metrics.csv') -eq 3", t, t, t, t) == 0);
     printf("    full, stopped + resumed runs: %.1f s\n", km_now() - t0);
@@ -314,18 +313,18 @@ KM_TEST(simclr_pretrain_resume_is_bit_identical) {
 
 KM_TEST(simclr_pretrain_resume_errors) {
     const char *t = km_test_tmpdir(), *data = km_test_path("data/kvasir-seg");
-    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/ebase' " PRE_ARGS " --stop-after 1 > /dev/null 2>&1", bin(), data,
+    CHECK(km_test_sh("'%s' pretrain --data '%s' --out '%s/ebase' " PRE_ARGS " --stop-after 1 > /dev/null 2>&1", km_test_bin(), data,
                      t) == 0);
     /* no such folder */
-    CHECK(km_test_sh("'%s' pretrain --resume '%s/nothere' > '%s/r1.txt' 2>&1", bin(), t, t) == 1);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/nothere' > '%s/r1.txt' 2>&1", km_test_bin(), t, t) == 1);
     CHECK(km_test_sh("grep -q 'nothere/config.json' '%s/r1.txt'", t) == 0);
     /* a setting with --resume */
-    CHECK(km_test_sh("'%s' pretrain --resume '%s/ebase' --epochs 3 > '%s/r2.txt' 2>&1", bin(), t, t) == 2);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/ebase' --epochs 3 > '%s/r2.txt' 2>&1", km_test_bin(), t, t) == 2);
     CHECK(km_test_sh("grep -q -- '--epochs cannot be combined with --resume' '%s/r2.txt'", t) == 0);
     /* a truncated checkpoint */
     CHECK(km_test_sh("cp -r '%s/ebase' '%s/etrunc' && head -c 4000 '%s/ebase/last.safetensors' > '%s/etrunc/last.safetensors'",
                      t, t, t, t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --resume '%s/etrunc' > '%s/r3.txt' 2>&1", bin(), t, t) == 1);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/etrunc' > '%s/r3.txt' 2>&1", km_test_bin(), t, t) == 1);
     CHECK_MSG(km_test_sh("grep -q 'etrunc/last.safetensors' '%s/r3.txt'", t) == 0, "see %s/r3.txt", t);
     /* bad configs: a wrong type, a missing setting, not JSON, another command's */
     const char *edits[][2] = {{"s/\"batch\": 4/\"batch\": \"four\"/", "'batch' must be an integer"},
@@ -335,7 +334,7 @@ KM_TEST(simclr_pretrain_resume_errors) {
     for (int i = 0; i < 4; i++) {
         CHECK(km_test_sh("rm -rf '%s/ecfg' && cp -r '%s/ebase' '%s/ecfg' && sed -i '%s' '%s/ecfg/config.json'", t, t, t,
                          edits[i][0], t) == 0);
-        CHECK(km_test_sh("'%s' pretrain --resume '%s/ecfg' > '%s/r4.txt' 2>&1", bin(), t, t) == 1);
+        CHECK(km_test_sh("'%s' pretrain --resume '%s/ecfg' > '%s/r4.txt' 2>&1", km_test_bin(), t, t) == 1);
         CHECK_MSG(km_test_sh("grep -q 'ecfg/config.json' '%s/r4.txt' && grep -q \"%s\" '%s/r4.txt'", t, edits[i][1], t) == 0,
                   "config edit %d: see %s/r4.txt", i, t);
     }
@@ -343,7 +342,7 @@ KM_TEST(simclr_pretrain_resume_errors) {
      * reaches the same epoch-1 checkpoint */
     CHECK(km_test_sh("cp -r '%s/ebase' '%s/enolast' && rm '%s/enolast/last.safetensors' '%s/enolast/encoder.safetensors'", t,
                      t, t, t) == 0);
-    CHECK(km_test_sh("'%s' pretrain --resume '%s/enolast' --stop-after 1 > '%s/r5.txt' 2>&1", bin(), t, t) == 0);
+    CHECK(km_test_sh("'%s' pretrain --resume '%s/enolast' --stop-after 1 > '%s/r5.txt' 2>&1", km_test_bin(), t, t) == 0);
     CHECK(km_test_sh("grep -q 'starting over' '%s/r5.txt' && cmp -s '%s/ebase/last.safetensors' '%s/enolast/last.safetensors'",
                      t, t, t) == 0);
     CHECK(km_test_sh("test $(wc -l < '%s/enolast/metrics.csv') -eq 2", t) == 0);

@@ -2,6 +2,7 @@
  * real Kvasir-SEG images at low resolution (ResNet18): learning, exact
  * resume, bit-identical reruns, eval files against a recomputation, predict
  * at original size, and each bad input's error through the CLI. */
+#include "cli.h"
 #include "test.h"
 #include "../src/eval/metrics.h"
 #include "../src/io/image.h"
@@ -12,16 +13,6 @@
 #include "../src/train/train.h"
 
 #include <stdlib.h>
-
-static const char *bin(void) { return getenv("KMSEG_BIN") ? getenv("KMSEG_BIN") : "./kmseg"; }
-
-static const char *sub(const char *name) {
-    static char b[32][1024];
-    static int k;
-    char *p = b[k++ & 31];
-    snprintf(p, sizeof b[0], "%s/%s", km_test_tmpdir(), name);
-    return p;
-}
 
 static int file_eq(const char *a, const char *b) {
     uint8_t *da, *db;
@@ -57,7 +48,7 @@ static int count_lines(const char *path) {
 static km_train_result g_learn;
 static const char *learn_run(void) {
     static int done;
-    const char *dir = sub("learn");
+    const char *dir = km_test_sub("learn");
     if (done) return dir;
     done = 1;
     km_train_config c;
@@ -153,7 +144,7 @@ static void small_config(km_train_config *c, const char *out) {
 KM_TEST(train_resume_and_rerun_are_bit_identical) {
     km_train_config c;
     km_train_result r;
-    const char *a = sub("full"), *b = sub("killed"), *c2 = sub("rerun");
+    const char *a = km_test_sub("full"), *b = km_test_sub("killed"), *c2 = km_test_sub("rerun");
     small_config(&c, a);
     CHECK_OK(km_train_run(&c, 0, NULL, &r));
     CHECK(r.epochs_done == 3 && r.steps == 6);
@@ -201,7 +192,7 @@ KM_TEST(train_resume_and_rerun_are_bit_identical) {
     CHECK(km_tdict_find(&d, "adam.exp_avg") && km_tdict_find(&d, "encoder.bn1.running_mean"));
     km_tdict_free(&d);
     /* a different seed gives different weights (the comparison can fail) */
-    small_config(&c, sub("seed8"));
+    small_config(&c, km_test_sub("seed8"));
     c.seed = 8;
     c.epochs = 1;
     CHECK_OK(km_train_run(&c, 0, NULL, &r));
@@ -224,10 +215,10 @@ static int read_csv_dice(const char *path, char ids[][64], double *dice, int max
 
 KM_TEST(train_eval_cli_matches_recomputed_metrics) {
     const char *run = learn_run();
-    const char *out = sub("eval");
+    const char *out = km_test_sub("eval");
     int rc = km_test_sh("'%s' eval --weights '%s/best.safetensors' --data '%s' --split val --split-dir '%s/splits' "
                         "--out '%s' > /dev/null 2>&1",
-                        bin(), run, km_test_path("data/kvasir-seg"), run, out);
+                        km_test_bin(), run, km_test_path("data/kvasir-seg"), run, out);
     CHECK(rc == 0);
     char p[1100];
     snprintf(p, sizeof p, "%s/per_image.csv", out);
@@ -284,7 +275,7 @@ KM_TEST(train_eval_cli_matches_recomputed_metrics) {
 
 KM_TEST(train_predict_cli_writes_masks_at_original_size) {
     const char *run = learn_run();
-    const char *in = sub("pred_in"), *out = sub("pred_out"), *outb = sub("pred_bg");
+    const char *in = km_test_sub("pred_in"), *out = km_test_sub("pred_out"), *outb = km_test_sub("pred_bg");
     /* a landscape JPEG, a near-square one, and a grey PNG with a COVID-style name */
     int rc = km_test_sh("mkdir -p '%s' && cp '%s/images/cju0qkwl35piu0993l0dewei2.jpg' '%s/images/cju0qoxqj9q6s0835b43399p4.jpg' '%s/' && "
                         "cp '%s/train/images/covid_359.png' '%s/Non_COVID (1).png'",
@@ -292,10 +283,10 @@ KM_TEST(train_predict_cli_writes_masks_at_original_size) {
                         km_test_path("data/covid-qu-ex"), in);
     CHECK(rc == 0);
     rc = km_test_sh("'%s' predict --weights '%s/best.safetensors' --images '%s' --out '%s' --prob --overlay > /dev/null 2>&1",
-                    bin(), run, in, out);
+                    km_test_bin(), run, in, out);
     CHECK(rc == 0);
     rc = km_test_sh("'%s' predict --weights '%s/best.safetensors' --images '%s' --out '%s' --outside background > /dev/null 2>&1",
-                    bin(), run, in, outb);
+                    km_test_bin(), run, in, outb);
     CHECK(rc == 0);
     km_dataset_index idx;
     CHECK_OK(km_dataset_scan_images(in, &idx, NULL));
@@ -362,26 +353,9 @@ KM_TEST(train_predict_cli_writes_masks_at_original_size) {
     km_dataset_index_free(&idx);
 }
 
-/* Runs the CLI, expects a non-zero exit and `needle` in its stderr. */
-static void expect_fail(const char *args, const char *needle) {
-    const char *log = sub("cli_err.txt");
-    int rc = km_test_sh("'%s' %s > '%s' 2>&1", bin(), args, log);
-    uint8_t *txt = NULL;
-    size_t n = 0;
-    km_read_file(log, 1 << 20, &txt, &n);
-    char *s = km_malloc(n + 1);
-    if (n) memcpy(s, txt, n);
-    s[n] = 0;
-    CHECK_MSG(rc != 0, "kmseg %s: exit 0, expected failure", args);
-    CHECK_MSG(strstr(s, needle) != NULL, "kmseg %s: output '%s' lacks '%s'", args, s, needle);
-    printf("    kmseg %.60s... -> exit %d: %s", args, rc, s);
-    km_free(s);
-    km_free(txt);
-}
-
 KM_TEST(train_cli_bad_inputs_fail_clearly) {
     const char *kv = km_test_path("data/kvasir-seg");
-    const char *ok = sub("bad_ok"), *nomask = sub("bad_nomask"), *corrupt = sub("bad_corrupt");
+    const char *ok = km_test_sub("bad_ok"), *nomask = km_test_sub("bad_nomask"), *corrupt = km_test_sub("bad_corrupt");
     /* three copies of a 4-pair dataset, then break two of them */
     const char *ids[] = {"cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0qx73cjw570799j4n5cjze",
                          "cju0roawvklrq0799vmjorwfv"};
@@ -398,28 +372,28 @@ KM_TEST(train_cli_bad_inputs_fail_clearly) {
     char a[4096];
     const char *common = "--max-images 4 --size 32 --resnet 18 --batch 2 --epochs 1 --val-fraction 0.25 --test-fraction 0 --quiet";
     snprintf(a, sizeof a, "train --data '%s/nothere' --out '%s/r0' %s", ok, ok, common);
-    expect_fail(a, "nothere");
+    KM_CLI_EXPECT_FAIL(a, "nothere");
     snprintf(a, sizeof a, "train --data '%s' --out '%s/r1' %s", nomask, nomask, common);
-    expect_fail(a, ids[2]);
+    KM_CLI_EXPECT_FAIL(a, ids[2]);
     snprintf(a, sizeof a, "train --data '%s' --out '%s/r2' %s", corrupt, corrupt, common);
-    expect_fail(a, ids[1]);
+    KM_CLI_EXPECT_FAIL(a, ids[1]);
     snprintf(a, sizeof a, "train --data '%s' --out '%s/r3' %s --bogus 1", ok, ok, common);
-    expect_fail(a, "unknown flag");
+    KM_CLI_EXPECT_FAIL(a, "unknown flag");
     snprintf(a, sizeof a, "train --data '%s' --out '%s/r4' --size 100", ok, ok);
-    expect_fail(a, "multiple of 32");
+    KM_CLI_EXPECT_FAIL(a, "multiple of 32");
     snprintf(a, sizeof a, "train --resume '%s/never'", ok);
-    expect_fail(a, "config.json");
+    KM_CLI_EXPECT_FAIL(a, "config.json");
     snprintf(a, sizeof a, "train --resume '%s/never' --lr 0.1", ok);
-    expect_fail(a, "cannot be combined with --resume");
+    KM_CLI_EXPECT_FAIL(a, "cannot be combined with --resume");
     /* a checkpoint that is not one */
     CHECK(km_test_sh("printf 'garbage, not a checkpoint' > '%s/w.safetensors'", ok) == 0);
     snprintf(a, sizeof a, "eval --weights '%s/w.safetensors' --data '%s' --split all --out '%s/ev'", ok, ok, ok);
-    expect_fail(a, "w.safetensors");
+    KM_CLI_EXPECT_FAIL(a, "w.safetensors");
     snprintf(a, sizeof a, "predict --weights '%s/w.safetensors' --images '%s/images' --out '%s/pr'", ok, ok, ok);
-    expect_fail(a, "w.safetensors");
+    KM_CLI_EXPECT_FAIL(a, "w.safetensors");
     snprintf(a, sizeof a, "eval --weights '%s/w.safetensors' --data '%s' --split test --out '%s/ev'", ok, ok, ok);
-    expect_fail(a, "--split-dir");
+    KM_CLI_EXPECT_FAIL(a, "--split-dir");
     /* and the good copy trains (the failures above are the inputs' fault) */
-    snprintf(a, sizeof a, "'%s' train --data '%s' --out '%s/r5' %s", bin(), ok, ok, common);
+    snprintf(a, sizeof a, "'%s' train --data '%s' --out '%s/r5' %s", km_test_bin(), ok, ok, common);
     CHECK(km_test_sh("%s > /dev/null 2>&1", a) == 0);
 }

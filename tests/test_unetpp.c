@@ -386,9 +386,9 @@ KM_TEST(unetpp_load_torchvision_encoder) {
     km_tdict_init(&d);
     for (int i = 0; i < km_unetpp_num_entries(src); i++) {
         const km_unetpp_entry *e = km_unetpp_entry_at(src, i);
-        if (strncmp(e->name, "encoder.", 8) || e->is_buffer == 2) continue; /* 2017 files: no num_batches_tracked */
+        if (strncmp(e->name, "encoder.", 8) || e->kind == KM_UNETPP_COUNTER) continue; /* 2017 files: no num_batches_tracked */
         km_tdict_add(&d, e->name + 8, KM_F32, e->ndim, e->shape,
-                     (e->is_buffer ? km_unetpp_buffers(src) : km_unetpp_params(src)) + e->offset);
+                     (e->kind == KM_UNETPP_BUFFER ? km_unetpp_buffers(src) : km_unetpp_params(src)) + e->offset);
     }
     int64_t fcw[2] = {1000, 512}, fcb[1] = {1000};
     km_tdict_add(&d, "fc.weight", KM_F32, 2, fcw, NULL);

@@ -61,7 +61,7 @@ struct km_unetpp {
     char names[MAXENT][NAMELEN];
     int nent;
     float *params, *grads, *adam_m, *adam_v;
-    size_t nparams;
+    size_t nparams, nparams_enc; /* nparams_enc: the encoder's prefix of params */
     float *bufs;
     size_t nbufs;
     int64_t nbt[128];
@@ -134,7 +134,7 @@ static void conv_bwd(km_unetpp *m, float *din, float *dw, float *db, const float
 
 /* ------------------------------------------------------------------ entries */
 
-static size_t add_entry(km_unetpp *m, const char *name, int is_buffer, int ndim, int64_t a,
+static size_t add_entry(km_unetpp *m, const char *name, km_unetpp_kind kind, int ndim, int64_t a,
                         int64_t b, int64_t c, int64_t d) {
     KM_ASSERT(m->nent < MAXENT);
     km_unetpp_entry *e = &m->ent[m->nent];
@@ -148,11 +148,11 @@ static size_t add_entry(km_unetpp *m, const char *name, int is_buffer, int ndim,
         e->shape[i] = sh[i];
         e->numel *= (size_t)sh[i];
     }
-    e->is_buffer = is_buffer;
-    if (is_buffer == 0) {
+    e->kind = kind;
+    if (kind == KM_UNETPP_PARAM) {
         e->offset = m->nparams;
         m->nparams += e->numel;
-    } else if (is_buffer == 1) {
+    } else if (kind == KM_UNETPP_BUFFER) {
         e->offset = m->nbufs;
         m->nbufs += e->numel;
     } else {
@@ -173,17 +173,17 @@ static void def_unit(km_unetpp *m, unit *u, const char *conv_name, const char *b
     u->s = s;
     u->p = p;
     u->relu = relu;
-    u->w = add_entry(m, conv_name, 0, 4, cout, cin, k, k);
+    u->w = add_entry(m, conv_name, KM_UNETPP_PARAM, 4, cout, cin, k, k);
     snprintf(n, sizeof n, "%s.weight", bn_prefix);
-    u->gamma = add_entry(m, n, 0, 1, cout, 0, 0, 0);
+    u->gamma = add_entry(m, n, KM_UNETPP_PARAM, 1, cout, 0, 0, 0);
     snprintf(n, sizeof n, "%s.bias", bn_prefix);
-    u->beta = add_entry(m, n, 0, 1, cout, 0, 0, 0);
+    u->beta = add_entry(m, n, KM_UNETPP_PARAM, 1, cout, 0, 0, 0);
     snprintf(n, sizeof n, "%s.running_mean", bn_prefix);
-    u->rm = add_entry(m, n, 1, 1, cout, 0, 0, 0);
+    u->rm = add_entry(m, n, KM_UNETPP_BUFFER, 1, cout, 0, 0, 0);
     snprintf(n, sizeof n, "%s.running_var", bn_prefix);
-    u->rv = add_entry(m, n, 1, 1, cout, 0, 0, 0);
+    u->rv = add_entry(m, n, KM_UNETPP_BUFFER, 1, cout, 0, 0, 0);
     snprintf(n, sizeof n, "%s.num_batches_tracked", bn_prefix);
-    u->bn = (int)add_entry(m, n, 2, 0, 0, 0, 0, 0);
+    u->bn = (int)add_entry(m, n, KM_UNETPP_COUNTER, 0, 0, 0, 0, 0);
 }
 
 /* Decoder block (d, l): channels per reference-arch.md table 2.4. */
@@ -223,6 +223,7 @@ static void define(km_unetpp *m, int depth) {
         }
     }
     m->layer_start[4] = m->nblocks;
+    m->nparams_enc = m->nparams; /* every 'encoder.*' parameter so far, none after */
     /* decoder blocks in smp's registration order: for l, for d <= l; then x_0_4 */
     int k = 0;
     for (int l = 0; l <= 4; l++)
@@ -247,8 +248,8 @@ static void define(km_unetpp *m, int depth) {
             def_unit(m, &b->c2, cn, bn, cout, cout, 3, 1, 1, 1);
         }
     KM_ASSERT(k == 11);
-    m->head_w = add_entry(m, "segmentation_head.0.weight", 0, 4, 1, 16, 3, 3);
-    m->head_b = add_entry(m, "segmentation_head.0.bias", 0, 1, 1, 0, 0, 0);
+    m->head_w = add_entry(m, "segmentation_head.0.weight", KM_UNETPP_PARAM, 4, 1, 16, 3, 3);
+    m->head_b = add_entry(m, "segmentation_head.0.bias", KM_UNETPP_PARAM, 1, 1, 0, 0, 0);
 }
 
 static decblock *dec_at(km_unetpp *m, int d, int l) {
@@ -312,6 +313,18 @@ km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
     return m;
 }
 
+/* The memory km_unetpp_reserve plans (activations, their gradients,
+ * workspace, gradient scratch). */
+static void free_activations(km_unetpp *m) {
+    km_free(m->act);
+    km_free(m->gact);
+    km_free(m->work);
+    km_free(m->gscr_conv);
+    km_free(m->gscr_cat);
+    m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
+    m->planned = 0;
+}
+
 void km_unetpp_free(km_unetpp *m) {
     if (!m) return;
     km_free(m->params);
@@ -319,17 +332,14 @@ void km_unetpp_free(km_unetpp *m) {
     km_free(m->adam_m);
     km_free(m->adam_v);
     km_free(m->bufs);
-    km_free(m->act);
-    km_free(m->gact);
-    km_free(m->work);
-    km_free(m->gscr_conv);
-    km_free(m->gscr_cat);
+    free_activations(m);
     km_free(m->argmax);
     km_free(m);
 }
 
 int km_unetpp_resnet_depth(const km_unetpp *m) { return m->depth; }
 size_t km_unetpp_num_params(const km_unetpp *m) { return m->nparams; }
+size_t km_unetpp_num_encoder_params(const km_unetpp *m) { return m->nparams_enc; }
 int km_unetpp_num_entries(const km_unetpp *m) { return m->nent; }
 const km_unetpp_entry *km_unetpp_entry_at(const km_unetpp *m, int i) { return &m->ent[i]; }
 float *km_unetpp_params(km_unetpp *m) { return m->params; }
@@ -340,8 +350,8 @@ float *km_unetpp_tensor(km_unetpp *m, const char *name, int grad) {
     for (int i = 0; i < m->nent; i++) {
         const km_unetpp_entry *e = &m->ent[i];
         if (strcmp(e->name, name)) continue;
-        if (e->is_buffer == 0) return (grad ? m->grads : m->params) + e->offset;
-        if (e->is_buffer == 1 && !grad) return m->bufs + e->offset;
+        if (e->kind == KM_UNETPP_PARAM) return (grad ? m->grads : m->params) + e->offset;
+        if (e->kind == KM_UNETPP_BUFFER && !grad) return m->bufs + e->offset;
         return NULL;
     }
     return NULL;
@@ -352,17 +362,17 @@ float *km_unetpp_tensor(km_unetpp *m, const char *name, int grad) {
 void km_unetpp_to_tdict(const km_unetpp *m, km_tdict *out) {
     for (int i = 0; i < m->nent; i++) {
         const km_unetpp_entry *e = &m->ent[i];
-        if (e->is_buffer == 2)
+        if (e->kind == KM_UNETPP_COUNTER)
             km_tdict_add(out, e->name, KM_I64, 0, NULL, &m->nbt[e->offset]);
         else
             km_tdict_add(out, e->name, KM_F32, e->ndim, e->shape,
-                         (e->is_buffer ? m->bufs : m->params) + e->offset);
+                         (e->kind == KM_UNETPP_BUFFER ? m->bufs : m->params) + e->offset);
     }
 }
 
 static km_status copy_entry(km_unetpp *m, const km_unetpp_entry *e, const km_tdict *sd,
                             const char *key, const char *file) {
-    if (e->is_buffer == 2) {
+    if (e->kind == KM_UNETPP_COUNTER) {
         km_tensor *t = km_tdict_find(sd, key);
         if (!t) {
             m->nbt[e->offset] = 0; /* torchvision 2017 files have none: BatchNorm fills 0 */
@@ -377,7 +387,7 @@ static km_status copy_entry(km_unetpp *m, const km_unetpp_entry *e, const km_tdi
     const float *src;
     km_status s = km_tdict_get_f32(sd, file, key, e->ndim, e->shape, &src);
     if (s) return s;
-    memcpy((e->is_buffer ? m->bufs : m->params) + e->offset, src, sizeof(float) * e->numel);
+    memcpy((e->kind == KM_UNETPP_BUFFER ? m->bufs : m->params) + e->offset, src, sizeof(float) * e->numel);
     return KM_OK;
 }
 
@@ -447,7 +457,7 @@ km_status km_unetpp_load_encoder(km_unetpp *m, const char *path, int *n_ignored)
         const km_unetpp_entry *e = &m->ent[j];
         if (strncmp(e->name, "encoder.", 8)) continue;
         const char *key = km_tdict_find(&sd, e->name) ? e->name : e->name + 8;
-        if (e->is_buffer != 2 && !km_tdict_find(&sd, key))
+        if (e->kind != KM_UNETPP_COUNTER && !km_tdict_find(&sd, key))
             s = km_err(KM_EMISSING, "%s: missing encoder tensor '%s' (a torchvision resnet%d checkpoint is expected)",
                        path, e->name + 8, m->depth);
         else
@@ -595,12 +605,8 @@ static size_t plan(carver *c, int N, int H, int W) {
                 b->xin = p->c2.out;
                 b->gxin = p->c2.gout;
             }
-            b->h = (H >> 5) << d; /* resolution of the upsample input */
-            b->w = (W >> 5) << d;
-            if (d != l) {
-                b->h = (H >> 5) << l;
-                b->w = (W >> 5) << l;
-            }
+            b->h = (H >> 5) << l; /* resolution of the upsample input */
+            b->w = (W >> 5) << l;
             int k = 0;
             for (int j = d + 1; j <= l && l < 4; j++, k++) {
                 decblock *s = dec_at(m, j, l);
@@ -619,11 +625,9 @@ static size_t plan(carver *c, int N, int H, int W) {
             WORK(plan_unit(c, &b->c1, b->cat, b->gcat, N, OH, OW));
             WORK(plan_unit(c, &b->c2, b->c1.out, b->c1.gout, N, OH, OW));
         }
-    decblock *last = dec_at(m, 0, 4);
     km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
     WORK(km_conv2d_work_floats(&hd));
     carve(c, &m->logits, &m->glogits, (size_t)N * H * W);
-    (void)last;
 #undef WORK
     return work;
 }
@@ -634,12 +638,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
                       N, H, W);
     if (m->planned && m->rN == N && m->rH == H && m->rW == W && m->rT == km_get_threads())
         return KM_OK;
-    km_free(m->act);
-    km_free(m->gact);
-    km_free(m->work);
-    km_free(m->gscr_conv);
-    km_free(m->gscr_cat);
-    m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
+    free_activations(m);
     carver c = {m, 0, 0, 0, 0, 0};
     plan(&c, N, H, W);
     m->nact = c.off;
@@ -654,13 +653,7 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
     m->nwork = plan(&c2, N, H, W);
     m->work = km_try_malloc(sizeof(float) * (m->nwork ? m->nwork : 1));
     if (!m->act || !m->gact || !m->work || !m->gscr_conv || !m->gscr_cat) {
-        km_free(m->act);
-        km_free(m->gact);
-        km_free(m->work);
-        km_free(m->gscr_conv);
-        km_free(m->gscr_cat);
-        m->act = m->gact = m->work = m->gscr_conv = m->gscr_cat = NULL;
-        m->planned = 0;
+        free_activations(m);
         return km_err(KM_ENOMEM, "cannot allocate %.1f GB of activations for batch %d x 3 x %d x %d",
                       (m->nact + m->ngact) * 4.0 / 1e9, N, H, W);
     }

@@ -15,14 +15,20 @@
 
 typedef struct km_unetpp km_unetpp;
 
+/* What a state-dict entry is, and where its values live. */
+typedef enum {
+    KM_UNETPP_PARAM = 0,   /* a parameter: offset into params (grads, Adam moments alike) */
+    KM_UNETPP_BUFFER = 1,  /* a float buffer (BatchNorm running_mean/var): offset into buffers */
+    KM_UNETPP_COUNTER = 2, /* BatchNorm num_batches_tracked, an int64 scalar: offset = BatchNorm index */
+} km_unetpp_kind;
+
 typedef struct {
     const char *name; /* smp state_dict key */
     int ndim;
     int64_t shape[4];
-    size_t offset; /* into params (is_buffer 0) or buffers (is_buffer 1) */
+    size_t offset; /* see kind */
     size_t numel;
-    int is_buffer; /* 0 parameter, 1 float buffer (running_mean/var), 2 int64
-                      num_batches_tracked (offset = BatchNorm index) */
+    km_unetpp_kind kind;
 } km_unetpp_entry;
 
 /* depth: 18 or 34 (ResNet variant). Weights are randomly initialised as smp /
@@ -45,6 +51,10 @@ void km_unetpp_free(km_unetpp *m);
 
 int km_unetpp_resnet_depth(const km_unetpp *m);
 size_t km_unetpp_num_params(const km_unetpp *m);
+/* The encoder's parameters ('encoder.*') are the first block of the
+ * parameter array, [0, km_unetpp_num_encoder_params) (smp state-dict order):
+ * an optimiser of the encoder alone (SimCLR) steps that prefix. */
+size_t km_unetpp_num_encoder_params(const km_unetpp *m);
 int km_unetpp_num_entries(const km_unetpp *m);
 const km_unetpp_entry *km_unetpp_entry_at(const km_unetpp *m, int i);
 float *km_unetpp_params(km_unetpp *m);

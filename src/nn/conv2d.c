@@ -1,6 +1,7 @@
 /* conv2d.c - nn.Conv2d (groups 1, no dilation) as im2col + SGEMM, NCHW.
  * 3x3 stride-1 pad-1 convolutions with outputs of at least 8x8 go to
- * winograd.c instead (KM_CONV_AUTO, the default; see conv2d.h).
+ * winograd.c instead, F(4x4) or F(2x2) by output size (KM_CONV_AUTO, the
+ * default; see conv2d.h).
  *
  * Per image, with P = OH*OW and CKK = C*kh*kw:
  *   forward   out[K, P]   = W[K, CKK] @ col[CKK, P] (+ b[K])
@@ -21,13 +22,14 @@
  * (col == in), with no workspace. Large images are processed in blocks of
  * output rows so that the col block stays in cache.
  *
- * Threads: only the GEMMs are threaded (by the BLAS). im2col, col2im and the
- * scatter run on the calling thread on purpose: with OpenMP loops between the
- * BLAS calls, libgomp's and OpenBLAS's spin-waiting worker threads fight for
- * the 2 cores; bench/bench_ops.c measured the OpenMP version 2-3x slower
- * (default OMP_WAIT_POLICY, loaded machine) and up to 10x slower with the
- * row blocking. Every reduction has a fixed order: bit-identical results for
- * a given thread count. */
+ * Threads: the BLAS itself always runs single-threaded (gemm.c). Unbatched
+ * (G == 1): the images of one call are shared among min(threads, N) OpenMP
+ * threads, each with its own col block and dW partial sum (summed in thread
+ * order), its GEMMs single-threaded. Batched (G > 1): km_sgemm splits each
+ * GEMM across the threads, and im2col and the scatter / gather of large
+ * blocks are OpenMP loops.
+ * Every reduction has a fixed order: bit-identical results for a given
+ * thread count. */
 #include "conv2d.h"
 #include "gemm.h"
 #include "winograd.h"

@@ -2,9 +2,10 @@
  * groups 1). Output size OH = (H + 2*ph - kh)/sh + 1 (floor), same for OW.
  *
  * Weights [K, C, kh, kw]; optional bias [K]. Kernels never allocate: callers
- * pass a workspace of km_conv2d_work_floats(d) floats. Forward is im2col + GEMM
- * (1x1 stride-1 convolutions skip the im2col); km_conv2d_forward_ref is the
- * naive direct loop kept for tests. */
+ * pass a workspace of km_conv2d_work_floats(d) floats. Two algorithms (see
+ * km_conv_algo): Winograd (winograd.h) for 3x3 stride-1 pad-1 convolutions,
+ * im2col + GEMM (conv2d.c; 1x1 stride-1 convolutions skip the im2col) for
+ * the rest; km_conv2d_forward_ref is the naive direct loop kept for tests. */
 #ifndef KM_CONV2D_H
 #define KM_CONV2D_H
 
@@ -18,12 +19,13 @@ typedef struct {
 } km_conv_dims;
 
 /* Algorithm: KM_CONV_AUTO (default) runs 3x3 stride-1 pad-1 convolutions
- * with outputs of at least 8x8 by Winograd F(2x2, 3x3) (winograd.h: 2.25x
- * fewer multiplications) and the rest as im2col + GEMM; KM_CONV_IM2COL runs
- * everything as im2col + GEMM; KM_CONV_WINOGRAD uses Winograd for every
- * 3x3 stride-1 pad-1 shape. The default comes from the environment variable
- * KMSEG_CONV ("auto", "im2col" or "winograd") at first use. Workspace sizes
- * cover both paths, so switching is safe. */
+ * with outputs of at least 8x8 by Winograd (winograd.h): F(4x4, 3x3) from
+ * 16x16 outputs up (4x fewer multiplications than direct), F(2x2, 3x3) below
+ * (2.25x fewer); the rest as im2col + GEMM. KM_CONV_IM2COL runs everything
+ * as im2col + GEMM; KM_CONV_WINOGRAD uses Winograd for every 3x3 stride-1
+ * pad-1 shape (tile size chosen as in AUTO). The default comes from the
+ * environment variable KMSEG_CONV ("auto", "im2col" or "winograd") at first
+ * use. Workspace sizes cover both paths, so switching is safe. */
 typedef enum { KM_CONV_AUTO = 0, KM_CONV_IM2COL = 1, KM_CONV_WINOGRAD = 2 } km_conv_algo;
 void km_conv2d_set_algo(km_conv_algo a);
 km_conv_algo km_conv2d_get_algo(void);

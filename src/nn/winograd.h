@@ -1,6 +1,10 @@
-/* winograd.h - 3x3 stride-1 pad-1 convolutions by Winograd F(2x2, 3x3),
- * used by conv2d.c for those shapes (see winograd.c). Same semantics and
- * layouts as km_conv2d_forward / km_conv2d_backward (NCHW, [K, C, 3, 3]). */
+/* winograd.h - 3x3 stride-1 pad-1 convolutions by Winograd's minimal
+ * filtering, used by conv2d.c for those shapes (km_conv_algo, conv2d.h):
+ * F(4x4, 3x3) for outputs of at least 16x16 (6x6 transformed tiles, 36
+ * GEMMs per convolution), F(2x2, 3x3) below (4x4 tiles, 16 GEMMs); the
+ * transforms and the error of each are described in winograd.c. Same
+ * semantics and layouts as km_conv2d_forward / km_conv2d_backward (NCHW,
+ * [K, C, 3, 3]), forward and both gradients. */
 #ifndef KM_WINOGRAD_H
 #define KM_WINOGRAD_H
 

@@ -79,6 +79,7 @@
 
 #include "../core/km.h"
 #include "../core/rng.h"
+#include "../io/settings.h"
 
 /* ---- augmentation ---- */
 typedef struct {
@@ -98,6 +99,7 @@ typedef struct {
     float p_blur, sigma_min, sigma_max;     /* 0.5, 0.1, 2.0 */
 } km_simclr_aug_cfg;
 
+/* The augmentation defaults (rows of km_simclr_settings). */
 void km_simclr_aug_default(km_simclr_aug_cfg *a);
 void km_simclr_draw(km_rng *r, int S, const km_simclr_aug_cfg *a, km_simclr_view *v);
 /* Floats of scratch km_simclr_apply and km_simclr_apply_rgb need for size S. */
@@ -123,11 +125,19 @@ typedef struct {
     int stop_after; /* return after this many epochs in total, as if killed (0: off) */
 } km_simclr_config;
 
+/* The table of the settings above (settings.h): defaults (the augmentation's
+ * too), flags and --help text, range checks, config.json keys. */
+extern const km_settings km_simclr_settings;
+
 void km_simclr_config_default(km_simclr_config *c);
 /* Reads <dir>/config.json (written by a pretraining run) into c (defaults
  * first; c->data is allocated: km_simclr_config_free; c->out is left NULL).
  * Errors name the file and the setting. */
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
+/* Writes config.json: "command": "pretrain", data, n_train_images, the other
+ * settings in table order (threads < 1: the process's count), kmseg_version
+ * (the format every run since the first has written). */
+km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);
 
 typedef struct {

@@ -3,6 +3,7 @@
 
 #include "augment.h"
 #include "dataset.h"
+#include "runfolder.h"
 #include "sched.h"
 #include "splits.h"
 #include "../core/log.h"
@@ -12,17 +13,17 @@
 #include "../io/json.h"
 #include "../io/load.h"
 #include "../io/safetensors.h"
+#include "../io/settings.h"
 #include "../io/tensor.h"
 #include "../models/unetpp.h"
 #include "../nn/gemm.h"
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <stdio.h>
-#include <sys/stat.h>
+#include <stdlib.h>
 
 /* Salt of the run's shuffle/augmentation stream, distinct from the split
  * streams (splits.h) and the weight initialisation (seed itself). */
@@ -30,60 +31,76 @@
 
 /* ------------------------------------------------------------------ config */
 
+/* The table of every setting (settings.h). Row order = config.json order (as
+ * written since the first version) = --help order. */
+#define O(f) offsetof(km_train_config, f)
+#define P_ KM_SET_PASS
+static const km_setting k_rows[] = {
+    {"data", "--data", KM_SET_STR, O(data), 0, 0, 0, 0, 0, NULL, 0,
+     "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", NULL, NULL},
+    {"split_dir", "--split-dir", KM_SET_STR, O(split_dir), 0, 0, 0, 0, 0, NULL, 0,
+     "folder with train.txt [val.txt test.txt] (default: seeded random split)", NULL, NULL},
+    {"val_fraction", "--val-fraction", KM_SET_DBL, O(val_fraction), 0.1, 0, 0, 0, 0, NULL, P_,
+     "random split: validation fraction", NULL, NULL},
+    {"test_fraction", "--test-fraction", KM_SET_DBL, O(test_fraction), 0.1, 0, 0, 0, 0, NULL, P_,
+     "random split: test fraction", NULL, NULL},
+    {"labelled_fraction", "--labelled-fraction", KM_SET_DBL, O(labelled_fraction), 1.0, 0, KM_SET_GT | KM_SET_LE, 0, 1,
+     NULL, 0, "nested labelled fraction of the train split", NULL, NULL},
+    {"max_images", "--max-images", KM_SET_INT, O(max_images), 0, 0, KM_SET_GE, 0, 0, NULL, P_,
+     "random split over the first N ids only (0 = all)", NULL, NULL},
+    {"size", "--size", KM_SET_INT, O(size), 224, 0, 0, 0, 0, NULL, P_,
+     "crop size (shortest side resized to it, centre crop), multiple of 32", NULL, NULL},
+    {"resnet", "--resnet", KM_SET_INT, O(resnet), 34, 0, 0, 0, 0, NULL, P_, "encoder depth: 34 or 18", NULL, NULL},
+    {"encoder_weights", "--encoder-weights", KM_SET_STR, O(encoder_weights), 0, 0, 0, 0, 0, NULL, 0,
+     "torchvision ResNet checkpoint for the encoder (default: random init)", NULL, NULL},
+    {"init_weights", "--init", KM_SET_STR, O(init_weights), 0, 0, 0, 0, 0, NULL, 0,
+     "full student checkpoint to start from (fine-tuning)", NULL, NULL},
+    {"batch", "--batch", KM_SET_INT, O(batch), 8, 0, KM_SET_GE, 2, 0, "BatchNorm batch statistics", P_, "batch size", NULL, NULL},
+    {"epochs", "--epochs", KM_SET_INT, O(epochs), 100, 0, KM_SET_GE, 1, 0, NULL, P_, "maximum number of epochs", NULL, NULL},
+    {"lr", "--lr", KM_SET_DBL, O(lr), 5e-5, 0, KM_SET_GT, 0, 0, NULL, P_, "Adam learning rate", NULL, NULL},
+    {"beta1", "--beta1", KM_SET_DBL, O(beta1), 0.9, 0, KM_SET_GE | KM_SET_LT, 0, 1, NULL, 0, "Adam beta1", NULL, NULL},
+    {"beta2", "--beta2", KM_SET_DBL, O(beta2), 0.999, 0, KM_SET_GE | KM_SET_LT, 0, 1, NULL, 0, "Adam beta2", NULL, NULL},
+    {"eps", "--eps", KM_SET_DBL, O(eps), 1e-8, 0, KM_SET_GT, 0, 0, NULL, 0, "Adam eps", NULL, NULL},
+    {"weight_decay", "--weight-decay", KM_SET_DBL, O(weight_decay), 0, 0, KM_SET_GE, 0, 0, NULL, P_,
+     "Adam weight decay (L2, torch Adam)", NULL, NULL},
+    {"plateau_factor", "--plateau-factor", KM_SET_DBL, O(plateau_factor), 0.5, 0, KM_SET_GT | KM_SET_LT, 0, 1, NULL, P_,
+     "ReduceLROnPlateau factor", NULL, NULL},
+    {"min_lr", "--min-lr", KM_SET_DBL, O(min_lr), 1e-7, 0, KM_SET_GE, 0, 0, NULL, P_, "ReduceLROnPlateau minimum lr", NULL, NULL},
+    {"plateau_patience", "--plateau-patience", KM_SET_INT, O(plateau_patience), 3, 0, KM_SET_GE, 0, 0, NULL, P_,
+     "ReduceLROnPlateau patience (epochs)", NULL, NULL},
+    {"early_stop", "--early-stop", KM_SET_INT, O(early_stop), 10, 0, KM_SET_GE, 1, 0, NULL, P_,
+     "stop after this many epochs without val-loss improvement", NULL, NULL},
+    {"bce_weight", "--bce-weight", KM_SET_DBL, O(bce_weight), 0.5, 0, KM_SET_GE | KM_SET_LE, 0, 1, NULL, P_,
+     "a in loss = a*BCE + (1-a)*Dice", NULL, NULL},
+    {"max_steps", "--max-steps", KM_SET_INT, O(max_steps), 0, 0, KM_SET_GE, 0, 0, NULL, P_,
+     "stop after this many optimiser steps (0 = no limit; benchmarks)", NULL, NULL},
+    {"seed", "--seed", KM_SET_U64, O(seed), 0, 0, 0, 0, 0, NULL, 0,
+     "seed of the split, weight init, shuffling and augmentation", NULL, NULL},
+    {"threads", "--threads", KM_SET_INT, O(threads), 2, 0, KM_SET_GE, 1, 0, NULL, P_ | KM_SET_NEUTRAL,
+     "compute threads (results are bit-identical for a given count)", NULL, NULL},
+    {"out", "--out", KM_SET_STR, O(out), 0, 0, 0, 0, 0, NULL, 0,
+     "run folder (config, splits, metrics, best/last checkpoints)", NULL, NULL},
+    {"eval_test", "--eval-test", KM_SET_BOOL, O(eval_test), 0, 0, 0, 0, 0, NULL, 0,
+     "also score the test split every epoch (reported only)", NULL, NULL},
+    {"eval_init", "--eval-init", KM_SET_BOOL, O(eval_init), 0, 0, 0, 0, 0, NULL, 0,
+     "log the untrained model's validation as epoch 0", NULL, NULL},
+    /* added after config.json files were first written: absent = default */
+    {"label", "--label", KM_SET_STR, O(label), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | P_,
+     "label to segment: a mask value, or a label name from an nnU-Net dataset.json (default: binary 0/255 or 0/1 "
+     "masks; nnU-Net: its only foreground label)", NULL, NULL},
+    {"fold", "--fold", KM_SET_INT, O(fold), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL, "fold of --split-file", NULL,
+     NULL},
+};
+#undef P_
+#undef O
+const km_settings km_train_settings = {"train", k_rows, (int)(sizeof k_rows / sizeof k_rows[0])};
+
 void km_train_config_default(km_train_config *c) {
     memset(c, 0, sizeof *c);
-    c->val_fraction = 0.1;
-    c->test_fraction = 0.1;
-    c->labelled_fraction = 1.0;
-    c->size = 224;
-    c->resnet = 34;
-    c->batch = 8;
-    c->epochs = 100;
-    c->lr = 5e-5;
-    c->beta1 = 0.9;
-    c->beta2 = 0.999;
-    c->eps = 1e-8;
-    c->plateau_factor = 0.5;
-    c->min_lr = 1e-7;
-    c->plateau_patience = 3;
-    c->early_stop = 10;
-    c->bce_weight = 0.5;
-    c->threads = 2;
+    km_settings_default(&km_train_settings, c);
 }
 
-typedef enum { F_STR, F_INT, F_DBL, F_U64 } field_type;
-typedef struct {
-    const char *key;
-    field_type t;
-    size_t off;
-} field;
-
-#define FLD(k, t) {#k, t, offsetof(km_train_config, k)}
-static const field k_fields[] = {
-    FLD(data, F_STR),           FLD(split_dir, F_STR),        FLD(val_fraction, F_DBL),
-    FLD(test_fraction, F_DBL),  FLD(labelled_fraction, F_DBL), FLD(max_images, F_INT),
-    FLD(size, F_INT),           FLD(resnet, F_INT),           FLD(encoder_weights, F_STR),
-    FLD(init_weights, F_STR),   FLD(batch, F_INT),            FLD(epochs, F_INT),
-    FLD(lr, F_DBL),             FLD(beta1, F_DBL),            FLD(beta2, F_DBL),
-    FLD(eps, F_DBL),            FLD(weight_decay, F_DBL),     FLD(plateau_factor, F_DBL),
-    FLD(min_lr, F_DBL),         FLD(plateau_patience, F_INT), FLD(early_stop, F_INT),
-    FLD(bce_weight, F_DBL),     FLD(max_steps, F_INT),        FLD(seed, F_U64),
-    FLD(threads, F_INT),        FLD(out, F_STR),              FLD(eval_test, F_INT),
-    FLD(eval_init, F_INT),      FLD(label, F_STR),            FLD(fold, F_INT),
-};
-/* settings added after config.json files were first written: absent = default */
-static const char *const k_later[] = {"label", "fold", NULL};
-#undef FLD
-#define NFIELDS ((int)(sizeof k_fields / sizeof k_fields[0]))
-
-void km_train_config_free(km_train_config *c) {
-    for (int i = 0; i < NFIELDS; i++)
-        if (k_fields[i].t == F_STR) {
-            char **p = (char **)((char *)c + k_fields[i].off);
-            km_free(*p);
-            *p = NULL;
-        }
-}
+void km_train_config_free(km_train_config *c) { km_settings_free_strings(&km_train_settings, c); }
 
 km_status km_train_config_check(const km_train_config *c) {
     if (!c->data || !c->data[0]) return km_err(KM_EARG, "--data: a dataset folder is required");
@@ -92,115 +109,27 @@ km_status km_train_config_check(const km_train_config *c) {
                       c->size);
     if (c->resnet != 18 && c->resnet != 34)
         return km_err(KM_EARG, "--resnet %d: expected 18 or 34", c->resnet);
-    if (c->batch < 2) return km_err(KM_EARG, "--batch %d: expected >= 2 (BatchNorm batch statistics)", c->batch);
-    if (c->epochs < 1) return km_err(KM_EARG, "--epochs %d: expected >= 1", c->epochs);
-    if (!(c->lr > 0)) return km_err(KM_EARG, "--lr %g: expected > 0", c->lr);
-    if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
-        return km_err(KM_EARG, "--beta1/--beta2 %g/%g: expected in [0, 1)", c->beta1, c->beta2);
-    if (!(c->eps > 0)) return km_err(KM_EARG, "--eps %g: expected > 0", c->eps);
-    if (!(c->weight_decay >= 0)) return km_err(KM_EARG, "--weight-decay %g: expected >= 0", c->weight_decay);
-    if (!(c->plateau_factor > 0 && c->plateau_factor < 1))
-        return km_err(KM_EARG, "--plateau-factor %g: expected in (0, 1)", c->plateau_factor);
-    if (!(c->min_lr >= 0)) return km_err(KM_EARG, "--min-lr %g: expected >= 0", c->min_lr);
-    if (c->plateau_patience < 0) return km_err(KM_EARG, "--plateau-patience %d: expected >= 0", c->plateau_patience);
-    if (c->early_stop < 1) return km_err(KM_EARG, "--early-stop %d: expected >= 1", c->early_stop);
-    if (!(c->bce_weight >= 0 && c->bce_weight <= 1))
-        return km_err(KM_EARG, "--bce-weight %g: expected in [0, 1]", c->bce_weight);
-    if (!(c->labelled_fraction > 0 && c->labelled_fraction <= 1))
-        return km_err(KM_EARG, "--labelled-fraction %g: expected in (0, 1]", c->labelled_fraction);
+    km_status s = km_settings_check(&km_train_settings, c);
+    if (s) return s;
     if (!(c->val_fraction > 0 && c->test_fraction >= 0 && c->val_fraction + c->test_fraction < 1))
         return km_err(KM_EARG, "--val-fraction %g / --test-fraction %g: expected val > 0, test >= 0, sum < 1",
                       c->val_fraction, c->test_fraction);
-    if (c->max_images < 0) return km_err(KM_EARG, "--max-images %d: expected >= 0", c->max_images);
-    if (c->max_steps < 0) return km_err(KM_EARG, "--max-steps %d: expected >= 0", c->max_steps);
-    if (c->fold < 0) return km_err(KM_EARG, "--fold %d: expected >= 0", c->fold);
-    if (c->threads < 1) return km_err(KM_EARG, "--threads %d: expected >= 1", c->threads);
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
     return KM_OK;
 }
 
-static void buf_add(char **b, size_t *len, size_t *cap, const char *s) {
-    size_t n = strlen(s);
-    if (*len + n + 1 > *cap) {
-        size_t nc = (*cap ? *cap * 2 : 1024) + n;
-        char *nb = km_malloc(nc);
-        if (*b) memcpy(nb, *b, *len);
-        km_free(*b);
-        *b = nb;
-        *cap = nc;
-    }
-    memcpy(*b + *len, s, n + 1);
-    *len += n;
-}
-
-static km_status config_write(const km_train_config *c, const char *path) {
-    char *b = NULL, tmp[64];
-    size_t len = 0, cap = 0;
-    buf_add(&b, &len, &cap, "{\n  \"kmseg_version\": ");
-    km_json_escape(&b, &len, &cap, KM_VERSION);
-    buf_add(&b, &len, &cap, ",\n  \"gemm_backend\": ");
-    km_json_escape(&b, &len, &cap, km_gemm_backend());
-    for (int i = 0; i < NFIELDS; i++) {
-        const field *f = &k_fields[i];
-        const char *p = (const char *)c + f->off;
-        buf_add(&b, &len, &cap, ",\n  ");
-        km_json_escape(&b, &len, &cap, f->key);
-        buf_add(&b, &len, &cap, ": ");
-        switch (f->t) {
-        case F_STR:
-            if (*(char *const *)p) km_json_escape(&b, &len, &cap, *(char *const *)p);
-            else buf_add(&b, &len, &cap, "null");
-            break;
-        case F_INT: snprintf(tmp, sizeof tmp, "%d", *(const int *)p); buf_add(&b, &len, &cap, tmp); break;
-        case F_U64:
-            snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)*(const uint64_t *)p);
-            buf_add(&b, &len, &cap, tmp);
-            break;
-        case F_DBL: snprintf(tmp, sizeof tmp, "%.17g", *(const double *)p); buf_add(&b, &len, &cap, tmp); break;
-        }
-    }
-    buf_add(&b, &len, &cap, "\n}\n");
-    km_status s = km_write_file_atomic(path, b, len);
-    km_free(b);
-    return s;
-}
-
-static int key_in(const char *const *list, const char *key) {
-    for (; list && *list; list++)
-        if (!strcmp(*list, key)) return 1;
-    return 0;
+/* config.json: version and GEMM backend, then every setting of the table. */
+km_status km_train_config_save(const km_train_config *c, const char *path) {
+    km_jw w = {0};
+    km_jw_str(&w, "kmseg_version", KM_VERSION);
+    km_jw_str(&w, "gemm_backend", km_gemm_backend());
+    km_jw_settings(&w, &km_train_settings, c, NULL);
+    return km_jw_write(&w, path);
 }
 
 km_status km_train_config_from_json(const km_json *j, const char *path, const char *const *optional,
                                     km_train_config *c) {
-    if (j->type != KM_JSON_OBJ) return km_err(KM_EFORMAT, "%s: expected a JSON object", path);
-    km_status s = KM_OK;
-    for (int i = 0; i < NFIELDS && !s; i++) {
-        const field *f = &k_fields[i];
-        char *p = (char *)c + f->off;
-        const km_json *v = km_json_get(j, f->key);
-        if (!v) {
-            if (key_in(optional, f->key) || key_in(k_later, f->key)) continue;
-            s = km_err(KM_EMISSING, "%s: missing setting '%s'", path, f->key);
-            break;
-        }
-        if (f->t == F_STR) {
-            if (v->type == KM_JSON_NULL) *(char **)p = NULL;
-            else if (v->type == KM_JSON_STR) *(char **)p = km_strdup(v->str);
-            else s = km_err(KM_EFORMAT, "%s: '%s' must be a string or null", path, f->key);
-        } else if (v->type != KM_JSON_NUM || (f->t != F_DBL && !v->is_int)) {
-            s = km_err(KM_EFORMAT, "%s: '%s' must be %s", path, f->key, f->t == F_DBL ? "a number" : "an integer");
-        } else if (f->t == F_DBL) {
-            *(double *)p = v->num;
-        } else if (f->t == F_INT) {
-            if (v->i < INT32_MIN || v->i > INT32_MAX) s = km_err(KM_EFORMAT, "%s: '%s' out of range", path, f->key);
-            else *(int *)p = (int)v->i;
-        } else {
-            if (v->i < 0) s = km_err(KM_EFORMAT, "%s: '%s' must be >= 0", path, f->key);
-            else *(uint64_t *)p = (uint64_t)v->i;
-        }
-    }
-    return s;
+    return km_settings_from_json(&km_train_settings, j, path, optional, c);
 }
 
 km_status km_train_config_load(const char *dir, km_train_config *c) {
@@ -296,7 +225,6 @@ static void prefetch_stop(prefetch *p) {
 
 typedef struct {
     const km_train_config *c;
-    const km_dataset_index *idx; /* for the label metadata */
     km_unetpp *m;
     prefetch pf;
     float *x[2], *y[2], *logits, *dlogits;
@@ -341,34 +269,18 @@ static km_status evaluate(loop *L, const km_dataset *ds, const int *order, eval_
     return KM_OK;
 }
 
+/* ------------------------------------------------------------- checkpoints */
+
 km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v) {
-    const char *s = km_tdict_get_meta(d, key);
-    char *end;
-    if (!s) return km_err(KM_EMISSING, "%s: missing metadata '%s' (not a kmseg last.safetensors?)", file, key);
-    errno = 0;
-    *v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return km_err(KM_EFORMAT, "%s: metadata '%s' = '%s' is not an integer", file, key, s);
-    return KM_OK;
-}
-
-static void meta_set_int(km_tdict *d, const char *key, long long v) {
-    char b[32];
-    snprintf(b, sizeof b, "%lld", v);
-    km_tdict_set_meta(d, key, b);
-}
-
-static void meta_set_num(km_tdict *d, const char *key, double v) {
-    char b[40];
-    snprintf(b, sizeof b, "%.17g", v);
-    km_tdict_set_meta(d, key, b);
+    return km_meta_get_int(d, key, file, v);
 }
 
 static void model_meta(const km_train_config *c, km_tdict *d, const char *prefix, int epoch) {
     char key[64];
     snprintf(key, sizeof key, "%s.epoch", prefix);
-    meta_set_int(d, key, epoch);
-    meta_set_int(d, "size", c->size);
-    meta_set_int(d, "seed", (long long)c->seed);
+    km_meta_set_int(d, key, epoch);
+    km_meta_set_int(d, "size", c->size);
+    km_meta_set_int(d, "seed", (long long)c->seed);
 }
 
 km_status km_train_checkpoint_save(const char *path, const km_unetpp *m, const km_train_config *c, const char *prefix,
@@ -378,18 +290,13 @@ km_status km_train_checkpoint_save(const char *path, const km_unetpp *m, const k
     km_tdict_init(&d);
     km_unetpp_to_tdict(m, &d);
     km_unetpp_optim_to_tdict(m, &d);
-    km_tdict_set_meta(&d, "format", "pt");
-    km_tdict_set_meta(&d, "kmseg_version", KM_VERSION);
-    km_tdict_set_meta(&d, "arch", "UnetPlusPlus");
-    km_tdict_set_meta(&d, "encoder_name", km_unetpp_resnet_depth(m) == 34 ? "resnet34" : "resnet18");
+    km_meta_model(&d, "UnetPlusPlus", km_unetpp_resnet_depth(m));
     model_meta(c, &d, prefix, epoch);
     if (extra)
         for (int i = 0; i < extra->nmeta; i++) km_tdict_set_meta(&d, extra->meta[i].key, extra->meta[i].value);
-    char key[64], b[80];
+    char key[64];
     snprintf(key, sizeof key, "%s.rng", prefix);
-    snprintf(b, sizeof b, "%016llx %016llx %016llx %016llx", (unsigned long long)rng->s[0],
-             (unsigned long long)rng->s[1], (unsigned long long)rng->s[2], (unsigned long long)rng->s[3]);
-    km_tdict_set_meta(&d, key, b);
+    km_meta_set_rng(&d, key, rng);
     snprintf(key, sizeof key, "%s.plateau", prefix);
     km_plateau_to_meta(pl, &d, key);
     snprintf(key, sizeof key, "%s.early_stop", prefix);
@@ -411,20 +318,13 @@ km_status km_train_checkpoint_load(const char *path, const char *prefix, km_unet
     snprintf(key, sizeof key, "%s.epoch", prefix);
     s = km_unetpp_from_tdict(m, &d, path);
     if (!s) s = km_unetpp_optim_from_tdict(*m, &d, path);
-    if (!s) s = km_train_meta_int(&d, key, path, &e);
+    if (!s) s = km_meta_get_int(&d, key, path, &e);
     snprintf(key, sizeof key, "%s.plateau", prefix);
     if (!s) s = km_plateau_from_meta(pl, &d, key, path);
     snprintf(key, sizeof key, "%s.early_stop", prefix);
     if (!s) s = km_early_stop_from_meta(es, &d, key, path);
-    if (!s) {
-        snprintf(key, sizeof key, "%s.rng", prefix);
-        const char *r = km_tdict_get_meta(&d, key);
-        unsigned long long v[4];
-        if (!r || sscanf(r, "%16llx %16llx %16llx %16llx", &v[0], &v[1], &v[2], &v[3]) != 4)
-            s = km_err(KM_EFORMAT, "%s: missing or malformed metadata '%s'", path, key);
-        else
-            for (int i = 0; i < 4; i++) rng->s[i] = v[i];
-    }
+    snprintf(key, sizeof key, "%s.rng", prefix);
+    if (!s) s = km_meta_get_rng(&d, key, path, rng);
     if (!s && meta)
         for (int i = 0; i < d.nmeta; i++) km_tdict_set_meta(meta, d.meta[i].key, d.meta[i].value);
     km_tdict_free(&d);
@@ -436,29 +336,7 @@ km_status km_train_checkpoint_load(const char *path, const char *prefix, km_unet
     return s;
 }
 
-/* --------------------------------------------------------------- the run */
-
-static const char *const k_cols[] = {"epoch", "train_loss", "val_loss", "val_dice", "val_iou",
-                                     "val_dice_global", "val_iou_global", "test_dice", "test_iou",
-                                     "lr", "seconds", "train_img_per_s"};
-#define NCOLS ((int)(sizeof k_cols / sizeof k_cols[0]))
-
-static km_status log_row(km_csv *csv, km_jsonl *jl, int epoch, double tl, const eval_out *v,
-                         const eval_out *t, double lr, double secs, double ips) {
-    double vals[NCOLS] = {epoch, tl, v->loss, v->dice, v->iou, v->gdice, v->giou, t->dice, t->iou, lr, secs, ips};
-    if (csv->f) {
-        km_csv_int(csv, epoch);
-        for (int i = 1; i < NCOLS; i++) km_csv_num(csv, vals[i]);
-        km_status s = km_csv_end_row(csv);
-        if (s) return s;
-    }
-    if (jl->f) {
-        km_jsonl_int(jl, "epoch", epoch);
-        for (int i = 1; i < NCOLS; i++) km_jsonl_num(jl, k_cols[i], vals[i]);
-        return km_jsonl_end(jl);
-    }
-    return KM_OK;
-}
+/* ------------------------------------------------------------------ splits */
 
 void km_train_split_free(km_train_split *t) {
     km_free(t->lab);
@@ -525,6 +403,13 @@ km_status km_train_split_make(const km_train_config *c, int resume, const char *
     return s;
 }
 
+/* --------------------------------------------------------------- the run */
+
+static const char *const k_cols[] = {"epoch", "train_loss", "val_loss", "val_dice", "val_iou",
+                                     "val_dice_global", "val_iou_global", "test_dice", "test_iou",
+                                     "lr", "seconds", "train_img_per_s"};
+#define NCOLS ((int)(sizeof k_cols / sizeof k_cols[0]))
+
 typedef struct {
     km_train_split s;
     km_dataset tr, va, te;
@@ -555,33 +440,68 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
     return s;
 }
 
-static km_status save_last(loop *L, const char *path, int epoch, int steps, const km_rng *rng,
-                           const km_plateau *pl, const km_early_stop *es, int done) {
+/* Everything one run holds: zeroed by trainer_open, released by
+ * trainer_close on every path (the one cleanup of the run). */
+typedef struct {
+    const km_train_config *c;
+    const km_train_hooks *h;
+    FILE *log;
+    km_train_result *res;
+    km_run run;
+    run_data d;
+    loop L;
+    int pf_started;
+    km_rng rng; /* shuffling and augmentation */
+    km_plateau pl;
+    km_early_stop es;
+    int epoch, steps, done;
+    int *val_order, *order;
+    uint8_t *aug;
+} trainer;
+
+static km_status save_last(trainer *T) {
     km_tdict extra;
     km_tdict_init(&extra);
-    meta_set_int(&extra, "train.steps", steps);
-    meta_set_int(&extra, "train.done", done);
-    km_dataset_label_meta(L->idx, &extra);
-    km_status s = km_train_checkpoint_save(path, L->m, L->c, "train", epoch, rng, pl, es, &extra);
+    km_meta_set_int(&extra, "train.steps", T->steps);
+    km_meta_set_int(&extra, "train.done", T->done);
+    km_dataset_label_meta(&T->d.s.idx, &extra);
+    char *p = km_run_path(&T->run, "last.safetensors");
+    km_status s = km_train_checkpoint_save(p, T->L.m, T->c, "train", T->epoch, &T->rng, &T->pl, &T->es, &extra);
+    km_free(p);
     km_tdict_free(&extra);
     return s;
 }
 
-static km_status load_last(const char *path, km_unetpp **m, int *epoch, int *steps, int *done, km_rng *rng,
-                           km_plateau *pl, km_early_stop *es) {
+static km_status save_best(trainer *T, const eval_out *vo) {
+    km_tdict meta;
+    km_tdict_init(&meta);
+    model_meta(T->c, &meta, "train", T->epoch);
+    km_meta_set_num(&meta, "val_loss", vo->loss);
+    km_meta_set_num(&meta, "val_dice", vo->dice);
+    km_dataset_label_meta(&T->d.s.idx, &meta);
+    char *p = km_run_path(&T->run, "best.safetensors");
+    km_status s = km_unetpp_save(T->L.m, p, &meta);
+    km_free(p);
+    km_tdict_free(&meta);
+    return s;
+}
+
+/* The model, optimiser and schedule state from last.safetensors. */
+static km_status load_last(trainer *T) {
     km_tdict meta;
     km_tdict_init(&meta);
     long long st = 0, dn = 0;
-    km_status s = km_train_checkpoint_load(path, "train", m, epoch, rng, pl, es, &meta);
-    if (!s) s = km_train_meta_int(&meta, "train.steps", path, &st);
-    if (!s) s = km_train_meta_int(&meta, "train.done", path, &dn);
+    char *path = km_run_path(&T->run, "last.safetensors");
+    km_status s = km_train_checkpoint_load(path, "train", &T->L.m, &T->epoch, &T->rng, &T->pl, &T->es, &meta);
+    if (!s) s = km_meta_get_int(&meta, "train.steps", path, &st);
+    if (!s) s = km_meta_get_int(&meta, "train.done", path, &dn);
+    if (!s && km_unetpp_resnet_depth(T->L.m) != T->c->resnet)
+        s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
+                   km_unetpp_resnet_depth(T->L.m), T->c->resnet);
     km_tdict_free(&meta);
-    *steps = (int)st;
-    *done = (int)dn;
-    if (s && *m) {
-        km_unetpp_free(*m);
-        *m = NULL;
-    }
+    km_free(path);
+    T->steps = (int)st;
+    T->done = (int)dn;
     return s;
 }
 
@@ -595,237 +515,235 @@ static void log_epoch(FILE *f, int epoch, int epochs, double tl, const eval_out 
     fflush(f);
 }
 
-km_status km_train_run(const km_train_config *c, int resume, const km_train_hooks *hooks, km_train_result *res) {
-    static const km_train_hooks no_hooks = {0};
-    if (!hooks) hooks = &no_hooks;
-    FILE *log = hooks->log;
-    memset(res, 0, sizeof *res);
-    res->init_val_dice = res->last_test_dice = NAN;
-    res->best_val_loss = res->first_step_loss = res->last_train_loss = NAN;
+static km_status log_row(trainer *T, int epoch, double tl, const eval_out *v, const eval_out *t, double lr,
+                         double secs, double ips) {
+    double vals[NCOLS] = {epoch, tl, v->loss, v->dice, v->iou, v->gdice, v->giou, t->dice, t->iou, lr, secs, ips};
+    return km_run_metrics_row(&T->run, vals);
+}
+
+/* Phase 1: settings, run folder, config.json, data, the RNG and schedule. */
+static km_status trainer_open(trainer *T, const km_train_config *c, int resume, const km_train_hooks *hooks,
+                              km_train_result *res) {
+    memset(T, 0, sizeof *T);
+    T->c = c;
+    T->h = hooks;
+    T->log = hooks->log;
+    T->res = res;
+    T->L.c = c;
+    T->L.B = c->batch;
+    T->L.S = c->size;
     km_status s = km_train_config_check(c);
     if (s) return s;
     if (resume && !c->out) return km_err(KM_EARG, "--resume needs the run folder");
     km_set_threads(c->threads);
+    km_rng_seed(&T->rng, c->seed ^ KM_TRAIN_RNG_SALT);
+    km_plateau_init(&T->pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
+    km_early_stop_init(&T->es, c->early_stop);
+    s = km_run_open(&T->run, c->out, "config.json", "train", resume);
+    if (!s && !resume && c->out) s = km_train_config_save(c, T->run.config);
+    if (!s) s = prepare_data(c, resume, &T->d, T->log);
+    return s;
+}
 
-    char *p_cfg = NULL, *p_best = NULL, *p_last = NULL, *p_csv = NULL, *p_jsonl = NULL;
-    if (c->out) {
-        s = km_mkdir_p(c->out);
-        if (s) return s;
-        p_cfg = km_path_join(c->out, "config.json");
-        p_best = km_path_join(c->out, "best.safetensors");
-        p_last = km_path_join(c->out, "last.safetensors");
-        p_csv = km_path_join(c->out, "metrics.csv");
-        p_jsonl = km_path_join(c->out, "metrics.jsonl");
-    }
-    run_data d;
-    memset(&d, 0, sizeof d);
-    loop L;
-    memset(&L, 0, sizeof L);
-    km_csv csv;
-    km_jsonl jl;
-    memset(&csv, 0, sizeof csv);
-    memset(&jl, 0, sizeof jl);
-    int pf_started = 0;
-    L.c = c;
-    L.B = c->batch;
-    L.S = c->size;
-
-    km_rng rng;
-    km_rng_seed(&rng, c->seed ^ KM_TRAIN_RNG_SALT);
-    km_plateau pl;
-    km_plateau_init(&pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
-    km_early_stop es;
-    km_early_stop_init(&es, c->early_stop);
-    int epoch = 0, steps = 0, done = 0;
-
-    if (!resume && c->out) s = config_write(c, p_cfg);
-    if (!s) s = prepare_data(c, resume, &d, log);
-    L.idx = &d.s.idx;
-    if (s) goto out;
-
+/* Phase 2: the student, from last.safetensors (resume), --init, or a seeded
+ * initialisation (optionally with an ImageNet encoder). */
+static km_status trainer_model(trainer *T, int resume) {
+    const km_train_config *c = T->c;
+    km_status s = KM_OK;
     if (resume) {
-        s = load_last(p_last, &L.m, &epoch, &steps, &done, &rng, &pl, &es);
-        if (!s && km_unetpp_resnet_depth(L.m) != c->resnet)
-            s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", p_last,
-                       km_unetpp_resnet_depth(L.m), c->resnet);
-        if (s) goto out;
-        /* drop log rows written after the checkpoint (killed between the
-         * log write and the checkpoint write) */
-        int rows = epoch + (c->eval_init ? 1 : 0);
-        s = km_text_keep_lines(p_csv, rows + 1);
-        if (!s) s = km_text_keep_lines(p_jsonl, rows);
-        if (s) goto out;
-        if (log) fprintf(log, "resuming %s after epoch %d (%d steps)%s\n", c->out, epoch, steps,
-                         done ? ": the run had already finished" : "");
+        s = load_last(T);
+        if (!s && T->log)
+            fprintf(T->log, "resuming %s after epoch %d (%d steps)%s\n", c->out, T->epoch, T->steps,
+                    T->done ? ": the run had already finished" : "");
     } else if (c->init_weights) {
-        s = km_unetpp_load(&L.m, c->init_weights);
-        if (!s && km_unetpp_resnet_depth(L.m) != c->resnet)
+        s = km_unetpp_load(&T->L.m, c->init_weights);
+        if (!s && km_unetpp_resnet_depth(T->L.m) != c->resnet)
             s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", c->init_weights,
-                       km_unetpp_resnet_depth(L.m), c->resnet);
-        if (s) goto out;
+                       km_unetpp_resnet_depth(T->L.m), c->resnet);
     } else {
-        L.m = km_unetpp_create(c->resnet, c->seed);
+        T->L.m = km_unetpp_create(c->resnet, c->seed);
         if (c->encoder_weights) {
             int ign = 0;
-            s = km_unetpp_load_encoder(L.m, c->encoder_weights, &ign);
-            if (s) goto out;
-            if (log) fprintf(log, "encoder initialised from %s (%d classifier tensors ignored)\n", c->encoder_weights, ign);
+            s = km_unetpp_load_encoder(T->L.m, c->encoder_weights, &ign);
+            if (!s && T->log)
+                fprintf(T->log, "encoder initialised from %s (%d classifier tensors ignored)\n", c->encoder_weights, ign);
         }
     }
-    s = km_unetpp_reserve(L.m, L.B, L.S, L.S);
-    if (s) goto out;
-    size_t P = (size_t)L.S * L.S;
-    for (int i = 0; i < 2; i++) {
-        L.x[i] = km_malloc(sizeof(float) * 3 * P * L.B);
-        L.y[i] = km_malloc(sizeof(float) * P * L.B);
-    }
-    L.logits = km_malloc(sizeof(float) * P * L.B);
-    L.dlogits = km_malloc(sizeof(float) * P * L.B);
-    s = prefetch_start(&L.pf);
-    if (s) goto out;
-    pf_started = 1;
-
-    if (c->out) {
-        s = km_csv_open(&csv, p_csv, (const char *const *)k_cols, NCOLS, resume);
-        if (!s) s = km_jsonl_open(&jl, p_jsonl, resume);
-        if (s) goto out;
-    }
-    int *val_order = km_malloc(sizeof(int) * (size_t)(d.va.n + d.te.n + 1));
-    for (int i = 0; i < d.va.n || i < d.te.n; i++) val_order[i] = i;
-    eval_out vo = {NAN, NAN, NAN, NAN, NAN}, to = vo;
-    const eval_out none = vo;
-
-    if (!resume && c->eval_init) {
-        double t0 = km_now();
-        s = evaluate(&L, &d.va, val_order, &vo);
-        if (!s && d.te.n) s = evaluate(&L, &d.te, val_order, &to);
-        if (!s) s = log_row(&csv, &jl, 0, NAN, &vo, &to, pl.lr, km_now() - t0, NAN);
-        if (s) goto out_loop;
-        res->init_val_dice = vo.dice;
-        log_epoch(log, 0, c->epochs, NAN, &vo, &to, pl.lr, km_now() - t0);
-    }
-
-    int n = d.tr.n, B = L.B;
-    int *order = km_malloc(sizeof(int) * (size_t)n);
-    uint8_t *aug = km_malloc((size_t)n);
-    while (!done && epoch < c->epochs && !(c->max_steps && steps >= c->max_steps)) {
-        epoch++;
-        double t_ep = km_now(), t_steps = 0;
-        /* the epoch's randomness, drawn up front on this thread */
-        for (int i = 0; i < n; i++) order[i] = i;
-        km_rng_shuffle(&rng, order, n);
-        for (int i = 0; i < n; i++) aug[i] = km_aug_draw(&rng);
-        int nb = n / B + (n % B > 1 ? 1 : 0);
-        double lr_ep = pl.lr; /* torch keeps the lr as a double; Adam gets it as float */
-        float lr = (float)lr_ep;
-        km_progress pg;
-        char label[48], extra[48];
-        snprintf(label, sizeof label, "epoch %d/%d", epoch, c->epochs);
-        if (hooks->progress && log) km_progress_start(&pg, log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
-        double lsum = 0;
-        int seen = 0;
-        prefetch_submit(&L.pf, &d.tr, order, aug, n < B ? n : B, L.x[0], L.y[0]);
-        for (int k = 0; k < nb; k++) {
-            int b0 = k * B, bn = n - b0 < B ? n - b0 : B;
-            prefetch_wait(&L.pf);
-            int last = k + 1 == nb || (c->max_steps && steps + 1 >= c->max_steps);
-            if (!last) {
-                int nb0 = b0 + B, nbn = n - nb0 < B ? n - nb0 : B;
-                prefetch_submit(&L.pf, &d.tr, order + nb0, aug + nb0, nbn, L.x[(k + 1) & 1], L.y[(k + 1) & 1]);
-            }
-            double ts = km_now();
-            km_unetpp_zero_grad(L.m);
-            s = km_unetpp_forward(L.m, L.x[k & 1], bn, L.S, L.S, 1, L.logits);
-            if (s) goto out_epoch;
-            double l = km_seg_loss(L.logits, L.y[k & 1], P * bn, c->bce_weight, 1.0f, L.dlogits, NULL, NULL);
-            km_unetpp_backward(L.m, L.dlogits, NULL);
-            km_unetpp_adam_step(L.m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
-            t_steps += km_now() - ts;
-            steps++;
-            lsum += l * bn;
-            seen += bn;
-            if (isnan(res->first_step_loss)) res->first_step_loss = l;
-            res->train_images += bn;
-            if (hooks->on_step) hooks->on_step(hooks->ud, epoch, steps, l);
-            if (hooks->progress && log) {
-                snprintf(extra, sizeof extra, "loss %.4f", lsum / seen);
-                km_progress_update(&pg, seen, extra);
-            }
-            if (last) break;
-        }
-        if (hooks->progress && log) {
-            snprintf(extra, sizeof extra, "loss %.4f", lsum / seen);
-            km_progress_end(&pg, extra);
-        }
-        res->train_seconds += t_steps;
-        double tl = seen ? lsum / seen : NAN;
-        s = evaluate(&L, &d.va, val_order, &vo);
-        to = none;
-        if (!s && d.te.n) s = evaluate(&L, &d.te, val_order, &to);
-        if (s) goto out_epoch;
-        int improved = 0;
-        int stop = km_early_stop_step(&es, vo.loss, epoch, &improved);
-        km_plateau_step(&pl, vo.loss);
-        done = stop || epoch >= c->epochs || (c->max_steps && steps >= c->max_steps);
-        double secs = km_now() - t_ep;
-        if (improved && c->out) {
-            km_tdict meta;
-            km_tdict_init(&meta);
-            model_meta(c, &meta, "train", epoch);
-            meta_set_num(&meta, "val_loss", vo.loss);
-            meta_set_num(&meta, "val_dice", vo.dice);
-            km_dataset_label_meta(L.idx, &meta);
-            s = km_unetpp_save(L.m, p_best, &meta);
-            km_tdict_free(&meta);
-            if (s) goto out_epoch;
-        }
-        s = log_row(&csv, &jl, epoch, tl, &vo, &to, lr_ep, secs, t_steps > 0 ? seen / t_steps : NAN);
-        if (!s && c->out) s = save_last(&L, p_last, epoch, steps, &rng, &pl, &es, done);
-        if (s) goto out_epoch;
-        log_epoch(log, epoch, c->epochs, tl, &vo, &to, lr_ep, secs);
-        if (stop && log) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad, es.best_epoch);
-        res->stopped_early = stop;
-        res->last_train_loss = tl;
-        res->last_val_loss = vo.loss;
-        res->last_val_dice = vo.dice;
-        res->last_val_iou = vo.iou;
-        res->last_test_dice = to.dice;
-        if (hooks->stop_after && epoch >= hooks->stop_after) break;
-    }
-    res->finished = done;
-    res->epochs_done = epoch;
-    res->steps = steps;
-    res->best_epoch = es.best_epoch;
-    res->best_val_loss = es.best;
-out_epoch:
-    km_free(order);
-    km_free(aug);
-out_loop:
-    km_free(val_order);
-out:
-    if (pf_started) prefetch_stop(&L.pf);
-    if (csv.f) {
-        km_status s2 = km_csv_close(&csv);
-        if (!s) s = s2;
-    }
-    if (jl.f) {
-        km_status s2 = km_jsonl_close(&jl);
-        if (!s) s = s2;
-    }
-    for (int i = 0; i < 2; i++) {
-        km_free(L.x[i]);
-        km_free(L.y[i]);
-    }
-    km_free(L.logits);
-    km_free(L.dlogits);
-    if (L.m) km_unetpp_free(L.m);
-    run_data_free(&d);
-    km_free(p_cfg);
-    km_free(p_best);
-    km_free(p_last);
-    km_free(p_csv);
-    km_free(p_jsonl);
     return s;
+}
+
+/* Phase 3: activations, batch buffers, the batch thread, the metric files
+ * (a resumed run drops the rows written after its checkpoint). */
+static km_status trainer_buffers(trainer *T, int resume) {
+    loop *L = &T->L;
+    km_status s = km_unetpp_reserve(L->m, L->B, L->S, L->S);
+    if (s) return s;
+    size_t P = (size_t)L->S * L->S;
+    for (int i = 0; i < 2; i++) {
+        L->x[i] = km_malloc(sizeof(float) * 3 * P * L->B);
+        L->y[i] = km_malloc(sizeof(float) * P * L->B);
+    }
+    L->logits = km_malloc(sizeof(float) * P * L->B);
+    L->dlogits = km_malloc(sizeof(float) * P * L->B);
+    s = prefetch_start(&L->pf);
+    if (s) return s;
+    T->pf_started = 1;
+    int keep = resume ? T->epoch + (T->c->eval_init ? 1 : 0) : -1;
+    s = km_run_metrics_open(&T->run, k_cols, NCOLS, 1, 1, keep);
+    if (s) return s;
+    run_data *d = &T->d;
+    T->val_order = km_malloc(sizeof(int) * (size_t)(d->va.n + d->te.n + 1));
+    for (int i = 0; i < d->va.n || i < d->te.n; i++) T->val_order[i] = i;
+    T->order = km_malloc(sizeof(int) * (size_t)(d->tr.n + 1));
+    T->aug = km_malloc((size_t)d->tr.n + 1);
+    return KM_OK;
+}
+
+/* The untrained model's validation as log row 0 (eval_init). */
+static km_status eval_init_row(trainer *T) {
+    eval_out vo = {NAN, NAN, NAN, NAN, NAN}, to = vo;
+    double t0 = km_now();
+    km_status s = evaluate(&T->L, &T->d.va, T->val_order, &vo);
+    if (!s && T->d.te.n) s = evaluate(&T->L, &T->d.te, T->val_order, &to);
+    if (!s) s = log_row(T, 0, NAN, &vo, &to, T->pl.lr, km_now() - t0, NAN);
+    if (s) return s;
+    T->res->init_val_dice = vo.dice;
+    log_epoch(T->log, 0, T->c->epochs, NAN, &vo, &to, T->pl.lr, km_now() - t0);
+    return KM_OK;
+}
+
+/* One epoch's optimiser steps: the permutation and augmentation codes are
+ * drawn up front on this thread, batch k+1 is assembled while k runs.
+ * *tl: the size-weighted mean train loss, *seen images, *t_steps seconds. */
+static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double *t_steps) {
+    const km_train_config *c = T->c;
+    loop *L = &T->L;
+    int n = T->d.tr.n, B = L->B;
+    size_t P = (size_t)L->S * L->S;
+    for (int i = 0; i < n; i++) T->order[i] = i;
+    km_rng_shuffle(&T->rng, T->order, n);
+    for (int i = 0; i < n; i++) T->aug[i] = km_aug_draw(&T->rng);
+    int nb = n / B + (n % B > 1 ? 1 : 0), prog = T->h->progress && T->log;
+    km_progress pg;
+    char label[48], extra[48];
+    snprintf(label, sizeof label, "epoch %d/%d", T->epoch, c->epochs);
+    if (prog) km_progress_start(&pg, T->log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
+    double lsum = 0;
+    *seen = 0;
+    *t_steps = 0;
+    prefetch_submit(&L->pf, &T->d.tr, T->order, T->aug, n < B ? n : B, L->x[0], L->y[0]);
+    for (int k = 0; k < nb; k++) {
+        int b0 = k * B, bn = n - b0 < B ? n - b0 : B;
+        prefetch_wait(&L->pf);
+        int last = k + 1 == nb || (c->max_steps && T->steps + 1 >= c->max_steps);
+        if (!last) {
+            int nb0 = b0 + B, nbn = n - nb0 < B ? n - nb0 : B;
+            prefetch_submit(&L->pf, &T->d.tr, T->order + nb0, T->aug + nb0, nbn, L->x[(k + 1) & 1], L->y[(k + 1) & 1]);
+        }
+        double ts = km_now();
+        km_unetpp_zero_grad(L->m);
+        km_status s = km_unetpp_forward(L->m, L->x[k & 1], bn, L->S, L->S, 1, L->logits);
+        if (s) return s;
+        double l = km_seg_loss(L->logits, L->y[k & 1], P * bn, c->bce_weight, 1.0f, L->dlogits, NULL, NULL);
+        km_unetpp_backward(L->m, L->dlogits, NULL);
+        km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
+        *t_steps += km_now() - ts;
+        T->steps++;
+        lsum += l * bn;
+        *seen += bn;
+        if (isnan(T->res->first_step_loss)) T->res->first_step_loss = l;
+        T->res->train_images += bn;
+        if (T->h->on_step) T->h->on_step(T->h->ud, T->epoch, T->steps, l);
+        if (prog) {
+            snprintf(extra, sizeof extra, "loss %.4f", lsum / *seen);
+            km_progress_update(&pg, *seen, extra);
+        }
+        if (last) break;
+    }
+    if (prog) {
+        snprintf(extra, sizeof extra, "loss %.4f", lsum / *seen);
+        km_progress_end(&pg, extra);
+    }
+    *tl = *seen ? lsum / *seen : NAN;
+    return KM_OK;
+}
+
+/* One epoch: steps, validation (and test), schedule and early stopping, then
+ * best -> log row -> last (the resume protocol, train.h). *stop: early stop. */
+static km_status train_epoch(trainer *T, int *stop) {
+    const km_train_config *c = T->c;
+    T->epoch++;
+    double t_ep = km_now(), t_steps, tl;
+    double lr_ep = T->pl.lr; /* torch keeps the lr as a double; Adam gets it as float */
+    int seen;
+    km_status s = train_steps(T, (float)lr_ep, &tl, &seen, &t_steps);
+    T->res->train_seconds += t_steps;
+    eval_out vo = {NAN, NAN, NAN, NAN, NAN}, to = vo;
+    if (!s) s = evaluate(&T->L, &T->d.va, T->val_order, &vo);
+    if (!s && T->d.te.n) s = evaluate(&T->L, &T->d.te, T->val_order, &to);
+    if (s) return s;
+    int improved = 0;
+    *stop = km_early_stop_step(&T->es, vo.loss, T->epoch, &improved);
+    km_plateau_step(&T->pl, vo.loss);
+    T->done = *stop || T->epoch >= c->epochs || (c->max_steps && T->steps >= c->max_steps);
+    double secs = km_now() - t_ep;
+    if (improved && c->out) s = save_best(T, &vo);
+    if (!s) s = log_row(T, T->epoch, tl, &vo, &to, lr_ep, secs, t_steps > 0 ? seen / t_steps : NAN);
+    if (!s && c->out) s = save_last(T);
+    if (s) return s;
+    log_epoch(T->log, T->epoch, c->epochs, tl, &vo, &to, lr_ep, secs);
+    if (*stop && T->log)
+        fprintf(T->log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", T->es.num_bad,
+                T->es.best_epoch);
+    km_train_result *res = T->res;
+    res->last_train_loss = tl;
+    res->last_val_loss = vo.loss;
+    res->last_val_dice = vo.dice;
+    res->last_val_iou = vo.iou;
+    res->last_test_dice = to.dice;
+    return KM_OK;
+}
+
+static km_status trainer_close(trainer *T, km_status s) {
+    loop *L = &T->L;
+    if (T->pf_started) prefetch_stop(&L->pf);
+    s = km_run_close(&T->run, s);
+    for (int i = 0; i < 2; i++) {
+        km_free(L->x[i]);
+        km_free(L->y[i]);
+    }
+    km_free(L->logits);
+    km_free(L->dlogits);
+    if (L->m) km_unetpp_free(L->m);
+    km_free(T->val_order);
+    km_free(T->order);
+    km_free(T->aug);
+    run_data_free(&T->d);
+    return s;
+}
+
+km_status km_train_run(const km_train_config *c, int resume, const km_train_hooks *hooks, km_train_result *res) {
+    static const km_train_hooks no_hooks = {0};
+    memset(res, 0, sizeof *res);
+    res->init_val_dice = res->last_test_dice = NAN;
+    res->best_val_loss = res->first_step_loss = res->last_train_loss = NAN;
+    trainer T;
+    km_status s = trainer_open(&T, c, resume, hooks ? hooks : &no_hooks, res);
+    if (!s) s = trainer_model(&T, resume);
+    if (!s) s = trainer_buffers(&T, resume);
+    if (!s && !resume && c->eval_init) s = eval_init_row(&T);
+    while (!s && !T.done && T.epoch < c->epochs && !(c->max_steps && T.steps >= c->max_steps)) {
+        int stop = 0;
+        s = train_epoch(&T, &stop);
+        res->stopped_early = stop;
+        if (T.h->stop_after && T.epoch >= T.h->stop_after) break;
+    }
+    res->finished = T.done;
+    res->epochs_done = T.epoch;
+    res->steps = T.steps;
+    res->best_epoch = T.es.best_epoch;
+    res->best_val_loss = T.es.best;
+    return trainer_close(&T, s);
 }
 
 km_status km_train_load_student(const char *path, km_unetpp **m, int *size) {

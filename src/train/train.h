@@ -47,6 +47,7 @@
 
 #include "../core/km.h"
 #include "../core/rng.h"
+#include "../io/settings.h"
 #include "sched.h"
 #include "splits.h"
 
@@ -102,11 +103,21 @@ typedef struct {
     int stopped_early, finished;
 } km_train_result;
 
+/* The table of the settings above (settings.h): defaults, flags and --help
+ * text, range checks, config.json keys, experiments pass-through. mine's
+ * configuration embeds a km_train_config and offers most of these flags. */
+extern const km_settings km_train_settings;
+
 /* method.md defaults (Adam 5e-5, batch 8, plateau 3/0.5/1e-7, early stop 10,
  * 100 epochs, a = 0.5, ResNet34, 224, 80/10/10, seed 0, 2 threads). */
 void km_train_config_default(km_train_config *c);
 /* Frees the strings of a config read by km_train_config_load. */
 void km_train_config_free(km_train_config *c);
+/* Writes config.json: kmseg_version, gemm_backend, then every setting in
+ * table order (the format every run since the first has written; label and
+ * fold, last, since --label/--fold: files without them load with the
+ * defaults). */
+km_status km_train_config_save(const km_train_config *c, const char *path);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
 /* Reads the settings of a parsed config object (j: a km_json object; the keys
@@ -116,7 +127,8 @@ km_status km_train_config_load(const char *dir, km_train_config *c);
 struct km_json;
 km_status km_train_config_from_json(const struct km_json *j, const char *path, const char *const *optional,
                                     km_train_config *c);
-/* KM_EARG naming the flag when a setting is out of range. */
+/* KM_EARG naming the flag when a setting is out of range (the table's ranges,
+ * then --data, --size, --resnet and the split fractions together). */
 km_status km_train_config_check(const km_train_config *c);
 
 /* Trains. resume = 1 continues the run in c->out from last.safetensors
@@ -154,8 +166,8 @@ km_status km_train_checkpoint_save(const char *path, const struct km_unetpp *m, 
  * file. */
 km_status km_train_checkpoint_load(const char *path, const char *prefix, struct km_unetpp **m, int *epoch,
                                    km_rng *rng, km_plateau *pl, km_early_stop *es, km_tdict *meta);
-/* Integer metadata `key` of d (read from `file`): KM_EMISSING / KM_EFORMAT
- * naming the file and the key. */
+/* km_meta_get_int (runfolder.h), kept for mine.c until it moves to
+ * runfolder.h. */
 km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v);
 
 /* Loads a student checkpoint (any format km_unetpp_load reads) and the crop
