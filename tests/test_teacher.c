@@ -429,3 +429,30 @@ KM_TEST(teacher_quality_student_prompts) {
     km_dataset_index_free(&idx);
     km_issues_free(&iss);
 }
+
+/* Bad teacher files on the command line: a truncated and a tampered
+ * checkpoint, and a profile that does not fit; each exits non-zero with the
+ * file named, and no mask file is left behind. */
+KM_TEST(teacher_cli_bad_checkpoints) {
+    const char *t = km_test_tmpdir(), *lite = km_test_path(TV "lite256/lite256.pth");
+    const char *img = km_test_path("data/kvasir-seg/images/cju0qkwl35piu0993l0dewei2.jpg");
+    CHECK(km_test_sh("head -c 4000000 '%s' > '%s/trunc.pth'", lite, t) == 0);
+    /* tampered: a byte of the zip's central directory flipped at 300 bytes from the end */
+    CHECK(km_test_sh("cp '%s' '%s/tamper.pth' && sz=$(stat -c %%s '%s/tamper.pth') && "
+                     "printf '\\377' | dd of='%s/tamper.pth' bs=1 seek=$((sz-300)) conv=notrunc 2>/dev/null",
+                     lite, t, t, t) == 0);
+    const char *cases[3][3] = {{"trunc.pth", "", "trunc.pth"},
+                               {"tamper.pth", "", "tamper.pth"},
+                               {"", "--profile mobilesam", "'mobilesam' needs a TinyViT checkpoint with a 1024 input"}};
+    for (int i = 0; i < 3; i++) {
+        char ck[1100];
+        snprintf(ck, sizeof ck, "%s/%s", t, cases[i][0]);
+        int rc = km_test_sh("'%s' sam --checkpoint '%s' --image '%s' --box 40,10,400,300 --out '%s/m%d.png' --no-cache %s "
+                            "> '%s/log%d' 2>&1", bin(), cases[i][0][0] ? ck : lite, img, t, i, cases[i][1], t, i);
+        CHECK_MSG(rc != 0, "case %d: exit 0", i);
+        CHECK_MSG(km_test_sh("grep -q \"%s\" '%s/log%d'", cases[i][2], t, i) == 0, "case %d: message lacks '%s'", i,
+                  cases[i][2]);
+        CHECK(km_test_sh("test ! -e '%s/m%d.png'", t, i) == 0);
+        km_test_sh("cat '%s/log%d'", t, i);
+    }
+}

@@ -118,9 +118,10 @@ km_status km_cmd_demo(int argc, char **argv) {
     if (!s) {
         printf("\n=== kmseg demo: results as measured (%.0f s) ===\n", km_now() - t0);
         printf("1. student after supervised training on %d labelled images: test Dice %.4f\n", r.n_labelled, sup);
-        printf("2. the %d unlabelled images (%ld got no box from the student): teacher's pseudo labels Dice %.4f "
-               "vs the hidden ground truth; the student's own Dice on the same images %.4f (teacher gain %+.4f)\n",
-               r.n_unlabelled, r.no_box, r.last_pseudo_dice, r.last_student_unl_dice,
+        printf("2. unlabelled images: %ld of %d got a box from the student and a pseudo label; on those, the "
+               "teacher's pseudo labels score Dice %.4f against the hidden ground truth, the student's own prediction "
+               "%.4f (teacher gain %+.4f)\n",
+               r.n_unlabelled - r.no_box, r.n_unlabelled, r.last_pseudo_dice, r.last_student_unl_dice,
                r.last_pseudo_dice - r.last_student_unl_dice);
         printf("3. student after %d mining epoch(s) on labelled + pseudo-labelled images: test Dice %.4f (%+.4f)\n",
                r.epochs_done, fin, fin - sup);

@@ -244,8 +244,7 @@ km_status km_teacher_quality_run(const km_tq_config *c, FILE *log, km_tq_result 
     if (!s) s = km_issues_status(&iss, c->data);
     if (!s) s = select_images(c, &idx, &which, &n);
     if (!s) s = open_models(&t, c);
-    if (!s && mkdir(c->out, 0777) && errno != EEXIST)
-        s = km_err(KM_EIO, "%s: cannot create folder: %s", c->out, strerror(errno));
+    if (!s) s = km_mkdir_p(c->out);
     char path[4096];
     snprintf(path, sizeof path, "%s/per_image.csv", c->out);
     if (!s) s = km_csv_open(&t.csv, path, cols, 10, 0);

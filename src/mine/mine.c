@@ -613,7 +613,10 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
         long hits0 = km_refiner_cache_hits(&R);
         double pd = 0, sd = 0;
         int npd = 0;
+        km_progress lp = {0};
+        if (hooks->progress && log) km_progress_start(&lp, log, "teacher labels", d.n_unl, "img");
         for (int b0 = 0; b0 < d.n_unl && !s; b0 += B) {
+            if (hooks->progress && log) km_progress_update(&lp, b0, NULL);
             int bn = d.n_unl - b0 < B ? d.n_unl - b0 : B;
             for (int i = 0; i < bn; i++) sel_u[i] = d.n_lab + b0 + i;
             km_batch_fill(&d.pool, sel_u, NULL, bn, x, NULL);
@@ -638,6 +641,7 @@ km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks
                 s = save_mask_png(name, frozen + P * u, S, png);
             }
         }
+        if (hooks->progress && log) km_progress_end(&lp, NULL);
         if (s) goto out;
         res->last_pseudo_dice = st.onetime_dice = npd ? pd / npd : NAN;
         res->last_student_unl_dice = st.onetime_student_dice = npd ? sd / npd : NAN;
