@@ -749,7 +749,13 @@ KM_TEST(litemedsam_mobile1024_decoder_via_sam_predictor) {
     }
     CHECK(m.dec.depth == 1 && m.dec.mlp_dim == 128 && m.pe.input_size == 1024);
     km_sam_predictor p;
-    CHECK_OK(km_sam_predictor_init(&p, &m, KM_SAM_PROFILE_SAM));
+    s = km_sam_predictor_init(&p, &m, KM_SAM_PROFILE_MOBILESAM); /* = SamPredictor on a TinyViT */
+    CHECK_OK(s);
+    if (s != KM_OK) {
+        km_sam_free(&m);
+        free_manifest(man);
+        return;
+    }
     float *emb = load_f32(MOB "image_embedding.npy", EMB);
     if (emb) {
         CHECK_OK(km_sam_set_embedding(&p, emb, 260, 190));
