@@ -61,7 +61,7 @@ km_status km_cmd_teacher_quality(int argc, char **argv) {
            r.empty_teacher, r.seconds);
     if (c.prompts == KM_TQ_STUDENT)
         printf("in the student's %dx%d frame: student Dice %.4f, teacher Dice %.4f (teacher gain %+.4f)\n",
-               c.size ? c.size : 0, c.size ? c.size : 0, r.student_dice, r.teacher_dice_crop,
+               r.size, r.size, r.student_dice, r.teacher_dice_crop,
                r.teacher_dice_crop - r.student_dice);
     return KM_OK;
 }

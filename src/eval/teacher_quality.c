@@ -262,6 +262,7 @@ km_status km_teacher_quality_run(const km_tq_config *c, FILE *log, km_tq_result 
     }
     if (!s) {
         res->n = n;
+        res->size = t.S;
         km_mean_std(t.dice, n, &res->mean_dice, &res->std_dice);
         res->mean_iou = km_metric_mean_iou(&t.acc);
         res->std_iou = NAN;

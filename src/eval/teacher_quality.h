@@ -45,6 +45,7 @@ typedef struct {
     double mean_dice, std_dice, mean_iou, std_iou, global_dice;
     double student_dice, teacher_dice_crop; /* student mode: both in the student's frame */
     double seconds;
+    int size; /* the student's crop size (student prompts) */
 } km_tq_result;
 
 /* "gt-box", "gt-box+points", "student" */
