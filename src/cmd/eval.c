@@ -44,22 +44,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* "key": value lines of summary.json (NaN -> null, JSON has no NaN) */
-static void jnum(FILE *f, const char *key, double v, int last) {
-    fprintf(f, "  ");
-    km_json_fput_str(f, key);
-    if (isfinite(v)) fprintf(f, ": %.9g%s\n", v, last ? "" : ",");
-    else fprintf(f, ": null%s\n", last ? "" : ",");
-}
-
-static void jstr(FILE *f, const char *key, const char *v) {
-    fprintf(f, "  ");
-    km_json_fput_str(f, key);
-    fprintf(f, ": ");
-    if (v) km_json_fput_str(f, v);
-    else fprintf(f, "null");
-    fprintf(f, ",\n");
-}
 
 km_status km_cmd_eval(int argc, char **argv) {
     const char *weights = NULL, *data = NULL, *split = "test", *split_dir = NULL, *out = NULL;
@@ -208,34 +192,34 @@ km_status km_cmd_eval(int argc, char **argv) {
         FILE *f = open_memstream(&bufj, &len);
         if (!f) return km_err(KM_ENOMEM, "cannot build summary.json"); /* nothing else held here */
         fprintf(f, "{\n");
-        jstr(f, "weights", weights);
-        jstr(f, "data", data);
-        jstr(f, "split", split);
-        jstr(f, "split_dir", split_dir);
-        jnum(f, "n", n, 0);
-        jnum(f, "size", size, 0);
-        jstr(f, "mode", teacher ? "refined" : "student");
-        jstr(f, "teacher", teacher);
+        km_json_fput_str_member(f, "weights", weights);
+        km_json_fput_str_member(f, "data", data);
+        km_json_fput_str_member(f, "split", split);
+        km_json_fput_str_member(f, "split_dir", split_dir);
+        km_json_fput_num_member(f, "n", n, 0);
+        km_json_fput_num_member(f, "size", size, 0);
+        km_json_fput_str_member(f, "mode", teacher ? "refined" : "student");
+        km_json_fput_str_member(f, "teacher", teacher);
         if (teacher) {
-            jstr(f, "teacher_profile", km_sam_profile_name(ref.cfg.profile));
-            jstr(f, "prompt_mode", km_prompt_mode_name(ref.cfg.mode));
-            jstr(f, "box_rule", km_box_rule_name(ref.cfg.box_rule));
-            jnum(f, "points", ref.cfg.points, 0);
+            km_json_fput_str_member(f, "teacher_profile", km_sam_profile_name(ref.cfg.profile));
+            km_json_fput_str_member(f, "prompt_mode", km_prompt_mode_name(ref.cfg.mode));
+            km_json_fput_str_member(f, "box_rule", km_box_rule_name(ref.cfg.box_rule));
+            km_json_fput_num_member(f, "points", ref.cfg.points, 0);
         }
-        jnum(f, "teacher_calls", (double)ref.teacher_calls, 0);
-        jnum(f, "teacher_decodes", (double)ref.decodes, 0);
-        jnum(f, "teacher_encoder_runs", (double)ref.encoder_runs, 0);
-        jnum(f, "teacher_cache_hits", teacher ? (double)km_refiner_cache_hits(&ref) : 0, 0);
-        jnum(f, "fallbacks", (double)(ref.fallback_no_box + ref.fallback_empty), 0);
-        jnum(f, "fallback_no_box", (double)ref.fallback_no_box, 0);
-        jnum(f, "fallback_empty_teacher", (double)ref.fallback_empty, 0);
-        jnum(f, "mean_dice", md, 0);
-        jnum(f, "std_dice", sd, 0);
-        jnum(f, "mean_iou", mi, 0);
-        jnum(f, "std_iou", si, 0);
-        jnum(f, "global_dice", km_metric_global_dice(&acc), 0);
-        jnum(f, "global_iou", km_metric_global_iou(&acc), 0);
-        jnum(f, "seconds", km_now() - t0, 1);
+        km_json_fput_num_member(f, "teacher_calls", (double)ref.teacher_calls, 0);
+        km_json_fput_num_member(f, "teacher_decodes", (double)ref.decodes, 0);
+        km_json_fput_num_member(f, "teacher_encoder_runs", (double)ref.encoder_runs, 0);
+        km_json_fput_num_member(f, "teacher_cache_hits", teacher ? (double)km_refiner_cache_hits(&ref) : 0, 0);
+        km_json_fput_num_member(f, "fallbacks", (double)(ref.fallback_no_box + ref.fallback_empty), 0);
+        km_json_fput_num_member(f, "fallback_no_box", (double)ref.fallback_no_box, 0);
+        km_json_fput_num_member(f, "fallback_empty_teacher", (double)ref.fallback_empty, 0);
+        km_json_fput_num_member(f, "mean_dice", md, 0);
+        km_json_fput_num_member(f, "std_dice", sd, 0);
+        km_json_fput_num_member(f, "mean_iou", mi, 0);
+        km_json_fput_num_member(f, "std_iou", si, 0);
+        km_json_fput_num_member(f, "global_dice", km_metric_global_dice(&acc), 0);
+        km_json_fput_num_member(f, "global_iou", km_metric_global_iou(&acc), 0);
+        km_json_fput_num_member(f, "seconds", km_now() - t0, 1);
         fprintf(f, "}\n");
         fclose(f);
         snprintf(path, sizeof path, "%s/summary.json", out);

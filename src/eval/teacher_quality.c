@@ -156,21 +156,6 @@ static km_status score_image(tq_state *t, const km_tq_config *c, const km_datase
     return s;
 }
 
-static void jnum(FILE *f, const char *key, double v, int last) {
-    fprintf(f, "  ");
-    km_json_fput_str(f, key);
-    if (isfinite(v)) fprintf(f, ": %.9g%s\n", v, last ? "" : ",");
-    else fprintf(f, ": null%s\n", last ? "" : ",");
-}
-
-static void jstr(FILE *f, const char *key, const char *v) {
-    fprintf(f, "  ");
-    km_json_fput_str(f, key);
-    fprintf(f, ": ");
-    if (v) km_json_fput_str(f, v);
-    else fprintf(f, "null");
-    fprintf(f, ",\n");
-}
 
 static km_status write_summary(const km_tq_config *c, const tq_state *t, const km_tq_result *r) {
     char *buf = NULL;
@@ -178,29 +163,29 @@ static km_status write_summary(const km_tq_config *c, const tq_state *t, const k
     FILE *f = open_memstream(&buf, &len);
     if (!f) return km_err(KM_ENOMEM, "cannot build summary.json");
     fprintf(f, "{\n");
-    jstr(f, "data", c->data);
-    jstr(f, "split_dir", c->split_dir);
-    jstr(f, "prompts", km_tq_prompts_name(c->prompts));
-    jstr(f, "teacher", c->teacher.teacher);
-    jstr(f, "teacher_profile", km_sam_profile_name(t->r.cfg.profile));
-    jstr(f, "prompt_mode", km_prompt_mode_name(t->r.cfg.mode));
-    jstr(f, "box_rule", km_box_rule_name(t->r.cfg.box_rule));
-    jstr(f, "weights", c->weights);
-    jnum(f, "n", r->n, 0);
-    jnum(f, "first", c->first, 0);
-    jnum(f, "mean_dice", r->mean_dice, 0);
-    jnum(f, "std_dice", r->std_dice, 0);
-    jnum(f, "mean_iou", r->mean_iou, 0);
-    jnum(f, "std_iou", r->std_iou, 0);
-    jnum(f, "global_dice", r->global_dice, 0);
-    jnum(f, "student_mean_dice_crop", r->student_dice, 0);
-    jnum(f, "teacher_mean_dice_crop", r->teacher_dice_crop, 0);
-    jnum(f, "no_box", r->no_box, 0);
-    jnum(f, "empty_teacher", r->empty_teacher, 0);
-    jnum(f, "teacher_calls", (double)t->r.teacher_calls, 0);
-    jnum(f, "decodes", (double)t->r.decodes, 0);
-    jnum(f, "encoder_runs", (double)t->r.encoder_runs, 0);
-    jnum(f, "seconds", r->seconds, 1);
+    km_json_fput_str_member(f, "data", c->data);
+    km_json_fput_str_member(f, "split_dir", c->split_dir);
+    km_json_fput_str_member(f, "prompts", km_tq_prompts_name(c->prompts));
+    km_json_fput_str_member(f, "teacher", c->teacher.teacher);
+    km_json_fput_str_member(f, "teacher_profile", km_sam_profile_name(t->r.cfg.profile));
+    km_json_fput_str_member(f, "prompt_mode", km_prompt_mode_name(t->r.cfg.mode));
+    km_json_fput_str_member(f, "box_rule", km_box_rule_name(t->r.cfg.box_rule));
+    km_json_fput_str_member(f, "weights", c->weights);
+    km_json_fput_num_member(f, "n", r->n, 0);
+    km_json_fput_num_member(f, "first", c->first, 0);
+    km_json_fput_num_member(f, "mean_dice", r->mean_dice, 0);
+    km_json_fput_num_member(f, "std_dice", r->std_dice, 0);
+    km_json_fput_num_member(f, "mean_iou", r->mean_iou, 0);
+    km_json_fput_num_member(f, "std_iou", r->std_iou, 0);
+    km_json_fput_num_member(f, "global_dice", r->global_dice, 0);
+    km_json_fput_num_member(f, "student_mean_dice_crop", r->student_dice, 0);
+    km_json_fput_num_member(f, "teacher_mean_dice_crop", r->teacher_dice_crop, 0);
+    km_json_fput_num_member(f, "no_box", r->no_box, 0);
+    km_json_fput_num_member(f, "empty_teacher", r->empty_teacher, 0);
+    km_json_fput_num_member(f, "teacher_calls", (double)t->r.teacher_calls, 0);
+    km_json_fput_num_member(f, "decodes", (double)t->r.decodes, 0);
+    km_json_fput_num_member(f, "encoder_runs", (double)t->r.encoder_runs, 0);
+    km_json_fput_num_member(f, "seconds", r->seconds, 1);
     fprintf(f, "}\n");
     fclose(f);
     char path[4096];

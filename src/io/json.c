@@ -1,6 +1,8 @@
 /* json.c - strict recursive-descent JSON parser (see json.h). */
 #include "json.h"
 
+#include <math.h>
+
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -328,6 +330,22 @@ void km_json_fput_str(FILE *f, const char *s) {
         else fputc(*p, f);
     }
     fputc('"', f);
+}
+
+void km_json_fput_num_member(FILE *f, const char *key, double v, int last) {
+    fprintf(f, "  ");
+    km_json_fput_str(f, key);
+    if (isfinite(v)) fprintf(f, ": %.9g%s\n", v, last ? "" : ",");
+    else fprintf(f, ": null%s\n", last ? "" : ",");
+}
+
+void km_json_fput_str_member(FILE *f, const char *key, const char *v) {
+    fprintf(f, "  ");
+    km_json_fput_str(f, key);
+    fprintf(f, ": ");
+    if (v) km_json_fput_str(f, v);
+    else fprintf(f, "null");
+    fprintf(f, ",\n");
 }
 
 km_status km_json_load(const char *path, const char *read_prefix, const char *arg, km_json *out) {

@@ -45,5 +45,10 @@ km_status km_json_setting_int(const km_json *obj, const char *file, const char *
 km_status km_json_setting_str(const km_json *obj, const char *file, const char *key, int nullable, char **out);
 /* Writes s as a JSON string literal (quotes, escapes for " \ and controls). */
 void km_json_fput_str(FILE *f, const char *s);
+/* One member line of a flat object written by hand (summary.json files):
+ * `  "key": v,` with v as %.9g, null when not finite (no comma when last);
+ * `  "key": "v",` (null for NULL). */
+void km_json_fput_num_member(FILE *f, const char *key, double v, int last);
+void km_json_fput_str_member(FILE *f, const char *key, const char *v);
 
 #endif
