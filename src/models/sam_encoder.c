@@ -144,25 +144,8 @@ km_status km_sam_encoder_config_infer(const km_tdict *sd, const char *file,
  * pools (OpenMP for the norms/attention, OpenBLAS's pthreads for the GEMMs)
  * each pool's idle threads spin while the other works, which on a 2-core
  * machine cost ~25% of the tiny encoder's time. Per-row results do not depend
- * on the split, and the split depends only on the thread count. */
-static void split_rows(int M, int *m0, int *m1) {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    int per = ((M + n - 1) / n + 15) & ~15; /* 16-row multiples */
-    *m0 = t * per < M ? t * per : M;
-    *m1 = *m0 + per < M ? *m0 + per : M;
-}
-
-/* out[M, O] = in[M, I] w[O, I]^T + b */
-static void linear_mt(float *out, const float *in, const float *w, const float *b, int M, int I,
-                      int O) {
-#pragma omp parallel
-    {
-        int m0, m1;
-        split_rows(M, &m0, &m1);
-        if (m1 > m0)
-            km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m1 - m0, I, O);
-    }
-}
+ * on the split, and the split depends only on the thread count (nn/basic.h
+ * km_linear_forward_mt, km_omp_split_rows). */
 
 /* C[M, N] = A[M, K] @ op(B) with op(B) = B[N, K]^T (tb) or B[K, N], split over
  * the N columns (the token axis of the neck's NCHW outputs); ldb, ldc given. */
@@ -171,7 +154,7 @@ static void gemm_cols_mt(int tb, int M, int N, int K, const float *A, const floa
 #pragma omp parallel
     {
         int n0, n1;
-        split_rows(N, &n0, &n1);
+        km_omp_split_rows(N, &n0, &n1);
         if (n1 > n0)
             km_sgemm(0, tb, M, n1 - n0, K, 1.0f, A, K, tb ? B + (size_t)n0 * ldb : B + n0, ldb,
                      0.0f, C + n0, ldc);
@@ -355,7 +338,7 @@ static void patch_embed(km_sam_encoder *e, const float *img) {
                            img + ((size_t)ch * S + (size_t)gy * p + ky) * S + (size_t)gx * p,
                            sizeof(float) * p);
         }
-    linear_mt(e->x, col, e->pe_w, e->pe_b, G * G, K, c->embed_dim);
+    km_linear_forward_mt(e->x, col, e->pe_w, e->pe_b, G * G, K, c->embed_dim);
     size_t n = (size_t)G * G * c->embed_dim;
     for (size_t i = 0; i < n; i++) e->x[i] += e->pos_embed[i];
 }
@@ -405,27 +388,27 @@ static void block_forward(km_sam_encoder *e, const enc_block *bk) {
     /* x = x + proj(attn(norm1(x))) */
     km_layernorm_forward(e->xn, e->x, bk->norm1_w, bk->norm1_b, T, D, ENC_EPS);
     if (bk->global) {
-        linear_mt(e->qkv, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
+        km_linear_forward_mt(e->qkv, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
         km_relattn_forward(e->att, e->qkv, bk->rel_h, bk->rel_w, 1, G, G, c->num_heads,
                            c->head_dim, e->attn_scratch, e->attn_floats);
         km_gemm_set_threads(1); /* km_relattn_forward restores the BLAS threads */
-        linear_mt(e->prj, e->att, bk->proj_w, bk->proj_b, T, D, D);
+        km_linear_forward_mt(e->prj, e->att, bk->proj_w, bk->proj_b, T, D, D);
     } else {
         /* qkv of the real tokens into `big` (free until the MLP), then windows. */
-        linear_mt(e->big, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
+        km_linear_forward_mt(e->big, e->xn, bk->qkv_w, bk->qkv_b, T, D, 3 * D);
         window_partition(e->qkv, e->big, bk->qkv_b, G, ws, 3 * D);
         km_relattn_forward(e->att, e->qkv, bk->rel_h, bk->rel_w, e->Tp / (ws * ws), ws, ws,
                            c->num_heads, c->head_dim, e->attn_scratch, e->attn_floats);
         km_gemm_set_threads(1);
         window_unpartition(e->xn, e->att, G, ws, D);
-        linear_mt(e->prj, e->xn, bk->proj_w, bk->proj_b, T, D, D);
+        km_linear_forward_mt(e->prj, e->xn, bk->proj_w, bk->proj_b, T, D, D);
     }
     add_inplace(e->x, e->prj, (size_t)T * D);
     /* x = x + lin2(gelu(lin1(norm2(x)))) */
     km_layernorm_forward(e->xn, e->x, bk->norm2_w, bk->norm2_b, T, D, ENC_EPS);
-    linear_mt(e->big, e->xn, bk->lin1_w, bk->lin1_b, T, D, c->mlp_dim);
+    km_linear_forward_mt(e->big, e->xn, bk->lin1_w, bk->lin1_b, T, D, c->mlp_dim);
     km_gelu_forward(e->big, e->big, (size_t)T * c->mlp_dim);
-    linear_mt(e->prj, e->big, bk->lin2_w, bk->lin2_b, T, c->mlp_dim, D);
+    km_linear_forward_mt(e->prj, e->big, bk->lin2_w, bk->lin2_b, T, c->mlp_dim, D);
     add_inplace(e->x, e->prj, (size_t)T * D);
 }
 

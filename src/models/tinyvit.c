@@ -520,29 +520,8 @@ void km_tinyvit_free(km_tinyvit *e) {
     km_free(e);
 }
 
-/* ------------------------------------------------------------- threading -- */
-
-/* As in sam_encoder.c: the BLAS runs single-threaded and every GEMM is split
- * over OpenMP threads by rows (16-row multiples); per-row results do not
- * depend on the split, and the split depends only on the thread count. */
-static void split_rows(int M, int *m0, int *m1) {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    int per = ((M + n - 1) / n + 15) & ~15;
-    *m0 = t * per < M ? t * per : M;
-    *m1 = *m0 + per < M ? *m0 + per : M;
-}
-
-/* out[M, O] = in[M, I] w[O, I]^T + b */
-static void linear_mt(float *out, const float *in, const float *w, const float *b, int M, int I,
-                      int O) {
-#pragma omp parallel
-    {
-        int m0, m1;
-        split_rows(M, &m0, &m1);
-        if (m1 > m0)
-            km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m1 - m0, I, O);
-    }
-}
+/* Threading: as in sam_encoder.c, the BLAS runs single-threaded and every GEMM
+ * is split over OpenMP threads by rows (nn/basic.h km_linear_forward_mt). */
 
 /* ---------------------------------------------------------- conv kernels -- */
 
@@ -708,10 +687,10 @@ static void vit_block_forward(km_tinyvit *e, const vit_block *bk, int stage) {
     /* x = x + crop(proj(attn(norm(pad(x))))) */
     partition(t1, x, R, R, D, ws);
     km_layernorm_forward(t1, t1, bk->an_w, bk->an_b, Tp, D, LN_EPS);
-    linear_mt(wide, t1, bk->qkv_w, bk->qkv_b, Tp, D, 3 * D);
+    km_linear_forward_mt(wide, t1, bk->qkv_w, bk->qkv_b, Tp, D, 3 * D);
     window_attention(e, t3, wide, bk->ab, nw * nw, N, nH, D / nH);
     unpartition(t1, t3, R, R, D, ws);
-    linear_mt(t3, t1, bk->proj_w, bk->proj_b, T, D, D);
+    km_linear_forward_mt(t3, t1, bk->proj_w, bk->proj_b, T, D, D);
     add_inplace(x, t3, (size_t)T * D);
     /* x = local_conv(x) (no residual) */
     dwconv(t1, x, &bk->lc, R, R, D, c->local_conv_k, 1, 0);
@@ -720,9 +699,9 @@ static void vit_block_forward(km_tinyvit *e, const vit_block *bk, int stage) {
     x = t1;
     /* x = x + fc2(gelu(fc1(norm(x)))) */
     km_layernorm_forward(t3, x, bk->mn_w, bk->mn_b, T, D, LN_EPS);
-    linear_mt(wide, t3, bk->fc1_w, bk->fc1_b, T, D, M);
+    km_linear_forward_mt(wide, t3, bk->fc1_w, bk->fc1_b, T, D, M);
     gelu_inplace(wide, (size_t)T * M);
-    linear_mt(t3, wide, bk->fc2_w, bk->fc2_b, T, M, D);
+    km_linear_forward_mt(t3, wide, bk->fc2_w, bk->fc2_b, T, M, D);
     add_inplace(x, t3, (size_t)T * D);
 }
 
@@ -746,7 +725,7 @@ static void mbconv_forward(km_tinyvit *e, const mbconv *m) {
         float *ring = e->thr + (size_t)omp_get_thread_num() * e->thr_floats;
         float *h2 = ring + 3 * rowH, *yr = h2 + rowH;
         int y0, y1;
-        split_rows(R, &y0, &y1);
+        km_omp_split_rows(R, &y0, &y1);
         for (int r = y0 - 1; y0 < y1 && r <= y1; r++) { /* conv1 row r -> ring slot (r+3)%3 */
             if (r >= 0 && r < R) {
                 float *h = ring + (size_t)((r + 3) % 3) * rowH;
@@ -780,10 +759,10 @@ static void merge_forward(km_tinyvit *e, int i) {
     const int R = e->res[i], T = R * R, D = c->embed_dims[i], O = c->embed_dims[i + 1];
     const int R2 = e->res[i + 1];
     float *x = e->buf[0], *h1 = e->buf[2], *h2 = e->buf[3];
-    linear_mt(h1, x, m->c1.w, m->c1.b, T, D, O);
+    km_linear_forward_mt(h1, x, m->c1.w, m->c1.b, T, D, O);
     gelu_inplace(h1, (size_t)T * O);
     dwconv(h2, h1, &m->c2, R, R, O, 3, m->stride, 1);
-    linear_mt(x, h2, m->c3.w, m->c3.b, R2 * R2, O, O);
+    km_linear_forward_mt(x, h2, m->c3.w, m->c3.b, R2 * R2, O, O);
 }
 
 /* patch_embed: [3, S, S] image -> buf[0] = [R0*R0, E0]. */
@@ -796,9 +775,9 @@ static void patch_embed(km_tinyvit *e, const float *img) {
     for (size_t q = 0; q < SS; q++)
         for (int ch = 0; ch < 3; ch++) hwc[q * 3 + ch] = img[ch * SS + q];
     if (k == 1) {
-        linear_mt(mid, hwc, e->pe0.w, e->pe0.b, (int)SS, 3, E0 / 2);
+        km_linear_forward_mt(mid, hwc, e->pe0.w, e->pe0.b, (int)SS, 3, E0 / 2);
         gelu_inplace(mid, SS * (E0 / 2));
-        linear_mt(e->buf[0], mid, e->pe2.w, e->pe2.b, (int)SS, E0 / 2, E0);
+        km_linear_forward_mt(e->buf[0], mid, e->pe2.w, e->pe2.b, (int)SS, E0 / 2, E0);
     } else {
         conv_full(e, mid, hwc, e->pe0.w, e->pe0.b, S, S, 3, E0 / 2, 3, 2, 1);
         gelu_inplace(mid, (size_t)(S / 2) * (S / 2) * (E0 / 2));
@@ -810,7 +789,7 @@ static void patch_embed(km_tinyvit *e, const float *img) {
 static void neck_forward(km_tinyvit *e, float *embedding) {
     const int G = NECK_GRID, T = G * G, E3 = e->cfg.embed_dims[3], OC = e->cfg.out_chans;
     float *a = e->buf[1], *b = e->buf[2];
-    linear_mt(a, e->buf[0], e->neck0, NULL, T, E3, OC);
+    km_linear_forward_mt(a, e->buf[0], e->neck0, NULL, T, E3, OC);
     km_layernorm_forward(a, a, e->n1_w, e->n1_b, T, OC, NECK_EPS);
     conv_full(e, b, a, e->neck2, NULL, G, G, OC, OC, 3, 1, 1);
     km_layernorm_forward(b, b, e->n3_w, e->n3_b, T, OC, NECK_EPS);

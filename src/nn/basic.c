@@ -4,6 +4,8 @@
  * accumulators in a fixed order (per row, sequential), so results do not depend
  * on the thread count. */
 #include "basic.h"
+
+#include <omp.h>
 #include "fastmath.h"
 #include "gemm.h"
 #include "../core/km.h"
@@ -145,5 +147,23 @@ void km_gelu_forward(float *out, const float *in, size_t n) {
         size_t i0 = c * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
 #pragma omp simd
         for (size_t i = i0; i < i1; i++) out[i] = km_gelu_fast(in[i]);
+    }
+}
+
+void km_omp_split_rows(int M, int *m0, int *m1) {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    int per = ((M + n - 1) / n + 15) & ~15; /* 16-row multiples */
+    *m0 = t * per < M ? t * per : M;
+    *m1 = *m0 + per < M ? *m0 + per : M;
+}
+
+void km_linear_forward_mt(float *out, const float *in, const float *w, const float *b, int M, int I,
+                          int O) {
+#pragma omp parallel
+    {
+        int m0, m1;
+        km_omp_split_rows(M, &m0, &m1);
+        if (m1 > m0)
+            km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m1 - m0, I, O);
     }
 }
