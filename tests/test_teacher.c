@@ -461,3 +461,34 @@ KM_TEST(teacher_cli_bad_checkpoints) {
         km_test_sh("cat '%s/log%d'", t, i);
     }
 }
+
+/* `kmseg demo` (the README's main job) at a tiny scale: it runs the whole
+ * mining pipeline with the installed teacher and prints the three results;
+ * 20 images -> 16 train (2 labelled at 10 %, 14 unlabelled), 2 val, 2 test. */
+KM_TEST(teacher_demo_small_prints_results) {
+    const char *ck = real_ckpt();
+    if (!ck) return;
+    char log[1100];
+    snprintf(log, sizeof log, "%s/demo.txt", km_test_tmpdir());
+    int rc = km_test_sh("KMSEG_TEACHER='%s' '%s' demo --images 20 --size 32 --epochs 2 --mine-epochs 1 --no-cache "
+                        "> '%s' 2>/dev/null", ck, bin(), log);
+    CHECK_MSG(rc == 0, "demo: exit %d", rc);
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    double sup = -1, pseudo = -1, own = -1, fin = -1;
+    int got = -1, unl = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        sscanf(line, "1. student after supervised training on %*d labelled images: test Dice %lf", &sup);
+        if (strstr(line, "2. unlabelled images:"))
+            sscanf(strstr(line, ": ") + 2, "%d of %d got a box from the student and a pseudo label; on those, the "
+                   "teacher's pseudo labels score Dice %lf against the hidden ground truth, the student's own "
+                   "prediction %lf", &got, &unl, &pseudo, &own);
+        if (strstr(line, "3. student after")) sscanf(strstr(line, "test Dice ") + 10, "%lf", &fin);
+    }
+    if (f) fclose(f);
+    printf("  supervised %.4f, %d of %d unlabelled labelled, pseudo %.4f vs student %.4f, after mining %.4f\n", sup,
+           got, unl, pseudo, own, fin);
+    CHECK(unl == 14 && got >= 0 && got <= 14);
+    CHECK(sup >= 0 && sup <= 1 && fin >= 0 && fin <= 1);
+    CHECK(got == 0 || (pseudo >= 0 && pseudo <= 1 && own >= 0 && own <= 1));
+}
