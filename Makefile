@@ -5,6 +5,8 @@
 #   make fuzz       build the libFuzzer targets (clang) into build/fuzz/
 #   make bench      run the side-by-side benchmarks against PyTorch (bench/)
 #   PORTABLE=1      drop -march=native (binary for other machines)
+#   MPI=0           build without Open MPI (one process only; default: MPI=1,
+#                   `pkg-config ompi-c`, from libopenmpi-dev)
 
 CC ?= gcc
 ifeq ($(CC),cc)
@@ -26,8 +28,19 @@ endif
 BUILD  = build/release
 endif
 
-CFLAGS  += $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP
-LDLIBS  += -lpng -ljpeg -lm -ldl -lpthread
+# Open MPI (data-parallel train/pretrain, src/core/dist.h): on by default.
+MPI ?= 1
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+ifeq ($(MPI_LIBS),)
+$(error Open MPI not found (pkg-config ompi-c): run tools/install-deps.sh, or build with MPI=0)
+endif
+MPI_CFLAGS += -DKM_MPI
+endif
+
+CFLAGS  += $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(MPI_CFLAGS)
+LDLIBS  += -lpng -ljpeg -lm -ldl -lpthread $(MPI_LIBS)
 LDFLAGS += -fopenmp $(if $(DEBUG),-fsanitize=address$(comma)undefined)
 comma := ,
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages kmseg needs to build and test (idempotent; only
 # calls apt-get when something is missing). See README "Dependencies".
 set -euo pipefail
-pkgs=(build-essential clang libopenblas-dev libpng-dev libjpeg62-turbo-dev libclang-rt-14-dev unzip chromium)
+pkgs=(build-essential clang libopenblas-dev libpng-dev libjpeg62-turbo-dev libclang-rt-14-dev unzip chromium libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -94,6 +94,7 @@ struct km_unetpp {
     int FC[5];
     int lastN, lastH, lastW, last_train, last_encoder_only;
     km_unetpp_profile *prof;
+    float *bn_cap; /* km_unetpp_bn_capture */
 };
 
 void km_unetpp_set_profile(km_unetpp *m, km_unetpp_profile *p) { m->prof = p; }
@@ -486,6 +487,27 @@ km_status km_unetpp_save(const km_unetpp *m, const char *path, const km_tdict *e
 
 /* --------------------------------------------------------- optimiser state */
 
+size_t km_unetpp_bn_stats_floats(const km_unetpp *m) { return m->nbufs + (size_t)m->nbn; }
+
+void km_unetpp_bn_capture(km_unetpp *m, float *stats) {
+    m->bn_cap = stats;
+    if (stats) memset(stats, 0, sizeof(float) * km_unetpp_bn_stats_floats(m));
+}
+
+/* Entries are defined per unit as running_mean, running_var,
+ * num_batches_tracked (def_unit): a counter's two predecessors are its
+ * buffers. */
+void km_unetpp_bn_apply(km_unetpp *m, const float *stats) {
+    for (int i = 2; i < m->nent; i++) {
+        const km_unetpp_entry *e = &m->ent[i];
+        if (e->kind != KM_UNETPP_COUNTER || stats[m->nbufs + e->offset] == 0.0f) continue;
+        const km_unetpp_entry *rm = &m->ent[i - 2], *rv = &m->ent[i - 1];
+        km_bn_running_update(m->bufs + rm->offset, m->bufs + rv->offset, stats + rm->offset, stats + rv->offset,
+                             (int)rm->numel, BN_MOMENTUM);
+        m->nbt[e->offset]++;
+    }
+}
+
 void km_unetpp_zero_grad(km_unetpp *m) { memset(m->grads, 0, sizeof(float) * m->nparams); }
 
 void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float eps,
@@ -671,7 +693,12 @@ static void unit_forward(km_unetpp *m, unit *u, int train) {
     const km_conv_dims *d = &u->d;
     conv_fwd(m, u->conv, u->in, m->params + u->w, NULL, d);
     int HW = d->OH * d->OW;
-    if (train) {
+    if (train && m->bn_cap) {
+        km_bn_forward_train_stats(u->out, u->mean, u->invstd, m->bn_cap + u->rv, u->conv, m->params + u->gamma,
+                                  m->params + u->beta, NULL, NULL, d->N, u->cout, HW, BN_EPS, BN_MOMENTUM);
+        memcpy(m->bn_cap + u->rm, u->mean, sizeof(float) * u->cout);
+        m->bn_cap[m->nbufs + u->bn] = 1.0f;
+    } else if (train) {
         km_bn_forward_train(u->out, u->mean, u->invstd, u->conv, m->params + u->gamma,
                             m->params + u->beta, m->bufs + u->rm, m->bufs + u->rv, d->N, u->cout,
                             HW, BN_EPS, BN_MOMENTUM);

@@ -75,6 +75,18 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
 void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx);
 void km_unetpp_zero_grad(km_unetpp *m);
 
+/* BatchNorm statistics of a forward, to be applied later (micro-batches
+ * computed by other processes, train.c). With stats != NULL (floats:
+ * km_unetpp_bn_stats_floats; zeroed here) train-mode forwards leave the
+ * running statistics and counters alone and write each BatchNorm's batch mean
+ * and unbiased variance at its buffers' offsets, and 1 after the buffers at
+ * its counter's index; NULL: normal forwards. km_unetpp_bn_apply performs the
+ * running-statistics updates (and counter increments) of one captured
+ * forward, bit-identical to the forward's own. */
+size_t km_unetpp_bn_stats_floats(const km_unetpp *m);
+void km_unetpp_bn_capture(km_unetpp *m, float *stats);
+void km_unetpp_bn_apply(km_unetpp *m, const float *stats);
+
 /* The encoder alone (SimCLR pretraining): feat receives the last ResNet stage
  * [N, 512, H/32, W/32] (after its final ReLU). km_unetpp_encoder_backward adds
  * d(loss)/d(encoder params) given dfeat (decoder gradients untouched); it

@@ -99,9 +99,28 @@ static void plane_sum_dot(double *s, double *t, const float *g, const float *x, 
     }
 }
 
+/* One channel's running-statistics update, the arithmetic of torch's kernel
+ * (see the header comment); shared by the forward and km_bn_running_update so
+ * that a replayed update is bit-identical to the forward's own. */
+static inline void running_update(float *rm, float *rv, float m, float unbiased_f, float mom) {
+    if (rm) *rm = mom * m + (1.0f - mom) * *rm;
+    if (rv) *rv = (float)((double)mom * (double)unbiased_f + (double)((1.0f - mom) * *rv));
+}
+
+void km_bn_running_update(float *running_mean, float *running_var, const float *mean, const float *unbiased, int C,
+                          float momentum) {
+    for (int c = 0; c < C; c++) running_update(running_mean + c, running_var + c, mean[c], unbiased[c], momentum);
+}
+
 void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
                          const float *b, float *running_mean, float *running_var, int N, int C,
                          int HW, float eps, float momentum) {
+    km_bn_forward_train_stats(out, mean, invstd, NULL, in, w, b, running_mean, running_var, N, C, HW, eps, momentum);
+}
+
+void km_bn_forward_train_stats(float *out, float *mean, float *invstd, float *unbiased_out, const float *in,
+                               const float *w, const float *b, float *running_mean, float *running_var, int N,
+                               int C, int HW, float eps, float momentum) {
     const size_t n = (size_t)N * HW;
     KM_ASSERT(n > 1); /* PyTorch: "Expected more than 1 value per channel when training" */
     const float mom = momentum;
@@ -117,11 +136,10 @@ void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in
         const float is = (float)(1.0 / sqrt((double)(var_sum / (float)n) + deps));
         mean[c] = m;
         invstd[c] = is;
-        if (running_mean) running_mean[c] = mom * m + (1.0f - mom) * running_mean[c];
-        if (running_var) {
-            double unbiased = (double)(var_sum / (float)(n - 1));
-            running_var[c] = (float)((double)mom * unbiased + (double)((1.0f - mom) * running_var[c]));
-        }
+        const float unbiased = var_sum / (float)(n - 1);
+        if (unbiased_out) unbiased_out[c] = unbiased;
+        running_update(running_mean ? running_mean + c : NULL, running_var ? running_var + c : NULL, m, unbiased,
+                       mom);
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - m * alpha;
         for (int i = 0; i < N; i++) {

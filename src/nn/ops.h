@@ -23,6 +23,18 @@
 void km_bn_forward_train(float *out, float *mean, float *invstd, const float *in, const float *w,
                          const float *b, float *running_mean, float *running_var, int N, int C,
                          int HW, float eps, float momentum);
+/* The same, also writing each channel's unbiased batch variance (float, as
+ * the running update uses it) to unbiased_out (may be NULL); running_mean /
+ * running_var may be NULL (no update). With km_bn_running_update the update
+ * can be applied later, bit-identical to the forward's own (micro-batches
+ * whose statistics are gathered from other processes, train.c). */
+void km_bn_forward_train_stats(float *out, float *mean, float *invstd, float *unbiased_out, const float *in,
+                               const float *w, const float *b, float *running_mean, float *running_var, int N,
+                               int C, int HW, float eps, float momentum);
+/* running = momentum * batch + (1 - momentum) * running for C channels, in the
+ * forward's mixed precision (mean: float; var: the product in double). */
+void km_bn_running_update(float *running_mean, float *running_var, const float *mean, const float *unbiased, int C,
+                          float momentum);
 void km_bn_forward_eval(float *out, const float *in, const float *w, const float *b,
                         const float *running_mean, const float *running_var, int N, int C, int HW,
                         float eps);

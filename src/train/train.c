@@ -6,6 +6,7 @@
 #include "runfolder.h"
 #include "sched.h"
 #include "splits.h"
+#include "../core/dist.h"
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../core/rng.h"
@@ -90,6 +91,11 @@ static const km_setting k_rows[] = {
      "masks; nnU-Net: its only foreground label)", NULL, NULL},
     {"fold", "--fold", KM_SET_INT, O(fold), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL, "fold of --split-file", NULL,
      NULL},
+    {"micro_batch", "--micro-batch", KM_SET_INT, O(micro_batch), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL,
+     "split each batch into micro-batches of M (BatchNorm statistics per micro-batch, gradients summed in a fixed "
+     "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
+    {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
+     "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
 #undef P_
 #undef O
@@ -115,6 +121,9 @@ km_status km_train_config_check(const km_train_config *c) {
         return km_err(KM_EARG, "--val-fraction %g / --test-fraction %g: expected val > 0, test >= 0, sum < 1",
                       c->val_fraction, c->test_fraction);
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
+    if (c->micro_batch && (c->micro_batch < 2 || c->batch % c->micro_batch))
+        return km_err(KM_EARG, "--micro-batch %d: expected 0 (off) or a divisor of --batch %d of at least 2 "
+                      "(BatchNorm statistics per micro-batch)", c->micro_batch, c->batch);
     return KM_OK;
 }
 
@@ -422,9 +431,9 @@ static void run_data_free(run_data *d) {
     km_train_split_free(&d->s);
 }
 
-static km_status prepare_data(const km_train_config *c, int resume, run_data *d, FILE *log) {
+static km_status prepare_data(const km_train_config *c, int resume, const char *out, run_data *d, FILE *log) {
     km_train_split *t = &d->s;
-    km_status s = km_train_split_make(c, resume, c->out, t);
+    km_status s = km_train_split_make(c, resume, out, t);
     if (s) return s;
     double t0 = km_now();
     s = km_dataset_load(&t->idx, t->lab, t->n_lab, c->size, 1, &d->tr, NULL);
@@ -438,6 +447,63 @@ static km_status prepare_data(const km_train_config *c, int resume, run_data *d,
         fprintf(log, "data: %s, %d train (%d labelled), %d val, %d test; decoded in %.1f s\n", c->data,
                 t->sp.n_train, t->n_lab, t->sp.n_val, t->sp.n_test, km_now() - t0);
     return s;
+}
+
+/* Micro-batches (micro_batch = M > 0): a batch of B is K = B/M micro-batches;
+ * rank r of N computes micro-batches [r K/N, (r+1) K/N), each on its own
+ * (BatchNorm statistics of the micro-batch, loss scaled by its share of the
+ * batch's images), and their gradients are summed in a fixed tree order
+ * (dist.h), the same bits for every N. Running statistics are captured per
+ * micro-batch and applied in micro-batch order on every rank. */
+typedef struct {
+    int M, K, Kl, rank;
+    size_t nst; /* BatchNorm statistics floats per micro-batch */
+    km_dist_sum sum;
+    float *st, *st_all;  /* [Kl][nst] this rank's, [K][nst] everyone's */
+    double *ls, *ls_all; /* loss per micro-batch, likewise */
+} micro;
+
+static km_status micro_open(micro *u, const km_train_config *c, km_unetpp *m) {
+    u->M = c->micro_batch;
+    u->K = c->batch / u->M;
+    u->rank = km_dist_rank();
+    km_status s = km_dist_sum_init(&u->sum, km_unetpp_num_params(m), u->K);
+    if (s) return km_err_prefix(s, "--micro-batch: ");
+    u->Kl = u->sum.Kl;
+    u->nst = km_unetpp_bn_stats_floats(m);
+    u->st = km_malloc(sizeof(float) * u->nst * (size_t)u->Kl);
+    u->st_all = km_malloc(sizeof(float) * u->nst * (size_t)u->K);
+    u->ls = km_malloc(sizeof(double) * (size_t)u->Kl);
+    u->ls_all = km_malloc(sizeof(double) * (size_t)u->K);
+    return KM_OK;
+}
+
+static void micro_close(micro *u) {
+    km_dist_sum_free(&u->sum);
+    km_free(u->st);
+    km_free(u->st_all);
+    km_free(u->ls);
+    km_free(u->ls_all);
+}
+
+/* Images of micro-batch j of a batch of bn: 0 for one image (BatchNorm of a
+ * single image is degenerate, as the loop's dropped trailing batch). */
+static int micro_n(const micro *u, int j, int bn) {
+    int n = bn - j * u->M;
+    n = n < 0 ? 0 : (n > u->M ? u->M : n);
+    return n < 2 ? 0 : n;
+}
+
+/* This rank's images [*lo, *hi) of a batch of bn. */
+static void rank_images(const micro *u, int bn, int *lo, int *hi) {
+    if (!u->M) {
+        *lo = 0;
+        *hi = bn;
+        return;
+    }
+    int a = u->rank * u->Kl * u->M, b = a + u->Kl * u->M;
+    *lo = a < bn ? a : bn;
+    *hi = b < bn ? b : bn;
 }
 
 /* Everything one run holds: zeroed by trainer_open, released by
@@ -457,6 +523,7 @@ typedef struct {
     int epoch, steps, done;
     int *val_order, *order;
     uint8_t *aug;
+    micro mb; /* micro_batch > 0 */
 } trainer;
 
 static km_status save_last(trainer *T) {
@@ -491,7 +558,7 @@ static km_status load_last(trainer *T) {
     km_tdict meta;
     km_tdict_init(&meta);
     long long st = 0, dn = 0;
-    char *path = km_run_path(&T->run, "last.safetensors");
+    char *path = km_path_join(T->c->out, "last.safetensors"); /* every rank reads it */
     km_status s = km_train_checkpoint_load(path, "train", &T->L.m, &T->epoch, &T->rng, &T->pl, &T->es, &meta);
     if (!s) s = km_meta_get_int(&meta, "train.steps", path, &st);
     if (!s) s = km_meta_get_int(&meta, "train.done", path, &dn);
@@ -527,21 +594,30 @@ static km_status trainer_open(trainer *T, const km_train_config *c, int resume, 
     memset(T, 0, sizeof *T);
     T->c = c;
     T->h = hooks;
-    T->log = hooks->log;
+    km_status s = km_dist_init();
+    if (s) return s;
+    T->log = km_dist_rank() ? NULL : hooks->log; /* rank 0 alone logs and writes files */
     T->res = res;
     T->L.c = c;
     T->L.B = c->batch;
     T->L.S = c->size;
-    km_status s = km_train_config_check(c);
+    s = km_train_config_check(c);
     if (s) return s;
     if (resume && !c->out) return km_err(KM_EARG, "--resume needs the run folder");
+    int N = km_dist_size();
+    if (N > 1 && !c->micro_batch)
+        return km_err(KM_EARG, "%d processes need --micro-batch M (the batch is shared out in micro-batches)", N);
+    if (c->micro_batch && (c->batch / c->micro_batch) % N)
+        return km_err(KM_EARG, "--batch %d / --micro-batch %d = %d micro-batches cannot be shared by %d processes "
+                      "(a multiple of %d is needed)", c->batch, c->micro_batch, c->batch / c->micro_batch, N, N);
     km_set_threads(c->threads);
     km_rng_seed(&T->rng, c->seed ^ KM_TRAIN_RNG_SALT);
     km_plateau_init(&T->pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
     km_early_stop_init(&T->es, c->early_stop);
-    s = km_run_open(&T->run, c->out, "config.json", "train", resume);
-    if (!s && !resume && c->out) s = km_train_config_save(c, T->run.config);
-    if (!s) s = prepare_data(c, resume, &T->d, T->log);
+    const char *wdir = km_dist_rank() ? NULL : c->out; /* NULL: this rank writes nothing */
+    s = km_run_open(&T->run, wdir, "config.json", "train", resume);
+    if (!s && !resume && wdir) s = km_train_config_save(c, T->run.config);
+    if (!s) s = prepare_data(c, resume, resume ? c->out : wdir, &T->d, T->log);
     return s;
 }
 
@@ -572,6 +648,30 @@ static km_status trainer_model(trainer *T, int resume) {
     return s;
 }
 
+/* Hash of the whole model state: weights, BatchNorm buffers and counters,
+ * Adam moments and step. */
+static uint64_t model_hash(const km_unetpp *m) {
+    km_tdict d;
+    km_tdict_init(&d);
+    km_unetpp_to_tdict(m, &d);
+    km_unetpp_optim_to_tdict(m, &d);
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < d.n; i++) h = km_dist_hash(h, d.items[i].data, d.items[i].nbytes);
+    km_tdict_free(&d);
+    return h;
+}
+
+/* Several ranks: rank 0's initial weights go to every rank (a resumed run:
+ * each read the same checkpoint), then every rank checks that its model,
+ * optimiser and RNG state hash like rank 0's. */
+static km_status trainer_sync(trainer *T, int resume) {
+    if (km_dist_size() == 1) return KM_OK;
+    if (!resume) km_dist_bcast(km_unetpp_params(T->L.m), sizeof(float) * km_unetpp_num_params(T->L.m));
+    uint64_t h = km_dist_hash(model_hash(T->L.m), &T->rng, sizeof T->rng);
+    h = km_dist_hash(h, &T->epoch, sizeof T->epoch);
+    return km_dist_check_same(km_dist_hash(h, &T->steps, sizeof T->steps), "the model, optimiser and RNG state");
+}
+
 /* Phase 3: activations, batch buffers, the batch thread, the metric files
  * (a resumed run drops the rows written after its checkpoint). */
 static km_status trainer_buffers(trainer *T, int resume) {
@@ -596,7 +696,7 @@ static km_status trainer_buffers(trainer *T, int resume) {
     for (int i = 0; i < d->va.n || i < d->te.n; i++) T->val_order[i] = i;
     T->order = km_malloc(sizeof(int) * (size_t)(d->tr.n + 1));
     T->aug = km_malloc((size_t)d->tr.n + 1);
-    return KM_OK;
+    return T->c->micro_batch ? micro_open(&T->mb, T->c, L->m) : KM_OK;
 }
 
 /* The untrained model's validation as log row 0 (eval_init). */
@@ -612,6 +712,66 @@ static km_status eval_init_row(trainer *T) {
     return KM_OK;
 }
 
+/* One optimiser step on a batch of bn images (x, y) in one piece. */
+static km_status step_whole(trainer *T, const float *x, const float *y, int bn, float lr, double *loss) {
+    const km_train_config *c = T->c;
+    loop *L = &T->L;
+    km_unetpp_zero_grad(L->m);
+    km_status s = km_unetpp_forward(L->m, x, bn, L->S, L->S, 1, L->logits);
+    if (s) return s;
+    *loss = km_seg_loss(L->logits, y, (size_t)L->S * L->S * bn, c->bce_weight, 1.0f, L->dlogits, NULL, NULL);
+    km_unetpp_backward(L->m, L->dlogits, NULL);
+    km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
+    return KM_OK;
+}
+
+/* One optimiser step in micro-batches (see `micro`): x, y hold this rank's
+ * images of the batch of bn. *loss = sum over micro-batches of loss x share,
+ * *used = the images in micro-batches that count. */
+static km_status step_micro(trainer *T, const float *x, const float *y, int bn, float lr, double *loss, int *used) {
+    const km_train_config *c = T->c;
+    loop *L = &T->L;
+    micro *u = &T->mb;
+    size_t P = (size_t)L->S * L->S;
+    int total = 0;
+    for (int j = 0; j < u->K; j++) total += micro_n(u, j, bn);
+    float *g = km_unetpp_grads(L->m);
+    for (int i = 0; i < u->Kl; i++) {
+        int j = u->rank * u->Kl + i, nj = micro_n(u, j, bn);
+        float *st = u->st + u->nst * (size_t)i;
+        km_unetpp_bn_capture(L->m, st); /* zeroed: an empty micro-batch updates nothing */
+        km_unetpp_zero_grad(L->m);
+        u->ls[i] = 0;
+        if (nj) {
+            const float *xi = x + 3 * P * (size_t)i * u->M, *yi = y + P * (size_t)i * u->M;
+            km_status s = km_unetpp_forward(L->m, xi, nj, L->S, L->S, 1, L->logits);
+            if (s) {
+                km_unetpp_bn_capture(L->m, NULL);
+                return s;
+            }
+            float share = (float)((double)nj / total);
+            u->ls[i] = km_seg_loss(L->logits, yi, P * nj, c->bce_weight, share, L->dlogits, NULL, NULL);
+            km_unetpp_backward(L->m, L->dlogits, NULL);
+        }
+        km_dist_sum_put(&u->sum, i, g);
+    }
+    km_unetpp_bn_capture(L->m, NULL);
+    km_dist_sum_run(&u->sum, g);
+    km_dist_allgather(u->st, u->st_all, sizeof(float) * u->nst * (size_t)u->Kl);
+    km_dist_allgather(u->ls, u->ls_all, sizeof(double) * (size_t)u->Kl);
+    double l = 0;
+    for (int j = 0; j < u->K; j++) {
+        int nj = micro_n(u, j, bn);
+        if (!nj) continue;
+        km_unetpp_bn_apply(L->m, u->st_all + u->nst * (size_t)j);
+        l += u->ls_all[j] * nj / total;
+    }
+    km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
+    *loss = l;
+    *used = total;
+    return KM_OK;
+}
+
 /* One epoch's optimiser steps: the permutation and augmentation codes are
  * drawn up front on this thread, batch k+1 is assembled while k runs.
  * *tl: the size-weighted mean train loss, *seen images, *t_steps seconds. */
@@ -619,7 +779,6 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     const km_train_config *c = T->c;
     loop *L = &T->L;
     int n = T->d.tr.n, B = L->B;
-    size_t P = (size_t)L->S * L->S;
     for (int i = 0; i < n; i++) T->order[i] = i;
     km_rng_shuffle(&T->rng, T->order, n);
     for (int i = 0; i < n; i++) T->aug[i] = km_aug_draw(&T->rng);
@@ -631,22 +790,23 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     double lsum = 0;
     *seen = 0;
     *t_steps = 0;
-    prefetch_submit(&L->pf, &T->d.tr, T->order, T->aug, n < B ? n : B, L->x[0], L->y[0]);
+    int lo, hi;
+    rank_images(&T->mb, n < B ? n : B, &lo, &hi);
+    prefetch_submit(&L->pf, &T->d.tr, T->order + lo, T->aug + lo, hi - lo, L->x[0], L->y[0]);
     for (int k = 0; k < nb; k++) {
         int b0 = k * B, bn = n - b0 < B ? n - b0 : B;
         prefetch_wait(&L->pf);
         int last = k + 1 == nb || (c->max_steps && T->steps + 1 >= c->max_steps);
         if (!last) {
             int nb0 = b0 + B, nbn = n - nb0 < B ? n - nb0 : B;
-            prefetch_submit(&L->pf, &T->d.tr, T->order + nb0, T->aug + nb0, nbn, L->x[(k + 1) & 1], L->y[(k + 1) & 1]);
+            rank_images(&T->mb, nbn, &lo, &hi);
+            prefetch_submit(&L->pf, &T->d.tr, T->order + nb0 + lo, T->aug + nb0 + lo, hi - lo, L->x[(k + 1) & 1],
+                            L->y[(k + 1) & 1]);
         }
-        double ts = km_now();
-        km_unetpp_zero_grad(L->m);
-        km_status s = km_unetpp_forward(L->m, L->x[k & 1], bn, L->S, L->S, 1, L->logits);
+        double ts = km_now(), l = 0;
+        km_status s = T->mb.M ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
+                              : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
         if (s) return s;
-        double l = km_seg_loss(L->logits, L->y[k & 1], P * bn, c->bce_weight, 1.0f, L->dlogits, NULL, NULL);
-        km_unetpp_backward(L->m, L->dlogits, NULL);
-        km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
         *t_steps += km_now() - ts;
         T->steps++;
         lsum += l * bn;
@@ -682,14 +842,17 @@ static km_status train_epoch(trainer *T, int *stop) {
     if (!s) s = evaluate(&T->L, &T->d.va, T->val_order, &vo);
     if (!s && T->d.te.n) s = evaluate(&T->L, &T->d.te, T->val_order, &to);
     if (s) return s;
+    km_dist_bcast(&vo, sizeof vo); /* every rank computed the same; decisions follow rank 0's by construction */
+    km_dist_bcast(&to, sizeof to);
     int improved = 0;
     *stop = km_early_stop_step(&T->es, vo.loss, T->epoch, &improved);
     km_plateau_step(&T->pl, vo.loss);
     T->done = *stop || T->epoch >= c->epochs || (c->max_steps && T->steps >= c->max_steps);
     double secs = km_now() - t_ep;
-    if (improved && c->out) s = save_best(T, &vo);
+    km_dist_barrier(); /* files only once every rank has finished the epoch */
+    if (improved && T->run.dir) s = save_best(T, &vo);
     if (!s) s = log_row(T, T->epoch, tl, &vo, &to, lr_ep, secs, t_steps > 0 ? seen / t_steps : NAN);
-    if (!s && c->out) s = save_last(T);
+    if (!s && T->run.dir) s = save_last(T);
     if (s) return s;
     log_epoch(T->log, T->epoch, c->epochs, tl, &vo, &to, lr_ep, secs);
     if (*stop && T->log)
@@ -718,6 +881,7 @@ static km_status trainer_close(trainer *T, km_status s) {
     km_free(T->val_order);
     km_free(T->order);
     km_free(T->aug);
+    micro_close(&T->mb);
     run_data_free(&T->d);
     return s;
 }
@@ -730,6 +894,7 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
     trainer T;
     km_status s = trainer_open(&T, c, resume, hooks ? hooks : &no_hooks, res);
     if (!s) s = trainer_model(&T, resume);
+    if (!s) s = trainer_sync(&T, resume);
     if (!s) s = trainer_buffers(&T, resume);
     if (!s && !resume && c->eval_init) s = eval_init_row(&T);
     while (!s && !T.done && T.epoch < c->epochs && !(c->max_steps && T.steps >= c->max_steps)) {
@@ -743,7 +908,8 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
     res->steps = T.steps;
     res->best_epoch = T.es.best_epoch;
     res->best_val_loss = T.es.best;
-    return trainer_close(&T, s);
+    s = trainer_close(&T, s);
+    return s ? km_dist_fail(s) : s; /* a failed rank ends the job */
 }
 
 km_status km_train_load_student(const char *path, km_unetpp **m, int *size) {

@@ -78,6 +78,11 @@ typedef struct {
     char *out;             /* run folder (NULL: write nothing) */
     int eval_test;         /* score the test split every epoch */
     int eval_init;         /* log the untrained model's validation as epoch 0 */
+    /* data parallel (src/core/dist.h; added later: absent from older config.json = 0) */
+    int micro_batch;       /* M: each batch is B/M micro-batches of M, gradients summed in a
+                              fixed tree order, shared by the ranks of `mpirun` (0: off) */
+    double step_timeout;   /* seconds one step (its collectives) may take before the job is
+                              ended (0: no watchdog; not saved) */
 } km_train_config;
 
 /* Not part of the saved configuration: how this process runs. */
