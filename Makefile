@@ -74,9 +74,15 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# The reduction check tests/test_mpi.c runs under mpirun (MPI builds only).
+$(BUILD)/tests/mpi_reduce_check: tests/mpi/reduce_check.c $(BUILD)/libkmseg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+MPI_CHECK := $(if $(filter 1,$(MPI)),$(BUILD)/tests/mpi_reduce_check)
+
 # Tests run from the repository root, call ./kmseg for CLI tests and read
 # ../shared (override with KMSEG_SHARED=...). T=name filters tests.
-test: $(BUILD)/tests/runner kmseg
+test: $(BUILD)/tests/runner kmseg $(MPI_CHECK)
 	KMSEG_BIN=$(BUILD)/kmseg $(BUILD)/tests/runner $(T)
 
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))

@@ -1,0 +1,231 @@
+/* test_mpi.c - data-parallel training with Open MPI (issue 12, dist.h):
+ * the fixed-order sum, N ranks bit-identical to one process accumulating the
+ * same micro-batches, launch refusals, failures and resume. The multi-rank
+ * tests run `mpirun --allow-run-as-root --oversubscribe -np N` with one
+ * thread per rank at 64 px on real Kvasir-SEG images; without mpirun (or in
+ * a build without MPI) they fail and say how to install it. */
+#include "cli.h"
+#include "test.h"
+
+#include "../src/core/dist.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MPIRUN "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
+
+/* 1 when mpirun can be used (else a failure saying what to do). */
+static int have_mpirun(const char *file, int line) {
+    if (!km_dist_have_mpi()) {
+        km_test_fail(file, line, "this kmseg was built with MPI=0: data-parallel tests need the default build");
+        return 0;
+    }
+    if (km_test_sh("command -v mpirun > /dev/null 2>&1") != 0) {
+        km_test_fail(file, line, "mpirun not found: run tools/install-deps.sh (Debian openmpi-bin, libopenmpi-dev)");
+        return 0;
+    }
+    return 1;
+}
+#define NEED_MPIRUN() \
+    if (!have_mpirun(__FILE__, __LINE__)) return
+
+/* The common training arguments: 20 images (16 train), 64 px, ResNet18,
+ * 2 steps of batch `batch`, one thread. */
+static const char *train_args(int batch, int micro, const char *out) {
+    static char b[4][1024];
+    static int k;
+    char *s = b[k++ & 3];
+    snprintf(s, sizeof b[0],
+             "train --data '%s' --max-images 20 --size 64 --resnet 18 --batch %d --epochs 1 --max-steps 2 "
+             "--threads 1 --quiet --out '%s'",
+             km_test_path("data/kvasir-seg"), batch, out);
+    if (micro) snprintf(s + strlen(s), sizeof b[0] - strlen(s), " --micro-batch %d", micro);
+    return s;
+}
+
+static int run_np(int np, const char *args) {
+    if (np == 1) return km_test_sh("'%s' %s > '%s' 2>&1", km_test_bin(), args, km_test_sub("np1.log"));
+    return km_test_sh(MPIRUN " -np %d '%s' %s > '%s' 2>&1", np, km_test_bin(), args, km_test_sub("npN.log"));
+}
+
+static int same_file(const char *a, const char *b) { return km_test_sh("cmp -s '%s' '%s'", a, b) == 0; }
+
+/* metrics.csv without its last two columns (seconds, img/s: timing). */
+static char *metrics_untimed(const char *run) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/metrics.csv", run);
+    char *t = km_test_slurp(p);
+    if (!t) return NULL;
+    char *o = t, *w = t;
+    while (*o) {
+        char *eol = strchr(o, '\n');
+        size_t len = eol ? (size_t)(eol - o) : strlen(o);
+        int cut = 0;
+        for (size_t i = len; i > 0 && cut < 2; i--)
+            if (o[i - 1] == ',') {
+                len = i - 1;
+                cut++;
+            }
+        memmove(w, o, len);
+        w += len;
+        *w++ = '\n';
+        o = eol ? eol + 1 : o + strlen(o);
+    }
+    *w = 0;
+    return t;
+}
+
+/* Two runs' files agree: checkpoints byte for byte, logs but for timing. */
+static void check_same_run(const char *a, const char *b) {
+    char pa[1200], pb[1200];
+    static const char *const files[] = {"last.safetensors", "best.safetensors", "splits/labelled.txt"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        CHECK_MSG(same_file(pa, pb), "%s and %s differ", pa, pb);
+    }
+    /* config.json: the same settings but for the folder ("out") */
+    CHECK_MSG(km_test_sh("grep -v '\"out\"' '%s/config.json' > '%s.cfg' && grep -v '\"out\"' '%s/config.json' | "
+                         "cmp -s - '%s.cfg'", a, a, b, a) == 0,
+              "%s/config.json and %s/config.json differ in more than \"out\"", a, b);
+    char *ma = metrics_untimed(a), *mb = metrics_untimed(b);
+    CHECK(ma && mb);
+    if (ma && mb) CHECK_MSG(!strcmp(ma, mb), "metrics differ:\n%s---\n%s", ma, mb);
+    km_free(ma);
+    km_free(mb);
+}
+
+/* ------------------------------------------------------------ the tree */
+
+KM_TEST(mpi_tree_sum_order_by_hand) {
+    /* leaves chosen so that every grouping gives a different float */
+    const float v[7] = {1e8f, 1.0f, -1e8f, 1.0f, 3.0f, -1e8f, 1e8f};
+    float L[7];
+    memcpy(L, v, sizeof L);
+    km_tree_sum(L, 3, 1, 1);
+    CHECK(L[0] == (v[0] + v[1]) + v[2]); /* 1e8+1 = 1e8 in float: 0 */
+    CHECK(L[0] == 0.0f);
+    memcpy(L, v, sizeof L);
+    km_tree_sum(L, 4, 1, 1);
+    CHECK(L[0] == (v[0] + v[1]) + (v[2] + v[3])); /* 1e8 + -1e8 = 0 */
+    memcpy(L, v, sizeof L);
+    km_tree_sum(L, 6, 1, 1);
+    CHECK(L[0] == ((v[0] + v[1]) + (v[2] + v[3])) + (v[4] + v[5]));
+    memcpy(L, v, sizeof L);
+    km_tree_sum(L, 7, 1, 1);
+    float want7 = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + v[6]);
+    CHECK(L[0] == want7);
+    float seq = 0;
+    for (int i = 0; i < 7; i++) seq += v[i];
+    printf("  tree of 7: %.9g, left to right: %.9g\n", L[0], seq);
+    CHECK(want7 != seq); /* the order is visible in these values */
+    /* one process: km_dist_sum is the tree over its K leaves */
+    km_dist_sum r;
+    CHECK_OK(km_dist_sum_init(&r, 2, 7));
+    for (int i = 0; i < 7; i++) {
+        float g[2] = {v[i], v[6 - i]};
+        km_dist_sum_put(&r, i, g);
+    }
+    float out[2];
+    km_dist_sum_run(&r, out);
+    CHECK(out[0] == want7);
+    CHECK(out[1] == ((v[6] + v[5]) + (v[4] + v[3])) + ((v[2] + v[1]) + v[0]));
+    km_dist_sum_free(&r);
+}
+
+/* ------------------------------------------------- the sum across ranks */
+
+KM_TEST(mpi_reduce_adversarial_values_equal_tree_sum) {
+    NEED_MPIRUN();
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s", km_test_bin());
+    char *sl = strrchr(bin, '/');
+    snprintf(sl ? sl + 1 : bin, sizeof bin - (size_t)(sl ? sl + 1 - bin : 0), "tests/mpi_reduce_check");
+    /* np, allreduce algorithm (0: Open MPI's choice), alltoallv, allgatherv */
+    static const int runs[][4] = {{2, 0, 0, 0}, {3, 0, 0, 0}, {4, 0, 0, 0}, {2, 1, 1, 1}, {2, 2, 2, 2},
+                                  {2, 3, 1, 3}, {2, 4, 2, 4}, {2, 5, 1, 5}, {2, 6, 2, 1}, {3, 3, 2, 2},
+                                  {3, 4, 1, 3}, {3, 6, 2, 4}, {4, 2, 1, 2}, {4, 5, 2, 3}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char mca[256] = "";
+        if (runs[i][1])
+            snprintf(mca, sizeof mca,
+                     "--mca coll_tuned_use_dynamic_rules 1 --mca coll_tuned_allreduce_algorithm %d "
+                     "--mca coll_tuned_alltoallv_algorithm %d --mca coll_tuned_allgatherv_algorithm %d",
+                     runs[i][1], runs[i][2], runs[i][3]);
+        const char *log = km_test_sub("reduce.log");
+        int rc = km_test_sh(MPIRUN " -np %d %s '%s' > '%s' 2>&1", runs[i][0], mca, bin, log);
+        char *out = km_test_slurp(log);
+        printf("  np %d %s\n%s", runs[i][0], mca, out ? out : "(no output)\n");
+        CHECK_MSG(rc == 0 && out && strstr(out, "\nOK\n"), "np %d %s: exit %d", runs[i][0], mca, rc);
+        km_free(out);
+    }
+}
+
+/* ---------------------------------------------- training: N ranks = one */
+
+KM_TEST(mpi_train_micro_batch_whole_batch_equals_default) {
+    /* M = B: one micro-batch, the captured BatchNorm update applied after the
+     * forward; must be today's step exactly. M = B/2 must differ (the
+     * comparison can fail). */
+    const char *a = km_test_sub("default"), *b = km_test_sub("m8"), *c = km_test_sub("m4");
+    CHECK(run_np(1, train_args(8, 0, a)) == 0);
+    CHECK(run_np(1, train_args(8, 8, b)) == 0);
+    CHECK(run_np(1, train_args(8, 4, c)) == 0);
+    char pa[1200], pb[1200], pc[1200];
+    snprintf(pa, sizeof pa, "%s/last.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/last.safetensors", b);
+    snprintf(pc, sizeof pc, "%s/last.safetensors", c);
+    CHECK_MSG(same_file(pa, pb), "--micro-batch 8 of batch 8 differs from no micro-batches");
+    CHECK_MSG(!same_file(pa, pc), "--micro-batch 4 gave the default's weights: micro-batches not in effect");
+    char *ma = metrics_untimed(a), *mb = metrics_untimed(b);
+    CHECK(ma && mb && !strcmp(ma, mb));
+    km_free(ma);
+    km_free(mb);
+}
+
+KM_TEST(mpi_train_np2_equals_one_process) {
+    NEED_MPIRUN();
+    const char *a = km_test_sub("np1"), *b = km_test_sub("np2");
+    CHECK(run_np(1, train_args(8, 4, a)) == 0);
+    int rc = run_np(2, train_args(8, 4, b));
+    CHECK_MSG(rc == 0, "mpirun -np 2 exit %d", rc);
+    check_same_run(a, b);
+    /* two micro-batches per rank (K = 4, N = 2) */
+    const char *c = km_test_sub("np1m2"), *d = km_test_sub("np2m2");
+    CHECK(run_np(1, train_args(8, 2, c)) == 0);
+    CHECK(run_np(2, train_args(8, 2, d)) == 0);
+    check_same_run(c, d);
+}
+
+KM_TEST(mpi_train_np3_equals_one_process) {
+    NEED_MPIRUN();
+    /* batch 6 = 3 micro-batches of 2; 16 train images: batches 6, 6, 4 */
+    const char *a = km_test_sub("np1"), *b = km_test_sub("np3");
+    CHECK(run_np(1, train_args(6, 2, a)) == 0);
+    int rc = run_np(3, train_args(6, 2, b));
+    CHECK_MSG(rc == 0, "mpirun -np 3 exit %d", rc);
+    check_same_run(a, b);
+}
+
+/* -------------------------------------------------------- launch errors */
+
+KM_TEST(mpi_refuses_copies_that_do_not_know_each_other) {
+    char *o = NULL;
+    const char *run = km_test_sub("lonely");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "SLURM_STEP_NUM_TASKS=4 '%s' %s > '%s' 2>&1", km_test_bin(), train_args(8, 4, run),
+             km_test_sub("out.txt"));
+    int rc = km_test_sh("%s", cmd);
+    o = km_test_slurp(km_test_sub("out.txt"));
+    printf("  exit %d: %s", rc, o ? o : "");
+    CHECK(rc != 0);
+    CHECK(o && strstr(o, "SLURM_STEP_NUM_TASKS=4") && strstr(o, "do not know each other"));
+    km_free(o);
+    /* N ranks need micro-batches they can share */
+    if (!have_mpirun(__FILE__, __LINE__)) return;
+    rc = km_test_sh(MPIRUN " -np 2 '%s' %s > '%s' 2>&1", km_test_bin(), train_args(6, 2, run), km_test_sub("o2.txt"));
+    o = km_test_slurp(km_test_sub("o2.txt"));
+    CHECK(rc != 0);
+    CHECK(o && strstr(o, "3 micro-batches cannot be shared by 2 processes"));
+    km_free(o);
+}
