@@ -229,3 +229,55 @@ KM_TEST(mpi_refuses_copies_that_do_not_know_each_other) {
     CHECK(o && strstr(o, "3 micro-batches cannot be shared by 2 processes"));
     km_free(o);
 }
+
+/* ------------------------------------------------- pretrain: N ranks = one */
+
+static const char *pretrain_args(int batch, int micro, const char *out) {
+    static char b[4][1024];
+    static int k;
+    char *s = b[k++ & 3];
+    snprintf(s, sizeof b[0],
+             "pretrain --data '%s' --max-images 24 --size 64 --resnet 18 --batch %d --epochs 1 --max-steps 2 "
+             "--threads 1 --quiet --out '%s'",
+             km_test_path("data/kvasir-seg"), batch, out);
+    if (micro) snprintf(s + strlen(s), sizeof b[0] - strlen(s), " --micro-batch %d", micro);
+    return s;
+}
+
+static void check_same_pretrain(const char *a, const char *b, int want_same) {
+    static const char *const files[] = {"last.safetensors", "encoder.safetensors", "projection_head.safetensors"};
+    char pa[1200], pb[1200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        CHECK_MSG(same_file(pa, pb) == want_same, "%s and %s %s", pa, pb, want_same ? "differ" : "are the same");
+    }
+    if (!want_same) return;
+    char *ma = metrics_untimed(a), *mb = metrics_untimed(b);
+    CHECK(ma && mb && !strcmp(ma, mb));
+    km_free(ma);
+    km_free(mb);
+}
+
+KM_TEST(mpi_pretrain_micro_batch_whole_batch_equals_default) {
+    const char *a = km_test_sub("default"), *b = km_test_sub("m8"), *c = km_test_sub("m4");
+    CHECK(run_np(1, pretrain_args(8, 0, a)) == 0);
+    CHECK(run_np(1, pretrain_args(8, 8, b)) == 0);
+    CHECK(run_np(1, pretrain_args(8, 4, c)) == 0);
+    check_same_pretrain(a, b, 1);
+    check_same_pretrain(a, c, 0); /* NT-Xent per micro-batch: other negatives, other weights */
+}
+
+KM_TEST(mpi_pretrain_np2_np3_equal_one_process) {
+    NEED_MPIRUN();
+    const char *a = km_test_sub("np1"), *b = km_test_sub("np2");
+    CHECK(run_np(1, pretrain_args(8, 4, a)) == 0);
+    int rc = run_np(2, pretrain_args(8, 4, b));
+    CHECK_MSG(rc == 0, "mpirun -np 2 exit %d", rc);
+    check_same_pretrain(a, b, 1);
+    const char *c = km_test_sub("np1b6"), *d = km_test_sub("np3");
+    CHECK(run_np(1, pretrain_args(6, 2, c)) == 0);
+    rc = run_np(3, pretrain_args(6, 2, d));
+    CHECK_MSG(rc == 0, "mpirun -np 3 exit %d", rc);
+    check_same_pretrain(c, d, 1);
+}

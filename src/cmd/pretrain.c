@@ -18,6 +18,7 @@
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../core/dist.h"
 #include "../io/settings.h"
 #include "../train/simclr.h"
 
@@ -25,9 +26,9 @@
 #include <string.h>
 
 /* --resume RUN: the run's own settings, --threads may override. */
-static km_status resume_run(const km_cli *cli, const char *run, int threads, int stop_after, FILE *log,
-                            km_simclr_result *r) {
-    static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", NULL};
+static km_status resume_run(const km_cli *cli, const char *run, int threads, int stop_after, double step_timeout,
+                            FILE *log, km_simclr_result *r) {
+    static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", "--step-timeout", NULL};
     int threads_seen;
     km_status s = km_flags_resume_only(cli->flags, allowed, run, "config.json", &threads_seen);
     if (s) return s;
@@ -35,6 +36,7 @@ static km_status resume_run(const km_cli *cli, const char *run, int threads, int
     s = km_simclr_config_load(run, &rc);
     if (s) return s;
     km_resume_threads(&rc.threads, threads, threads_seen, log != NULL);
+    rc.step_timeout = step_timeout;
     rc.out = run; /* the folder may have moved */
     rc.resume = 1;
     rc.stop_after = stop_after;
@@ -63,12 +65,13 @@ km_status km_cmd_pretrain(int argc, char **argv) {
     FILE *log = quiet ? NULL : stderr;
     km_simclr_result r;
     if (resume) {
-        s = resume_run(&cli, resume, c.threads, c.stop_after, log, &r);
+        s = resume_run(&cli, resume, c.threads, c.stop_after, c.step_timeout, log, &r);
     } else {
         if (!c.data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg pretrain --help)");
         s = km_simclr_run(&c, log, &r);
     }
     if (s) return s;
+    if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet && !isnan(r.last_epoch_loss)) /* NaN: resumed, nothing left to train */
         fprintf(stderr, "%s epoch %d: loss %.4f (%s %.4f); %d steps, %.2f img/s\n",
                 r.finished ? "finished after" : "at", r.epochs_done, r.last_epoch_loss,

@@ -15,15 +15,16 @@
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../core/dist.h"
 #include "../io/settings.h"
 #include "../train/train.h"
 
 #include <string.h>
 
 /* --resume RUN: the run's own settings, --threads may override. */
-static km_status resume_run(const km_cli *cli, const char *run, int threads, const km_train_hooks *hooks,
-                            km_train_result *res) {
-    static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", NULL};
+static km_status resume_run(const km_cli *cli, const char *run, int threads, double step_timeout,
+                            const km_train_hooks *hooks, km_train_result *res) {
+    static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", "--step-timeout", NULL};
     int threads_seen;
     km_status s = km_flags_resume_only(cli->flags, allowed, run, "config.json", &threads_seen);
     if (s) return s;
@@ -31,6 +32,7 @@ static km_status resume_run(const km_cli *cli, const char *run, int threads, con
     s = km_train_config_load(run, &rc);
     if (s) return s;
     km_resume_threads(&rc.threads, threads, threads_seen, hooks->log != NULL);
+    rc.step_timeout = step_timeout;
     km_free(rc.out);
     rc.out = km_strdup(run); /* the folder may have moved */
     s = km_train_run(&rc, 1, hooks, res);
@@ -59,7 +61,7 @@ km_status km_cmd_train(int argc, char **argv) {
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_train_result res;
     if (resume) {
-        s = resume_run(&cli, resume, c.threads, &hooks, &res);
+        s = resume_run(&cli, resume, c.threads, c.step_timeout, &hooks, &res);
     } else {
         if (!c.data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg train --help)");
         if (!c.out) return km_err(KM_EARG, "missing required flag --out (the run folder)");
@@ -69,6 +71,7 @@ km_status km_cmd_train(int argc, char **argv) {
         s = km_train_run(&c, 0, &hooks, &res);
     }
     if (s) return s;
+    if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet) {
         fprintf(stderr, "%s after epoch %d: best val loss %.4f at epoch %d; %d steps, %.2f train img/s\n",
                 res.finished ? "finished" : "stopped", res.epochs_done, res.best_val_loss, res.best_epoch,

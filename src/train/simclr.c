@@ -2,8 +2,10 @@
 #include "simclr.h"
 
 #include "dataset.h"
+#include "microbatch.h"
 #include "runfolder.h"
 #include "splits.h"
+#include "../core/dist.h"
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../io/json.h"
@@ -20,6 +22,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const float k_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float k_std[3] = {0.229f, 0.224f, 0.225f};
@@ -249,6 +252,12 @@ static const km_setting k_rows[] = {
     {"p_grey", NULL, KM_SET_F32, O(aug.p_grey), 0.2, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL},
     {"p_blur", NULL, KM_SET_F32, O(aug.p_blur), 0.5, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL},
     {"blur_sigma", NULL, KM_SET_F32PAIR, O(aug.sigma_min), 0.1, 2.0, 0, 0, 0, NULL, KM_SET_OPTIONAL, NULL, NULL, NULL},
+    {"micro_batch", "--micro-batch", KM_SET_INT, O(micro_batch), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL,
+     "split each batch into micro-batches of M images (NT-Xent and BatchNorm per micro-batch, gradients summed in "
+     "a fixed order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL,
+     NULL},
+    {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
+     "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
 #undef P_
 #undef O
@@ -509,6 +518,8 @@ typedef struct {
     km_unetpp *m;
     sc_state st;
     sc_bufs b;
+    km_micro mb;  /* micro_batch > 0 (microbatch.h) */
+    float *gcat;  /* micro-batches: encoder then head gradients, one vector */
 } pretrainer;
 
 /* The train split of the seeded 80/10/10 split, decoded once. */
@@ -544,16 +555,20 @@ static km_status pt_data(pretrainer *P) {
 static km_status pt_open(pretrainer *P, const km_simclr_config *c, FILE *log, km_simclr_result *res) {
     memset(P, 0, sizeof *P);
     P->c = c;
-    P->log = log;
     P->res = res;
-    km_status s = check_config(c);
+    km_status s = km_dist_init();
+    if (s) return s;
+    P->log = km_dist_rank() ? NULL : log;
+    const char *wdir = km_dist_rank() ? NULL : c->out; /* rank 0 alone writes files */
+    s = check_config(c);
+    if (!s) s = km_micro_check(c->batch, c->micro_batch);
     /* a resumed folder is checked first; a new one is created once the data is good */
-    if (!s && c->resume) s = km_run_open(&P->run, c->out, "config.json", "pretrain", 1);
+    if (!s && c->resume) s = km_run_open(&P->run, wdir, "config.json", "pretrain", 1);
     if (s) return s;
     if (c->threads > 0) km_set_threads(c->threads);
     s = pt_data(P);
-    if (!s && !c->resume) s = km_run_open(&P->run, c->out, "config.json", "pretrain", 0);
-    if (!s && !c->resume) s = km_simclr_config_save(c, P->run.config, P->sp.n_train);
+    if (!s && !c->resume) s = km_run_open(&P->run, wdir, "config.json", "pretrain", 0);
+    if (!s && !c->resume && wdir) s = km_simclr_config_save(c, P->run.config, P->sp.n_train);
     if (!s && !c->resume) s = km_run_remove(&P->run, "last.safetensors");
     return s;
 }
@@ -580,14 +595,14 @@ static km_status pt_state(pretrainer *P) {
     for (int i = 0; i < P->ds.n; i++) st->order[i] = i;
     km_rng_seed(&st->rs, c->seed ^ KM_SIMCLR_SHUFFLE_SALT);
     km_rng_seed(&st->ra, c->seed ^ KM_SIMCLR_AUG_SALT);
-    int have_last = c->resume && km_run_has(&P->run, "last.safetensors");
-    km_status s = KM_OK;
-    if (have_last) {
-        km_unetpp *lm = NULL;
-        char *p = km_run_path(&P->run, "last.safetensors");
-        s = load_last(p, c, &lm, st);
-        km_free(p);
-        if (s) return s;
+    char *p = km_path_join(c->out, "last.safetensors"); /* every rank reads it */
+    struct stat sb;
+    int have_last = c->resume && stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+    km_unetpp *lm = NULL;
+    km_status s = have_last ? load_last(p, c, &lm, st) : KM_OK;
+    km_free(p);
+    if (s) return s;
+    if (lm) {
         km_unetpp_free(P->m);
         P->m = lm;
     }
@@ -600,6 +615,26 @@ static km_status pt_state(pretrainer *P) {
             fprintf(P->log, "resuming %s: no checkpoint yet (killed in epoch 1), starting over\n", c->out);
     }
     return km_run_metrics_open(&P->run, k_cols, 7, 3, 0, have_last ? st->epoch : -1);
+}
+
+/* Several ranks: rank 0's initial weights and head go to every rank (a
+ * resumed run: each read the same checkpoint), then every rank checks that
+ * its whole state hashes like rank 0's. */
+static km_status pt_sync(pretrainer *P) {
+    if (km_dist_size() == 1) return KM_OK;
+    sc_state *st = &P->st;
+    if (!P->c->resume) {
+        km_dist_bcast(km_unetpp_params(P->m), sizeof(float) * km_unetpp_num_params(P->m));
+        km_dist_bcast(st->head, sizeof(float) * HEAD_N);
+    }
+    uint64_t h = km_unetpp_state_hash(P->m);
+    float *f[5] = {st->head, st->hm, st->hv, st->em, st->ev};
+    size_t n[5] = {HEAD_N, HEAD_N, HEAD_N, st->n_enc, st->n_enc};
+    for (int i = 0; i < 5; i++) h = km_dist_hash(h, f[i], sizeof(float) * n[i]);
+    h = km_dist_hash(h, st->order, sizeof(int) * (size_t)st->n);
+    int v[3] = {st->epoch, st->steps, st->done};
+    h = km_dist_hash(km_dist_hash(h, v, sizeof v), &st->rs, sizeof st->rs);
+    return km_dist_check_same(km_dist_hash(h, &st->ra, sizeof st->ra), "the pretraining state");
 }
 
 /* Phase 3: the step buffers and the model's activations. */
@@ -628,6 +663,10 @@ static km_status pt_buffers(pretrainer *P) {
     b->views = km_malloc(sizeof(km_simclr_view) * B);
     P->steps_per_epoch = P->ds.n / P->N;
     km_status s = km_unetpp_reserve(P->m, P->B, S, S);
+    if (!s && P->c->micro_batch) {
+        s = km_micro_open(&P->mb, P->N, P->c->micro_batch, P->st.n_enc + HEAD_N, P->m);
+        P->gcat = km_malloc(sizeof(float) * (P->st.n_enc + HEAD_N));
+    }
     if (!s && P->log && !P->st.done)
         fprintf(P->log, "SimCLR pretraining: resnet%d, %d train images, %dx%d, batch %d (%d views), %d steps/epoch, "
                         "lr %g, T %g, %d threads\n",
@@ -635,33 +674,44 @@ static km_status pt_buffers(pretrainer *P) {
     return s;
 }
 
-/* The two views of the step's images (fill = 0: keep the last step's). */
+/* The view behind row d of this process's views: the whole batch (rows
+ * 0..N-1 view 1 of the images, N..2N-1 view 2) or, in micro-batches, local
+ * micro-batch d / 2M's images in the same pattern. */
+static int pt_row_view(const pretrainer *P, int d) {
+    const km_micro *u = &P->mb;
+    if (!u->M) return d;
+    int M = u->M, r = d % (2 * M), j0 = km_micro_global(u, d / (2 * M)) * M;
+    return r < M ? j0 + r : P->N + j0 + r - M;
+}
+
+/* The two views of the step's images, every view drawn (the same random
+ * stream for any number of processes), this process's built (fill = 0: keep
+ * the last step's). */
 static void pt_views(pretrainer *P, const int *bi, int fill) {
     sc_bufs *b = &P->b;
-    int S = P->S, N = P->N, B = P->B;
+    int S = P->S, N = P->N, B = P->B, rows = P->mb.M ? 2 * P->mb.M * P->mb.Kl : B;
     if (fill)
         for (int k = 0; k < B; k++) km_simclr_draw(&P->st.ra, S, &P->c->aug, &b->views[k]);
 #pragma omp parallel for schedule(dynamic, 1) if (fill)
-    for (int k = 0; k < B * fill; k++) {
-        int tid = 0;
+    for (int d = 0; d < rows * fill; d++) {
+        int tid = 0, k = pt_row_view(P, d);
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
         km_simclr_apply(P->ds.images + (size_t)bi[k % N] * S * S * 3, S, &b->views[k], b->work + b->wf * tid,
-                        b->x + (size_t)k * 3 * S * S);
+                        b->x + (size_t)d * 3 * S * S);
     }
 }
 
-/* One optimiser step on images bi[0..N): encoder -> GAP -> head -> NT-Xent,
- * backward, Adam on encoder and head. */
-static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti, double *loss) {
+/* Forward and backward of nv views x (rows 0..nv/2-1 view 1, then view 2):
+ * encoder -> GAP -> head -> NT-Xent; the gradients (times scale) replace
+ * the model's and ghead. */
+static km_status pt_fb(pretrainer *P, const float *x, int nv, float scale, int ep, int sti, double *loss) {
     const km_simclr_config *c = P->c;
     sc_bufs *b = &P->b;
-    sc_state *st = &P->st;
-    int B = P->B, HW = P->HW;
-    float *head = st->head, *ghead = b->ghead;
-    pt_views(P, bi, fill);
-    km_status s = km_unetpp_encoder_forward(P->m, b->x, B, P->S, P->S, 1, b->feat);
+    int B = nv, HW = P->HW;
+    float *head = P->st.head, *ghead = b->ghead;
+    km_status s = km_unetpp_encoder_forward(P->m, x, B, P->S, P->S, 1, b->feat);
     if (s) return s;
     km_gap_forward(b->g, b->feat, B, 512, HW);
     km_linear_forward(b->h1, b->g, head + HEAD_W1, head + HEAD_B1, B, 512, HD);
@@ -676,19 +726,55 @@ static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti
     memset(b->dh1, 0, sizeof(float) * B * HD);
     memset(b->dg, 0, sizeof(float) * B * 512);
     memset(b->dfeat, 0, sizeof(float) * B * 512 * HW);
-    km_ntxent_backward(b->dpr, b->pr, B, PD, (float)c->temperature, 1.0f, b->ntw);
+    km_ntxent_backward(b->dpr, b->pr, B, PD, (float)c->temperature, scale, b->ntw);
     /* dh1 first holds d(loss)/d(a1), then is masked by the ReLU in place */
     km_linear_backward(b->dh1, ghead + HEAD_W2, ghead + HEAD_B2, b->dpr, b->a1, head + HEAD_W2, B, HD, PD);
     for (size_t i = 0; i < (size_t)B * HD; i++) b->dh1[i] = b->a1[i] > 0.0f ? b->dh1[i] : 0.0f;
     km_linear_backward(b->dg, ghead + HEAD_W1, ghead + HEAD_B1, b->dh1, b->g, head + HEAD_W1, B, 512, HD);
     km_gap_backward(b->dfeat, b->dg, B, 512, HW);
     km_unetpp_encoder_backward(P->m, b->dfeat, NULL);
+    return KM_OK;
+}
+
+/* The micro-batches of this process, then the sum over all (microbatch.h):
+ * leaves the summed gradients in the model and ghead. */
+static km_status pt_fb_micro(pretrainer *P, int ep, int sti, double *loss) {
+    km_micro *u = &P->mb;
+    size_t ne = P->st.n_enc, view = (size_t)3 * P->S * P->S;
+    float *genc = km_unetpp_grads(P->m);
+    float share = (float)(1.0 / u->K); /* every batch is full: M of N images each */
+    for (int i = 0; i < u->Kl; i++) {
+        double l = 0;
+        km_micro_begin(u, P->m, i);
+        km_status s = pt_fb(P, P->b.x + view * 2 * u->M * (size_t)i, 2 * u->M, share, ep, sti, &l);
+        if (s) {
+            km_unetpp_bn_capture(P->m, NULL);
+            return s;
+        }
+        memcpy(P->gcat, genc, sizeof(float) * ne);
+        memcpy(P->gcat + ne, P->b.ghead, sizeof(float) * HEAD_N);
+        km_micro_end(u, P->m, i, l, P->gcat);
+    }
+    *loss = km_micro_finish(u, P->m, P->N, P->gcat);
+    memcpy(genc, P->gcat, sizeof(float) * ne);
+    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N);
+    return KM_OK;
+}
+
+/* One optimiser step on images bi[0..N): views, gradients (whole or in
+ * micro-batches), Adam on encoder and head. */
+static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti, double *loss) {
+    const km_simclr_config *c = P->c;
+    sc_state *st = &P->st;
+    pt_views(P, bi, fill);
+    km_status s = P->mb.M ? pt_fb_micro(P, ep, sti, loss) : pt_fb(P, P->b.x, P->B, 1.0f, ep, sti, loss);
+    if (s) return s;
     st->steps++; /* Adam's step counter */
     P->nstep++;
     km_adam_step(km_unetpp_params(P->m), km_unetpp_grads(P->m), st->em, st->ev, st->n_enc, (float)c->lr, 0.9f, 0.999f,
                  1e-8f, (float)c->weight_decay, st->steps);
-    km_adam_step(head, ghead, st->hm, st->hv, HEAD_N, (float)c->lr, 0.9f, 0.999f, 1e-8f, (float)c->weight_decay,
-                 st->steps);
+    km_adam_step(st->head, P->b.ghead, st->hm, st->hv, HEAD_N, (float)c->lr, 0.9f, 0.999f, 1e-8f,
+                 (float)c->weight_decay, st->steps);
     return KM_OK;
 }
 
@@ -698,6 +784,8 @@ static km_status pt_save_epoch(pretrainer *P, int esteps, double el, double dt) 
     const km_simclr_config *c = P->c;
     int ep = P->st.epoch, N = P->N;
     double row[7] = {ep, esteps, (double)esteps * N, el, c->lr, dt, dt > 0 ? esteps * N / dt : 0.0};
+    km_dist_barrier(); /* files only once every rank has finished the epoch */
+    if (!P->run.dir) return KM_OK; /* ranks > 0 */
     km_status s = km_run_metrics_row(&P->run, row);
     char *pe = km_run_path(&P->run, "encoder.safetensors"), *ph = km_run_path(&P->run, "projection_head.safetensors");
     char *pl = km_run_path(&P->run, "last.safetensors");
@@ -766,6 +854,8 @@ static km_status pt_close(pretrainer *P, km_status s) {
     km_free(b->x), km_free(b->work), km_free(b->feat), km_free(b->dfeat), km_free(b->g), km_free(b->dg);
     km_free(b->h1), km_free(b->dh1), km_free(b->a1), km_free(b->pr), km_free(b->dpr), km_free(b->ntw);
     km_free(b->ghead), km_free(b->views);
+    km_micro_close(&P->mb);
+    km_free(P->gcat);
     if (P->m) km_unetpp_free(P->m);
     km_dataset_free(&P->ds);
     km_split_free(&P->sp);
@@ -778,6 +868,7 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
     pretrainer P;
     km_status s = pt_open(&P, c, log, res);
     if (!s) s = pt_state(&P);
+    if (!s) s = pt_sync(&P);
     if (!s) s = pt_buffers(&P);
     int stop = 0;
     while (!s && !stop && !P.st.done && !(c->stop_after && P.st.epoch >= c->stop_after)) s = pt_epoch(&P, &stop);
@@ -787,8 +878,9 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
     if (!s && P.st.epoch == 0)
         s = km_err(KM_EARG, "no training step was run (--max-steps %d, %d steps per epoch)", c->max_steps,
                    P.steps_per_epoch);
-    if (!s && log && P.nstep)
-        fprintf(log, "wrote %s/encoder.safetensors (encoder) and %s/projection_head.safetensors after %d epochs, "
+    if (!s && P.log && P.nstep)
+        fprintf(P.log, "wrote %s/encoder.safetensors (encoder) and %s/projection_head.safetensors after %d epochs, "
                      "%d steps\n", c->out, c->out, P.st.epoch, P.st.steps);
-    return pt_close(&P, s);
+    s = pt_close(&P, s);
+    return s ? km_dist_fail(s) : s; /* a failed rank ends the job */
 }

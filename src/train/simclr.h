@@ -117,6 +117,9 @@ typedef struct {
     double lr, temperature, weight_decay;
     uint64_t seed;
     int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */
+    int micro_batch;   /* M images (2M views): NT-Xent per micro-batch, gradients summed in a fixed
+                          order and shared by mpirun's ranks (microbatch.h; 0: off) */
+    double step_timeout; /* watchdog on one step, seconds (0: off; not saved) */
     km_simclr_aug_cfg aug;
     /* how this process runs (not part of config.json) */
     int resume;     /* continue the run in `out` from last.safetensors (c: its

@@ -3,6 +3,7 @@
 
 #include "augment.h"
 #include "dataset.h"
+#include "microbatch.h"
 #include "runfolder.h"
 #include "sched.h"
 #include "splits.h"
@@ -122,8 +123,7 @@ km_status km_train_config_check(const km_train_config *c) {
                       c->val_fraction, c->test_fraction);
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
     if (c->micro_batch && (c->micro_batch < 2 || c->batch % c->micro_batch))
-        return km_err(KM_EARG, "--micro-batch %d: expected 0 (off) or a divisor of --batch %d of at least 2 "
-                      "(BatchNorm statistics per micro-batch)", c->micro_batch, c->batch);
+        return km_micro_check(c->batch, c->micro_batch);
     return KM_OK;
 }
 
@@ -449,63 +449,6 @@ static km_status prepare_data(const km_train_config *c, int resume, const char *
     return s;
 }
 
-/* Micro-batches (micro_batch = M > 0): a batch of B is K = B/M micro-batches;
- * rank r of N computes micro-batches [r K/N, (r+1) K/N), each on its own
- * (BatchNorm statistics of the micro-batch, loss scaled by its share of the
- * batch's images), and their gradients are summed in a fixed tree order
- * (dist.h), the same bits for every N. Running statistics are captured per
- * micro-batch and applied in micro-batch order on every rank. */
-typedef struct {
-    int M, K, Kl, rank;
-    size_t nst; /* BatchNorm statistics floats per micro-batch */
-    km_dist_sum sum;
-    float *st, *st_all;  /* [Kl][nst] this rank's, [K][nst] everyone's */
-    double *ls, *ls_all; /* loss per micro-batch, likewise */
-} micro;
-
-static km_status micro_open(micro *u, const km_train_config *c, km_unetpp *m) {
-    u->M = c->micro_batch;
-    u->K = c->batch / u->M;
-    u->rank = km_dist_rank();
-    km_status s = km_dist_sum_init(&u->sum, km_unetpp_num_params(m), u->K);
-    if (s) return km_err_prefix(s, "--micro-batch: ");
-    u->Kl = u->sum.Kl;
-    u->nst = km_unetpp_bn_stats_floats(m);
-    u->st = km_malloc(sizeof(float) * u->nst * (size_t)u->Kl);
-    u->st_all = km_malloc(sizeof(float) * u->nst * (size_t)u->K);
-    u->ls = km_malloc(sizeof(double) * (size_t)u->Kl);
-    u->ls_all = km_malloc(sizeof(double) * (size_t)u->K);
-    return KM_OK;
-}
-
-static void micro_close(micro *u) {
-    km_dist_sum_free(&u->sum);
-    km_free(u->st);
-    km_free(u->st_all);
-    km_free(u->ls);
-    km_free(u->ls_all);
-}
-
-/* Images of micro-batch j of a batch of bn: 0 for one image (BatchNorm of a
- * single image is degenerate, as the loop's dropped trailing batch). */
-static int micro_n(const micro *u, int j, int bn) {
-    int n = bn - j * u->M;
-    n = n < 0 ? 0 : (n > u->M ? u->M : n);
-    return n < 2 ? 0 : n;
-}
-
-/* This rank's images [*lo, *hi) of a batch of bn. */
-static void rank_images(const micro *u, int bn, int *lo, int *hi) {
-    if (!u->M) {
-        *lo = 0;
-        *hi = bn;
-        return;
-    }
-    int a = u->rank * u->Kl * u->M, b = a + u->Kl * u->M;
-    *lo = a < bn ? a : bn;
-    *hi = b < bn ? b : bn;
-}
-
 /* Everything one run holds: zeroed by trainer_open, released by
  * trainer_close on every path (the one cleanup of the run). */
 typedef struct {
@@ -523,7 +466,7 @@ typedef struct {
     int epoch, steps, done;
     int *val_order, *order;
     uint8_t *aug;
-    micro mb; /* micro_batch > 0 */
+    km_micro mb; /* micro_batch > 0 (microbatch.h) */
 } trainer;
 
 static km_status save_last(trainer *T) {
@@ -604,12 +547,8 @@ static km_status trainer_open(trainer *T, const km_train_config *c, int resume, 
     s = km_train_config_check(c);
     if (s) return s;
     if (resume && !c->out) return km_err(KM_EARG, "--resume needs the run folder");
-    int N = km_dist_size();
-    if (N > 1 && !c->micro_batch)
-        return km_err(KM_EARG, "%d processes need --micro-batch M (the batch is shared out in micro-batches)", N);
-    if (c->micro_batch && (c->batch / c->micro_batch) % N)
-        return km_err(KM_EARG, "--batch %d / --micro-batch %d = %d micro-batches cannot be shared by %d processes "
-                      "(a multiple of %d is needed)", c->batch, c->micro_batch, c->batch / c->micro_batch, N, N);
+    s = km_micro_check(c->batch, c->micro_batch);
+    if (s) return s;
     km_set_threads(c->threads);
     km_rng_seed(&T->rng, c->seed ^ KM_TRAIN_RNG_SALT);
     km_plateau_init(&T->pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
@@ -648,26 +587,13 @@ static km_status trainer_model(trainer *T, int resume) {
     return s;
 }
 
-/* Hash of the whole model state: weights, BatchNorm buffers and counters,
- * Adam moments and step. */
-static uint64_t model_hash(const km_unetpp *m) {
-    km_tdict d;
-    km_tdict_init(&d);
-    km_unetpp_to_tdict(m, &d);
-    km_unetpp_optim_to_tdict(m, &d);
-    uint64_t h = 1469598103934665603ULL;
-    for (int i = 0; i < d.n; i++) h = km_dist_hash(h, d.items[i].data, d.items[i].nbytes);
-    km_tdict_free(&d);
-    return h;
-}
-
 /* Several ranks: rank 0's initial weights go to every rank (a resumed run:
  * each read the same checkpoint), then every rank checks that its model,
  * optimiser and RNG state hash like rank 0's. */
 static km_status trainer_sync(trainer *T, int resume) {
     if (km_dist_size() == 1) return KM_OK;
     if (!resume) km_dist_bcast(km_unetpp_params(T->L.m), sizeof(float) * km_unetpp_num_params(T->L.m));
-    uint64_t h = km_dist_hash(model_hash(T->L.m), &T->rng, sizeof T->rng);
+    uint64_t h = km_dist_hash(km_unetpp_state_hash(T->L.m), &T->rng, sizeof T->rng);
     h = km_dist_hash(h, &T->epoch, sizeof T->epoch);
     return km_dist_check_same(km_dist_hash(h, &T->steps, sizeof T->steps), "the model, optimiser and RNG state");
 }
@@ -696,7 +622,8 @@ static km_status trainer_buffers(trainer *T, int resume) {
     for (int i = 0; i < d->va.n || i < d->te.n; i++) T->val_order[i] = i;
     T->order = km_malloc(sizeof(int) * (size_t)(d->tr.n + 1));
     T->aug = km_malloc((size_t)d->tr.n + 1);
-    return T->c->micro_batch ? micro_open(&T->mb, T->c, L->m) : KM_OK;
+    if (!T->c->micro_batch) return KM_OK;
+    return km_micro_open(&T->mb, T->c->batch, T->c->micro_batch, km_unetpp_num_params(L->m), L->m);
 }
 
 /* The untrained model's validation as log row 0 (eval_init). */
@@ -725,23 +652,22 @@ static km_status step_whole(trainer *T, const float *x, const float *y, int bn, 
     return KM_OK;
 }
 
-/* One optimiser step in micro-batches (see `micro`): x, y hold this rank's
- * images of the batch of bn. *loss = sum over micro-batches of loss x share,
- * *used = the images in micro-batches that count. */
+/* One optimiser step in micro-batches (microbatch.h): x, y hold this rank's
+ * images of the batch of bn. *loss = the batch loss, *used = the images in
+ * micro-batches that count. */
 static km_status step_micro(trainer *T, const float *x, const float *y, int bn, float lr, double *loss, int *used) {
     const km_train_config *c = T->c;
     loop *L = &T->L;
-    micro *u = &T->mb;
+    km_micro *u = &T->mb;
     size_t P = (size_t)L->S * L->S;
     int total = 0;
-    for (int j = 0; j < u->K; j++) total += micro_n(u, j, bn);
+    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
     float *g = km_unetpp_grads(L->m);
     for (int i = 0; i < u->Kl; i++) {
-        int j = u->rank * u->Kl + i, nj = micro_n(u, j, bn);
-        float *st = u->st + u->nst * (size_t)i;
-        km_unetpp_bn_capture(L->m, st); /* zeroed: an empty micro-batch updates nothing */
+        int nj = km_micro_n(u, km_micro_global(u, i), bn);
+        double l = 0;
+        km_micro_begin(u, L->m, i);
         km_unetpp_zero_grad(L->m);
-        u->ls[i] = 0;
         if (nj) {
             const float *xi = x + 3 * P * (size_t)i * u->M, *yi = y + P * (size_t)i * u->M;
             km_status s = km_unetpp_forward(L->m, xi, nj, L->S, L->S, 1, L->logits);
@@ -750,24 +676,13 @@ static km_status step_micro(trainer *T, const float *x, const float *y, int bn, 
                 return s;
             }
             float share = (float)((double)nj / total);
-            u->ls[i] = km_seg_loss(L->logits, yi, P * nj, c->bce_weight, share, L->dlogits, NULL, NULL);
+            l = km_seg_loss(L->logits, yi, P * nj, c->bce_weight, share, L->dlogits, NULL, NULL);
             km_unetpp_backward(L->m, L->dlogits, NULL);
         }
-        km_dist_sum_put(&u->sum, i, g);
+        km_micro_end(u, L->m, i, l, g);
     }
-    km_unetpp_bn_capture(L->m, NULL);
-    km_dist_sum_run(&u->sum, g);
-    km_dist_allgather(u->st, u->st_all, sizeof(float) * u->nst * (size_t)u->Kl);
-    km_dist_allgather(u->ls, u->ls_all, sizeof(double) * (size_t)u->Kl);
-    double l = 0;
-    for (int j = 0; j < u->K; j++) {
-        int nj = micro_n(u, j, bn);
-        if (!nj) continue;
-        km_unetpp_bn_apply(L->m, u->st_all + u->nst * (size_t)j);
-        l += u->ls_all[j] * nj / total;
-    }
+    *loss = km_micro_finish(u, L->m, bn, g);
     km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
-    *loss = l;
     *used = total;
     return KM_OK;
 }
@@ -791,7 +706,7 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     *seen = 0;
     *t_steps = 0;
     int lo, hi;
-    rank_images(&T->mb, n < B ? n : B, &lo, &hi);
+    km_micro_rank_images(&T->mb, n < B ? n : B, &lo, &hi);
     prefetch_submit(&L->pf, &T->d.tr, T->order + lo, T->aug + lo, hi - lo, L->x[0], L->y[0]);
     for (int k = 0; k < nb; k++) {
         int b0 = k * B, bn = n - b0 < B ? n - b0 : B;
@@ -799,7 +714,7 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
         int last = k + 1 == nb || (c->max_steps && T->steps + 1 >= c->max_steps);
         if (!last) {
             int nb0 = b0 + B, nbn = n - nb0 < B ? n - nb0 : B;
-            rank_images(&T->mb, nbn, &lo, &hi);
+            km_micro_rank_images(&T->mb, nbn, &lo, &hi);
             prefetch_submit(&L->pf, &T->d.tr, T->order + nb0 + lo, T->aug + nb0 + lo, hi - lo, L->x[(k + 1) & 1],
                             L->y[(k + 1) & 1]);
         }
@@ -833,7 +748,7 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
 static km_status train_epoch(trainer *T, int *stop) {
     const km_train_config *c = T->c;
     T->epoch++;
-    double t_ep = km_now(), t_steps, tl;
+    double t_ep = km_now(), t_steps = 0, tl = NAN;
     double lr_ep = T->pl.lr; /* torch keeps the lr as a double; Adam gets it as float */
     int seen;
     km_status s = train_steps(T, (float)lr_ep, &tl, &seen, &t_steps);
@@ -881,7 +796,7 @@ static km_status trainer_close(trainer *T, km_status s) {
     km_free(T->val_order);
     km_free(T->order);
     km_free(T->aug);
-    micro_close(&T->mb);
+    km_micro_close(&T->mb);
     run_data_free(&T->d);
     return s;
 }
