@@ -23,6 +23,7 @@
 #include "../train/simclr.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --resume RUN: the run's own settings, --threads may override. */
@@ -64,13 +65,16 @@ km_status km_cmd_pretrain(int argc, char **argv) {
     if (c.stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", c.stop_after);
     FILE *log = quiet ? NULL : stderr;
     km_simclr_result r;
+    km_dist_signals_install(); /* SIGTERM/SIGUSR1: checkpoint and stop (dist.h) */
     if (resume) {
         s = resume_run(&cli, resume, c.threads, c.stop_after, c.step_timeout, log, &r);
     } else {
         if (!c.data) return km_err(KM_EARG, "missing required flag --data (or --resume RUN; see kmseg pretrain --help)");
         s = km_simclr_run(&c, log, &r);
     }
+    km_dist_signals_restore();
     if (s) return s;
+    if (km_dist_stop_pending()) exit(0); /* SIGTERM/SIGUSR1: checkpoint written; end here, also inside a grid */
     if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet && !isnan(r.last_epoch_loss)) /* NaN: resumed, nothing left to train */
         fprintf(stderr, "%s epoch %d: loss %.4f (%s %.4f); %d steps, %.2f img/s\n",

@@ -19,6 +19,7 @@
 #include "../io/settings.h"
 #include "../train/train.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* --resume RUN: the run's own settings, --threads may override. */
@@ -60,6 +61,7 @@ km_status km_cmd_train(int argc, char **argv) {
     km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, stop_after, NULL, NULL};
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_train_result res;
+    km_dist_signals_install(); /* SIGTERM/SIGUSR1: checkpoint and stop (dist.h) */
     if (resume) {
         s = resume_run(&cli, resume, c.threads, c.step_timeout, &hooks, &res);
     } else {
@@ -70,7 +72,9 @@ km_status km_cmd_train(int argc, char **argv) {
         c.split_dir = (char *)split_dir;
         s = km_train_run(&c, 0, &hooks, &res);
     }
+    km_dist_signals_restore();
     if (s) return s;
+    if (km_dist_stop_pending()) exit(0); /* SIGTERM/SIGUSR1: checkpoint written; end here, also inside a grid */
     if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet) {
         fprintf(stderr, "%s after epoch %d: best val loss %.4f at epoch %d; %d steps, %.2f train img/s\n",

@@ -6,9 +6,13 @@
 #ifdef KM_MPI
 #include <mpi.h>
 #endif
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static int g_init, g_rank, g_size = 1, g_mpi;
 static double g_comm_s;
@@ -141,6 +145,129 @@ km_status km_dist_check_same(uint64_t hash, const char *what) {
                        (unsigned long long)all[r], (unsigned long long)all[0]);
     km_free(all);
     return s;
+}
+
+/* ---------------------------------------------------------------- failures */
+
+static volatile sig_atomic_t g_stop;
+static struct sigaction g_old_term, g_old_usr1;
+static int g_sig_installed;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+void km_dist_signals_install(void) {
+    if (g_sig_installed) return;
+    g_sig_installed = 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, &g_old_term);
+    sigaction(SIGUSR1, &sa, &g_old_usr1);
+}
+
+void km_dist_signals_restore(void) {
+    if (!g_sig_installed) return;
+    g_sig_installed = 0;
+    sigaction(SIGTERM, &g_old_term, NULL);
+    sigaction(SIGUSR1, &g_old_usr1, NULL);
+}
+
+int km_dist_stop_requested(void) {
+    if (km_dist_max_int(g_stop ? 1 : 0)) g_stop = 1; /* every rank then reports it pending */
+    return g_stop != 0;
+}
+int km_dist_stop_pending(void) { return g_stop != 0; }
+
+static struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int on, quit, in_step, step;
+    double limit, t0;
+} g_wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&g_wd.mu);
+    while (!g_wd.quit) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200000000L; /* look 5 times a second */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g_wd.cv, &g_wd.mu, &ts);
+        double ran = g_wd.in_step ? km_now() - g_wd.t0 : 0;
+        if (!g_wd.quit && ran > g_wd.limit) {
+            fprintf(stderr, "kmseg: rank %d: step %d has run for %.1f s, more than --step-timeout %g (a rank hung or "
+                    "died?): ending the job\n", g_rank, g_wd.step, ran, g_wd.limit);
+            fflush(stderr);
+#ifdef KM_MPI
+            /* FUNNELED allows MPI calls on the main thread only, which is
+             * stuck; Open MPI's abort only signals its daemon, and a return
+             * falls through to the exit below. */
+            if (g_mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+            _exit(1);
+        }
+    }
+    pthread_mutex_unlock(&g_wd.mu);
+    return NULL;
+}
+
+km_status km_dist_watchdog_start(double seconds) {
+    if (seconds <= 0 || g_wd.on) return KM_OK;
+    g_wd.limit = seconds;
+    g_wd.quit = 0;
+    g_wd.in_step = 0;
+    int e = pthread_create(&g_wd.th, NULL, watchdog_main, NULL);
+    if (e) return km_err(KM_EINTERNAL, "cannot start the --step-timeout watchdog: %s", strerror(e));
+    g_wd.on = 1;
+    return KM_OK;
+}
+
+void km_dist_watchdog_stop(void) {
+    if (!g_wd.on) return;
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.quit = 1;
+    pthread_cond_broadcast(&g_wd.cv);
+    pthread_mutex_unlock(&g_wd.mu);
+    pthread_join(g_wd.th, NULL);
+    g_wd.on = 0;
+}
+
+void km_dist_step_begin(int step) {
+    if (!g_wd.on) return;
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.step = step;
+    g_wd.t0 = km_now();
+    g_wd.in_step = 1;
+    pthread_mutex_unlock(&g_wd.mu);
+}
+
+void km_dist_step_end(void) {
+    if (!g_wd.on) return;
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.in_step = 0;
+    pthread_mutex_unlock(&g_wd.mu);
+}
+
+void km_dist_test_fault(int step) {
+    const char *v = getenv("KMSEG_TEST_FAULT");
+    int r, st;
+    char kind[16];
+    if (!v || sscanf(v, "%d:%d:%15s", &r, &st, kind) != 3 || r != g_rank || st != step) return;
+    fprintf(stderr, "kmseg: KMSEG_TEST_FAULT: rank %d after step %d: %s\n", r, st, kind);
+    fflush(stderr);
+    if (!strcmp(kind, "kill")) raise(SIGKILL);
+    if (!strcmp(kind, "hang")) sleep(3600);
+    if (!strcmp(kind, "usr1")) raise(SIGUSR1);
 }
 
 /* ------------------------------------------------------------ the tree sum */

@@ -55,6 +55,34 @@ km_status km_dist_check_same(uint64_t hash, const char *what);
 /* FNV-1a 64 of bytes, continuing from h (start with 1469598103934665603). */
 uint64_t km_dist_hash(uint64_t h, const void *p, size_t bytes);
 
+/* ---- failures (issue 12 point 4) ----
+ * Stop requests: SIGTERM and SIGUSR1 (Slurm's warning before its time
+ * limit, `sbatch --signal=USR1@120`) set a flag instead of ending the
+ * process; km_dist_stop_requested, called by every rank at the same point
+ * (a step's end), returns the maximum of the ranks' flags, so all stop after
+ * the same step, checkpoint and exit 0. The handlers are installed by
+ * km_dist_signals_install and restored by km_dist_signals_restore; the flag,
+ * once set, stays set for the process. */
+void km_dist_signals_install(void);
+void km_dist_signals_restore(void);
+int km_dist_stop_requested(void); /* collective */
+int km_dist_stop_pending(void);   /* this process's flag (not collective) */
+
+/* The step watchdog (--step-timeout SEC, 0: none): a thread that ends the
+ * job with MPI_Abort (without MPI: exit 1), after printing "kmseg: rank R:
+ * step S has run for T s, more than --step-timeout SEC (a rank hung or
+ * died?)", when a step (between km_dist_step_begin and _end, its
+ * collectives included) lasts longer than SEC. */
+km_status km_dist_watchdog_start(double seconds);
+void km_dist_watchdog_stop(void);
+void km_dist_step_begin(int step);
+void km_dist_step_end(void);
+
+/* Test hook: with KMSEG_TEST_FAULT=RANK:STEP:KIND in the environment, rank
+ * RANK after optimiser step STEP kills itself (KIND kill: SIGKILL), sleeps
+ * for an hour (hang) or raises SIGUSR1 (usr1). Tests only. */
+void km_dist_test_fault(int step);
+
 /* Pairwise tree sum in place: leaf i is leaves + i*stride (n floats each),
  * the result lands in leaf 0. sum(leaves 0..K) = sum(0..p) + sum(p..K) with
  * p the largest power of two below K: balanced for K a power of two, and the

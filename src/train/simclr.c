@@ -363,6 +363,13 @@ typedef struct {
     int *order, n;                   /* the image order (permuted further every epoch) */
     int epoch, steps, done;
     km_rng rs, ra; /* shuffling, views */
+    /* A stop request (SIGTERM/SIGUSR1, dist.h) in mid-epoch saves the state
+     * as the epoch began (order, RNGs) plus the steps done and their loss
+     * sum; a resumed run reshuffles, redraws the done steps' views and goes
+     * on from there. */
+    int *ep_order, part_steps;
+    km_rng ep_rs, ep_ra;
+    double part_esum;
 } sc_state;
 
 static km_status save_last(const char *path, const km_unetpp *m, const km_simclr_config *c, const sc_state *st) {
@@ -376,7 +383,8 @@ static km_status save_last(const char *path, const km_unetpp *m, const km_simclr
     km_tdict_add(&d, "adam.head.exp_avg", KM_F32, 1, &nh, st->hm);
     km_tdict_add(&d, "adam.head.exp_avg_sq", KM_F32, 1, &nh, st->hv);
     _Static_assert(sizeof(int) == 4, "pretrain.order is stored as int32");
-    km_tdict_add(&d, "pretrain.order", KM_I32, 1, &no, st->order);
+    int part = st->part_steps > 0;
+    km_tdict_add(&d, "pretrain.order", KM_I32, 1, &no, part ? st->ep_order : st->order);
     km_meta_model(&d, "UnetPlusPlus+SimCLRProjectionHead", c->resnet);
     km_meta_set_int(&d, "size", c->size);
     km_meta_set_int(&d, "seed", (long long)c->seed);
@@ -384,8 +392,12 @@ static km_status save_last(const char *path, const km_unetpp *m, const km_simclr
     km_meta_set_int(&d, "pretrain.steps", st->steps);
     km_meta_set_int(&d, "pretrain.done", st->done);
     km_meta_set_int(&d, "pretrain.n_train", st->n);
-    km_meta_set_rng(&d, "pretrain.rng_shuffle", &st->rs);
-    km_meta_set_rng(&d, "pretrain.rng_aug", &st->ra);
+    km_meta_set_rng(&d, "pretrain.rng_shuffle", part ? &st->ep_rs : &st->rs);
+    km_meta_set_rng(&d, "pretrain.rng_aug", part ? &st->ep_ra : &st->ra);
+    if (part) {
+        km_meta_set_int(&d, "pretrain.partial_steps", st->part_steps);
+        km_meta_set_num(&d, "pretrain.partial_loss_sum", st->part_esum);
+    }
     km_status s = km_safetensors_save(path, &d);
     km_tdict_free(&d);
     return s;
@@ -398,7 +410,15 @@ static km_status load_meta(const km_tdict *d, const char *path, const km_simclr_
     if (!s) s = km_meta_get_int(d, "pretrain.steps", path, &steps);
     if (!s) s = km_meta_get_int(d, "pretrain.done", path, &done);
     if (!s) s = km_meta_get_int(d, "pretrain.n_train", path, &n);
-    if (!s && (epoch < 1 || epoch > c->epochs || steps < 1 || (done != 0 && done != 1)))
+    long long part = 0;
+    if (!s && km_tdict_get_meta(d, "pretrain.partial_steps")) { /* stopped mid-epoch */
+        s = km_meta_get_int(d, "pretrain.partial_steps", path, &part);
+        const char *v = km_tdict_get_meta(d, "pretrain.partial_loss_sum");
+        if (!s && !v) s = km_err(KM_EMISSING, "%s: missing metadata 'pretrain.partial_loss_sum'", path);
+        if (!s) st->part_esum = strtod(v, NULL);
+        st->part_steps = (int)part;
+    }
+    if (!s && (epoch < (part ? 0 : 1) || epoch > c->epochs || steps < 1 || (done != 0 && done != 1)))
         s = km_err(KM_EFORMAT, "%s: inconsistent metadata (epoch %lld of %d, %lld steps, done %lld)", path, epoch,
                    c->epochs, steps, done);
     if (!s && n != st->n)
@@ -592,6 +612,7 @@ static km_status pt_state(pretrainer *P) {
     double b1 = 1.0 / sqrt((double)HD);
     for (int i = 0; i < HEAD_N; i++) st->head[i] = (float)uni(&hr, -b1, b1); /* both layers have fan-in 512 */
     st->order = km_malloc(sizeof(int) * (P->ds.n + 1));
+    st->ep_order = km_malloc(sizeof(int) * (P->ds.n + 1));
     for (int i = 0; i < P->ds.n; i++) st->order[i] = i;
     km_rng_seed(&st->rs, c->seed ^ KM_SIMCLR_SHUFFLE_SALT);
     km_rng_seed(&st->ra, c->seed ^ KM_SIMCLR_AUG_SALT);
@@ -798,23 +819,49 @@ static km_status pt_save_epoch(pretrainer *P, int esteps, double el, double dt) 
     return s;
 }
 
+/* A stop request in mid-epoch: last.safetensors with the epoch's start and
+ * its done steps (no log row), and the run ends. */
+static km_status pt_stop_mid_epoch(pretrainer *P, int *stop) {
+    sc_state *st = &P->st;
+    *stop = 1;
+    km_dist_barrier();
+    if (!P->run.dir) return KM_OK;
+    char *pl = km_run_path(&P->run, "last.safetensors");
+    km_status s = save_last(pl, P->m, P->c, st);
+    km_free(pl);
+    if (!s && P->log)
+        fprintf(P->log, "stop requested (SIGTERM/SIGUSR1): checkpoint after step %d (%d of epoch %d); continue with "
+                "--resume %s\n", st->steps, st->part_steps, st->epoch + 1, P->c->out);
+    return s;
+}
+
 /* One epoch (shuffle, steps, files). *stop: nothing was trained (the step
  * budget was spent) or an error. */
 static km_status pt_epoch(pretrainer *P, int *stop) {
     const km_simclr_config *c = P->c;
     sc_state *st = &P->st;
     km_simclr_result *res = P->res;
-    int ep = st->epoch + 1, N = P->N, esteps = 0;
+    int ep = st->epoch + 1, N = P->N, esteps = st->part_steps;
+    memcpy(st->ep_order, st->order, sizeof(int) * (size_t)P->ds.n);
+    st->ep_rs = st->rs;
+    st->ep_ra = st->ra;
     km_rng_shuffle(&st->rs, st->order, P->ds.n);
+    for (int sti = 0; sti < esteps; sti++) /* resumed in mid-epoch: the done steps' views */
+        for (int k = 0; k < P->B; k++) km_simclr_draw(&st->ra, P->S, &c->aug, &P->b.views[k]);
     km_progress pg = {0};
     char lbl[64], extra[64];
     snprintf(lbl, sizeof lbl, "pretrain %d/%d", ep, c->epochs);
     if (P->log) km_progress_start(&pg, P->log, lbl, (int64_t)P->steps_per_epoch * N, "img");
-    double esum = 0.0, t0 = km_now(), loss = NAN;
+    double esum = st->part_esum, t0 = km_now(), loss = NAN;
     km_status s = KM_OK;
-    for (int sti = 0; sti < P->steps_per_epoch && !s; sti++) {
+    int sti0 = st->part_steps;
+    st->part_steps = 0;
+    st->part_esum = 0;
+    for (int sti = sti0; sti < P->steps_per_epoch && !s; sti++) {
         if (c->max_steps && st->steps >= c->max_steps) break;
+        km_dist_step_begin(st->steps + 1);
         s = pt_step(P, st->order + (size_t)sti * N, !(c->fixed_batch && P->nstep > 0), ep, sti, &loss);
+        km_dist_step_end();
         if (s) break;
         if (P->nstep == 1) res->first_loss = loss;
         res->last_loss = loss;
@@ -825,6 +872,17 @@ static km_status pt_epoch(pretrainer *P, int *stop) {
             snprintf(extra, sizeof extra, "loss %.4f", loss);
             km_progress_update(&pg, (int64_t)(sti + 1) * N, extra);
         }
+        km_dist_test_fault(st->steps);
+        if (km_dist_stop_requested() && sti + 1 < P->steps_per_epoch &&
+            !(c->max_steps && st->steps >= c->max_steps)) {
+            st->part_steps = esteps; /* mid-epoch (an epoch's end stops after its files) */
+            st->part_esum = esum;
+            break;
+        }
+    }
+    if (!s && st->part_steps) {
+        if (P->log) km_progress_end(&pg, NULL);
+        return pt_stop_mid_epoch(P, stop);
     }
     double dt = km_now() - t0;
     res->seconds += dt;
@@ -851,6 +909,7 @@ static km_status pt_close(pretrainer *P, km_status s) {
     sc_state *st = &P->st;
     sc_bufs *b = &P->b;
     km_free(st->head), km_free(st->hm), km_free(st->hv), km_free(st->em), km_free(st->ev), km_free(st->order);
+    km_free(st->ep_order);
     km_free(b->x), km_free(b->work), km_free(b->feat), km_free(b->dfeat), km_free(b->g), km_free(b->dg);
     km_free(b->h1), km_free(b->dh1), km_free(b->a1), km_free(b->pr), km_free(b->dpr), km_free(b->ntw);
     km_free(b->ghead), km_free(b->views);
@@ -871,14 +930,25 @@ km_status km_simclr_run(const km_simclr_config *c, FILE *log, km_simclr_result *
     if (!s) s = pt_sync(&P);
     if (!s) s = pt_buffers(&P);
     int stop = 0;
-    while (!s && !stop && !P.st.done && !(c->stop_after && P.st.epoch >= c->stop_after)) s = pt_epoch(&P, &stop);
+    if (!s) s = km_dist_watchdog_start(c->step_timeout);
+    while (!s && !stop && !P.st.done && !(c->stop_after && P.st.epoch >= c->stop_after)) {
+        s = pt_epoch(&P, &stop);
+        if (!s && !stop && !P.st.done && km_dist_stop_requested()) {
+            if (P.log)
+                fprintf(P.log, "stop requested (SIGTERM/SIGUSR1): checkpoint after epoch %d; continue with --resume "
+                        "%s\n", P.st.epoch, c->out);
+            break;
+        }
+    }
+    km_dist_watchdog_stop();
     res->epochs_done = P.st.epoch;
     res->steps = P.st.steps;
     res->finished = P.st.done;
-    if (!s && P.st.epoch == 0)
+    int stopped = km_dist_stop_pending();
+    if (!s && P.st.epoch == 0 && !stopped)
         s = km_err(KM_EARG, "no training step was run (--max-steps %d, %d steps per epoch)", c->max_steps,
                    P.steps_per_epoch);
-    if (!s && P.log && P.nstep)
+    if (!s && P.log && P.nstep && P.st.epoch > 0)
         fprintf(P.log, "wrote %s/encoder.safetensors (encoder) and %s/projection_head.safetensors after %d epochs, "
                      "%d steps\n", c->out, c->out, P.st.epoch, P.st.steps);
     s = pt_close(&P, s);

@@ -467,6 +467,13 @@ typedef struct {
     int *val_order, *order;
     uint8_t *aug;
     km_micro mb; /* micro_batch > 0 (microbatch.h) */
+    /* A stop request (SIGTERM/SIGUSR1, dist.h) ends the run after any step:
+     * the checkpoint then holds the epoch's first part_steps steps, its loss
+     * sum and images, and the RNG as the epoch began (ep_rng), from which a
+     * resumed run redraws the epoch's order and skips what was done. */
+    km_rng ep_rng;
+    int part_steps, part_seen, stopped;
+    double part_lsum;
 } trainer;
 
 static km_status save_last(trainer *T) {
@@ -474,9 +481,15 @@ static km_status save_last(trainer *T) {
     km_tdict_init(&extra);
     km_meta_set_int(&extra, "train.steps", T->steps);
     km_meta_set_int(&extra, "train.done", T->done);
+    if (T->part_steps) {
+        km_meta_set_int(&extra, "train.partial_steps", T->part_steps);
+        km_meta_set_int(&extra, "train.partial_seen", T->part_seen);
+        km_meta_set_num(&extra, "train.partial_loss_sum", T->part_lsum);
+    }
     km_dataset_label_meta(&T->d.s.idx, &extra);
     char *p = km_run_path(&T->run, "last.safetensors");
-    km_status s = km_train_checkpoint_save(p, T->L.m, T->c, "train", T->epoch, &T->rng, &T->pl, &T->es, &extra);
+    const km_rng *rng = T->part_steps ? &T->ep_rng : &T->rng;
+    km_status s = km_train_checkpoint_save(p, T->L.m, T->c, "train", T->epoch, rng, &T->pl, &T->es, &extra);
     km_free(p);
     km_tdict_free(&extra);
     return s;
@@ -505,6 +518,16 @@ static km_status load_last(trainer *T) {
     km_status s = km_train_checkpoint_load(path, "train", &T->L.m, &T->epoch, &T->rng, &T->pl, &T->es, &meta);
     if (!s) s = km_meta_get_int(&meta, "train.steps", path, &st);
     if (!s) s = km_meta_get_int(&meta, "train.done", path, &dn);
+    if (!s && km_tdict_get_meta(&meta, "train.partial_steps")) { /* stopped mid-epoch */
+        long long ps = 0, pn = 0;
+        s = km_meta_get_int(&meta, "train.partial_steps", path, &ps);
+        if (!s) s = km_meta_get_int(&meta, "train.partial_seen", path, &pn);
+        const char *v = km_tdict_get_meta(&meta, "train.partial_loss_sum");
+        if (!s && !v) s = km_err(KM_EMISSING, "%s: missing metadata 'train.partial_loss_sum'", path);
+        if (!s) T->part_lsum = strtod(v, NULL);
+        T->part_steps = (int)ps;
+        T->part_seen = (int)pn;
+    }
     if (!s && km_unetpp_resnet_depth(T->L.m) != T->c->resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(T->L.m), T->c->resnet);
@@ -553,6 +576,8 @@ static km_status trainer_open(trainer *T, const km_train_config *c, int resume, 
     km_rng_seed(&T->rng, c->seed ^ KM_TRAIN_RNG_SALT);
     km_plateau_init(&T->pl, c->lr, c->plateau_factor, c->plateau_patience, c->min_lr);
     km_early_stop_init(&T->es, c->early_stop);
+    s = km_dist_watchdog_start(c->step_timeout);
+    if (s) return s;
     const char *wdir = km_dist_rank() ? NULL : c->out; /* NULL: this rank writes nothing */
     s = km_run_open(&T->run, wdir, "config.json", "train", resume);
     if (!s && !resume && wdir) s = km_train_config_save(c, T->run.config);
@@ -694,6 +719,7 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     const km_train_config *c = T->c;
     loop *L = &T->L;
     int n = T->d.tr.n, B = L->B;
+    T->ep_rng = T->rng;
     for (int i = 0; i < n; i++) T->order[i] = i;
     km_rng_shuffle(&T->rng, T->order, n);
     for (int i = 0; i < n; i++) T->aug[i] = km_aug_draw(&T->rng);
@@ -702,13 +728,16 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     char label[48], extra[48];
     snprintf(label, sizeof label, "epoch %d/%d", T->epoch, c->epochs);
     if (prog) km_progress_start(&pg, T->log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
-    double lsum = 0;
-    *seen = 0;
+    int k0 = T->part_steps; /* > 0: resumed after a stop in this epoch */
+    double lsum = T->part_lsum;
+    *seen = T->part_seen;
     *t_steps = 0;
-    int lo, hi;
-    km_micro_rank_images(&T->mb, n < B ? n : B, &lo, &hi);
-    prefetch_submit(&L->pf, &T->d.tr, T->order + lo, T->aug + lo, hi - lo, L->x[0], L->y[0]);
-    for (int k = 0; k < nb; k++) {
+    T->part_steps = T->part_seen = 0;
+    T->part_lsum = 0;
+    int lo, hi, b00 = k0 * B;
+    km_micro_rank_images(&T->mb, n - b00 < B ? n - b00 : B, &lo, &hi);
+    prefetch_submit(&L->pf, &T->d.tr, T->order + b00 + lo, T->aug + b00 + lo, hi - lo, L->x[k0 & 1], L->y[k0 & 1]);
+    for (int k = k0; k < nb; k++) {
         int b0 = k * B, bn = n - b0 < B ? n - b0 : B;
         prefetch_wait(&L->pf);
         int last = k + 1 == nb || (c->max_steps && T->steps + 1 >= c->max_steps);
@@ -719,8 +748,10 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
                             L->y[(k + 1) & 1]);
         }
         double ts = km_now(), l = 0;
+        km_dist_step_begin(T->steps + 1);
         km_status s = T->mb.M ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
                               : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
+        km_dist_step_end();
         if (s) return s;
         *t_steps += km_now() - ts;
         T->steps++;
@@ -733,6 +764,16 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
             snprintf(extra, sizeof extra, "loss %.4f", lsum / *seen);
             km_progress_update(&pg, *seen, extra);
         }
+        km_dist_test_fault(T->steps);
+        if (km_dist_stop_requested()) {
+            T->stopped = 1;
+            if (!last) { /* the end of an epoch stops after its checkpoint */
+                T->part_steps = k + 1;
+                T->part_seen = *seen;
+                T->part_lsum = lsum;
+                break;
+            }
+        }
         if (last) break;
     }
     if (prog) {
@@ -741,6 +782,18 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
     }
     *tl = *seen ? lsum / *seen : NAN;
     return KM_OK;
+}
+
+/* A stop request in the middle of the epoch: its first part_steps steps go
+ * to last.safetensors (no log row, no validation) and the run ends. */
+static km_status stop_mid_epoch(trainer *T) {
+    T->epoch--; /* the epochs completed */
+    km_dist_barrier();
+    km_status s = T->run.dir ? save_last(T) : KM_OK;
+    if (!s && T->log)
+        fprintf(T->log, "stop requested (SIGTERM/SIGUSR1): checkpoint after step %d (%d of epoch %d); continue with "
+                "--resume %s\n", T->steps, T->part_steps, T->epoch + 1, T->c->out ? T->c->out : "RUN");
+    return s;
 }
 
 /* One epoch: steps, validation (and test), schedule and early stopping, then
@@ -753,6 +806,7 @@ static km_status train_epoch(trainer *T, int *stop) {
     int seen;
     km_status s = train_steps(T, (float)lr_ep, &tl, &seen, &t_steps);
     T->res->train_seconds += t_steps;
+    if (!s && T->part_steps) return stop_mid_epoch(T);
     eval_out vo = {NAN, NAN, NAN, NAN, NAN}, to = vo;
     if (!s) s = evaluate(&T->L, &T->d.va, T->val_order, &vo);
     if (!s && T->d.te.n) s = evaluate(&T->L, &T->d.te, T->val_order, &to);
@@ -784,6 +838,7 @@ static km_status train_epoch(trainer *T, int *stop) {
 
 static km_status trainer_close(trainer *T, km_status s) {
     loop *L = &T->L;
+    km_dist_watchdog_stop();
     if (T->pf_started) prefetch_stop(&L->pf);
     s = km_run_close(&T->run, s);
     for (int i = 0; i < 2; i++) {
@@ -817,6 +872,12 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
         s = train_epoch(&T, &stop);
         res->stopped_early = stop;
         if (T.h->stop_after && T.epoch >= T.h->stop_after) break;
+        if (!s && (T.stopped || km_dist_stop_requested())) {
+            if (!T.part_steps && T.log)
+                fprintf(T.log, "stop requested (SIGTERM/SIGUSR1): checkpoint after epoch %d; continue with --resume "
+                        "%s\n", T.epoch, c->out ? c->out : "RUN");
+            break;
+        }
     }
     res->finished = T.done;
     res->epochs_done = T.epoch;

@@ -137,7 +137,12 @@ km_status km_train_config_from_json(const struct km_json *j, const char *path, c
 km_status km_train_config_check(const km_train_config *c);
 
 /* Trains. resume = 1 continues the run in c->out from last.safetensors
- * (c must be the run's own config, see km_train_config_load). */
+ * (c must be the run's own config, see km_train_config_load). After
+ * km_dist_signals_install (dist.h; `kmseg train` does, callers that would
+ * take an unfinished run for a finished one do not), SIGTERM / SIGUSR1 stop
+ * the run after the current step, every rank of mpirun after the same step,
+ * with a resumable checkpoint (also in mid-epoch); it returns KM_OK with
+ * res->finished = 0 and km_dist_stop_pending() true. */
 km_status km_train_run(const km_train_config *c, int resume, const km_train_hooks *hooks,
                        km_train_result *res);
 
