@@ -269,14 +269,14 @@ void km_simclr_config_default(km_simclr_config *c) {
 }
 
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train) {
-    static const char *const skip[] = {"data", NULL};
+    static const char *const skip[] = {"data", NULL}, *const skip0[] = {"data", "micro_batch", NULL};
     km_simclr_config w = *c;
     if (w.threads < 1) w.threads = km_get_threads();
     km_jw j = {0};
     km_jw_str(&j, "command", "pretrain");
     km_jw_setting(&j, &km_simclr_settings, &w, "data");
     km_jw_int(&j, "n_train_images", n_train);
-    km_jw_settings(&j, &km_simclr_settings, &w, skip);
+    km_jw_settings(&j, &km_simclr_settings, &w, c->micro_batch ? skip : skip0); /* 0: as before it existed */
     km_jw_str(&j, "kmseg_version", KM_VERSION);
     return km_jw_write(&j, path);
 }

@@ -138,8 +138,9 @@ void km_simclr_config_default(km_simclr_config *c);
  * Errors name the file and the setting. */
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
 /* Writes config.json: "command": "pretrain", data, n_train_images, the other
- * settings in table order (threads < 1: the process's count), kmseg_version
- * (the format every run since the first has written). */
+ * settings in table order (threads < 1: the process's count; micro_batch
+ * only when not 0), kmseg_version (the format every run since the first has
+ * written). */
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);
 

@@ -132,7 +132,8 @@ km_status km_train_config_save(const km_train_config *c, const char *path) {
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
     km_jw_str(&w, "gemm_backend", km_gemm_backend());
-    km_jw_settings(&w, &km_train_settings, c, NULL);
+    static const char *const no_micro[] = {"micro_batch", NULL}; /* 0: written as before it existed */
+    km_jw_settings(&w, &km_train_settings, c, c->micro_batch ? NULL : no_micro);
     return km_jw_write(&w, path);
 }
 
