@@ -98,13 +98,13 @@ static void check_same_run(const char *a, const char *b) {
 /* ------------------------------------------------------------ the tree */
 
 KM_TEST(mpi_tree_sum_order_by_hand) {
-    /* leaves chosen so that every grouping gives a different float */
-    const float v[7] = {1e8f, 1.0f, -1e8f, 1.0f, 3.0f, -1e8f, 1e8f};
+    /* 1e8 + 1 = 1e8 in float (ulp 8): the grouping decides what survives */
+    const float v[7] = {1.0f, 1e8f, -1e8f, 1.0f, 1.0f, 1.0f, 1.0f};
     float L[7];
     memcpy(L, v, sizeof L);
     km_tree_sum(L, 3, 1, 1);
-    CHECK(L[0] == (v[0] + v[1]) + v[2]); /* 1e8+1 = 1e8 in float: 0 */
-    CHECK(L[0] == 0.0f);
+    CHECK(L[0] == (v[0] + v[1]) + v[2]);
+    CHECK(L[0] == 0.0f); /* (1 + 1e8) - 1e8 */
     memcpy(L, v, sizeof L);
     km_tree_sum(L, 4, 1, 1);
     CHECK(L[0] == (v[0] + v[1]) + (v[2] + v[3])); /* 1e8 + -1e8 = 0 */
@@ -118,7 +118,7 @@ KM_TEST(mpi_tree_sum_order_by_hand) {
     float seq = 0;
     for (int i = 0; i < 7; i++) seq += v[i];
     printf("  tree of 7: %.9g, left to right: %.9g\n", L[0], seq);
-    CHECK(want7 != seq); /* the order is visible in these values */
+    CHECK(L[0] == 3.0f && seq == 4.0f); /* by hand: (1e8 + -1e8) + 3, and 0 + 1 + 1 + 1 + 1 */
     /* one process: km_dist_sum is the tree over its K leaves */
     km_dist_sum r;
     CHECK_OK(km_dist_sum_init(&r, 2, 7));
@@ -280,4 +280,103 @@ KM_TEST(mpi_pretrain_np2_np3_equal_one_process) {
     rc = run_np(3, pretrain_args(6, 2, d));
     CHECK_MSG(rc == 0, "mpirun -np 3 exit %d", rc);
     check_same_pretrain(c, d, 1);
+}
+
+/* ------------------------------------------------------------- failures */
+
+/* Files a killed writer would leave (km_write_file_atomic's "<path>.tmp.<pid>"). */
+static int temp_files(const char *run) {
+    return km_test_sh("find '%s' -name '*.tmp.*' | grep -q .", run) == 0;
+}
+
+static char *run_log(int np, const char *env, const char *args, int *rc) {
+    const char *log = km_test_sub("fault.log");
+    if (np == 1)
+        *rc = km_test_sh("%s '%s' %s > '%s' 2>&1", env, km_test_bin(), args, log);
+    else
+        *rc = km_test_sh("%s " MPIRUN " -np %d '%s' %s > '%s' 2>&1", env, np, km_test_bin(), args, log);
+    char *o = km_test_slurp(log);
+    printf("  %s -np %d: exit %d\n%s", env, np, *rc, o ? o : "");
+    return o;
+}
+
+/* 3 epochs of 2 steps (16 train images, batch 8 = 2 x 4). */
+static const char *fault_train_args(const char *out) {
+    static char b[1024];
+    snprintf(b, sizeof b,
+             "train --data '%s' --max-images 20 --size 64 --resnet 18 --batch 8 --micro-batch 4 --epochs 3 "
+             "--threads 1 --quiet --out '%s'",
+             km_test_path("data/kvasir-seg"), out);
+    return b;
+}
+
+static void check_resumed_equals(const char *ref, const char *run) {
+    char args[1300];
+    snprintf(args, sizeof args, "train --resume '%s' --threads 1 --quiet", run);
+    CHECK(run_np(1, args) == 0);
+    check_same_run(ref, run);
+}
+
+KM_TEST(mpi_train_killed_rank_and_stop_signal_resume_with_np1) {
+    NEED_MPIRUN();
+    const char *ref = km_test_sub("ref"), *k = km_test_sub("killed"), *u = km_test_sub("usr1");
+    CHECK(run_np(1, fault_train_args(ref)) == 0);
+    /* rank 1 dies after step 3 (epoch 2): mpirun ends the job and names it */
+    int rc;
+    char *o = run_log(2, "KMSEG_TEST_FAULT=1:3:kill", fault_train_args(k), &rc);
+    CHECK(rc != 0);
+    CHECK(o && strstr(o, "rank 1") && strstr(o, "signal 9"));
+    km_free(o);
+    CHECK_MSG(!temp_files(k), "%s holds half-written files", k);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/metrics.csv", k);
+    char *m = km_test_slurp(p);
+    CHECK(m && !strstr(m, "\n2,")); /* epoch 2 never finished */
+    km_free(m);
+    check_resumed_equals(ref, k);
+    /* SIGUSR1 on rank 1 after step 3 (mid-epoch 2): every rank stops after
+     * that step, rank 0 checkpoints, exit 0; a resume with one process ends
+     * as the uninterrupted run */
+    o = run_log(2, "KMSEG_TEST_FAULT=1:3:usr1", fault_train_args(u), &rc);
+    CHECK(rc == 0);
+    km_free(o);
+    CHECK_MSG(!temp_files(u), "%s holds half-written files", u);
+    check_resumed_equals(ref, u);
+}
+
+KM_TEST(mpi_pretrain_stop_signal_resumes_with_np1) {
+    NEED_MPIRUN();
+    const char *ref = km_test_sub("ref"), *u = km_test_sub("usr1");
+    char a[1024], b[1024];
+    const char *fmt = "pretrain --data '%s' --max-images 24 --size 64 --resnet 18 --batch 4 --micro-batch 2 "
+                      "--epochs 2 --threads 1 --quiet --out '%s'";
+    snprintf(a, sizeof a, fmt, km_test_path("data/kvasir-seg"), ref);
+    snprintf(b, sizeof b, fmt, km_test_path("data/kvasir-seg"), u);
+    CHECK(run_np(1, a) == 0);
+    int rc;
+    char *o = run_log(2, "KMSEG_TEST_FAULT=1:7:usr1", b, &rc); /* 5 steps per epoch: step 2 of epoch 2 */
+    CHECK(rc == 0);
+    km_free(o);
+    snprintf(b, sizeof b, "pretrain --resume '%s' --threads 1 --quiet", u);
+    CHECK(run_np(1, b) == 0);
+    check_same_pretrain(ref, u, 1);
+}
+
+KM_TEST(mpi_step_timeout_ends_a_hung_job) {
+    NEED_MPIRUN();
+    /* rank 1 sleeps after step 2; rank 0 waits in step 3's collectives until
+     * its watchdog ends the job (15 s: a step here takes well under 2 s) */
+    const char *run = km_test_sub("hung");
+    char args[1200];
+    snprintf(args, sizeof args, "%s --step-timeout 15", fault_train_args(run));
+    double t0 = km_now();
+    int rc;
+    char *o = run_log(2, "KMSEG_TEST_FAULT=1:2:hang", args, &rc);
+    double t = km_now() - t0;
+    printf("  ended after %.1f s\n", t);
+    CHECK(rc != 0);
+    CHECK(o && strstr(o, "rank 0: ") && strstr(o, "more than --step-timeout 15"));
+    CHECK(t < 120);
+    km_free(o);
+    CHECK_MSG(!temp_files(run), "%s holds half-written files", run);
 }

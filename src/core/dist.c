@@ -16,6 +16,8 @@
 
 static int g_init, g_rank, g_size = 1, g_mpi;
 static double g_comm_s;
+static void wd_enter(void); /* the watchdog, below */
+static void wd_leave(void);
 
 int km_dist_rank(void) { return g_rank; }
 int km_dist_size(void) { return g_size; }
@@ -90,17 +92,23 @@ km_status km_dist_fail(km_status s) {
 
 void km_dist_barrier(void) {
 #ifdef KM_MPI
-    if (g_size > 1) MPI_Barrier(MPI_COMM_WORLD);
+    if (g_size > 1) {
+        wd_enter();
+        MPI_Barrier(MPI_COMM_WORLD);
+        wd_leave();
+    }
 #endif
 }
 
 void km_dist_bcast(void *buf, size_t bytes) {
 #ifdef KM_MPI
+    wd_enter();
     for (size_t o = 0; g_size > 1 && o < bytes;) {
         size_t c = bytes - o < (1u << 30) ? bytes - o : (1u << 30);
         MPI_Bcast((char *)buf + o, (int)c, MPI_BYTE, 0, MPI_COMM_WORLD);
         o += c;
     }
+    wd_leave();
 #else
     (void)buf;
     (void)bytes;
@@ -110,7 +118,9 @@ void km_dist_bcast(void *buf, size_t bytes) {
 void km_dist_allgather(const void *mine, void *all, size_t bytes) {
 #ifdef KM_MPI
     if (g_size > 1) {
+        wd_enter();
         MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+        wd_leave();
         return;
     }
 #endif
@@ -121,7 +131,9 @@ int km_dist_max_int(int v) {
 #ifdef KM_MPI
     if (g_size > 1) {
         int r = v; /* MPI_MAX of integers: exact, order-free */
+        wd_enter();
         MPI_Allreduce(&v, &r, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        wd_leave();
         return r;
     }
 #endif
@@ -187,9 +199,25 @@ static struct {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int on, quit, in_step, step;
-    double limit, t0;
+    int on, quit, in_step, step, in_coll;
+    double limit, t0, tc; /* tc: start of the collective outside a step */
 } g_wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* Every collective is watched too, also outside a step (the stop check, the
+ * epoch's barrier): a rank that stopped answering hangs the others there. */
+static void wd_enter(void) {
+    if (!g_wd.on) return;
+    pthread_mutex_lock(&g_wd.mu);
+    if (!g_wd.in_coll++) g_wd.tc = km_now();
+    pthread_mutex_unlock(&g_wd.mu);
+}
+
+static void wd_leave(void) {
+    if (!g_wd.on) return;
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.in_coll--;
+    pthread_mutex_unlock(&g_wd.mu);
+}
 
 static void *watchdog_main(void *arg) {
     (void)arg;
@@ -203,10 +231,15 @@ static void *watchdog_main(void *arg) {
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&g_wd.cv, &g_wd.mu, &ts);
-        double ran = g_wd.in_step ? km_now() - g_wd.t0 : 0;
-        if (!g_wd.quit && ran > g_wd.limit) {
-            fprintf(stderr, "kmseg: rank %d: step %d has run for %.1f s, more than --step-timeout %g (a rank hung or "
-                    "died?): ending the job\n", g_rank, g_wd.step, ran, g_wd.limit);
+        double ran = g_wd.in_step ? km_now() - g_wd.t0 : 0, waited = g_wd.in_coll ? km_now() - g_wd.tc : 0;
+        if (!g_wd.quit && (ran > g_wd.limit || waited > g_wd.limit)) {
+            if (ran > g_wd.limit)
+                fprintf(stderr, "kmseg: rank %d: step %d has run for %.1f s, more than --step-timeout %g (a rank "
+                        "hung or died?): ending the job\n", g_rank, g_wd.step, ran, g_wd.limit);
+            else
+                fprintf(stderr, "kmseg: rank %d: a collective after step %d has waited %.1f s, more than "
+                        "--step-timeout %g (a rank hung or died?): ending the job\n", g_rank, g_wd.step, waited,
+                        g_wd.limit);
             fflush(stderr);
 #ifdef KM_MPI
             /* FUNNELED allows MPI calls on the main thread only, which is
@@ -225,7 +258,7 @@ km_status km_dist_watchdog_start(double seconds) {
     if (seconds <= 0 || g_wd.on) return KM_OK;
     g_wd.limit = seconds;
     g_wd.quit = 0;
-    g_wd.in_step = 0;
+    g_wd.in_step = g_wd.in_coll = 0;
     int e = pthread_create(&g_wd.th, NULL, watchdog_main, NULL);
     if (e) return km_err(KM_EINTERNAL, "cannot start the --step-timeout watchdog: %s", strerror(e));
     g_wd.on = 1;
@@ -340,6 +373,7 @@ void km_dist_sum_run(km_dist_sum *r, float *out) {
             rc[j] = r->Kl * (int)mine;
             rd[j] = j * r->Kl * (int)mine;
         }
+        wd_enter();
         double t0 = MPI_Wtime();
         MPI_Alltoallv(r->send, sc, sd, MPI_FLOAT, r->recv, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
         g_comm_s += MPI_Wtime() - t0;
@@ -347,6 +381,7 @@ void km_dist_sum_run(km_dist_sum *r, float *out) {
         t0 = MPI_Wtime();
         MPI_Allgatherv(r->recv, (int)mine, MPI_FLOAT, out, r->cnt, r->dsp, MPI_FLOAT, MPI_COMM_WORLD);
         g_comm_s += MPI_Wtime() - t0;
+        wd_leave();
         km_free(sc);
         return;
     }

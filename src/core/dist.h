@@ -72,7 +72,8 @@ int km_dist_stop_pending(void);   /* this process's flag (not collective) */
  * job with MPI_Abort (without MPI: exit 1), after printing "kmseg: rank R:
  * step S has run for T s, more than --step-timeout SEC (a rank hung or
  * died?)", when a step (between km_dist_step_begin and _end, its
- * collectives included) lasts longer than SEC. */
+ * collectives included) lasts longer than SEC, or any collective of this
+ * file waits longer than SEC (outside steps: the stop check, barriers). */
 km_status km_dist_watchdog_start(double seconds);
 void km_dist_watchdog_stop(void);
 void km_dist_step_begin(int step);

@@ -885,6 +885,10 @@ km_status km_train_run(const km_train_config *c, int resume, const km_train_hook
     res->steps = T.steps;
     res->best_epoch = T.es.best_epoch;
     res->best_val_loss = T.es.best;
+    if (!s && T.log && T.mb.M)
+        fprintf(T.log, "micro-batches: %d of %d images per step over %d process%s; gradient sum: %.2f s in MPI calls "
+                "(rank 0, waiting included) of %.2f s in steps\n", T.mb.K, T.mb.M, km_dist_size(),
+                km_dist_size() > 1 ? "es" : "", km_dist_comm_seconds(), res->train_seconds);
     s = trainer_close(&T, s);
     return s ? km_dist_fail(s) : s; /* a failed rank ends the job */
 }
