@@ -6,7 +6,9 @@
 # Adam. kmseg trains on real Kvasir-SEG images (../shared/data) for STEPS
 # steps; its step time is the mean over them (first step included), its
 # communication the seconds rank 0 spent in the gradient sum's MPI calls
-# (waiting for the other rank included). PyTorch runs on random inputs
+# (waiting for the other rank included); 1 process x 1 thread with the same
+# micro-batches is run too (the weights of 2 x 1 must equal its bytes).
+# PyTorch runs on random inputs
 # (speed does not depend on them): median step, and the time of one gloo
 # allreduce of all gradients on its own (DDP overlaps it with the backward).
 #   bash bench/run_mpi.sh [--size 128] [--steps 6]
@@ -43,21 +45,24 @@ PY
 }
 k1=$(kmseg_run k1x2 ./kmseg "${common[@]}" --threads 2 --out "$OUT/k1x2")
 k1m=$(kmseg_run k1x2m ./kmseg "${common[@]}" --threads 2 --micro-batch 4 --out "$OUT/k1x2m")
+k11=$(kmseg_run k1x1m ./kmseg "${common[@]}" --threads 1 --micro-batch 4 --out "$OUT/k1x1m")
 k2=$(kmseg_run k2x1 mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
      ./kmseg "${common[@]}" --threads 1 --micro-batch 4 --out "$OUT/k2x1")
 p1=$(.venv/bin/python bench/ref_ddp.py --procs 1 --threads 2 --batch 8 --size "$SIZE" --repeats "$STEPS")
 p2=$(.venv/bin/python bench/ref_ddp.py --procs 2 --threads 1 --batch 8 --size "$SIZE" --repeats "$STEPS")
-cmp -s "$OUT/k1x2m/last.safetensors" "$OUT/k2x1/last.safetensors" && same=yes || same=NO
-for j in "$k1" "$k1m" "$k2" "$p1" "$p2"; do echo "$j"; done
-python3 - "$k1" "$k1m" "$k2" "$p1" "$p2" "$SIZE" "$same" <<'PY'
+# bit-identity holds per thread count: 2 ranks x 1 thread = 1 process x 1 thread
+cmp -s "$OUT/k1x1m/last.safetensors" "$OUT/k2x1/last.safetensors" && same=yes || same=NO
+for j in "$k1" "$k1m" "$k11" "$k2" "$p1" "$p2"; do echo "$j"; done
+python3 - "$k1" "$k1m" "$k11" "$k2" "$p1" "$p2" "$SIZE" "$same" <<'PY'
 import json, sys
-k1, k1m, k2, p1, p2 = (json.loads(a) for a in sys.argv[1:6])
-size, same = sys.argv[6], sys.argv[7]
+k1, k1m, k11, k2, p1, p2 = (json.loads(a) for a in sys.argv[1:7])
+size, same = sys.argv[7], sys.argv[8]
 mb = p2["params"] * 4 / 1e6
 print("\n| U-Net++/ResNet18, batch 8 at %s | kmseg step (s) | PyTorch step (s) | kmseg / PyTorch |" % size)
 print("|---|---|---|---|")
 print("| 1 process x 2 threads | %.2f | %.2f | %.2fx |" % (k1["step_s"], p1["step_s"], k1["step_s"] / p1["step_s"]))
 print("| 1 process x 2 threads, 2 micro-batches of 4 | %.2f | - | - |" % k1m["step_s"])
+print("| 1 process x 1 thread, 2 micro-batches of 4 | %.2f | - | - |" % k11["step_s"])
 print("| 2 processes x 1 thread (mpirun / DDP gloo) | %.2f | %.2f | %.2fx |" % (k2["step_s"], p2["step_s"], k2["step_s"] / p2["step_s"]))
 print("| 2x1 / 1x2 | %.2fx | %.2fx | |" % (k2["step_s"] / k1["step_s"], p2["step_s"] / p1["step_s"]))
 print("\ncommunication: kmseg rank 0 spent %.2f s of %.2f s of steps (%.0f%%) in the gradient sum's MPI calls "
@@ -65,5 +70,5 @@ print("\ncommunication: kmseg rank 0 spent %.2f s of %.2f s of steps (%.0f%%) in
       "gradients takes %.3f s on its own (%.0f%% of a DDP step, which overlaps it with the backward)" % (
     k2["comm_s"], k2["steps_s"], 100 * k2["comm_s"] / k2["steps_s"], mb, p2["allreduce_s"],
     100 * p2["allreduce_s"] / p2["step_s"]))
-print("kmseg 2 ranks x 1 thread gave the same weights as 1 process with the same micro-batches: %s" % same)
+print("kmseg 2 ranks x 1 thread gave the same weights as 1 process x 1 thread with the same micro-batches: %s" % same)
 PY

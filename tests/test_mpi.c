@@ -29,19 +29,23 @@ static int have_mpirun(const char *file, int line) {
 #define NEED_MPIRUN() \
     if (!have_mpirun(__FILE__, __LINE__)) return
 
-/* The common training arguments: 20 images (16 train), 64 px, ResNet18,
- * 2 steps of batch `batch`, one thread. */
-static const char *train_args(int batch, int micro, const char *out) {
+/* The common arguments of `cmd` (train, pretrain): the first `images`
+ * Kvasir-SEG images, 64 px, ResNet18, 1 epoch of at most 2 steps of batch
+ * `batch` (micro-batches of `micro`, 0: none), one thread. */
+static const char *cmd_args(const char *cmd, int images, int batch, int micro, const char *out) {
     static char b[4][1024];
     static int k;
     char *s = b[k++ & 3];
     snprintf(s, sizeof b[0],
-             "train --data '%s' --max-images 20 --size 64 --resnet 18 --batch %d --epochs 1 --max-steps 2 "
+             "%s --data '%s' --max-images %d --size 64 --resnet 18 --batch %d --epochs 1 --max-steps 2 "
              "--threads 1 --quiet --out '%s'",
-             km_test_path("data/kvasir-seg"), batch, out);
+             cmd, km_test_path("data/kvasir-seg"), images, batch, out);
     if (micro) snprintf(s + strlen(s), sizeof b[0] - strlen(s), " --micro-batch %d", micro);
     return s;
 }
+/* train: 20 images (16 train); pretrain: 24 (its train split: 20) */
+#define train_args(batch, micro, out) cmd_args("train", 20, batch, micro, out)
+#define pretrain_args(batch, micro, out) cmd_args("pretrain", 24, batch, micro, out)
 
 static int run_np(int np, const char *args) {
     if (np == 1) return km_test_sh("'%s' %s > '%s' 2>&1", km_test_bin(), args, km_test_sub("np1.log"));
@@ -231,18 +235,6 @@ KM_TEST(mpi_refuses_copies_that_do_not_know_each_other) {
 }
 
 /* ------------------------------------------------- pretrain: N ranks = one */
-
-static const char *pretrain_args(int batch, int micro, const char *out) {
-    static char b[4][1024];
-    static int k;
-    char *s = b[k++ & 3];
-    snprintf(s, sizeof b[0],
-             "pretrain --data '%s' --max-images 24 --size 64 --resnet 18 --batch %d --epochs 1 --max-steps 2 "
-             "--threads 1 --quiet --out '%s'",
-             km_test_path("data/kvasir-seg"), batch, out);
-    if (micro) snprintf(s + strlen(s), sizeof b[0] - strlen(s), " --micro-batch %d", micro);
-    return s;
-}
 
 static void check_same_pretrain(const char *a, const char *b, int want_same) {
     static const char *const files[] = {"last.safetensors", "encoder.safetensors", "projection_head.safetensors"};
