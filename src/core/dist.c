@@ -14,10 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static int g_init, g_rank, g_size = 1, g_mpi;
+static int g_init, g_rank, g_size = 1;
 static double g_comm_s;
+#ifdef KM_MPI
+static int g_mpi;
 static void wd_enter(void); /* the watchdog, below */
 static void wd_leave(void);
+#endif
 
 int km_dist_rank(void) { return g_rank; }
 int km_dist_size(void) { return g_size; }
@@ -203,6 +206,7 @@ static struct {
     double limit, t0, tc; /* tc: start of the collective outside a step */
 } g_wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
+#ifdef KM_MPI
 /* Every collective is watched too, also outside a step (the stop check, the
  * epoch's barrier): a rank that stopped answering hangs the others there. */
 static void wd_enter(void) {
@@ -218,6 +222,7 @@ static void wd_leave(void) {
     g_wd.in_coll--;
     pthread_mutex_unlock(&g_wd.mu);
 }
+#endif
 
 static void *watchdog_main(void *arg) {
     (void)arg;
