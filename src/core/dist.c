@@ -58,8 +58,6 @@ static void finalize_at_exit(void) {
 km_status km_dist_init(void) {
     if (g_init) return KM_OK;
     g_init = 1;
-    const char *which = NULL;
-    long want = launcher_size(&which);
 #ifdef KM_MPI
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK")) {
         int provided = 0;
@@ -73,6 +71,12 @@ km_status km_dist_init(void) {
             return km_dist_fail(km_err(KM_EINTERNAL, "MPI gives thread level %d, FUNNELED needed", provided));
     }
 #endif
+    return KM_OK;
+}
+
+km_status km_dist_check_alone(void) {
+    const char *which = NULL;
+    long want = launcher_size(&which);
     if (want > 1 && g_size == 1)
         return km_err(KM_EARG,
                       "%s=%ld but this process is alone (MPI size 1%s): the launcher started copies that do "

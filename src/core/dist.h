@@ -6,11 +6,12 @@
  * copies; km_dist_init joins them (MPI_Init_thread, FUNNELED: only the main
  * thread calls MPI). Without mpirun (no OMPI_COMM_WORLD_SIZE / PMIX_RANK in
  * the environment) MPI is never initialised and kmseg is one process, rank 0
- * of 1, exactly as before. A launcher that started several copies which do
- * not know each other (srun without PMI, several plain starts) is refused:
- * SLURM_STEP_NUM_TASKS or OMPI_COMM_WORLD_SIZE > 1 with an MPI size of 1.
- * A build without MPI (make MPI=0) is always one process and refuses those
- * launches the same way.
+ * of 1, exactly as before. A data-parallel run (--micro-batch) that a
+ * launcher started as several copies which do not know each other (srun
+ * without PMI) is refused by km_dist_check_alone: SLURM_STEP_NUM_TASKS,
+ * OMPI_COMM_WORLD_SIZE or PMI_SIZE > 1 with an MPI size of 1 (independent
+ * copies of other work, e.g. `srun -n 4 kmseg experiments --shard`, are
+ * left alone). A build without MPI (make MPI=0) is always one process.
  *
  * The sum (km_dist_sum): a batch is K micro-batches; rank r holds the
  * gradients of micro-batches [r K/N, (r+1) K/N) (K a multiple of N). The
@@ -29,10 +30,12 @@
 
 #include <stddef.h>
 
-/* Joins the job (idempotent; the first call decides). KM_EARG when the
- * launcher started copies that do not know each other; KM_EINTERNAL when
+/* Joins the job (idempotent; the first call decides). KM_EINTERNAL when
  * MPI cannot start. Finalises at exit (km_dist_fail ends a failed job). */
 km_status km_dist_init(void);
+/* KM_EARG "VAR=N but this process is alone ..." when the launcher says it
+ * started N > 1 copies and MPI says 1 (see above). */
+km_status km_dist_check_alone(void);
 int km_dist_rank(void); /* 0 before km_dist_init */
 int km_dist_size(void); /* 1 before km_dist_init */
 /* 1 when this build links MPI. */

@@ -5,6 +5,8 @@
 
 km_status km_micro_check(int batch, int M) {
     int N = km_dist_size();
+    km_status s = M ? km_dist_check_alone() : KM_OK;
+    if (s) return s;
     if (N > 1 && !M)
         return km_err(KM_EARG, "%d processes need --micro-batch M (the batch is shared out in micro-batches)", N);
     if (M && (M < 2 || batch % M))

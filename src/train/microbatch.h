@@ -29,7 +29,9 @@ typedef struct {
 } km_micro;
 
 /* KM_EARG naming the flags unless M = 0 with one process, or M >= 2 divides
- * batch into a multiple of mpirun's -np micro-batches. */
+ * batch into a multiple of mpirun's -np micro-batches (and, M > 0, the
+ * launcher did not start copies that do not know each other:
+ * km_dist_check_alone). */
 km_status km_micro_check(int batch, int M);
 /* batch / M micro-batches over this process's ranks, gradients of `ngrad`
  * floats (km_micro_check first). */
