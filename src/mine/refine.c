@@ -32,6 +32,8 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
     return KM_OK;
 }
 
+/* KM_SET_PASS: `kmseg experiments` passes these to mine and to eval --refine
+ * (--teacher is its own flag there, --prompt-mode set per method). */
 #define O(f) offsetof(km_refine_flags, f)
 static const km_setting k_flag_rows[] = {
     {NULL, "--teacher", KM_SET_STR, O(teacher), 0, 0, 0, 0, 0, NULL, 0,
@@ -39,20 +41,20 @@ static const km_setting k_flag_rows[] = {
     {NULL, "--refine", KM_SET_BOOL, O(refine), 0, 0, 0, 0, 0, NULL, 0,
      "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, "
      "$KMSEG_TEACHER)", NULL, NULL},
-    {NULL, "--teacher-profile", KM_SET_STR, O(profile), 0, 0, 0, 0, 0, NULL, 0,
+    {NULL, "--teacher-profile", KM_SET_STR, O(profile), 0, 0, 0, 0, 0, NULL, KM_SET_PASS,
      "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", NULL, NULL},
     {NULL, "--prompt-mode", KM_SET_STR, O(prompt_mode), 0, 0, 0, 0, 0, NULL, 0,
      "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box "
      "or points+box+mask", NULL, NULL},
-    {NULL, "--box-rule", KM_SET_STR, O(box_rule), 0, 0, 0, 0, 0, NULL, 0,
+    {NULL, "--box-rule", KM_SET_STR, O(box_rule), 0, 0, 0, 0, 0, NULL, KM_SET_PASS,
      "refined mode: boxes from the student's mask: all, largest or per-component (one decode per component of "
      ">= 10 % of the largest)", NULL, NULL},
-    {NULL, "--points", KM_SET_INT, O(points), 1, 0, 0, 0, 0, NULL, 0, "refined mode: guiding points per image", NULL,
+    {NULL, "--points", KM_SET_INT, O(points), 1, 0, 0, 0, 0, NULL, KM_SET_PASS, "refined mode: guiding points per image", NULL,
      NULL},
-    {NULL, "--cache-dir", KM_SET_STR, O(cache_dir), 0, 0, 0, 0, 0, NULL, 0,
+    {NULL, "--cache-dir", KM_SET_STR, O(cache_dir), 0, 0, 0, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL,
      "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", NULL,
      NULL},
-    {NULL, "--no-cache", KM_SET_BOOL, O(no_cache), 0, 0, 0, 0, 0, NULL, 0,
+    {NULL, "--no-cache", KM_SET_BOOL, O(no_cache), 0, 0, 0, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL,
      "refined mode: keep teacher embeddings in memory only", NULL, NULL},
 };
 #undef O

@@ -100,7 +100,9 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
  * The values stay as given (names as strings) until km_refine_open_student
  * parses and checks them (km_refine_config_from_flags, then
  * km_refine_config_check: KM_EARG naming the flag). The rows have no
- * config.json keys: eval and predict save no configuration. Usage:
+ * config.json keys: eval and predict save no configuration. `kmseg
+ * experiments` passes --teacher-profile, --box-rule, --points, --cache-dir
+ * and --no-cache through (KM_SET_PASS; the last two KM_SET_NEUTRAL). Usage:
  *   km_refine_flags rf;  km_refine_flags_default(&rf);
  *   km_cli_add_settings(&cli, &km_refine_settings, &rf, NULL);
  *   ... km_cli_parse, km_cli_apply ...
