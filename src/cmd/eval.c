@@ -65,11 +65,7 @@ typedef struct {
 
 /* Step 1: the flags, checked. */
 static km_status eval_flags(int argc, char **argv, eval_args *a, int *help) {
-    memset(a, 0, sizeof *a);
-    a->split = "test";
-    a->batch = 8;
-    a->threads = 2;
-    km_refine_flags_default(&a->rf);
+    *a = (eval_args){.split = "test", .batch = 8, .threads = 2};
     const km_flag own[] = {
         {"--weights", KM_FLAG_STR, &a->weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         KM_CMD_DATA_FLAG(&a->data),
@@ -81,13 +77,9 @@ static km_status eval_flags(int argc, char **argv, eval_args *a, int *help) {
         {"--batch", KM_FLAG_INT, &a->batch, "images per forward pass", 0, 0},
         KM_CMD_THREADS_FLAG(&a->threads),
         {0}};
-    km_cli cli;
-    km_cli_init(&cli);
-    km_cli_add_flags(&cli, own);
-    km_cli_add_settings(&cli, &km_refine_settings, &a->rf, NULL);
-    km_status s = km_cli_parse(&cli, "eval", "--weights W --data DIR [--split test|val|train|all --split-dir D] --out DIR",
-                               argc, argv, help);
-    if (!s && !*help) s = km_cli_apply(&cli);
+    static const char usage[] = "--weights W --data DIR [--split test|val|train|all --split-dir D] --out DIR";
+    km_refine_flags_default(&a->rf);
+    km_status s = km_cmd_parse_with("eval", usage, own, &km_refine_settings, &a->rf, argc, argv, help);
     if (s || *help) return s;
     if ((s = km_split_choose(&a->split_dir, a->split_file, a->fold))) return s;
     static const char *const names[] = {"train", "val", "test", "all"};
@@ -248,14 +240,11 @@ static void eval_free(eval_state *e) {
 km_status km_cmd_eval(int argc, char **argv) {
     eval_args a;
     int help = 0;
-    char tbuf[4096];
     km_status s = eval_flags(argc, argv, &a, &help);
     if (s || help) return s;
-    if ((s = km_refine_flags_teacher(&a.rf, tbuf, sizeof tbuf))) return s;
-    eval_state e;
-    memset(&e, 0, sizeof e);
-    s = km_refine_open_student(a.weights, &a.rf, &e.ref, &e.m, &a.size);
-    if (s) return s;
+    eval_state e = {0};
+    char tbuf[4096];
+    if ((s = km_cmd_open_student(a.weights, &a.rf, tbuf, sizeof tbuf, &e.ref, &e.m, &a.size))) return s;
     double t0 = km_now();
     s = eval_images(&a, &e);
     if (!s) s = eval_score(&a, &e);

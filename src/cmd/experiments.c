@@ -986,62 +986,8 @@ static int valid_name(const char *s) {
 typedef struct {
     const char *out, *data, *teacher, *fractions, *methods, *seeds, *pe, *pb, *preset, *run_index, *shard;
     int simclr, refined, list, collect;
+    grid_mode mode; /* from --list-runs, --collect, --run-index, --shard */
 } ex_args;
-
-/* Step 1: the flags (the runner's own, then the pass-through list), and the
- * preset's values for what was not given. */
-static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
-    memset(a, 0, sizeof *a);
-    a->fractions = "1,0.75,0.5";
-    a->methods = "supervised,onetime,continuous";
-    a->seeds = "0,1,2";
-    a->preset = "paper";
-    const km_flag own[] = {
-        {"--out", KM_FLAG_STR, &a->out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
-        {"--data", KM_FLAG_STR, &a->data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
-        {"--teacher", KM_FLAG_STR, &a->teacher, "teacher checkpoint for the mining methods (default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
-        {"--fractions", KM_FLAG_STR, &a->fractions, "labelled fractions of the train split", 0, 0},
-        {"--methods", KM_FLAG_STR, &a->methods,
-         "supervised, onetime, continuous, points, box, points+box, points+box+mask (the last four: continuous "
-         "mining with that prompt mode)", 0, 0},
-        {"--seeds", KM_FLAG_STR, &a->seeds, "seeds (split, init, shuffling, augmentation)", 0, 0},
-        {"--simclr", KM_FLAG_BOOL, &a->simclr, "also the SimCLR-initialised variant of every method", 0, 0},
-        {"--pretrain-epochs", KM_FLAG_STR, &a->pe, "SimCLR pretraining epochs (default: kmseg pretrain's)", 0, 0},
-        {"--pretrain-batch", KM_FLAG_STR, &a->pb, "SimCLR images per step (default: kmseg pretrain's)", 0, 0},
-        {"--preset", KM_FLAG_STR, &a->preset,
-         "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short schedules, "
-         "refined inference; fills only what is not given)", 0, 0},
-        {"--list-runs", KM_FLAG_BOOL, &a->list,
-         "print every run (index, stage, id, the run it waits for) and each stage's index range; runs nothing", 0, 0},
-        {"--run-index", KM_FLAG_STR, &a->run_index,
-         "run only run I (e.g. $SLURM_ARRAY_TASK_ID); fails if the run it waits for has not finished", 0, 0},
-        {"--shard", KM_FLAG_STR, &a->shard,
-         "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0},
-        {"--collect", KM_FLAG_BOOL, &a->collect,
-         "write tables.md and results.csv from the finished runs and list the others", 0, 0},
-        {"--refined", KM_FLAG_BOOL, &a->refined,
-         "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
-         "<method>+refined", 0, 0},
-        {0}};
-    build_passlist();
-    int bools[KM_CLI_MAX] = {0};
-    km_cli cli;
-    km_cli_init(&cli);
-    km_cli_add_flags(&cli, own);
-    for (int i = 0; i < g_pass.n; i++) {
-        km_passflag *p = &g_pass.items[i];
-        km_cli_add(&cli, p->flag, p->is_bool ? KM_FLAG_BOOL : KM_FLAG_STR, p->is_bool ? (void *)&bools[i] : (void *)&p->val,
-                   p->help);
-    }
-    km_status s = km_cli_parse(&cli, "experiments",
-                               "--out DIR --data kvasir=PATH[,covid=PATH] --teacher CKPT [--fractions 1,0.75,0.5] "
-                               "[--methods ...] [--seeds 0,1,2] [--simclr] [train/mine knobs]",
-                               argc, argv, help);
-    if (s || *help) return s;
-    for (int i = 0; i < g_pass.n; i++)
-        if (g_pass.items[i].is_bool && bools[i]) g_pass.items[i].val = "1";
-    return apply_preset(a->preset, &a->fractions, &a->methods, &a->seeds, &a->refined, cli.flags);
-}
 
 /* --data name=path[,name=path] */
 static km_status parse_datasets(grid *g, char *buf) {
@@ -1123,13 +1069,67 @@ static km_status parse_methods(grid *g, char *buf, int simclr, int *tabled, int 
     return KM_OK;
 }
 
+/* The flags (the runner's own, then the pass-through list), the
+ * preset's values for what was not given, and the invocation mode. */
+static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
+    memset(a, 0, sizeof *a);
+    a->fractions = "1,0.75,0.5";
+    a->methods = "supervised,onetime,continuous";
+    a->seeds = "0,1,2";
+    a->preset = "paper";
+    const km_flag own[] = {
+        {"--out", KM_FLAG_STR, &a->out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
+        {"--data", KM_FLAG_STR, &a->data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
+        KM_CMD_TEACHER_FLAG("--teacher", &a->teacher),
+        {"--fractions", KM_FLAG_STR, &a->fractions, "labelled fractions of the train split", 0, 0},
+        {"--methods", KM_FLAG_STR, &a->methods,
+         "supervised, onetime, continuous, points, box, points+box, points+box+mask (the last four: continuous "
+         "mining with that prompt mode)", 0, 0},
+        {"--seeds", KM_FLAG_STR, &a->seeds, "seeds (split, init, shuffling, augmentation)", 0, 0},
+        {"--simclr", KM_FLAG_BOOL, &a->simclr, "also the SimCLR-initialised variant of every method", 0, 0},
+        {"--pretrain-epochs", KM_FLAG_STR, &a->pe, "SimCLR pretraining epochs (default: kmseg pretrain's)", 0, 0},
+        {"--pretrain-batch", KM_FLAG_STR, &a->pb, "SimCLR images per step (default: kmseg pretrain's)", 0, 0},
+        {"--preset", KM_FLAG_STR, &a->preset,
+         "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short schedules, "
+         "refined inference; fills only what is not given)", 0, 0},
+        {"--list-runs", KM_FLAG_BOOL, &a->list,
+         "print every run (index, stage, id, the run it waits for) and each stage's index range; runs nothing", 0, 0},
+        {"--run-index", KM_FLAG_STR, &a->run_index,
+         "run only run I (e.g. $SLURM_ARRAY_TASK_ID); fails if the run it waits for has not finished", 0, 0},
+        {"--shard", KM_FLAG_STR, &a->shard,
+         "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0},
+        {"--collect", KM_FLAG_BOOL, &a->collect,
+         "write tables.md and results.csv from the finished runs and list the others", 0, 0},
+        {"--refined", KM_FLAG_BOOL, &a->refined,
+         "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
+         "<method>+refined", 0, 0},
+        {0}};
+    build_passlist();
+    int bools[KM_CLI_MAX] = {0};
+    km_cli cli;
+    km_cli_init(&cli);
+    km_cli_add_flags(&cli, own);
+    for (int i = 0; i < g_pass.n; i++) {
+        km_passflag *p = &g_pass.items[i];
+        km_cli_add(&cli, p->flag, p->is_bool ? KM_FLAG_BOOL : KM_FLAG_STR, p->is_bool ? (void *)&bools[i] : (void *)&p->val,
+                   p->help);
+    }
+    km_status s = km_cli_parse(&cli, "experiments",
+                               "--out DIR --data kvasir=PATH[,covid=PATH] --teacher CKPT [--fractions 1,0.75,0.5] "
+                               "[--methods ...] [--seeds 0,1,2] [--simclr] [train/mine knobs]",
+                               argc, argv, help);
+    if (s || *help) return s;
+    for (int i = 0; i < g_pass.n; i++)
+        if (g_pass.items[i].is_bool && bools[i]) g_pass.items[i].val = "1";
+    if ((s = apply_preset(a->preset, &a->fractions, &a->methods, &a->seeds, &a->refined, cli.flags))) return s;
+    return parse_mode(a->run_index, a->shard, a->list, a->collect, &a->mode);
+}
+
 km_status km_cmd_experiments(int argc, char **argv) {
     ex_args a;
     int help = 0;
     km_status s = ex_flags(argc, argv, &a, &help);
     if (s || help) return s;
-    grid_mode mode;
-    if ((s = parse_mode(a.run_index, a.shard, a.list, a.collect, &mode))) return s;
     grid *g = km_calloc(sizeof *g);
     char *dbuf = km_strdup(a.data), *fbuf = km_strdup(a.fractions), *mbuf = km_strdup(a.methods),
          *sbuf = km_strdup(a.seeds);
@@ -1148,12 +1148,12 @@ km_status km_cmd_experiments(int argc, char **argv) {
     if (!s && need_teacher && (s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher)) == KM_OK)
         g->teacher = teacher;
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
-    if (!s && !mode.list) s = km_mkdir_p(a.out);
-    if (!s && !mode.list)
+    if (!s && !a.mode.list) s = km_mkdir_p(a.out);
+    if (!s && !a.mode.list)
         s = check_settings(a.out, need_teacher ? teacher : NULL, a.simclr ? a.pe : NULL, a.simclr ? a.pb : NULL);
     if (!s) enumerate_jobs(g, tabled);
-    if (!s && mode.list) list_jobs(g);
-    else if (!s) s = run_mode(g, tabled, &mode);
+    if (!s && a.mode.list) list_jobs(g);
+    else if (!s) s = run_mode(g, tabled, &a.mode);
     km_free(g->jobs);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
     km_free(dbuf);

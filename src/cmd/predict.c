@@ -127,29 +127,21 @@ typedef struct {
 
 /* Step 1: the flags, checked. */
 static km_status predict_flags(int argc, char **argv, predict_args *a, int *help) {
-    memset(a, 0, sizeof *a);
-    a->outside = "tile";
-    a->threads = 2;
-    a->fgval = 255;
-    km_refine_flags_default(&a->rf);
+    *a = (predict_args){.outside = "tile", .threads = 2, .fgval = 255};
     const km_flag own[] = {
         {"--weights", KM_FLAG_STR, &a->weights, "student checkpoint (.safetensors from kmseg train, or smp .pth)", 1, 0},
         {"--images", KM_FLAG_STR, &a->images, "folder of images (JPEG/PNG)", 1, 0},
         {"--out", KM_FLAG_STR, &a->out, "output folder (masks/, prob/, overlay/)", 1, 0},
+        KM_CMD_THREADS_FLAG(&a->threads),
         {"--size", KM_FLAG_INT, &a->size, "student input size (0: the checkpoint's training size, else 224)", 0, 0},
         {"--outside", KM_FLAG_STR, &a->outside,
          "outside the centre crop: 'tile' (extra windows along the long side) or 'background'", 0, 0},
         {"--prob", KM_FLAG_BOOL, &a->prob, "also write probability maps (0..255) to prob/", 0, 0},
         {"--overlay", KM_FLAG_BOOL, &a->overlay, "also write overlays of the mask on the image to overlay/", 0, 0},
-        KM_CMD_THREADS_FLAG(&a->threads),
         {0}};
-    km_cli cli;
-    km_cli_init(&cli);
-    km_cli_add_flags(&cli, own);
-    km_cli_add_settings(&cli, &km_refine_settings, &a->rf, NULL);
-    km_status s = km_cli_parse(&cli, "predict", "--weights W --images DIR --out DIR [--prob] [--overlay]", argc, argv,
-                               help);
-    if (!s && !*help) s = km_cli_apply(&cli);
+    static const char usage[] = "--weights W --images DIR --out DIR [--prob] [--overlay]";
+    km_refine_flags_default(&a->rf);
+    km_status s = km_cmd_parse_with("predict", usage, own, &km_refine_settings, &a->rf, argc, argv, help);
     if (s || *help) return s;
     if (!strcmp(a->outside, "tile")) a->tile = 1;
     else if (!strcmp(a->outside, "background")) a->tile = 0;
@@ -235,14 +227,12 @@ static km_status predict_one(const predict_args *a, km_unetpp *m, km_refiner *re
 km_status km_cmd_predict(int argc, char **argv) {
     predict_args a;
     int help = 0;
-    char tbuf[4096];
     km_status s = predict_flags(argc, argv, &a, &help);
     if (s || help) return s;
-    if ((s = km_refine_flags_teacher(&a.rf, tbuf, sizeof tbuf))) return s;
-    km_unetpp *m = NULL;
+    km_unetpp *m;
     km_refiner ref;
-    s = km_refine_open_student(a.weights, &a.rf, &ref, &m, &a.size);
-    if (s) return s;
+    char tbuf[4096];
+    if ((s = km_cmd_open_student(a.weights, &a.rf, tbuf, sizeof tbuf, &ref, &m, &a.size))) return s;
     km_issues iss;
     km_issues_init(&iss);
     km_dataset_index idx;

@@ -358,7 +358,9 @@ km_status km_cmd_sam(int argc, char **argv) {
     km_strlist points = {0};
     int multimask = 0, threads = 2, no_cache = 0;
     km_flag flags[] = {
-        {"--checkpoint", KM_FLAG_STR, &ckpt, "teacher checkpoint (.pth or .safetensors; default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
+        KM_CMD_TEACHER_FLAG("--checkpoint", &ckpt),
+        KM_CMD_PROFILE_FLAG("--profile", &profile),
+        KM_CMD_CACHE_FLAGS(&cache_dir, &no_cache),
         {"--image", KM_FLAG_STR, &image, "image: PNG, JPEG, or .npy uint8 (H,W,3)", 0, 0},
         {"--point", KM_FLAG_MULTI, &points, "x,y[,label] in image pixels (label 1 fg, 0 bg)", 0, 0},
         {"--box", KM_FLAG_STR, &box_s, "x0,y0,x1,y1 in image pixels", 0, 0},
@@ -369,13 +371,10 @@ km_status km_cmd_sam(int argc, char **argv) {
         {"--lowres-out", KM_FLAG_STR, &low_out, "write the low-res logits .npy (1,K,256,256)", 0, 0},
         {"--iou-out", KM_FLAG_STR, &iou_out, "write the IoU predictions .npy (1,K)", 0, 0},
         {"--overlay", KM_FLAG_STR, &overlay, "overlay PNG of mask and prompts (batch: a folder)", 0, 0},
-        {"--profile", KM_FLAG_STR, &profile, "auto (from the checkpoint), sam, medsam (box only), litemedsam or mobilesam", 0, 0},
-        {"--cache-dir", KM_FLAG_STR, &cache_dir, "embedding cache folder (default $KMSEG_CACHE or ~/.cache/kmseg)", 0, 0},
-        {"--no-cache", KM_FLAG_BOOL, &no_cache, "do not read or write the embedding cache", 0, 0},
+        KM_CMD_THREADS_FLAG(&threads),
         {"--images", KM_FLAG_STR, &images, "batch: folder of images", 0, 0},
         {"--prompts", KM_FLAG_STR, &prompts, "batch: prompts .csv or .json keyed by file name", 0, 0},
         {"--out-dir", KM_FLAG_STR, &out_dir, "batch: output folder (masks, results.csv)", 0, 0},
-        {"--threads", KM_FLAG_INT, &threads, "worker threads", 0, 0},
         {0}};
     int help;
     km_status s = km_parse_flags("sam",

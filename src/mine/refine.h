@@ -108,7 +108,7 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
  *   ... km_cli_parse, km_cli_apply ...
  *   km_refine_flags_teacher(&rf, tbuf, sizeof tbuf);   // --refine -> the default teacher
  *   km_refine_open_student(weights, &rf, &ref, &m, &size); */
-typedef struct {
+typedef struct km_refine_flags {
     char *teacher;     /* NULL: student only */
     int refine;
     char *profile, *prompt_mode, *box_rule; /* names as given */
@@ -157,7 +157,7 @@ void km_refine_image_rgb(km_refine_image *im, const uint8_t *rgb, int w, int h);
  * pixels hash to `hash`. */
 void km_refine_image_file(km_refine_image *im, const char *path, int w, int h, uint64_t hash);
 
-typedef struct {
+typedef struct km_refiner {
     km_refine_config cfg;
     km_sam sam;
     int loaded, predictor_on, cache_on;
