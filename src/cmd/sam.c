@@ -351,145 +351,165 @@ static km_status run_batch(sam_ctx *c, const char *dir, const char *prompts, con
 
 /* ---- the command -------------------------------------------------------- */
 
-km_status km_cmd_sam(int argc, char **argv) {
-    const char *ckpt = NULL, *image = NULL, *box_s = NULL, *mask_in = NULL, *out = NULL;
-    const char *emb_out = NULL, *low_out = NULL, *iou_out = NULL, *overlay = NULL;
-    const char *profile = "auto", *cache_dir = NULL, *images = NULL, *prompts = NULL, *out_dir = NULL;
-    km_strlist points = {0};
-    int multimask = 0, threads = 2, no_cache = 0;
+typedef struct {
+    const char *ckpt, *image, *box_s, *mask_in, *out, *emb_out, *low_out, *iou_out, *overlay;
+    const char *profile, *cache_dir, *images, *prompts, *out_dir;
+    km_strlist points;
+    int multimask, threads, no_cache, batch;
+    km_sam_profile prof;
+    char tbuf[4096]; /* the default teacher's path */
+} sam_args;
+
+/* The flags and how they go together (one image or a folder); a->points
+ * must be freed (km_strlist_free) whatever happens. */
+static km_status sam_flags(int argc, char **argv, sam_args *a, int *help) {
+    memset(a, 0, sizeof *a);
+    a->profile = "auto";
+    a->threads = 2;
     km_flag flags[] = {
-        KM_CMD_TEACHER_FLAG("--checkpoint", &ckpt),
-        KM_CMD_PROFILE_FLAG("--profile", &profile),
-        KM_CMD_CACHE_FLAGS(&cache_dir, &no_cache),
-        {"--image", KM_FLAG_STR, &image, "image: PNG, JPEG, or .npy uint8 (H,W,3)", 0, 0},
-        {"--point", KM_FLAG_MULTI, &points, "x,y[,label] in image pixels (label 1 fg, 0 bg)", 0, 0},
-        {"--box", KM_FLAG_STR, &box_s, "x0,y0,x1,y1 in image pixels", 0, 0},
-        {"--mask-input", KM_FLAG_STR, &mask_in, "previous low-res logits .npy (256x256)", 0, 0},
-        {"--multimask", KM_FLAG_BOOL, &multimask, "return the 3 multimask outputs", 0, 0},
-        {"--out", KM_FLAG_STR, &out, "output mask PNG, the mask with the highest IoU (required with --image)", 0, 0},
-        {"--embedding-out", KM_FLAG_STR, &emb_out, "write the image embedding .npy (1,256,64,64)", 0, 0},
-        {"--lowres-out", KM_FLAG_STR, &low_out, "write the low-res logits .npy (1,K,256,256)", 0, 0},
-        {"--iou-out", KM_FLAG_STR, &iou_out, "write the IoU predictions .npy (1,K)", 0, 0},
-        {"--overlay", KM_FLAG_STR, &overlay, "overlay PNG of mask and prompts (batch: a folder)", 0, 0},
-        KM_CMD_THREADS_FLAG(&threads),
-        {"--images", KM_FLAG_STR, &images, "batch: folder of images", 0, 0},
-        {"--prompts", KM_FLAG_STR, &prompts, "batch: prompts .csv or .json keyed by file name", 0, 0},
-        {"--out-dir", KM_FLAG_STR, &out_dir, "batch: output folder (masks, results.csv)", 0, 0},
+        KM_CMD_TEACHER_FLAG("--checkpoint", &a->ckpt),
+        KM_CMD_PROFILE_FLAG("--profile", &a->profile),
+        KM_CMD_CACHE_FLAGS(&a->cache_dir, &a->no_cache),
+        {"--image", KM_FLAG_STR, &a->image, "image: PNG, JPEG, or .npy uint8 (H,W,3)", 0, 0},
+        {"--point", KM_FLAG_MULTI, &a->points, "x,y[,label] in image pixels (label 1 fg, 0 bg)", 0, 0},
+        {"--box", KM_FLAG_STR, &a->box_s, "x0,y0,x1,y1 in image pixels", 0, 0},
+        {"--mask-input", KM_FLAG_STR, &a->mask_in, "previous low-res logits .npy (256x256)", 0, 0},
+        {"--multimask", KM_FLAG_BOOL, &a->multimask, "return the 3 multimask outputs", 0, 0},
+        {"--out", KM_FLAG_STR, &a->out, "output mask PNG, the mask with the highest IoU (required with --image)", 0, 0},
+        {"--embedding-out", KM_FLAG_STR, &a->emb_out, "write the image embedding .npy (1,256,64,64)", 0, 0},
+        {"--lowres-out", KM_FLAG_STR, &a->low_out, "write the low-res logits .npy (1,K,256,256)", 0, 0},
+        {"--iou-out", KM_FLAG_STR, &a->iou_out, "write the IoU predictions .npy (1,K)", 0, 0},
+        {"--overlay", KM_FLAG_STR, &a->overlay, "overlay PNG of mask and prompts (batch: a folder)", 0, 0},
+        KM_CMD_THREADS_FLAG(&a->threads),
+        {"--images", KM_FLAG_STR, &a->images, "batch: folder of images", 0, 0},
+        {"--prompts", KM_FLAG_STR, &a->prompts, "batch: prompts .csv or .json keyed by file name", 0, 0},
+        {"--out-dir", KM_FLAG_STR, &a->out_dir, "batch: output folder (masks, results.csv)", 0, 0},
         {0}};
-    int help;
     km_status s = km_parse_flags("sam",
                                  "[--checkpoint FILE] --image IMG [--point x,y[,label]]... "
                                  "[--box x0,y0,x1,y1] [--mask-input L.npy] [--multimask] --out MASK.png\n"
                                  "       kmseg sam [--checkpoint FILE] --images DIR --prompts FILE "
                                  "--out-dir DIR",
-                                 flags, argc, argv, &help);
-    if (s || help) {
-        km_strlist_free(&points);
-        return s;
-    }
-    int batch = images != NULL;
-    km_sam_profile prof = KM_SAM_PROFILE_AUTO;
-    char tbuf[4096];
-    if (threads < 1) s = km_err(KM_EARG, "--threads must be >= 1, got %d", threads);
-    else if ((s = km_sam_profile_parse_auto(profile, &prof))) s = km_err_prefix(s, "--profile: ");
-    else if ((s = km_teacher_resolve(ckpt, tbuf, sizeof tbuf, &ckpt))) ;
-    else if (no_cache && cache_dir)
-        s = km_err(KM_EARG, "--no-cache and --cache-dir contradict each other");
-    else if (batch && image)
-        s = km_err(KM_EARG, "--image and --images: give one image or one folder, not both");
-    else if (!batch && !image)
-        s = km_err(KM_EARG, "missing --image IMG (or --images DIR --prompts FILE --out-dir DIR)");
-    else if (batch && (!prompts || !out_dir))
-        s = km_err(KM_EARG, "--images needs %s", !prompts ? "--prompts FILE" : "--out-dir DIR");
-    else if (batch && (points.n || box_s || mask_in || out || emb_out || low_out || iou_out))
-        s = km_err(KM_EARG, "--images: prompts come from --prompts and masks go to --out-dir; "
-                   "--point/--box/--mask-input/--out/--embedding-out/--lowres-out/--iou-out are "
-                   "for one --image");
-    else if (!batch && (prompts || out_dir))
-        s = km_err(KM_EARG, "%s is for batch mode (--images DIR)", prompts ? "--prompts" : "--out-dir");
-    else if (!batch && !out)
-        s = km_err(KM_EARG, "missing required flag --out");
-    if (s) {
-        km_strlist_free(&points);
-        return s;
-    }
-    km_set_threads(threads);
+                                 flags, argc, argv, help);
+    if (s || *help) return s;
+    int batch = a->batch = a->images != NULL;
+    a->prof = KM_SAM_PROFILE_AUTO;
+    if (a->threads < 1) return km_err(KM_EARG, "--threads must be >= 1, got %d", a->threads);
+    if ((s = km_sam_profile_parse_auto(a->profile, &a->prof))) return km_err_prefix(s, "--profile: ");
+    if ((s = km_teacher_resolve(a->ckpt, a->tbuf, sizeof a->tbuf, &a->ckpt))) return s;
+    if (a->no_cache && a->cache_dir) return km_err(KM_EARG, "--no-cache and --cache-dir contradict each other");
+    if (batch && a->image) return km_err(KM_EARG, "--image and --images: give one image or one folder, not both");
+    if (!batch && !a->image)
+        return km_err(KM_EARG, "missing --image IMG (or --images DIR --prompts FILE --out-dir DIR)");
+    if (batch && (!a->prompts || !a->out_dir))
+        return km_err(KM_EARG, "--images needs %s", !a->prompts ? "--prompts FILE" : "--out-dir DIR");
+    if (batch && (a->points.n || a->box_s || a->mask_in || a->out || a->emb_out || a->low_out || a->iou_out))
+        return km_err(KM_EARG, "--images: prompts come from --prompts and masks go to --out-dir; "
+                      "--point/--box/--mask-input/--out/--embedding-out/--lowres-out/--iou-out are "
+                      "for one --image");
+    if (!batch && (a->prompts || a->out_dir))
+        return km_err(KM_EARG, "%s is for batch mode (--images DIR)", a->prompts ? "--prompts" : "--out-dir");
+    if (!batch && !a->out) return km_err(KM_EARG, "missing required flag --out");
+    km_set_threads(a->threads);
+    return KM_OK;
+}
 
-    sam_ctx c;
-    memset(&c, 0, sizeof c);
-    c.ckpt = ckpt;
-    c.profile = prof;
-    c.profile_name = km_sam_profile_name(prof);
-    c.multimask = multimask;
+/* The model's context: checkpoint, profile, the embedding cache (a cache
+ * that cannot be opened is a warning: off). */
+static void sam_open(const sam_args *a, sam_ctx *c) {
+    memset(c, 0, sizeof *c);
+    c->ckpt = a->ckpt;
+    c->profile = a->prof;
+    c->profile_name = km_sam_profile_name(a->prof);
+    c->multimask = a->multimask;
     char dbuf[4096];
-    if (!no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
-    c.use_cache = !no_cache && cache_dir;
-    if (c.use_cache && km_embcache_init(&c.cache, cache_dir, 256, 4)) {
+    const char *cache_dir = a->cache_dir;
+    if (!a->no_cache && !cache_dir) cache_dir = km_embcache_default_dir(dbuf, sizeof dbuf);
+    c->use_cache = !a->no_cache && cache_dir;
+    if (c->use_cache && km_embcache_init(&c->cache, cache_dir, 256, 4)) {
         fprintf(stderr, "kmseg sam: warning: embedding cache off: %s\n", km_errmsg());
-        c.use_cache = 0;
+        c->use_cache = 0;
     }
+}
+
+/* One image's inputs, all checked before the (slow) model: the prompts, the
+ * mask input (*mask, or NULL) and the image. */
+static km_status one_inputs(const sam_args *a, km_prompt_set *ps, float **mask, km_image *img) {
+    km_status s = KM_OK;
+    for (int i = 0; !s && i < a->points.n; i++) s = km_prompt_parse_point("--point", a->points.items[i], ps);
+    if (!s && a->box_s) s = km_prompt_parse_box("--box", a->box_s, ps);
+    if (!s && a->mask_in) {
+        km_tensor t;
+        s = km_npy_load_f32(a->mask_in, -1, NULL, &t);
+        if (s) return s;
+        int ok = t.ndim >= 2 && t.shape[t.ndim - 1] == 256 && t.shape[t.ndim - 2] == 256 &&
+                 km_numel(t.ndim, t.shape) == 256 * 256;
+        char b[128];
+        if (!ok)
+            s = km_err(KM_ESHAPE, "%s: mask input has shape %s, expected (256,256), (1,256,256) or (1,1,256,256)",
+                       a->mask_in, km_shape_str(b, sizeof b, t.ndim, t.shape));
+        else {
+            *mask = t.data;
+            t.data = NULL;
+        }
+        km_tensor_free(&t);
+    }
+    return s ? s : load_image(a->image, img);
+}
+
+/* One image: the teacher's masks, then every output asked for. */
+static km_status one_run(sam_ctx *c, const sam_args *a, const km_image *img, const km_prompt_set *ps,
+                         const km_sam_prompts *pr) {
+    km_sam_result r = {0};
+    km_embkey k;
+    int hit = 0;
+    make_key(c, img, &k);
+    km_status s = ctx_set_image(c, img, &k, &hit);
+    if (!s) s = km_sam_predict(&c->p, pr, &r);
+    if (!s && a->emb_out) {
+        int64_t sh[4] = {1, c->m.dec.D, 64, 64};
+        s = km_npy_save(a->emb_out, KM_F32, 4, sh, c->emb);
+    }
+    if (!s && a->low_out) {
+        int64_t sh[4] = {1, r.K, 256, 256};
+        s = km_npy_save(a->low_out, KM_F32, 4, sh, r.low_res);
+    }
+    if (!s && a->iou_out) {
+        int64_t sh[2] = {1, r.K};
+        s = km_npy_save(a->iou_out, KM_F32, 2, sh, r.iou);
+    }
+    int best = s ? 0 : best_mask(&r);
+    if (!s) s = write_mask(a->out, &r, best);
+    if (!s && a->overlay) s = write_overlay(a->overlay, img, r.masks + (size_t)best * r.w * r.h, ps);
+    if (!s) report_cache(c);
+    km_sam_result_free(&r);
+    return s;
+}
+
+km_status km_cmd_sam(int argc, char **argv) {
+    sam_args a;
+    int help = 0;
+    km_status s = sam_flags(argc, argv, &a, &help);
+    if (s || help) {
+        km_strlist_free(&a.points);
+        return s;
+    }
+    sam_ctx c;
+    sam_open(&a, &c);
     km_image img = {0};
     km_prompt_set ps = {0};
     float *mask = NULL;
-    km_sam_result r = {0};
-
-    if (!batch) {
-        /* everything about the input is checked before the (slow) model */
-        for (int i = 0; !s && i < points.n; i++) s = km_prompt_parse_point("--point", points.items[i], &ps);
-        if (!s && box_s) s = km_prompt_parse_box("--box", box_s, &ps);
-        if (!s && mask_in) {
-            km_tensor t;
-            s = km_npy_load_f32(mask_in, -1, NULL, &t);
-            if (!s) {
-                int ok = t.ndim >= 2 && t.shape[t.ndim - 1] == 256 && t.shape[t.ndim - 2] == 256 &&
-                         km_numel(t.ndim, t.shape) == 256 * 256;
-                char b[128];
-                if (!ok)
-                    s = km_err(KM_ESHAPE, "%s: mask input has shape %s, expected (256,256), "
-                               "(1,256,256) or (1,1,256,256)", mask_in,
-                               km_shape_str(b, sizeof b, t.ndim, t.shape));
-                else {
-                    mask = t.data;
-                    t.data = NULL;
-                }
-                km_tensor_free(&t);
-            }
-        }
-        if (!s) s = load_image(image, &img);
-    }
-    km_sam_prompts pr = km_prompt_set_sam(&ps, mask, multimask);
+    if (!a.batch) s = one_inputs(&a, &ps, &mask, &img);
+    km_sam_prompts pr = km_prompt_set_sam(&ps, mask, a.multimask);
     if (!s && c.profile == KM_SAM_PROFILE_AUTO) s = ctx_model(&c, 0); /* resolves the profile */
-    if (!s && !batch) s = km_sam_validate_prompts(&pr, c.profile, img.w, img.h);
-    if (!s && c.use_cache) s = km_checkpoint_fingerprint(ckpt, &c.ckpt_fp);
-    if (!s && batch) s = run_batch(&c, images, prompts, out_dir, overlay);
-    if (!s && !batch) {
-        km_embkey k;
-        int hit = 0;
-        make_key(&c, &img, &k);
-        s = ctx_set_image(&c, &img, &k, &hit);
-        if (!s) s = km_sam_predict(&c.p, &pr, &r);
-        if (!s && emb_out) {
-            int64_t sh[4] = {1, c.m.dec.D, 64, 64};
-            s = km_npy_save(emb_out, KM_F32, 4, sh, c.emb);
-        }
-        if (!s && low_out) {
-            int64_t sh[4] = {1, r.K, 256, 256};
-            s = km_npy_save(low_out, KM_F32, 4, sh, r.low_res);
-        }
-        if (!s && iou_out) {
-            int64_t sh[2] = {1, r.K};
-            s = km_npy_save(iou_out, KM_F32, 2, sh, r.iou);
-        }
-        int best = s ? 0 : best_mask(&r);
-        if (!s) s = write_mask(out, &r, best);
-        if (!s && overlay) s = write_overlay(overlay, &img, r.masks + (size_t)best * r.w * r.h, &ps);
-        if (!s) report_cache(&c);
-    }
-    km_sam_result_free(&r);
+    if (!s && !a.batch) s = km_sam_validate_prompts(&pr, c.profile, img.w, img.h);
+    if (!s && c.use_cache) s = km_checkpoint_fingerprint(a.ckpt, &c.ckpt_fp);
+    if (!s && a.batch) s = run_batch(&c, a.images, a.prompts, a.out_dir, a.overlay);
+    if (!s && !a.batch) s = one_run(&c, &a, &img, &ps, &pr);
     ctx_free(&c);
     km_image_free(&img);
     km_prompt_set_free(&ps);
     km_free(mask);
-    km_strlist_free(&points);
+    km_strlist_free(&a.points);
     return s;
 }

@@ -83,10 +83,10 @@ km_status km_prompt_parse_box(const char *what, const char *s, km_prompt_set *p)
     return st;
 }
 
+/* The entry for `name`; with create, a new empty one when there is none. */
 static km_prompt_set *list_get(km_prompt_list *l, const char *name, int create) {
-    for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->items[i].name, name)) return &l->items[i];
-    if (!create) return NULL;
+    km_prompt_set *found = (km_prompt_set *)km_prompt_list_find(l, name);
+    if (found || !create) return found;
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 16;
         km_prompt_set *it = km_calloc(sizeof(km_prompt_set) * cap);

@@ -11,10 +11,12 @@
  *   JSON: {"img1.png": {"points": [[120,95,1],[40,150,0]], "box": [10,20,200,160]}}
  *         (points' labels optional, default 1; no other keys; an image named
  *         twice is an error).
- * Errors name the file and the place: KM_EFORMAT "FILE:LINE: ..." (CSV) or
- * "FILE: \"img.png\".points[1]: ..." (JSON); a bad label is KM_EARG. The
- * numbers are only parsed here: whether they fit the image is
- * km_sam_validate_prompts' business (sam.h). */
+ * Every error names the file and the place, "FILE:LINE" (CSV) or
+ * "FILE: \"img.png\".points[1]" (JSON): a malformed file or entry is
+ * KM_EFORMAT; a wrong count of numbers, a bad label or a second box is
+ * KM_EARG, with the message the --point / --box flags give. The numbers are
+ * only parsed here: whether they fit the image is km_sam_validate_prompts'
+ * business (sam.h). */
 #ifndef KM_PROMPT_FILE_H
 #define KM_PROMPT_FILE_H
 
