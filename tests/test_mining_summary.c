@@ -19,6 +19,7 @@ KM_TEST(mining_summary_hand_computed) {
     put(dir, "results.csv",
         "kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n"
         "run,d,0.1,supervised,0,1,3,0.5,,0.4,,\n"
+        "run,d,0.1,supervised+refined,0,1,3,0.55,,0.45,,\n"
         "run,d,0.1,onetime,0,1,3,0.6,,0.5,,\n"
         "run,d,0.1,onetime,1,1,3,0.6,,0.5,,\n"
         "run,d,0.1,onetime,2,1,3,0.6,,0.5,,/nonexistent/run\n"

@@ -54,12 +54,16 @@
  *                    folder name, so they must mean the same thing)
  *   DIR/tables.md    per dataset, a Dice table and an IoU table: rows = method,
  *                    columns = labelled fraction, cells "mean ± std" over
- *                    seeds ("mean (n=1)" with one seed, "-" for none). */
+ *                    seeds ("mean (n=1)" with one seed, "-" for none).
+ *   DIR/mining.md    the teacher's gain (pseudo-label vs the student's own
+ *                    Dice on the same unlabelled images) and the cost per
+ *                    epoch of each method (report/mining.h). */
 /* nftw (removing an interrupted run folder) is an X/Open extension */
 #define _XOPEN_SOURCE 700
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../report/mining.h"
 #include "../core/log.h"
 #include "../eval/metrics.h"
 #include "../io/json.h"
@@ -878,6 +882,29 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     return s;
 }
 
+/* DIR/mining.md: the teacher's gain and the cost per epoch (report/mining.h);
+ * apart from tables.md because its timing columns differ from run to run. */
+static km_status write_mining_md(const char *out) {
+    km_mining_row *rows;
+    int n, skipped;
+    km_status s = km_mining_summary(out, &rows, &n, &skipped);
+    char *buf = NULL, path[2048];
+    size_t len = 0;
+    FILE *o = s ? NULL : open_memstream(&buf, &len);
+    if (!s && !o) s = km_err(KM_ENOMEM, "cannot build mining.md");
+    if (o) {
+        fprintf(o, "# kmseg experiments: mining\n\n");
+        km_mining_md(o, rows, n);
+        if (skipped) fprintf(o, "\n%d run(s) left out: metrics.csv not readable.\n", skipped);
+        fclose(o);
+        snprintf(path, sizeof path, "%s/mining.md", out);
+        s = km_write_file_atomic(path, buf, len);
+    }
+    free(buf); /* open_memstream buffer: plain malloc */
+    km_free(rows);
+    return s;
+}
+
 /* ---- invocation modes ---- */
 
 typedef struct {
@@ -955,6 +982,7 @@ static km_status run_mode(grid *g, const int *tabled, const grid_mode *md) {
     if (md->index >= 0 || md->shard_n > 1) return s; /* tables: --collect */
     km_status s2 = load_results(g);
     if (!s2) s2 = write_outputs(g, tabled);
+    if (!s2) s2 = write_mining_md(g->out);
     if (!s) s = s2;
     int unfinished = 0;
     for (int i = 0; i < g->nj; i++)
