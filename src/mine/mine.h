@@ -3,9 +3,10 @@
  * mining phase, fine-tuning the best supervised student on labelled +
  * teacher-labelled images.
  *
- * Run folder <out>:
- *   mine_config.json     every resolved setting of the mining run (box_rule
- *                        included; missing in older files = `all`)
+ * Run folder <out> (its mechanics: runfolder.h):
+ *   mine_config.json     every resolved setting of the mining run (the train
+ *                        and mine settings tables; box_rule missing in older
+ *                        files = `all`)
  *   splits/              train/val/test/labelled/unlabelled .txt (as train.h)
  *   supervised/          the supervised phase's own run folder (train.h),
  *                        absent when init is given
@@ -29,6 +30,16 @@
  *                        labels' mean Dice. Written after the one-time
  *                        labelling (epoch 0) and after every epoch, in the
  *                        order best -> log rows -> last, atomically.
+ *   resumes.csv          each resume of the mining phase from last.safetensors
+ *                        (its epoch, UTC time; runfolder.h); a resume of the
+ *                        supervised phase is in supervised/resumes.csv
+ *
+ * km_mine_run in phases (mine.c): miner_open (settings, folder, config) ->
+ * mine_supervised (supervised phase or --init) -> miner_state (data, RNG,
+ * student fresh or resumed, teacher, metric files) -> label_onetime (one-time
+ * schedule, once) -> mine_epoch per epoch (mine_steps: mine_step per batch,
+ * label_visit per continuous visit; validation; epoch_end: log row and
+ * checkpoint) -> miner_close (the one cleanup, every path).
  *
  * Resume (km_mine_run with resume = 1, `kmseg mine --resume RUN`): a run
  * killed anywhere continues from what it has on disk: without

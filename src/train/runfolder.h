@@ -1,6 +1,6 @@
 /* runfolder.h - the mechanics shared by the run folders of `kmseg train`,
- * `kmseg pretrain` (and `kmseg mine`): paths, config file, per-epoch metric
- * files with resume truncation, checkpoint metadata.
+ * `kmseg pretrain` and `kmseg mine`: paths, config file, per-epoch metric
+ * files with resume truncation, the record of resumes, checkpoint metadata.
  *
  *   km_run r;
  *   s = km_run_open(&r, c->out, "config.json", "train", resume);   // mkdir, or check a resumable folder
