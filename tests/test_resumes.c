@@ -4,8 +4,9 @@
  * the uninterrupted run's bytes, and its page marks that epoch on every
  * curve (a dashed rule with its label, and a row of each chart's data
  * table); the uninterrupted run has no record and no mark. A pretraining run
- * records its resume the same way; a mining folder's marks sit on the
- * joined epoch axis (supervised epochs, then mining epochs). */
+ * and a mining run record their resumes the same way; a mining folder's
+ * marks sit on the joined epoch axis (supervised epochs, then mining
+ * epochs). */
 #include "cli.h"
 #include "test.h"
 
@@ -56,6 +57,9 @@ KM_TEST(resume_recorded_and_marked_in_report) {
     CHECK(n == 1 && e[0] == 1);
     snprintf(q, sizeof q, "%s/resumes.csv", a);
     CHECK(read_resumes(q, e) == 0);
+    /* resuming the finished run trains nothing and records nothing */
+    CHECK(km_test_sh("'%s' train --resume '%s' --quiet", km_test_bin(), b) == 0);
+    CHECK(read_resumes(p, e) == 1 && e[0] == 1);
     /* the record changes no result */
     CHECK(km_test_sh("cmp -s '%s/last.safetensors' '%s/last.safetensors' && cmp -s '%s/best.safetensors' "
                      "'%s/best.safetensors'", a, b, a, b) == 0);
@@ -90,6 +94,24 @@ KM_TEST(resume_recorded_and_marked_in_report) {
                      pa, km_test_bin(), pa) == 0);
     snprintf(p, sizeof p, "%s/resumes.csv", pa);
     CHECK(read_resumes(p, e) == 1 && e[0] == 1);
+
+    /* and mining, from the trained student: stopped after mining epoch 1 of
+     * 2, resumed; the page draws the mark after the 3 supervised epochs of
+     * the --init's run folder */
+    const char *m = km_test_sub("rs_mine_run");
+    CHECK(km_test_sh("'%s' mine --data '%s' --out '%s' --init '%s/best.safetensors' --teacher '%s' --no-cache "
+                     "--box-rule all --max-images 10 --val-fraction 0.2 --test-fraction 0.2 --size 32 --resnet 18 "
+                     "--batch 2 --seed 2 --threads 1 --mine-epochs 2 --quiet --stop-after 1 && '%s' mine --resume '%s' "
+                     "--quiet && '%s' report '%s' --quiet", km_test_bin(), data, m, a,
+                     km_test_path("fixtures/sam_tiny/sam_tiny.pth"), km_test_bin(), m, km_test_bin(), m) == 0);
+    snprintf(p, sizeof p, "%s/resumes.csv", m);
+    CHECK(read_resumes(p, e) == 1 && e[0] == 1);
+    snprintf(p, sizeof p, "%s/report.html", m);
+    char *hm = km_test_slurp(p);
+    int listed_m = count(hm, "<tr><td>resumed after mining epoch 1 (vertical rule)</td><td>4</td>");
+    printf("    mining run: resume listed %d times at x = 3 + 1\n", listed_m);
+    CHECK(listed_m >= 4 && listed_m == count(hm, "<tr><td>resumed after")); /* no other resume */
+    km_free(hm);
 }
 
 /* A mining folder written by hand: 3 supervised epochs (resumed after 2),

@@ -525,11 +525,12 @@ static km_status init_student(miner *M) {
 }
 
 /* A resumed mining phase: the state of last.safetensors, the one-time labels
- * from pseudo/, and the resume recorded in the run folder. */
+ * from pseudo/, and the resume recorded in the run folder (unless the run
+ * had finished). */
 static km_status resume_state(miner *M) {
     km_status s = load_state(M);
     if (!s && M->has_frozen) s = load_frozen(M);
-    if (!s) s = km_run_note_resume(&M->run, M->epoch);
+    if (!s && !M->st.done) s = km_run_note_resume(&M->run, M->epoch);
     if (!s && M->log)
         fprintf(M->log, "resuming %s after mining epoch %d%s\n", M->c.out, M->epoch,
                 M->st.done ? ": the run had already finished" : "");
@@ -537,8 +538,8 @@ static km_status resume_state(miner *M) {
 }
 
 /* Phase 3: the data (the splits as the supervised phase made them), the
- * RNG, schedule and student (fresh or resumed), the teacher, the buffers
- * and the metric files (a resumed run drops the rows after its checkpoint). */
+ * RNG, schedule and student (fresh or resumed), the teacher and the metric
+ * files (a resumed run drops the rows after its checkpoint). */
 static km_status miner_state(miner *M) {
     const km_mine_config *c = &M->c;
     const km_train_config *tc = &c->train;

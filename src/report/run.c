@@ -259,7 +259,7 @@ static void flag_of(km_html *c, const char *key, const km_json *v, int mining) {
 /* "none", or each resume (resumes.csv) with when it happened; a resumed
  * run's rows equal an uninterrupted run's. */
 static void resume_list(km_html *h, const run_info *r) {
-    if (!r->nres) km_html_raw(h, "none (the run was not interrupted and continued with --resume)");
+    if (!r->nres) km_html_raw(h, "none recorded (no resumes.csv: never continued with --resume)");
     for (int i = 0; i < r->nres; i++) {
         km_html_raw(h, i ? "; " : "");
         km_html_text(h, r->resumes[i].label);
@@ -465,7 +465,7 @@ static void per_image(km_html *h, char **ids, const double *dice, int n, const c
 }
 
 static void data_links(km_html *h, const run_info *r, const char *out) {
-    static const char *const files[] = {"metrics.csv", "metrics.jsonl", "config.json", "mine_config.json",
+    static const char *const files[] = {"metrics.csv", "metrics.jsonl", "config.json", "mine_config.json", "resumes.csv",
                                         "splits/train.txt", "splits/val.txt", "splits/test.txt", "splits/labelled.txt",
                                         "splits/unlabelled.txt", "eval/per_image.csv", "eval/summary.json"};
     km_html_raw(h, "<h2>Data</h2>\n<ul>\n");

@@ -61,8 +61,9 @@ km_status km_run_close(km_run *r, km_status s);
 km_status km_run_remove(const km_run *r, const char *name);
 
 /* ---- resumes: <dir>/resumes.csv ----
- * A record of each time the run was continued with --resume from a
- * checkpoint: a header "resumed_after_epoch,utc", then one row per resume,
+ * A record of each time the run was continued with --resume from the
+ * checkpoint of an unfinished run (resuming a finished run trains nothing
+ * and records nothing; callers skip it): a header "resumed_after_epoch,utc", then one row per resume,
  * the epoch of the checkpoint the run went on from and when (ISO 8601 UTC to
  * the second, "2026-12-03T11:37:28Z"). A run never resumed has no file. The
  * file is rewritten atomically with the row appended, so a crash leaves
