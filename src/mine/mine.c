@@ -572,6 +572,7 @@ static km_status miner_state(miner *M) {
     return s;
 }
 
+/* The batch buffers (B images of S x S) and the mining set's index. */
 static void miner_buffers(miner *M) {
     size_t P = M->P, B = (size_t)M->B;
     M->x = km_malloc(sizeof(float) * 3 * P * B);
