@@ -63,6 +63,7 @@
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../mine/mine.h"
 #include "../report/mining.h"
 #include "../core/log.h"
 #include "../eval/metrics.h"
@@ -108,23 +109,17 @@ static const passextra k_pass_extra[] = {
     {"--size", TO_EVAL, NULL, 0, 0},
     {"--label", TO_EVAL | TO_PRETRAIN, NULL, 0, 0}, /* pretrain: accepted, no effect */
     {"--threads", TO_EVAL, NULL, 0, 1},
-    /* mine's own rows; when src/mine has its settings table, these three
-     * lines become km_passlist_add(&g_pass, &km_mine_settings, TO_MINE, NULL)
-     * in build_passlist (and the train/refine rows for mine come from it too) */
-    {"--mine-epochs", TO_MINE, "maximum mining epochs", 0, 0},
-    {"--pseudo-weight", TO_MINE, "lambda of the pseudo-label term", 0, 0},
-    {"--cache-mem", TO_MINE, "teacher embeddings kept in memory", 0, 1},
 };
 
 static km_passlist g_pass;
 
 static void build_passlist(void) {
-    static const char *const not_mine[] = {"--max-steps", NULL};
     memset(&g_pass, 0, sizeof g_pass);
     km_passlist_add(&g_pass, &km_train_settings, TO_TRAIN, NULL);
-    km_passlist_add(&g_pass, &km_train_settings, TO_MINE, not_mine);
+    km_passlist_add(&g_pass, &km_train_settings, TO_MINE, km_mine_train_skip);
+    km_passlist_add(&g_pass, &km_mine_settings, TO_MINE, NULL);
     km_passlist_add(&g_pass, &km_simclr_settings, TO_PRETRAIN, NULL);
-    km_passlist_add(&g_pass, &km_refine_settings, TO_MINE | TO_REFINED, NULL);
+    km_passlist_add(&g_pass, &km_refine_settings, TO_REFINED, NULL);
     for (size_t k = 0; k < sizeof k_pass_extra / sizeof k_pass_extra[0]; k++) {
         const passextra *e = &k_pass_extra[k];
         int i = 0;
