@@ -6,21 +6,9 @@
 
 #include <string.h>
 
-static const km_command g_commands[] = {
-    {"forward", km_cmd_forward, "run the student on an .npy batch and write its logits"},
-    {"info", km_cmd_info, "list the tensors of a checkpoint (.pth, safetensors) or .npy file"},
-    {"demo", km_cmd_demo, "train the student for a few steps on real images, showing the loss"},
-    {"check-data", km_cmd_check_data, "validate a dataset folder (and split lists), listing every problem"},
-    {"train", km_cmd_train, "train the student on images + masks (run folder, resumable)"},
-    {"eval", km_cmd_eval, "per-image Dice/IoU of a checkpoint on a dataset split (CSV + JSON)"},
-    {"predict", km_cmd_predict, "predict masks (PNG, original resolution) for a folder of images"},
-    {"pretrain", km_cmd_pretrain, "SimCLR pretraining of the student's encoder on the train images"},
-    {"sam", km_cmd_sam, "segment one image with SAM from point/box/mask prompts"},
-    {"experiments", km_cmd_experiments, "the paper's grid: datasets x fractions x methods x seeds -> tables.md, results.csv"},
-    {"teacher-quality", km_cmd_teacher_quality, "Dice/IoU of the teacher on a dataset, prompted by ground truth or a student"},
-    {"report", km_cmd_report, "static HTML report (charts, tables, gallery) of a run or an experiments folder"},
-    {"mine", km_cmd_mine, "knowledge mining: student + SAM teacher pseudo labels (one-time / continuous)"},
-};
+#define KM_CMD_ROW(name, fn, help) {name, fn, help},
+static const km_command g_commands[] = {KM_COMMANDS(KM_CMD_ROW)};
+#undef KM_CMD_ROW
 
 static void usage(FILE *f) {
     fprintf(f, "kmseg %s - semi-supervised medical image segmentation by knowledge mining\n\n",

@@ -229,15 +229,16 @@ KM_TEST(sam_cli_cache_across_runs_overlay_medsam) {
         snprintf(b, sizeof b, "%s/%s", d, pairs[k][1]);
         CHECK_MSG(same_file(a, b), "%s differs from %s", b, a);
     }
-    /* overlay: the image, tinted halfway to (30,144,255) under the mask, a
-     * green disc on the foreground point and a red one on the background point */
+    /* overlay: the image, tinted halfway to (0,114,178) under the mask (the
+     * blue of every kmseg overlay, report/overlay.h), a green disc on the
+     * foreground point and a red one on the background point */
     km_image src, ov, mask;
     snprintf(a, sizeof a, "%s/ov.png", d);
     snprintf(b, sizeof b, "%s/m2.png", d);
     if (km_image_load(im, &src, 3) == KM_OK && km_image_load(a, &ov, 0) == KM_OK &&
         km_image_load(b, &mask, 1) == KM_OK) {
         CHECK(ov.w == src.w && ov.h == src.h && ov.c == 3);
-        const uint8_t tint[3] = {30, 144, 255};
+        const uint8_t tint[3] = {0, 114, 178};
         long bad = 0, inside = 0;
         for (int y = 0; y < src.h; y++)
             for (int x = 0; x < src.w; x++) {

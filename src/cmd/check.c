@@ -37,14 +37,14 @@ km_status km_cmd_check_data(int argc, char **argv) {
                *test_list = NULL, *label = NULL, *split_file = NULL;
     int size = 224, threads = km_get_threads(), max_show = 0, fold = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &data, "dataset folder: images/ + masks/, or an nnU-Net raw dataset (dataset.json)", 1, 0},
+        KM_CMD_DATA_FLAG(&data),
         KM_DATA_FLAGS(&label, &split_file, &fold),
         {"--split-dir", KM_FLAG_STR, &split_dir, "folder with train.txt [val.txt test.txt] to validate", 0, 0},
+        KM_CMD_THREADS_FLAG(&threads),
         {"--train-list", KM_FLAG_STR, &train_list, "train id list to validate", 0, 0},
         {"--val-list", KM_FLAG_STR, &val_list, "val id list to validate", 0, 0},
         {"--test-list", KM_FLAG_STR, &test_list, "test id list to validate", 0, 0},
         {"--size", KM_FLAG_INT, &size, "crop size used for the 'foreground outside the crop' check", 0, 0},
-        {"--threads", KM_FLAG_INT, &threads, "decoding threads", 0, 0},
         {"--max-problems", KM_FLAG_INT, &max_show, "print at most this many problems (0 = all)", 0, 0},
         {0}};
     int help = 0;

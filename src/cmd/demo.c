@@ -80,15 +80,14 @@ km_status km_cmd_demo(int argc, char **argv) {
         {"--images", KM_FLAG_INT, &t->max_images, "number of images used (80/10/10 split)", 0, 0},
         {"--labelled-fraction", KM_FLAG_FLOAT, &t->labelled_fraction, "labelled part of the train split", 0, 0},
         {"--size", KM_FLAG_INT, &t->size, "crop size, multiple of 32", 0, 0},
+        KM_CMD_TEACHER_FLAG("--teacher", &teacher),
+        KM_CMD_CACHE_FLAGS(&cache_dir, &no_cache),
         {"--resnet", KM_FLAG_INT, &t->resnet, "encoder depth: 18 or 34", 0, 0},
         {"--epochs", KM_FLAG_INT, &t->epochs, "maximum supervised epochs", 0, 0},
         {"--mine-epochs", KM_FLAG_INT, &c.mine_epochs, "maximum mining epochs", 0, 0},
         {"--lr", KM_FLAG_FLOAT, &t->lr, "Adam learning rate", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint (default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
-        {"--cache-dir", KM_FLAG_STR, &cache_dir, "teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
-        {"--no-cache", KM_FLAG_BOOL, &no_cache, "keep teacher embeddings in memory only", 0, 0},
+        KM_CMD_THREADS_FLAG(&t->threads),
         {"--seed", KM_FLAG_INT, &seed, "seed", 0, 0},
-        {"--threads", KM_FLAG_INT, &t->threads, "compute threads", 0, 0},
         {"--out", KM_FLAG_STR, &out, "keep the run folder here (as kmseg mine writes it)", 0, 0},
         {0}};
     int help = 0;

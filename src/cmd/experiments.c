@@ -54,16 +54,25 @@
  *                    folder name, so they must mean the same thing)
  *   DIR/tables.md    per dataset, a Dice table and an IoU table: rows = method,
  *                    columns = labelled fraction, cells "mean ± std" over
- *                    seeds ("mean (n=1)" with one seed, "-" for none). */
+ *                    seeds ("mean (n=1)" with one seed, "-" for none).
+ *   DIR/mining.md    the teacher's gain (pseudo-label vs the student's own
+ *                    Dice on the same unlabelled images) and the cost per
+ *                    epoch of each method (report/mining.h). */
 /* nftw (removing an interrupted run folder) is an X/Open extension */
 #define _XOPEN_SOURCE 700
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../mine/mine.h"
+#include "../report/mining.h"
 #include "../core/log.h"
 #include "../eval/metrics.h"
 #include "../io/json.h"
+#include "../io/settings.h"
+#include "../mine/refine.h"
 #include "../models/teacher.h"
+#include "../train/simclr.h"
+#include "../train/train.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,45 +90,45 @@ static const char *const k_methods[] = {"supervised", "onetime", "continuous", "
                                         "points+box+mask"};
 enum { NMETHODS = 7 };
 
-/* Pass-through flags: value forwarded verbatim when given. to: 1 train,
- * 2 mine, 4 pretrain, 8 eval, 16 refined eval only (eval --refine). */
+/* Pass-through flags: value forwarded verbatim when given, to the commands
+ * in `to`: */
+enum { TO_TRAIN = 1, TO_MINE = 2, TO_PRETRAIN = 4, TO_EVAL = 8, TO_REFINED = 16 /* eval --refine only */ };
+/* They come from the settings tables (their KM_SET_PASS rows; KM_SET_NEUTRAL:
+ * changes no result, so it may go with --resume and is not in settings.txt):
+ * train's rows go to train and mine (mine takes every training knob but
+ * --max-steps), pretrain's to pretrain, the refine fragment's (refine.h) to
+ * mine and refined eval. What is in no table yet is listed here: */
 typedef struct {
-    const char *name;
+    const char *flag;
     int to;
-    const char *help;
-    char *val;
-    int is_bool;
-    int no_result; /* does not change any result (threads: bit-level only; cache) */
-} passflag;
-
-static passflag g_pass[] = {
-    {"--size", 15, "crop size, multiple of 32 (all steps)", 0, 0, 0},
-    {"--label", 15, "label to segment, for every dataset (see kmseg train --help)", 0, 0, 0},
-    {"--resnet", 7, "encoder depth: 34 or 18", 0, 0, 0},
-    {"--threads", 15, "compute threads", 0, 0, 1},
-    {"--max-images", 7, "random split over the first N ids only", 0, 0, 0},
-    {"--val-fraction", 3, "random split: validation fraction", 0, 0, 0},
-    {"--test-fraction", 3, "random split: test fraction", 0, 0, 0},
-    {"--epochs", 3, "maximum supervised epochs", 0, 0, 0},
-    {"--batch", 3, "batch size (train, mine)", 0, 0, 0},
-    {"--lr", 3, "Adam learning rate (train, mine)", 0, 0, 0},
-    {"--weight-decay", 3, "Adam weight decay (train, mine)", 0, 0, 0},
-    {"--plateau-patience", 3, "ReduceLROnPlateau patience", 0, 0, 0},
-    {"--plateau-factor", 3, "ReduceLROnPlateau factor", 0, 0, 0},
-    {"--min-lr", 3, "ReduceLROnPlateau minimum lr", 0, 0, 0},
-    {"--early-stop", 3, "early-stopping patience", 0, 0, 0},
-    {"--bce-weight", 3, "a in a*BCE + (1-a)*Dice", 0, 0, 0},
-    {"--max-steps", 1, "supervised: stop after this many optimiser steps", 0, 0, 0},
-    {"--mine-epochs", 2, "maximum mining epochs", 0, 0, 0},
-    {"--points", 18, "guiding points per image", 0, 0, 0},
-    {"--box-rule", 18, "boxes from the student's mask: all, largest or per-component", 0, 0, 0},
-    {"--pseudo-weight", 2, "lambda of the pseudo-label term", 0, 0, 0},
-    {"--teacher-profile", 18, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0, 0},
-    {"--cache-dir", 18, "teacher embedding cache folder", 0, 0, 1},
-    {"--cache-mem", 2, "teacher embeddings kept in memory", 0, 0, 1},
-    {"--no-cache", 18, "teacher embeddings in memory only", 0, 1, 1},
+    const char *help; /* NULL: the flag is already listed (a table's row) */
+    int is_bool, neutral;
+} passextra;
+static const passextra k_pass_extra[] = {
+    /* `kmseg eval` has no settings table: the training rows it takes */
+    {"--size", TO_EVAL, NULL, 0, 0},
+    {"--label", TO_EVAL | TO_PRETRAIN, NULL, 0, 0}, /* pretrain: accepted, no effect */
+    {"--threads", TO_EVAL, NULL, 0, 1},
 };
-enum { NPASS = sizeof g_pass / sizeof g_pass[0] };
+
+static km_passlist g_pass;
+
+static void build_passlist(void) {
+    memset(&g_pass, 0, sizeof g_pass);
+    km_passlist_add(&g_pass, &km_train_settings, TO_TRAIN, NULL);
+    km_passlist_add(&g_pass, &km_train_settings, TO_MINE, km_mine_train_skip);
+    km_passlist_add(&g_pass, &km_mine_settings, TO_MINE, NULL);
+    km_passlist_add(&g_pass, &km_simclr_settings, TO_PRETRAIN, NULL);
+    km_passlist_add(&g_pass, &km_refine_settings, TO_REFINED, NULL);
+    for (size_t k = 0; k < sizeof k_pass_extra / sizeof k_pass_extra[0]; k++) {
+        const passextra *e = &k_pass_extra[k];
+        int i = 0;
+        while (i < g_pass.n && strcmp(g_pass.items[i].flag, e->flag)) i++;
+        KM_ASSERT(i < g_pass.n || e->help); /* a NULL help names a table's row */
+        if (i == g_pass.n) g_pass.items[g_pass.n++] = (km_passflag){e->flag, e->help, 0, e->is_bool, e->neutral, NULL};
+        g_pass.items[i].to |= e->to;
+    }
+}
 
 /* Named protocols (--preset). "paper" is method.md's protocol (every knob at
  * its command's default). "cpu" is sized so that the Kvasir-SEG grid
@@ -158,8 +167,9 @@ static km_status apply_preset(const char *name, const char **fractions, const ch
     if (p->seeds && !seen_s) *seeds = p->seeds;
     if (!seen_r) *refined |= p->refined;
     for (int k = 0; p->pass[k][0]; k++)
-        for (int i = 0; i < NPASS; i++)
-            if (!strcmp(g_pass[i].name, p->pass[k][0]) && !g_pass[i].val) g_pass[i].val = (char *)p->pass[k][1];
+        for (int i = 0; i < g_pass.n; i++)
+            if (!strcmp(g_pass.items[i].flag, p->pass[k][0]) && !g_pass.items[i].val)
+                g_pass.items[i].val = (char *)p->pass[k][1];
     return KM_OK;
 }
 
@@ -183,25 +193,24 @@ static void arg(argl *a, const char *fmt, ...) {
 }
 
 static void arg_pass(argl *a, int to) {
-    for (int i = 0; i < NPASS; i++) {
-        if (!(g_pass[i].to & to)) continue;
-        if (g_pass[i].is_bool) {
-            if (g_pass[i].val) arg(a, "%s", g_pass[i].name);
-        } else if (g_pass[i].val) {
-            arg(a, "%s", g_pass[i].name);
-            arg(a, "%s", g_pass[i].val);
-        }
+    for (int i = 0; i < g_pass.n; i++) {
+        const km_passflag *p = &g_pass.items[i];
+        if (!(p->to & to) || !p->val) continue;
+        arg(a, "%s", p->flag);
+        if (!p->is_bool) arg(a, "%s", p->val);
     }
 }
 
 /* The passed flags for command mask `to` that change no result: all that
  * may go with --resume (the run's own settings come from its folder). */
 static void arg_pass_neutral(argl *a, int to) {
-    for (int i = 0; i < NPASS; i++)
-        if ((g_pass[i].to & to) && g_pass[i].no_result && g_pass[i].val) {
-            arg(a, "%s", g_pass[i].name);
-            if (!g_pass[i].is_bool) arg(a, "%s", g_pass[i].val);
+    for (int i = 0; i < g_pass.n; i++) {
+        const km_passflag *p = &g_pass.items[i];
+        if ((p->to & to) && p->neutral && p->val) {
+            arg(a, "%s", p->flag);
+            if (!p->is_bool) arg(a, "%s", p->val);
         }
+    }
 }
 
 static void argl_free(argl *a) {
@@ -268,17 +277,17 @@ static km_status read_summary(const char *path, double *dice, double *iou, int *
  * pretraining), one "flag value" line each. A finished run is skipped on the
  * strength of its folder name alone, so an experiment folder is tied to these
  * settings: DIR/settings.txt is written by the first invocation and a later
- * one with different settings is refused. The grid lists may grow freely, so
- * a line "(unused)" (no mining method / no --simclr yet) on either side
- * matches anything and is filled in by the first invocation that uses it. */
-static km_status check_settings(const char *out, const char *teacher, const char *pe, const char *pb) {
-    enum { MAXL = NPASS + 3 };
-    char *cur[MAXL];
+ * one with different settings is refused. Lines are matched by flag, in any
+ * order (a file written before a knob existed lacks its line: its runs had
+ * the default). The grid lists may grow freely, so a line "(unused)" (no
+ * mining method / no --simclr yet) on either side matches anything and is
+ * filled in by the first invocation that uses it. */
+static int current_settings(char **cur, const char *teacher, const char *pe, const char *pb) {
     int nl = 0;
     char line[4200];
-    for (int i = 0; i < NPASS; i++)
-        if (!g_pass[i].no_result) {
-            snprintf(line, sizeof line, "%s %s", g_pass[i].name, g_pass[i].val ? g_pass[i].val : "(default)");
+    for (int i = 0; i < g_pass.n; i++)
+        if (!g_pass.items[i].neutral) {
+            snprintf(line, sizeof line, "%s %s", g_pass.items[i].flag, g_pass.items[i].val ? g_pass.items[i].val : "(default)");
             cur[nl++] = km_strdup(line);
         }
     snprintf(line, sizeof line, "--teacher %s", teacher ? teacher : "(unused)");
@@ -287,6 +296,60 @@ static km_status check_settings(const char *out, const char *teacher, const char
     cur[nl++] = km_strdup(line);
     snprintf(line, sizeof line, "--pretrain-batch %s", pb ? pb : "(unused)");
     cur[nl++] = km_strdup(line);
+    return nl;
+}
+
+static int ends_unused(const char *l) {
+    size_t n = strlen(l), u = strlen(" (unused)");
+    return n > u && !strcmp(l + n - u, " (unused)");
+}
+
+/* The line of settings.txt text `old` for the flag of line `cur`, NULL if none. */
+static char *recorded_line(char *old, const char *cur, char *buf, size_t n) {
+    size_t fl = strcspn(cur, " ");
+    for (char *t = old; t && *t;) {
+        char *nl = strchr(t, '\n');
+        size_t len = nl ? (size_t)(nl - t) : strlen(t);
+        if (len > fl && !strncmp(t, cur, fl) && t[fl] == ' ' && len < n) {
+            memcpy(buf, t, len);
+            buf[len] = 0;
+            return buf;
+        }
+        t = nl ? nl + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* Compares the current lines with settings.txt's text; *changed: the file
+ * must be (re)written. */
+static km_status compare_settings(const char *path, char *old, char **cur, int nl, int *changed) {
+    char buf[4200];
+    for (int i = 0; i < nl; i++) {
+        const char *t = recorded_line(old, cur[i], buf, sizeof buf);
+        int c_default = !strcmp(cur[i] + strcspn(cur[i], " "), " (default)");
+        if (!t) {
+            *changed = 1;
+            if (c_default || ends_unused(cur[i])) continue;
+            t = "(none: the default)";
+        } else if (!strcmp(t, cur[i])) {
+            continue;
+        } else if (ends_unused(cur[i])) { /* keep the recorded value */
+            km_free(cur[i]);
+            cur[i] = km_strdup(t);
+            continue;
+        } else if (ends_unused(t)) {
+            *changed = 1;
+            continue;
+        }
+        return km_err(KM_EARG, "%s: this folder's runs were made with '%s', now '%s': finished runs would be "
+                      "reused with other settings; use a new --out (or the old settings)", path, t, cur[i]);
+    }
+    return KM_OK;
+}
+
+static km_status check_settings(const char *out, const char *teacher, const char *pe, const char *pb) {
+    char *cur[KM_CLI_MAX + 3];
+    int nl = current_settings(cur, teacher, pe, pb);
     char path[4096];
     snprintf(path, sizeof path, "%s/settings.txt", out);
     km_status s = KM_OK;
@@ -295,23 +358,12 @@ static km_status check_settings(const char *out, const char *teacher, const char
         uint8_t *old = NULL;
         size_t n = 0;
         s = km_read_file(path, 1 << 20, &old, &n);
-        char *save = NULL, *t = s ? NULL : strtok_r((char *)old, "\n", &save);
-        (void)n;
-        for (int i = 0; i < nl && !s; i++, t = strtok_r(NULL, "\n", &save)) {
-            const char *unused = " (unused)";
-            size_t lu = strlen(unused), lt = t ? strlen(t) : 0, lc = strlen(cur[i]);
-            int t_unused = t && lt > lu && !strcmp(t + lt - lu, unused);
-            int c_unused = lc > lu && !strcmp(cur[i] + lc - lu, unused);
-            if (t && (!strcmp(t, cur[i]) || t_unused || c_unused)) {
-                if (c_unused && !t_unused) { /* keep the recorded value */
-                    km_free(cur[i]);
-                    cur[i] = km_strdup(t);
-                } else if (t_unused && !c_unused)
-                    changed = 1;
-                continue;
-            }
-            s = km_err(KM_EARG, "%s: this folder's runs were made with '%s', now '%s': finished runs would be "
-                       "reused with other settings; use a new --out (or the old settings)", path, t ? t : "", cur[i]);
+        if (!s) {
+            char *text = km_malloc(n + 1);
+            memcpy(text, old, n);
+            text[n] = 0;
+            s = compare_settings(path, text, cur, nl, &changed);
+            km_free(text);
         }
         km_free(old);
     }
@@ -510,7 +562,7 @@ static km_status exec_pretrain(grid *g, const job *j) {
     if (resume) { /* settings from the folder's config.json; only result-neutral flags */
         arg(&a, "--resume");
         arg(&a, "%s", dir);
-        arg_pass_neutral(&a, 4);
+        arg_pass_neutral(&a, TO_PRETRAIN);
     } else {
         arg(&a, "--data");
         arg(&a, "%s", g->dpath[j->d]);
@@ -526,7 +578,7 @@ static km_status exec_pretrain(grid *g, const job *j) {
             arg(&a, "--batch");
             arg(&a, "%s", g->pretrain_batch);
         }
-        arg_pass(&a, 4);
+        arg_pass(&a, TO_PRETRAIN);
     }
     arg(&a, "--quiet");
     st = call(km_cmd_pretrain, &a);
@@ -560,7 +612,7 @@ static void run_args(const grid *g, const job *j, const char *dir, const char *e
             arg(a, "--encoder-weights");
             arg(a, "%s", enc);
         }
-        arg_pass(a, 1);
+        arg_pass(a, TO_TRAIN);
         return;
     }
     int onetime = !strcmp(base, "onetime"), cont = !strcmp(base, "continuous");
@@ -572,7 +624,7 @@ static void run_args(const grid *g, const job *j, const char *dir, const char *e
     arg(a, onetime ? "onetime" : "continuous");
     arg(a, "--prompt-mode");
     arg(a, "%s", onetime || cont ? "auto" : base);
-    arg_pass(a, 2);
+    arg_pass(a, TO_MINE);
 }
 
 /* `kmseg eval` of the run's best checkpoint on its test split into
@@ -594,7 +646,7 @@ static km_status eval_run(const grid *g, const char *dir, int d, int refined) {
         arg(&a, "--teacher");
         arg(&a, "%s", g->teacher);
     }
-    arg_pass(&a, refined ? 8 | 16 : 8);
+    arg_pass(&a, refined ? TO_EVAL | TO_REFINED : TO_EVAL);
     km_status st = call(km_cmd_eval, &a);
     if (st) return km_err_prefix(st, "%s %s: ", refined ? "refined evaluation of" : "evaluating", dir);
     return KM_OK;
@@ -623,7 +675,7 @@ static km_status exec_run(grid *g, const job *j) {
             arg(&a, "mine");
             arg(&a, "--resume");
             arg(&a, "%s", dir);
-            arg_pass_neutral(&a, 2); /* settings from the run's mine_config.json */
+            arg_pass_neutral(&a, TO_MINE); /* settings from the run's mine_config.json */
         } else {
             if (dir_exists(dir))
                 printf("experiments: %s: interrupted run (no eval/summary.json), restarting it from scratch\n", dir);
@@ -825,6 +877,29 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     return s;
 }
 
+/* DIR/mining.md: the teacher's gain and the cost per epoch (report/mining.h);
+ * apart from tables.md because its timing columns differ from run to run. */
+static km_status write_mining_md(const char *out) {
+    km_mining_row *rows;
+    int n, skipped;
+    km_status s = km_mining_summary(out, &rows, &n, &skipped);
+    char *buf = NULL, path[2048];
+    size_t len = 0;
+    FILE *o = s ? NULL : open_memstream(&buf, &len);
+    if (!s && !o) s = km_err(KM_ENOMEM, "cannot build mining.md");
+    if (o) {
+        fprintf(o, "# kmseg experiments: mining\n\n");
+        km_mining_md(o, rows, n);
+        if (skipped) fprintf(o, "\n%d run(s) left out: metrics.csv not readable.\n", skipped);
+        fclose(o);
+        snprintf(path, sizeof path, "%s/mining.md", out);
+        s = km_write_file_atomic(path, buf, len);
+    }
+    free(buf); /* open_memstream buffer: plain malloc */
+    km_free(rows);
+    return s;
+}
+
 /* ---- invocation modes ---- */
 
 typedef struct {
@@ -902,6 +977,7 @@ static km_status run_mode(grid *g, const int *tabled, const grid_mode *md) {
     if (md->index >= 0 || md->shard_n > 1) return s; /* tables: --collect */
     km_status s2 = load_results(g);
     if (!s2) s2 = write_outputs(g, tabled);
+    if (!s2) s2 = write_mining_md(g->out);
     if (!s) s = s2;
     int unfinished = 0;
     for (int i = 0; i < g->nj; i++)
@@ -930,84 +1006,20 @@ static int valid_name(const char *s) {
     return 1;
 }
 
-km_status km_cmd_experiments(int argc, char **argv) {
-    const char *out = NULL, *data = NULL, *teacher = NULL, *fractions = "1,0.75,0.5",
-               *methods = "supervised,onetime,continuous", *seeds = "0,1,2", *pe = NULL, *pb = NULL;
-    const char *preset_name = "paper", *run_index = NULL, *shard = NULL;
-    int simclr = 0, refined = 0, list = 0, collect = 0;
-    km_flag flags[20 + NPASS];
-    km_flag head[] = {
-        {"--out", KM_FLAG_STR, &out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
-        {"--data", KM_FLAG_STR, &data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint for the mining methods (default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
-        {"--fractions", KM_FLAG_STR, &fractions, "labelled fractions of the train split", 0, 0},
-        {"--methods", KM_FLAG_STR, &methods,
-         "supervised, onetime, continuous, points, box, points+box, points+box+mask (the last four: continuous "
-         "mining with that prompt mode)", 0, 0},
-        {"--seeds", KM_FLAG_STR, &seeds, "seeds (split, init, shuffling, augmentation)", 0, 0},
-        {"--simclr", KM_FLAG_BOOL, &simclr, "also the SimCLR-initialised variant of every method", 0, 0},
-        {"--pretrain-epochs", KM_FLAG_STR, &pe, "SimCLR pretraining epochs (default: kmseg pretrain's)", 0, 0},
-    };
-    int nf = 0;
-    for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) flags[nf++] = head[i];
-    flags[nf++] = (km_flag){"--pretrain-batch", KM_FLAG_STR, &pb, "SimCLR images per step (default: kmseg pretrain's)", 0, 0};
-    flags[nf++] = (km_flag){"--preset", KM_FLAG_STR, &preset_name,
-                            "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short "
-                            "schedules, refined inference; fills only what is not given)", 0, 0};
-    flags[nf++] = (km_flag){"--list-runs", KM_FLAG_BOOL, &list,
-                            "print every run (index, stage, id, the run it waits for) and each stage's index range; "
-                            "runs nothing", 0, 0};
-    flags[nf++] = (km_flag){"--run-index", KM_FLAG_STR, &run_index,
-                            "run only run I (e.g. $SLURM_ARRAY_TASK_ID); fails if the run it waits for has not finished",
-                            0, 0};
-    flags[nf++] = (km_flag){"--shard", KM_FLAG_STR, &shard,
-                            "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0};
-    flags[nf++] = (km_flag){"--collect", KM_FLAG_BOOL, &collect,
-                            "write tables.md and results.csv from the finished runs and list the others", 0, 0};
-    flags[nf++] = (km_flag){"--refined", KM_FLAG_BOOL, &refined,
-                            "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
-                            "<method>+refined", 0, 0};
-    int bools[NPASS];
-    for (int i = 0; i < NPASS; i++) {
-        g_pass[i].val = NULL;
-        bools[i] = 0;
-        flags[nf++] = (km_flag){g_pass[i].name, g_pass[i].is_bool ? KM_FLAG_BOOL : KM_FLAG_STR,
-                                g_pass[i].is_bool ? (void *)&bools[i] : (void *)&g_pass[i].val,
-                                g_pass[i].help, 0, 0};
-    }
-    flags[nf] = (km_flag){0};
-    KM_ASSERT(nf < (int)(sizeof flags / sizeof flags[0]));
-    int help = 0;
-    km_status s = km_parse_flags("experiments",
-                                 "--out DIR --data kvasir=PATH[,covid=PATH] --teacher CKPT [--fractions 1,0.75,0.5] "
-                                 "[--methods ...] [--seeds 0,1,2] [--simclr] [train/mine knobs]",
-                                 flags, argc, argv, &help);
-    if (s || help) return s;
-    for (int i = 0; i < NPASS; i++)
-        if (g_pass[i].is_bool && bools[i]) g_pass[i].val = "1";
-    if ((s = apply_preset(preset_name, &fractions, &methods, &seeds, &refined, flags))) return s;
-    grid_mode mode;
-    if ((s = parse_mode(run_index, shard, list, collect, &mode))) return s;
+typedef struct {
+    const char *out, *data, *teacher, *fractions, *methods, *seeds, *pe, *pb, *preset, *run_index, *shard;
+    int simclr, refined, list, collect;
+    grid_mode mode; /* from --list-runs, --collect, --run-index, --shard */
+} ex_args;
 
-    grid *g = km_calloc(sizeof *g);
-    char *dbuf = km_strdup(data), *fbuf = km_strdup(fractions), *mbuf = km_strdup(methods), *sbuf = km_strdup(seeds);
-    int tabled[2 * MAXM] = {0};
-    g->out = out;
-    g->teacher = teacher;
-    g->simclr = simclr;
-    g->refined = refined;
-    g->pretrain_epochs = pe;
-    g->pretrain_batch = pb;
+/* --data name=path[,name=path] */
+static km_status parse_datasets(grid *g, char *buf) {
     char *items[MAXS];
     int n = 0;
-    /* datasets */
-    s = split_list("--data", dbuf, items, MAXD, &n);
+    km_status s = split_list("--data", buf, items, MAXD, &n);
     for (int i = 0; i < n && !s; i++) {
         char *eq = strchr(items[i], '=');
-        if (!eq) {
-            s = km_err(KM_EARG, "--data '%s': expected name=path (e.g. kvasir=/data/kvasir-seg)", items[i]);
-            break;
-        }
+        if (!eq) return km_err(KM_EARG, "--data '%s': expected name=path (e.g. kvasir=/data/kvasir-seg)", items[i]);
         *eq = 0;
         if (!valid_name(items[i])) s = km_err(KM_EARG, "--data: dataset name '%s': expected letters, digits, _ or -", items[i]);
         else if (!dir_exists(eq + 1)) s = km_err(KM_EIO, "--data %s=%s: no such folder", items[i], eq + 1);
@@ -1016,8 +1028,14 @@ km_status km_cmd_experiments(int argc, char **argv) {
         g->dname[g->nd] = items[i];
         g->dpath[g->nd++] = eq + 1;
     }
-    /* fractions */
-    if (!s) s = split_list("--fractions", fbuf, items, MAXF, &n);
+    return s;
+}
+
+/* --fractions and --seeds */
+static km_status parse_numbers(grid *g, char *fbuf, char *sbuf) {
+    char *items[MAXS];
+    int n = 0;
+    km_status s = split_list("--fractions", fbuf, items, MAXF, &n);
     for (int i = 0; i < n && !s; i++) {
         char *end = NULL;
         double v = strtod(items[i], &end);
@@ -1028,7 +1046,6 @@ km_status km_cmd_experiments(int argc, char **argv) {
         g->frac[g->nf] = v;
         g->fname[g->nf++] = items[i];
     }
-    /* seeds */
     if (!s) s = split_list("--seeds", sbuf, items, MAXS, &n);
     for (int i = 0; i < n && !s; i++) {
         char *end = NULL;
@@ -1039,52 +1056,127 @@ km_status km_cmd_experiments(int argc, char **argv) {
             if (g->seed[k] == v) s = km_err(KM_EARG, "--seeds: %ld given twice", v);
         g->seed[g->ns++] = (int)v;
     }
-    /* methods; the supervised run is always in the list (dependency of mining) */
-    int need_teacher = refined;
-    if (!s) s = split_list("--methods", mbuf, items, MAXM - 1, &n);
-    if (!s) {
-        g->meth[g->nm++] = km_strdup("supervised");
-        for (int i = 0; i < n && !s; i++) {
-            int known = 0;
-            for (int k = 0; k < NMETHODS; k++) known |= !strcmp(items[i], k_methods[k]);
-            if (!known) {
-                s = km_err(KM_EARG, "--methods: unknown method '%s'; expected supervised, onetime, continuous, points, "
-                           "box, points+box or points+box+mask", items[i]);
-                break;
-            }
-            int dup = 0;
-            for (int k = 1; k < g->nm; k++) dup |= !strcmp(g->meth[k], items[i]);
-            if (dup && strcmp(items[i], "supervised")) {
-                s = km_err(KM_EARG, "--methods: '%s' given twice", items[i]);
-                break;
-            }
-            if (!strcmp(items[i], "supervised")) tabled[0] = 1;
-            else {
-                need_teacher = 1;
-                tabled[g->nm] = 1;
-                g->meth[g->nm++] = km_strdup(items[i]);
-            }
-        }
-        if (simclr && !s) {
-            int nbase = g->nm;
-            for (int m = 0; m < nbase; m++) {
-                char b[64];
-                snprintf(b, sizeof b, "simclr+%s", g->meth[m]);
-                tabled[g->nm] = tabled[m];
-                g->meth[g->nm++] = km_strdup(b);
-            }
+    return s;
+}
+
+/* --methods (and their simclr+ variants); the supervised run is always in
+ * the list (dependency of mining). *need_teacher |= a mining method. */
+static km_status parse_methods(grid *g, char *buf, int simclr, int *tabled, int *need_teacher) {
+    char *items[MAXS];
+    int n = 0;
+    km_status s = split_list("--methods", buf, items, MAXM - 1, &n);
+    if (s) return s;
+    g->meth[g->nm++] = km_strdup("supervised");
+    for (int i = 0; i < n; i++) {
+        int known = 0;
+        for (int k = 0; k < NMETHODS; k++) known |= !strcmp(items[i], k_methods[k]);
+        if (!known)
+            return km_err(KM_EARG, "--methods: unknown method '%s'; expected supervised, onetime, continuous, points, "
+                          "box, points+box or points+box+mask", items[i]);
+        int dup = 0;
+        for (int k = 1; k < g->nm; k++) dup |= !strcmp(g->meth[k], items[i]);
+        if (dup && strcmp(items[i], "supervised")) return km_err(KM_EARG, "--methods: '%s' given twice", items[i]);
+        if (!strcmp(items[i], "supervised")) tabled[0] = 1;
+        else {
+            *need_teacher = 1;
+            tabled[g->nm] = 1;
+            g->meth[g->nm++] = km_strdup(items[i]);
         }
     }
+    for (int m = 0, nbase = g->nm; simclr && m < nbase; m++) {
+        char b[64];
+        snprintf(b, sizeof b, "simclr+%s", g->meth[m]);
+        tabled[g->nm] = tabled[m];
+        g->meth[g->nm++] = km_strdup(b);
+    }
+    return KM_OK;
+}
+
+/* The flags (the runner's own, then the pass-through list), the
+ * preset's values for what was not given, and the invocation mode. */
+static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
+    memset(a, 0, sizeof *a);
+    a->fractions = "1,0.75,0.5";
+    a->methods = "supervised,onetime,continuous";
+    a->seeds = "0,1,2";
+    a->preset = "paper";
+    const km_flag own[] = {
+        {"--out", KM_FLAG_STR, &a->out, "experiment folder (run folders, results.csv, tables.md)", 1, 0},
+        {"--data", KM_FLAG_STR, &a->data, "datasets as name=path[,name=path] (e.g. kvasir=data/kvasir-seg)", 1, 0},
+        KM_CMD_TEACHER_FLAG("--teacher", &a->teacher),
+        {"--fractions", KM_FLAG_STR, &a->fractions, "labelled fractions of the train split", 0, 0},
+        {"--methods", KM_FLAG_STR, &a->methods,
+         "supervised, onetime, continuous, points, box, points+box, points+box+mask (the last four: continuous "
+         "mining with that prompt mode)", 0, 0},
+        {"--seeds", KM_FLAG_STR, &a->seeds, "seeds (split, init, shuffling, augmentation)", 0, 0},
+        {"--simclr", KM_FLAG_BOOL, &a->simclr, "also the SimCLR-initialised variant of every method", 0, 0},
+        {"--pretrain-epochs", KM_FLAG_STR, &a->pe, "SimCLR pretraining epochs (default: kmseg pretrain's)", 0, 0},
+        {"--pretrain-batch", KM_FLAG_STR, &a->pb, "SimCLR images per step (default: kmseg pretrain's)", 0, 0},
+        {"--preset", KM_FLAG_STR, &a->preset,
+         "paper (method.md's protocol) or cpu (sized for 2 cores: 10/25/50 %, 128 px, ResNet18, short schedules, "
+         "refined inference; fills only what is not given)", 0, 0},
+        {"--list-runs", KM_FLAG_BOOL, &a->list,
+         "print every run (index, stage, id, the run it waits for) and each stage's index range; runs nothing", 0, 0},
+        {"--run-index", KM_FLAG_STR, &a->run_index,
+         "run only run I (e.g. $SLURM_ARRAY_TASK_ID); fails if the run it waits for has not finished", 0, 0},
+        {"--shard", KM_FLAG_STR, &a->shard,
+         "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0},
+        {"--collect", KM_FLAG_BOOL, &a->collect,
+         "write tables.md and results.csv from the finished runs and list the others", 0, 0},
+        {"--refined", KM_FLAG_BOOL, &a->refined,
+         "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
+         "<method>+refined", 0, 0},
+        {0}};
+    build_passlist();
+    int bools[KM_CLI_MAX] = {0};
+    km_cli cli;
+    km_cli_init(&cli);
+    km_cli_add_flags(&cli, own);
+    for (int i = 0; i < g_pass.n; i++) {
+        km_passflag *p = &g_pass.items[i];
+        km_cli_add(&cli, p->flag, p->is_bool ? KM_FLAG_BOOL : KM_FLAG_STR, p->is_bool ? (void *)&bools[i] : (void *)&p->val,
+                   p->help);
+    }
+    km_status s = km_cli_parse(&cli, "experiments",
+                               "--out DIR --data kvasir=PATH[,covid=PATH] --teacher CKPT [--fractions 1,0.75,0.5] "
+                               "[--methods ...] [--seeds 0,1,2] [--simclr] [train/mine knobs]",
+                               argc, argv, help);
+    if (s || *help) return s;
+    for (int i = 0; i < g_pass.n; i++)
+        if (g_pass.items[i].is_bool && bools[i]) g_pass.items[i].val = "1";
+    if ((s = apply_preset(a->preset, &a->fractions, &a->methods, &a->seeds, &a->refined, cli.flags))) return s;
+    return parse_mode(a->run_index, a->shard, a->list, a->collect, &a->mode);
+}
+
+km_status km_cmd_experiments(int argc, char **argv) {
+    ex_args a;
+    int help = 0;
+    km_status s = ex_flags(argc, argv, &a, &help);
+    if (s || help) return s;
+    grid *g = km_calloc(sizeof *g);
+    char *dbuf = km_strdup(a.data), *fbuf = km_strdup(a.fractions), *mbuf = km_strdup(a.methods),
+         *sbuf = km_strdup(a.seeds);
+    int tabled[2 * MAXM] = {0}, need_teacher = a.refined;
+    g->out = a.out;
+    g->teacher = a.teacher;
+    g->simclr = a.simclr;
+    g->refined = a.refined;
+    g->pretrain_epochs = a.pe;
+    g->pretrain_batch = a.pb;
+    s = parse_datasets(g, dbuf);
+    if (!s) s = parse_numbers(g, fbuf, sbuf);
+    if (!s) s = parse_methods(g, mbuf, a.simclr, tabled, &need_teacher);
     char tbuf[4096];
+    const char *teacher = a.teacher;
     if (!s && need_teacher && (s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher)) == KM_OK)
         g->teacher = teacher;
     if (!s && need_teacher && !file_exists(teacher)) s = km_err(KM_EIO, "--teacher %s: no such file", teacher);
-    if (!s && !mode.list) s = km_mkdir_p(out);
-    if (!s && !mode.list) s = check_settings(out, need_teacher ? teacher : NULL, simclr ? pe : NULL, simclr ? pb : NULL);
-
+    if (!s && !a.mode.list) s = km_mkdir_p(a.out);
+    if (!s && !a.mode.list)
+        s = check_settings(a.out, need_teacher ? teacher : NULL, a.simclr ? a.pe : NULL, a.simclr ? a.pb : NULL);
     if (!s) enumerate_jobs(g, tabled);
-    if (!s && mode.list) list_jobs(g);
-    else if (!s) s = run_mode(g, tabled, &mode);
+    if (!s && a.mode.list) list_jobs(g);
+    else if (!s) s = run_mode(g, tabled, &a.mode);
     km_free(g->jobs);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
     km_free(dbuf);

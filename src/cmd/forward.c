@@ -21,7 +21,7 @@ km_status km_cmd_forward(int argc, char **argv) {
         {"--input", KM_FLAG_STR, &input, "input batch .npy, float32 (N,3,H,W), H and W multiples of 32", 1, 0},
         {"--output", KM_FLAG_STR, &output, "output logits .npy, float32 (N,1,H,W)", 1, 0},
         {"--mode", KM_FLAG_STR, &mode, "eval or train (BatchNorm batch statistics)", 0, 0},
-        {"--threads", KM_FLAG_INT, &threads, "worker threads", 0, 0},
+        KM_CMD_THREADS_FLAG(&threads),
         {0}};
     int help;
     km_status s = km_parse_flags("forward", "--weights FILE --input X.npy --output Y.npy [--mode eval|train]",

@@ -22,13 +22,13 @@ km_status km_cmd_report(int argc, char **argv) {
         {"--out", KM_FLAG_STR, &out, "page to write (default: DIR/report.html)", 0, 0},
         {"--data", KM_FLAG_STR, &data, "dataset folder (default: the one in the run's config)", 0, 0},
         {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint: add teacher-refined masks to the gallery", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
+        KM_CMD_PROFILE_FLAG("--teacher-profile", &profile),
         {"--seed", KM_FLAG_INT, &seed, "seed of the gallery's random pick", 0, 0},
         {"--random-rows", KM_FLAG_INT, &random_rows, "random rows in the test gallery (0-32)", 0, 0},
         {"--pseudo-rows", KM_FLAG_INT, &pseudo_rows, "rows in a mining run's pseudo-label gallery", 0, 0},
-        {"--threads", KM_FLAG_INT, &threads, "compute threads for the gallery's predictions", 0, 0},
+        KM_CMD_THREADS_FLAG(&threads),
         {"--no-run-reports", KM_FLAG_BOOL, &no_run_reports, "experiments folder: do not (re)write each run's report", 0, 0},
-        {"--quiet", KM_FLAG_BOOL, &quiet, "no progress lines", 0, 0},
+        KM_CMD_QUIET_FLAG(&quiet),
         {0}};
     int help = 0;
     /* the folder is the one positional argument: take it out before the flags */

@@ -17,7 +17,7 @@ km_status km_cmd_teacher_quality(int argc, char **argv) {
     const char *split = "all", *cache_dir = NULL;
     int points = 1, no_cache = 0, threads = 2, quiet = 0;
     km_flag flags[] = {
-        {"--data", KM_FLAG_STR, &c.data, "dataset folder with images/ and masks/", 1, 0},
+        KM_CMD_DATA_FLAG(&c.data),
         {"--out", KM_FLAG_STR, &c.out, "output folder for per_image.csv and summary.json", 1, 0},
         {"--prompts", KM_FLAG_STR, &prompts, "gt-box, gt-box+points (from the ground truth) or student (--weights)", 0, 0},
         {"--weights", KM_FLAG_STR, &c.weights, "student checkpoint whose predictions prompt the teacher", 0, 0},
@@ -25,14 +25,13 @@ km_status km_cmd_teacher_quality(int argc, char **argv) {
         {"--split", KM_FLAG_STR, &split, "all, test, val or train (with --split-dir)", 0, 0},
         {"--split-dir", KM_FLAG_STR, &c.split_dir, "folder with train.txt/val.txt/test.txt, e.g. RUN/splits", 0, 0},
         {"--first", KM_FLAG_INT, &c.first, "only the first N images of the split, in id order (0: all)", 0, 0},
-        {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint (default: the installed LiteMedSAM, $KMSEG_TEACHER)", 0, 0},
-        {"--teacher-profile", KM_FLAG_STR, &profile, "auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", 0, 0},
+        KM_CMD_TEACHER_FLAG("--teacher", &teacher),
+        KM_CMD_PROFILE_FLAG("--teacher-profile", &profile),
         {"--box-rule", KM_FLAG_STR, &box_rule, "all, largest or per-component", 0, 0},
         {"--points", KM_FLAG_INT, &points, "guiding points (gt-box+points, student)", 0, 0},
-        {"--cache-dir", KM_FLAG_STR, &cache_dir, "teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", 0, 0},
-        {"--no-cache", KM_FLAG_BOOL, &no_cache, "keep teacher embeddings in memory only", 0, 0},
-        {"--threads", KM_FLAG_INT, &threads, "compute threads", 0, 0},
-        {"--quiet", KM_FLAG_BOOL, &quiet, "no progress bar", 0, 0},
+        KM_CMD_CACHE_FLAGS(&cache_dir, &no_cache),
+        KM_CMD_THREADS_FLAG(&threads),
+        KM_CMD_QUIET_FLAG(&quiet),
         {0}};
     int help = 0;
     km_status s = km_parse_flags("teacher-quality", "--data DIR --out DIR [--prompts gt-box|gt-box+points|student] "

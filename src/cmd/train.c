@@ -25,9 +25,8 @@
 /* --resume RUN: the run's own settings, --threads may override. */
 static km_status resume_run(const km_cli *cli, const char *run, int threads, double step_timeout,
                             const km_train_hooks *hooks, km_train_result *res) {
-    static const char *const allowed[] = {"--threads", "--stop-after", "--quiet", "--step-timeout", NULL};
     int threads_seen;
-    km_status s = km_flags_resume_only(cli->flags, allowed, run, "config.json", &threads_seen);
+    km_status s = km_cmd_resume_flags(cli, run, &threads_seen);
     if (s) return s;
     km_train_config rc;
     s = km_train_config_load(run, &rc);

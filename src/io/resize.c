@@ -367,3 +367,22 @@ void km_resize_skimage_cubic(uint8_t *out, int ow, int oh, const uint8_t *in, in
     km_free(iy); km_free(ix); km_free(ic); km_free(wy); km_free(wx); km_free(wc);
     km_free(a);
 }
+
+void km_resize_bilinear_f32(float *out, int ow, int oh, const float *in, int w, int h) {
+    double sx = (double)w / ow, sy = (double)h / oh;
+    for (int y = 0; y < oh; y++) {
+        double fy = (y + 0.5) * sy - 0.5;
+        if (fy < 0) fy = 0;
+        int y0 = (int)fy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+        double wy = fy - y0;
+        for (int x = 0; x < ow; x++) {
+            double fx = (x + 0.5) * sx - 0.5;
+            if (fx < 0) fx = 0;
+            int x0 = (int)fx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+            double wx = fx - x0;
+            double a = in[(size_t)y0 * w + x0] * (1 - wx) + in[(size_t)y0 * w + x1] * wx;
+            double b = in[(size_t)y1 * w + x0] * (1 - wx) + in[(size_t)y1 * w + x1] * wx;
+            out[(size_t)y * ow + x] = (float)(a * (1 - wy) + b * wy);
+        }
+    }
+}

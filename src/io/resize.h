@@ -34,6 +34,19 @@ void km_resize_pil_bilinear(uint8_t *out, int ow, int oh, const uint8_t *in, int
  * (km_geom_resize_crop_f32, dataset.h). in: h x w, out: oh x ow. */
 void km_resize_pil_bilinear_f32(float *out, int ow, int oh, const float *in, int w, int h);
 
+/* Half-pixel bilinear resampling of a one-channel float map, in double:
+ * F.interpolate(mode="bilinear", align_corners=False, antialias=False) up to
+ * rounding. Output pixel (x, y) reads the input at
+ *   fx = max((x + 0.5) * w / ow - 0.5, 0),  x0 = (int)fx,  x1 = min(x0 + 1, w - 1)
+ * (likewise y; scale w / ow in double) and is
+ *   (1 - wy) * ((1 - wx) in[y0, x0] + wx in[y0, x1]) + wy * ((1 - wx) in[y1, x0] + wx in[y1, x1])
+ * with wx = fx - x0, wy = fy - y0, rounded to float once. Downscaling is not
+ * antialiased. Not km_bilinear_resize (sam_postprocess.h), which reproduces
+ * torch's float32 arithmetic bit for bit and so differs by a few ulp; this one
+ * is what `kmseg predict` has used to bring the student's logits to the
+ * original size since its first version. in: h x w, out: oh x ow. */
+void km_resize_bilinear_f32(float *out, int ow, int oh, const float *in, int w, int h);
+
 /* km_resize_skimage_cubic: MedSAM's
  *   skimage.transform.resize(img, (oh, ow), order=3, preserve_range=True,
  *                            anti_aliasing=True).astype(np.uint8)

@@ -221,6 +221,14 @@ void km_jw_int(km_jw *w, const char *key, long long v) {
     jw_put(w, b);
 }
 
+void km_jw_num(km_jw *w, const char *key, double v) {
+    char b[32];
+    if (isfinite(v)) snprintf(b, sizeof b, "%.9g", v);
+    else snprintf(b, sizeof b, "null");
+    jw_key(w, key);
+    jw_put(w, b);
+}
+
 static void jw_row(km_jw *w, const km_setting *r, const void *cfg) {
     char b[96];
     switch (r->type) {
@@ -295,6 +303,10 @@ void km_cli_add_settings(km_cli *cli, const km_settings *t, void *cfg, const cha
 void km_cli_add(km_cli *cli, const char *name, km_flag_type type, void *ptr, const char *help) {
     km_flag *f = cli_push(cli, NULL, NULL);
     *f = (km_flag){name, type, ptr, help, 0, 0};
+}
+
+void km_cli_add_flags(km_cli *cli, const km_flag *flags) {
+    for (; flags->name; flags++) *cli_push(cli, NULL, NULL) = *flags;
 }
 
 km_status km_cli_parse(km_cli *cli, const char *cmd, const char *usage, int argc, char **argv, int *help_shown) {

@@ -15,7 +15,8 @@
  *       ...};
  *   const km_settings k_table = {"train", rows, sizeof rows / sizeof rows[0]};
  *
- * Tables in use: km_train_settings (train.h), km_simclr_settings (simclr.h).
+ * Tables in use: km_train_settings (train.h), km_simclr_settings (simclr.h),
+ * km_refine_settings (refine.h: the refined-mode flags of eval and predict).
  *
  * Values: STR is a char * (NULL allowed unless KM_SET_REQUIRED; strings read
  * from JSON are owned: km_settings_free_strings); INT and BOOL an int (BOOL
@@ -89,6 +90,7 @@ typedef struct {
 } km_jw;
 void km_jw_str(km_jw *w, const char *key, const char *v); /* NULL -> null */
 void km_jw_int(km_jw *w, const char *key, long long v);
+void km_jw_num(km_jw *w, const char *key, double v); /* %.9g; not finite -> null */
 /* Every keyed row of t in table order, except the keys in `skip` (may be NULL). */
 void km_jw_settings(km_jw *w, const km_settings *t, const void *cfg, const char *const *skip);
 /* One keyed row of t by key (it must exist). */
@@ -116,6 +118,8 @@ void km_cli_init(km_cli *cli);
 void km_cli_add_settings(km_cli *cli, const km_settings *t, void *cfg, const char *const *skip);
 /* Adds a flag that is not a setting (--resume, --quiet, --stop-after...). */
 void km_cli_add(km_cli *cli, const char *name, km_flag_type type, void *ptr, const char *help);
+/* Adds every row of a {0}-terminated km_flag array as it is (required included). */
+void km_cli_add_flags(km_cli *cli, const km_flag *flags);
 km_status km_cli_parse(km_cli *cli, const char *cmd, const char *usage, int argc, char **argv, int *help_shown);
 /* Copies the setting flags that were given into their configs (a U64 flag
  * must be >= 0, an ENUM one one of its names: KM_EARG naming the flag).

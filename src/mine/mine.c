@@ -8,15 +8,15 @@
 #include "../eval/metrics.h"
 #include "../io/image.h"
 #include "../io/json.h"
+#include "../io/settings.h"
 #include "../models/unetpp.h"
 #include "../train/augment.h"
 #include "../train/dataset.h"
+#include "../train/runfolder.h"
 #include "../train/sched.h"
 #include "../train/splits.h"
 
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,19 +25,70 @@
 
 #define KM_MINE_RNG_SALT 0x6d696e696e670000ULL /* "mining" */
 
+/* ------------------------------------------------------------------ config */
+
+/* The names of the ENUM rows (settings.h), as the flags and mine_config.json
+ * spell them; "one-time" is a second spelling of onetime (written "onetime"). */
+static const char *const k_profiles[] = {"auto", "sam", "medsam", "litemedsam", "mobilesam", NULL};
+static const int k_profile_ids[] = {(int)KM_SAM_PROFILE_AUTO, KM_SAM_PROFILE_SAM, KM_SAM_PROFILE_MEDSAM,
+                                    KM_SAM_PROFILE_LITEMEDSAM, KM_SAM_PROFILE_MOBILESAM};
+static const char *const k_schedules[] = {"onetime", "continuous", "one-time", NULL};
+static const int k_schedule_ids[] = {KM_MINE_ONETIME, KM_MINE_CONTINUOUS, KM_MINE_ONETIME};
+static const char *const k_modes[] = {"auto", "points", "box", "points+box", "points+box+mask", NULL};
+static const int k_mode_ids[] = {KM_PROMPT_AUTO, KM_PROMPT_POINTS, KM_PROMPT_BOX, KM_PROMPT_POINTS_BOX,
+                                 KM_PROMPT_POINTS_BOX_MASK};
+static const char *const k_rules[] = {"all", "largest", "per-component", NULL};
+
+/* The mining settings (the train part: km_train_settings over c->train).
+ * Row order = mine_config.json order (after the train rows) = --help order. */
+#define O(f) offsetof(km_mine_config, f)
+#define P_ KM_SET_PASS
+#define N_ KM_SET_NEUTRAL
+static const km_setting k_rows[] = {
+    {NULL, "--out", KM_SET_STR, O(out), 0, 0, 0, 0, 0, NULL, 0,
+     "run folder (supervised/, pseudo/, metrics, best/last checkpoints)", NULL, NULL},
+    {"teacher", "--teacher", KM_SET_STR, O(teacher), 0, 0, 0, 0, 0, NULL, KM_SET_REQUIRED,
+     "teacher checkpoint (.pth or safetensors; default: the installed LiteMedSAM, $KMSEG_TEACHER)", NULL, NULL},
+    {"teacher_profile", "--teacher-profile", KM_SET_ENUM, O(profile), (double)(int)KM_SAM_PROFILE_AUTO, 0, 0, 0, 0,
+     NULL, P_, "teacher profile: auto (from the checkpoint), sam, medsam (box only), litemedsam or mobilesam",
+     k_profiles, k_profile_ids},
+    {"schedule", "--schedule", KM_SET_ENUM, O(schedule), KM_MINE_CONTINUOUS, 0, 0, 0, 0, NULL, 0,
+     "pseudo labels: onetime (frozen after the supervised phase) or continuous", k_schedules, k_schedule_ids},
+    {"init", "--init", KM_SET_STR, O(init), 0, 0, 0, 0, 0, NULL, 0,
+     "student checkpoint to mine from (skips the supervised phase)", NULL, NULL},
+    {"prompt_mode", "--prompt-mode", KM_SET_ENUM, O(prompt_mode), KM_PROMPT_AUTO, 0, 0, 0, 0, NULL, 0,
+     "auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box or "
+     "points+box+mask", k_modes, k_mode_ids},
+    /* absent from files written before the rule existed: `all` (km_mine_config_load) */
+    {"box_rule", "--box-rule", KM_SET_ENUM, O(box_rule), KM_BOX_PER_COMPONENT, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | P_,
+     "boxes from the student's mask: all, largest or per-component (one decode per 8-connected component of >= "
+     "10 % of the largest, masks united)", k_rules, NULL},
+    {"points", "--points", KM_SET_INT, O(points), 1, 0, 0, 0, 0, NULL, P_,
+     "guiding points per image (highest student probability)", NULL, NULL},
+    {"pseudo_weight", "--pseudo-weight", KM_SET_DBL, O(pseudo_weight), 0.5, 0, KM_SET_GE, 0, 0, NULL, P_,
+     "lambda in L = L_labelled + lambda * L_pseudo", NULL, NULL},
+    {"mine_epochs", "--mine-epochs", KM_SET_INT, O(mine_epochs), 100, 0, KM_SET_GE, 1, 0, NULL, P_,
+     "maximum mining epochs", NULL, NULL},
+    {"cache_dir", "--cache-dir", KM_SET_STR, O(cache_dir), 0, 0, 0, 0, 0, NULL, P_ | N_,
+     "teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", NULL, NULL},
+    {NULL, "--no-cache", KM_SET_BOOL, O(no_cache), 0, 0, 0, 0, 0, NULL, P_ | N_,
+     "keep teacher embeddings in memory only", NULL, NULL},
+    {"cache_mem", "--cache-mem", KM_SET_INT, O(cache_mem), 256, 0, KM_SET_GE, 0, 0, NULL, P_ | N_,
+     "teacher embeddings kept in memory (4 MB each)", NULL, NULL},
+    {"sample_pngs", "--sample-pngs", KM_SET_INT, O(sample_pngs), 8, 0, KM_SET_GE, 0, 0, NULL, 0,
+     "continuous: pseudo labels written per epoch", NULL, NULL},
+};
+#undef N_
+#undef P_
+#undef O
+const km_settings km_mine_settings = {"mine", k_rows, (int)(sizeof k_rows / sizeof k_rows[0])};
+const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", NULL};
+
 void km_mine_config_default(km_mine_config *c) {
     memset(c, 0, sizeof *c);
     km_train_config_default(&c->train);
     c->train.labelled_fraction = 0.5;
-    c->profile = KM_SAM_PROFILE_AUTO;
-    c->schedule = KM_MINE_CONTINUOUS;
-    c->prompt_mode = KM_PROMPT_AUTO;
-    c->box_rule = KM_BOX_PER_COMPONENT;
-    c->points = 1;
-    c->pseudo_weight = 0.5;
-    c->mine_epochs = 100;
-    c->cache_mem = 256;
-    c->sample_pngs = 8;
+    km_settings_default(&km_mine_settings, c);
 }
 
 /* The teacher's settings as refine.h takes them (the mining run labels with
@@ -55,24 +106,65 @@ static void teacher_config(const km_mine_config *c, km_refine_config *rc) {
 
 km_status km_mine_config_check(const km_mine_config *c) {
     if (!c->out || !c->out[0]) return km_err(KM_EARG, "--out: a run folder is required");
-    if (c->cache_mem < 0) return km_err(KM_EARG, "--cache-mem %d: expected >= 0", c->cache_mem);
+    km_status s = km_settings_check(&km_mine_settings, c); /* --pseudo-weight, --mine-epochs, --cache-mem... */
+    if (s) return s;
+    if (isinf(c->pseudo_weight))
+        return km_err(KM_EARG, "--pseudo-weight %g: expected a finite value >= 0", c->pseudo_weight);
     km_refine_config rc;
     teacher_config(c, &rc);
-    km_status s = km_refine_config_check(&rc); /* --teacher, --points, MedSAM box prompts */
+    s = km_refine_config_check(&rc); /* --teacher, --points, MedSAM box prompts */
     if (s) return s;
     struct stat st;
     if (c->init && (stat(c->init, &st) || !S_ISREG(st.st_mode)))
         return km_err(KM_EIO, "--init %s: no such checkpoint file", c->init);
     if (c->schedule != KM_MINE_ONETIME && c->schedule != KM_MINE_CONTINUOUS)
         return km_err(KM_EARG, "--schedule: expected onetime or continuous");
-    if (!(c->pseudo_weight >= 0) || isinf(c->pseudo_weight))
-        return km_err(KM_EARG, "--pseudo-weight %g: expected a finite value >= 0", c->pseudo_weight);
-    if (c->mine_epochs < 1) return km_err(KM_EARG, "--mine-epochs %d: expected >= 1", c->mine_epochs);
-    if (c->sample_pngs < 0) return km_err(KM_EARG, "--sample-pngs %d: expected >= 0", c->sample_pngs);
     km_train_config t = c->train;
     if (!t.data) return km_err(KM_EARG, "--data: a dataset folder is required");
     t.out = NULL;
     return km_train_config_check(&t);
+}
+
+km_status km_mine_config_save(const km_mine_config *c, const char *path) {
+    static const char *const skip[] = {"out", NULL};
+    km_jw w = {0};
+    km_jw_str(&w, "kmseg_version", KM_VERSION);
+    km_jw_settings(&w, &km_train_settings, &c->train, skip);
+    km_jw_settings(&w, &km_mine_settings, c, NULL);
+    return km_jw_write(&w, path);
+}
+
+void km_mine_config_free(km_mine_config *c) {
+    km_train_config_free(&c->train);
+    km_settings_free_strings(&km_mine_settings, c);
+}
+
+/* The settings of a parsed mine_config.json. A box rule that is not one
+ * fails as the flag does (KM_EARG "... expected all, largest or
+ * per-component"); an absent one is `all`. */
+static km_status config_from_json(const km_json *j, const char *path, km_mine_config *c) {
+    static const char *const optional[] = {"out", "encoder_weights", "init_weights", "max_steps", "eval_init", NULL};
+    km_status s = km_train_config_from_json(j, path, optional, &c->train);
+    const km_json *rule = km_json_get(j, "box_rule");
+    if (!s && rule && rule->type == KM_JSON_STR && (s = km_box_rule_parse(rule->str, &c->box_rule)))
+        return km_err_prefix(s, "%s: ", path);
+    c->box_rule = KM_BOX_ALL; /* what a run made before the key existed used */
+    return s ? s : km_settings_from_json(&km_mine_settings, j, path, NULL, c);
+}
+
+km_status km_mine_config_load(const char *dir, km_mine_config *c) {
+    km_mine_config_default(c);
+    char *path = km_path_join(dir, "mine_config.json");
+    km_json j;
+    km_status s = km_json_load(path, "--resume %s: ", dir, &j);
+    if (!s) {
+        s = config_from_json(&j, path, c);
+        km_json_free(&j);
+    }
+    km_free(path);
+    if (s) km_mine_config_free(c);
+    else c->out = km_strdup(dir);
+    return s;
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -84,134 +176,17 @@ static km_status save_mask_png(const char *path, const uint8_t *m01, int S, uint
     return km_image_save_png(path, &img);
 }
 
-static double dice_u8(const uint8_t *p, const uint8_t *g, size_t n) {
-    long inter = 0, sp = 0, sg = 0;
-    for (size_t i = 0; i < n; i++) {
-        inter += p[i] && g[i];
-        sp += p[i] != 0;
-        sg += g[i] != 0;
-    }
-    return sp + sg ? 2.0 * inter / (double)(sp + sg) : 1.0; /* both empty = 1 (method.md 7) */
+/* "<dir>/<id>.png" (km_free it) */
+static char *png_path(const char *dir, const char *id) {
+    size_t n = strlen(dir) + strlen(id) + 6;
+    char *p = km_malloc(n);
+    snprintf(p, n, "%s/%s.png", dir, id);
+    return p;
 }
 
-/* JSON string (escaped) or null */
-static void json_str(FILE *f, const char *v) {
-    if (v) km_json_fput_str(f, v);
-    else fputs("null", f);
-}
-
-/* <out>/mine_config.json: every resolved mining setting and the data /
- * optimisation settings the phase uses (the supervised phase writes its own
- * supervised/config.json). */
-static km_status write_config(const km_mine_config *c, const char *path) {
-    char *buf = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&buf, &n);
-    if (!f) return km_err(KM_EIO, "%s: cannot build the configuration: %s", path, strerror(errno));
-    const km_train_config *t = &c->train;
-    fprintf(f, "{\n  \"kmseg_version\": ");
-    json_str(f, KM_VERSION);
-    fprintf(f, ",\n  \"data\": ");
-    json_str(f, t->data);
-    fprintf(f, ",\n  \"split_dir\": ");
-    json_str(f, t->split_dir);
-    fprintf(f, ",\n  \"label\": ");
-    json_str(f, t->label);
-    fprintf(f, ",\n  \"fold\": %d", t->fold);
-    fprintf(f, ",\n  \"label\": ");
-    json_str(f, t->label);
-    fprintf(f, ",\n  \"fold\": %d", t->fold);
-    fprintf(f, ",\n  \"encoder_weights\": ");
-    json_str(f, t->encoder_weights);
-    fprintf(f, ",\n  \"init_weights\": ");
-    json_str(f, t->init_weights);
-    fprintf(f, ",\n  \"teacher\": ");
-    json_str(f, c->teacher);
-    fprintf(f, ",\n  \"teacher_profile\": \"%s\"", km_sam_profile_name(c->profile));
-    fprintf(f, ",\n  \"schedule\": \"%s\"", c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
-    fprintf(f, ",\n  \"init\": ");
-    json_str(f, c->init);
-    fprintf(f, ",\n  \"prompt_mode\": \"%s\"", km_prompt_mode_name(c->prompt_mode));
-    fprintf(f, ",\n  \"box_rule\": \"%s\"", km_box_rule_name(c->box_rule));
-    fprintf(f, ",\n  \"points\": %d,\n  \"pseudo_weight\": %.17g,\n  \"mine_epochs\": %d", c->points,
-            c->pseudo_weight, c->mine_epochs);
-    fprintf(f, ",\n  \"cache_dir\": ");
-    json_str(f, c->cache_dir);
-    fprintf(f, ",\n  \"cache_mem\": %d,\n  \"sample_pngs\": %d", c->cache_mem, c->sample_pngs);
-    fprintf(f, ",\n  \"val_fraction\": %.17g,\n  \"test_fraction\": %.17g,\n  \"labelled_fraction\": %.17g",
-            t->val_fraction, t->test_fraction, t->labelled_fraction);
-    fprintf(f, ",\n  \"max_images\": %d,\n  \"size\": %d,\n  \"resnet\": %d,\n  \"batch\": %d,\n  \"epochs\": %d",
-            t->max_images, t->size, t->resnet, t->batch, t->epochs);
-    fprintf(f, ",\n  \"lr\": %.17g,\n  \"beta1\": %.17g,\n  \"beta2\": %.17g,\n  \"eps\": %.17g", t->lr, t->beta1,
-            t->beta2, t->eps);
-    fprintf(f, ",\n  \"weight_decay\": %.17g,\n  \"plateau_factor\": %.17g,\n  \"min_lr\": %.17g", t->weight_decay,
-            t->plateau_factor, t->min_lr);
-    fprintf(f, ",\n  \"plateau_patience\": %d,\n  \"early_stop\": %d,\n  \"bce_weight\": %.17g",
-            t->plateau_patience, t->early_stop, t->bce_weight);
-    fprintf(f, ",\n  \"max_steps\": %d,\n  \"eval_init\": %d", t->max_steps, t->eval_init);
-    fprintf(f, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"eval_test\": %d\n}\n", (unsigned long long)t->seed,
-            t->threads, t->eval_test);
-    fclose(f);
-    km_status s = km_write_file_atomic(path, buf, n);
-    free(buf);
-    return s;
-}
-
-void km_mine_config_free(km_mine_config *c) {
-    km_train_config_free(&c->train);
-    km_free(c->out);
-    km_free(c->teacher);
-    km_free(c->init);
-    km_free(c->cache_dir);
-    c->out = c->teacher = c->init = c->cache_dir = NULL;
-}
-
-km_status km_mine_config_load(const char *dir, km_mine_config *c) {
-    km_mine_config_default(c);
-    char *path = km_path_join(dir, "mine_config.json");
-    km_json j;
-    km_status s = km_json_load(path, "--resume %s: ", dir, &j);
-    if (s) {
-        km_free(path);
-        return s;
-    }
-    /* settings an older mine_config.json did not record keep their defaults */
-    static const char *const optional[] = {"out", "encoder_weights", "init_weights", "max_steps", "eval_init", NULL};
-    char *profile = NULL, *schedule = NULL, *mode = NULL, *rule = NULL;
-    s = km_train_config_from_json(&j, path, optional, &c->train);
-    if (!s) s = km_json_setting_str(&j, path, "teacher", 0, &c->teacher);
-    if (!s) s = km_json_setting_str(&j, path, "teacher_profile", 0, &profile);
-    if (!s) s = km_json_setting_str(&j, path, "schedule", 0, &schedule);
-    if (!s) s = km_json_setting_str(&j, path, "init", 1, &c->init);
-    if (!s) s = km_json_setting_str(&j, path, "prompt_mode", 0, &mode);
-    c->box_rule = KM_BOX_ALL; /* what a run made before the key existed used */
-    if (!s && km_json_get(&j, "box_rule")) s = km_json_setting_str(&j, path, "box_rule", 0, &rule);
-    if (!s) s = km_json_setting_int(&j, path, "points", &c->points);
-    if (!s) s = km_json_setting_num(&j, path, "pseudo_weight", &c->pseudo_weight);
-    if (!s) s = km_json_setting_int(&j, path, "mine_epochs", &c->mine_epochs);
-    if (!s) s = km_json_setting_str(&j, path, "cache_dir", 1, &c->cache_dir);
-    if (!s) s = km_json_setting_int(&j, path, "cache_mem", &c->cache_mem);
-    if (!s) s = km_json_setting_int(&j, path, "sample_pngs", &c->sample_pngs);
-    if (!s) {
-        if (km_sam_profile_parse(profile, &c->profile))
-            s = km_err(KM_EFORMAT, "%s: teacher_profile '%s': expected %s", path, profile, km_sam_profile_choices());
-    }
-    if (!s) {
-        if (!strcmp(schedule, "onetime")) c->schedule = KM_MINE_ONETIME;
-        else if (!strcmp(schedule, "continuous")) c->schedule = KM_MINE_CONTINUOUS;
-        else s = km_err(KM_EFORMAT, "%s: schedule '%s': expected onetime or continuous", path, schedule);
-    }
-    if (!s && (s = km_prompt_mode_parse(mode, &c->prompt_mode))) s = km_err_prefix(s, "%s: ", path);
-    if (!s && rule && (s = km_box_rule_parse(rule, &c->box_rule))) s = km_err_prefix(s, "%s: ", path);
-    km_free(rule);
-    km_free(profile);
-    km_free(schedule);
-    km_free(mode);
-    km_json_free(&j);
-    km_free(path);
-    if (s) km_mine_config_free(c);
-    else c->out = km_strdup(dir);
-    return s;
+/* Dice of two {0,1} masks (both empty = 1, method.md 7). */
+static double mask_dice(const uint8_t *p, const uint8_t *g, size_t n) {
+    return km_dice_score(km_conf_masks_u8(p, g, n));
 }
 
 /* ------------------------------------------------------------------ data */
@@ -251,20 +226,6 @@ static km_status mine_data_load(const km_train_config *c, const char *out, mine_
     return s;
 }
 
-/* The teacher's pseudo label [S, S] of pool image pi for prompts pr in its
- * un-augmented S frame: the teacher sees the original image file (read only
- * on an embedding-cache miss, checked against the hash the crop's load
- * recorded). */
-static km_status teacher_label(km_refiner *R, const mine_data *d, int pi, int S, km_prompts *pr, const float *zmask,
-                               uint8_t *mask) {
-    char *path = km_dataset_image_path(&d->s.idx, d->pool.src[pi]);
-    km_refine_image im;
-    km_refine_image_file(&im, path, d->pool.orig_w[pi], d->pool.orig_h[pi], d->pool.orig_hash[pi]);
-    km_status s = km_refine_teacher_mask(R, &im, S, pr, zmask, mask);
-    km_free(path);
-    return s;
-}
-
 /* ------------------------------------------------------------------ loss */
 
 /* Loss of the part `sel[0..n)` of a batch (positions), gathered into
@@ -287,63 +248,14 @@ static const char *const k_mine_cols[] = {
     "cache_misses", "encoder_runs", "encoder_seconds", "decoder_seconds", "pseudo_dice", "student_unl_dice"};
 #define NMCOLS ((int)(sizeof k_mine_cols / sizeof k_mine_cols[0]))
 
-/* Eval-mode validation: size-weighted loss, per-image Dice/IoU at logit > 0. */
-static km_status validate(km_unetpp *m, const km_dataset *va, int B, int S, double a, float *x, float *y,
-                          float *z, float *dz, double *loss, double *dice, double *iou) {
-    size_t P = (size_t)S * S;
-    km_metric_acc acc;
-    km_metric_acc_init(&acc);
-    int *which = km_malloc(sizeof(int) * (size_t)B);
-    double wsum = 0;
-    km_status s = KM_OK;
-    for (int b0 = 0; b0 < va->n && !s; b0 += B) {
-        int bn = va->n - b0 < B ? va->n - b0 : B;
-        for (int i = 0; i < bn; i++) which[i] = b0 + i;
-        km_batch_fill(va, which, NULL, bn, x, y);
-        s = km_unetpp_forward(m, x, bn, S, S, 0, z);
-        if (s) break;
-        wsum += km_seg_loss(z, y, P * bn, a, 1.0f, dz, NULL, NULL) * bn;
-        for (int i = 0; i < bn; i++) km_metric_acc_add(&acc, km_conf_logits_f32(z + P * i, y + P * i, P), NULL, NULL);
-    }
-    km_free(which);
-    *loss = wsum / va->n;
-    *dice = km_metric_mean_dice(&acc);
-    *iou = km_metric_mean_iou(&acc);
-    return s;
-}
-
 /* ------------------------------------------------------------------ state */
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static void meta_put(km_tdict *d, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void meta_put(km_tdict *d, const char *key, const char *fmt, ...) {
-    char b[64];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b, sizeof b, fmt, ap);
-    va_end(ap);
-    km_tdict_set_meta(d, key, b);
-}
-
-static km_status meta_num(const km_tdict *d, const char *key, const char *file, double *v) {
-    const char *t = km_tdict_get_meta(d, key);
-    char *end;
-    if (!t) return km_err(KM_EMISSING, "%s: missing metadata '%s' (not a kmseg mine last.safetensors?)", file, key);
-    *v = strtod(t, &end);
-    if (end == t || *end) return km_err(KM_EFORMAT, "%s: metadata '%s' = '%s' is not a number", file, key, t);
-    return KM_OK;
-}
 
 /* What last.safetensors holds beyond the training-loop state (train.h's
  * km_train_checkpoint_*, prefix "mine"): the totals so far of teacher calls
  * and NO_BOX (no times, no cache counts: the file's bytes do not depend on
- * interruptions or on the embedding cache), the supervised epochs before the phase and, for the
- * one-time schedule, which unlabelled images have a frozen label (their PNGs
- * in pseudo/ are the labels) and those labels' mean Dice. */
+ * interruptions or on the embedding cache), the supervised epochs before the
+ * phase and, for the one-time schedule, which unlabelled images have a frozen
+ * label (their PNGs in pseudo/ are the labels) and those labels' mean Dice. */
 typedef struct {
     long done, sup_epochs, teacher_calls, no_box;
     double onetime_dice, last_val_dice;
@@ -366,91 +278,175 @@ static const struct {
 };
 #define NSTATE ((int)(sizeof k_state / sizeof k_state[0]))
 
-static km_status save_state(const char *path, const km_mine_config *c, const km_unetpp *m, int epoch,
-                            const km_rng *rng, const km_plateau *pl, const km_early_stop *es, const mine_state *st,
-                            const uint8_t *has_frozen, int n_unl) {
+/* Everything one mining run holds: zeroed by miner_open, released by
+ * miner_close on every path (the one cleanup of the run, as train.c's). */
+typedef struct {
+    km_mine_config c;         /* the caller's, "auto" settings resolved (shallow copy) */
+    const km_train_hooks *h;
+    FILE *log;
+    km_mine_result *res;
+    km_run run;
+    int resume, have_last;    /* resumed; with a mining checkpoint (last.safetensors) */
+    char *init;               /* the student a fresh mining phase starts from */
+    mine_data d;
+    km_refiner R;
+    km_unetpp *m;
+    km_rng rng;               /* shuffling, augmentation, prompt ties */
+    km_plateau pl;
+    km_early_stop es;
+    mine_state st;
+    int epoch;
+    long calls_before;        /* teacher calls before this process (resumed: the checkpoint's total) */
+    int S, B;
+    size_t P;
+    float *x, *y, *z, *dz;    /* batch images, targets, logits, their gradient */
+    float *gz, *gy, *gd, *zo; /* one part of the batch gathered (part_loss); un-augmented logits */
+    uint8_t *frozen, *has_frozen; /* one-time labels [n_unl][P] and which images have one */
+    uint8_t *lab_o, *lab_a, *png; /* a label in the original / augmented frame; PNG scratch */
+    int *pool, npool;         /* the mining set: labelled + (one-time: labelled-by-the-teacher) unlabelled */
+    int *order, *which, *sel_l, *sel_u;
+    uint8_t *aug;
+} miner;
+
+static km_status save_state(miner *M) {
     km_tdict x;
     km_tdict_init(&x);
-    meta_put(&x, "mine.schedule", "%s", c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
+    km_tdict_set_meta(&x, "mine.schedule", M->c.schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
     for (int i = 0; i < NSTATE; i++) {
-        const char *p = (const char *)st + k_state[i].off;
-        if (k_state[i].is_num) meta_put(&x, k_state[i].key, "%.17g", *(const double *)p);
-        else meta_put(&x, k_state[i].key, "%ld", *(const long *)p);
+        const char *p = (const char *)&M->st + k_state[i].off;
+        if (k_state[i].is_num) km_meta_set_num(&x, k_state[i].key, *(const double *)p);
+        else km_meta_set_int(&x, k_state[i].key, *(const long *)p);
     }
-    if (has_frozen) {
+    if (M->has_frozen) {
+        int n_unl = M->d.n_unl;
         char *b = km_malloc((size_t)n_unl + 1);
-        for (int u = 0; u < n_unl; u++) b[u] = has_frozen[u] ? '1' : '0';
+        for (int u = 0; u < n_unl; u++) b[u] = M->has_frozen[u] ? '1' : '0';
         b[n_unl] = 0;
         km_tdict_set_meta(&x, "mine.onetime.labelled", b);
         km_free(b);
     }
-    km_status s = km_train_checkpoint_save(path, m, &c->train, "mine", epoch, rng, pl, es, &x);
+    char *path = km_run_path(&M->run, "last.safetensors");
+    km_status s = km_train_checkpoint_save(path, M->m, &M->c.train, "mine", M->epoch, &M->rng, &M->pl, &M->es, &x);
+    km_free(path);
     km_tdict_free(&x);
     return s;
 }
 
-static km_status load_state(const char *path, const km_mine_config *c, km_unetpp **m, int *epoch, km_rng *rng,
-                            km_plateau *pl, km_early_stop *es, mine_state *st, uint8_t *has_frozen, int n_unl) {
+/* The metadata "mine.*" of last.safetensors (read into d from `path`) into
+ * M->st and, one-time, M->has_frozen. */
+static km_status state_from_meta(miner *M, const km_tdict *x, const char *path) {
+    const char *sched = km_tdict_get_meta(x, "mine.schedule");
+    const char *want = M->c.schedule == KM_MINE_ONETIME ? "onetime" : "continuous";
+    if (!sched || strcmp(sched, want))
+        return km_err(KM_EFORMAT, "%s: metadata 'mine.schedule' is '%s', but the run's schedule is %s", path,
+                      sched ? sched : "(missing)", want);
+    km_status s = KM_OK;
+    for (int i = 0; i < NSTATE && !s; i++) {
+        char *p = (char *)&M->st + k_state[i].off;
+        long long v = 0;
+        if (k_state[i].optional && !km_tdict_get_meta(x, k_state[i].key)) *(double *)p = NAN;
+        else if (k_state[i].is_num) s = km_meta_get_num(x, k_state[i].key, path, (double *)p);
+        else if (!(s = km_meta_get_int(x, k_state[i].key, path, &v))) *(long *)p = (long)v;
+    }
+    if (!s && km_unetpp_resnet_depth(M->m) != M->c.train.resnet)
+        s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
+                   km_unetpp_resnet_depth(M->m), M->c.train.resnet);
+    int n_unl = M->d.n_unl;
+    if (!s && M->has_frozen) {
+        const char *b = km_tdict_get_meta(x, "mine.onetime.labelled");
+        if (!b || (int)strlen(b) != n_unl || strspn(b, "01") != (size_t)n_unl)
+            return km_err(KM_EFORMAT, "%s: metadata 'mine.onetime.labelled' missing or not %d digits 0/1 (one per "
+                                      "unlabelled image)", path, n_unl);
+        for (int u = 0; u < n_unl; u++) M->has_frozen[u] = b[u] == '1';
+    }
+    return s;
+}
+
+/* The mining state from last.safetensors: model, optimiser, RNG, schedule,
+ * M->epoch and M->st. */
+static km_status load_state(miner *M) {
     km_tdict x;
     km_tdict_init(&x);
-    km_status s = km_train_checkpoint_load(path, "mine", m, epoch, rng, pl, es, &x);
-    const char *sched = s ? NULL : km_tdict_get_meta(&x, "mine.schedule");
-    const char *want = c->schedule == KM_MINE_ONETIME ? "onetime" : "continuous";
-    if (!s && (!sched || strcmp(sched, want)))
-        s = km_err(KM_EFORMAT, "%s: metadata 'mine.schedule' is '%s', but the run's schedule is %s", path,
-                   sched ? sched : "(missing)", want);
-    for (int i = 0; i < NSTATE && !s; i++) {
-        char *p = (char *)st + k_state[i].off;
-        long long v = 0;
-        if (k_state[i].optional && !km_tdict_get_meta(&x, k_state[i].key)) *(double *)p = NAN;
-        else if (k_state[i].is_num) s = meta_num(&x, k_state[i].key, path, (double *)p);
-        else if (!(s = km_train_meta_int(&x, k_state[i].key, path, &v))) *(long *)p = (long)v;
-    }
-    if (!s && km_unetpp_resnet_depth(*m) != c->train.resnet)
-        s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
-                   km_unetpp_resnet_depth(*m), c->train.resnet);
-    if (!s && has_frozen) {
-        const char *b = km_tdict_get_meta(&x, "mine.onetime.labelled");
-        if (!b || (int)strlen(b) != n_unl || strspn(b, "01") != (size_t)n_unl)
-            s = km_err(KM_EFORMAT, "%s: metadata 'mine.onetime.labelled' missing or not %d digits 0/1 (one per "
-                                   "unlabelled image)", path, n_unl);
-        for (int u = 0; u < n_unl && !s; u++) has_frozen[u] = b[u] == '1';
-    }
+    char *path = km_run_path(&M->run, "last.safetensors");
+    km_status s = km_train_checkpoint_load(path, "mine", &M->m, &M->epoch, &M->rng, &M->pl, &M->es, &x);
+    if (!s) s = state_from_meta(M, &x, path);
     km_tdict_free(&x);
-    if (s && *m) {
-        km_unetpp_free(*m);
-        *m = NULL;
+    km_free(path);
+    if (s && M->m) {
+        km_unetpp_free(M->m);
+        M->m = NULL;
     }
     return s;
 }
 
 /* One-time labels frozen earlier in this run folder: pseudo/<id>.png, S x S
  * grey 0/255 -> {0,1}. */
-static km_status load_frozen(const char *dir, const mine_data *d, int S, const uint8_t *has_frozen, uint8_t *frozen) {
-    size_t P = (size_t)S * S;
-    for (int u = 0; u < d->n_unl; u++) {
-        if (!has_frozen[u]) continue;
-        char *name = km_malloc(strlen(dir) + strlen(d->pool.ids[d->n_lab + u]) + 8);
-        sprintf(name, "%s/%s.png", dir, d->pool.ids[d->n_lab + u]);
+static km_status load_frozen(miner *M) {
+    const mine_data *d = &M->d;
+    size_t P = M->P;
+    char *dir = km_run_path(&M->run, "pseudo");
+    km_status s = KM_OK;
+    for (int u = 0; u < d->n_unl && !s; u++) {
+        if (!M->has_frozen[u]) continue;
+        char *name = png_path(dir, d->pool.ids[d->n_lab + u]);
         km_image img;
-        km_status s = km_image_load(name, &img, 0);
+        s = km_image_load(name, &img, 0);
         if (s) {
             s = km_err_prefix(s, "--resume: one-time pseudo label: ");
             km_free(name);
-            return s;
+            break;
         }
-        int ok = img.w == S && img.h == S && img.c == 1;
+        int ok = img.w == M->S && img.h == M->S && img.c == 1;
         for (size_t i = 0; ok && i < P; i++) {
             ok = img.data[i] == 0 || img.data[i] == 255;
-            frozen[P * u + i] = img.data[i] != 0;
+            M->frozen[P * u + i] = img.data[i] != 0;
         }
         km_image_free(&img);
         if (!ok) s = km_err(KM_EFORMAT, "%s: not this run's one-time pseudo label (expected a %dx%d grey 0/255 PNG)",
-                            name, S, S);
+                            name, M->S, M->S);
         km_free(name);
-        if (s) return s;
     }
-    return KM_OK;
+    km_free(dir);
+    return s;
+}
+
+/* best.safetensors: the weights of the best val-loss mining epoch. */
+static km_status save_best(miner *M, double val_loss) {
+    km_tdict meta;
+    km_tdict_init(&meta);
+    km_meta_set_int(&meta, "size", M->S);
+    km_meta_set_int(&meta, "mine.epoch", M->epoch);
+    km_meta_set_num(&meta, "val_loss", val_loss);
+    km_dataset_label_meta(&M->d.s.idx, &meta);
+    char *p = km_run_path(&M->run, "best.safetensors");
+    km_status s = km_unetpp_save(M->m, p, &meta);
+    km_free(p);
+    km_tdict_free(&meta);
+    return s;
+}
+
+/* Eval-mode validation: size-weighted loss, per-image Dice/IoU at logit > 0. */
+static km_status validate(miner *M, const km_dataset *va, double *loss, double *dice, double *iou) {
+    int B = M->B, S = M->S;
+    size_t P = M->P;
+    km_metric_acc acc;
+    km_metric_acc_init(&acc);
+    double wsum = 0;
+    km_status s = KM_OK;
+    for (int b0 = 0; b0 < va->n && !s; b0 += B) {
+        int bn = va->n - b0 < B ? va->n - b0 : B;
+        for (int i = 0; i < bn; i++) M->which[i] = b0 + i;
+        km_batch_fill(va, M->which, NULL, bn, M->x, M->y);
+        s = km_unetpp_forward(M->m, M->x, bn, S, S, 0, M->z);
+        if (s) break;
+        wsum += km_seg_loss(M->z, M->y, P * bn, M->c.train.bce_weight, 1.0f, M->dz, NULL, NULL) * bn;
+        for (int i = 0; i < bn; i++)
+            km_metric_acc_add(&acc, km_conf_logits_f32(M->z + P * i, M->y + P * i, P), NULL, NULL);
+    }
+    *loss = wsum / va->n;
+    *dice = km_metric_mean_dice(&acc);
+    *iou = km_metric_mean_iou(&acc);
+    return s;
 }
 
 /* ------------------------------------------------------------------ run */
@@ -464,401 +460,503 @@ km_status km_mine_resolve_teacher(km_mine_config *c) {
     return KM_OK;
 }
 
-km_status km_mine_run(const km_mine_config *c0, int resume, const km_train_hooks *hooks, km_mine_result *res) {
-    static const km_train_hooks no_hooks = {0};
-    if (!hooks) hooks = &no_hooks;
-    FILE *log = hooks->log;
-    memset(res, 0, sizeof *res);
-    res->best_val_loss = res->last_val_dice = res->last_pseudo_dice = NAN;
-    km_mine_config cc = *c0; /* shallow: "auto" settings resolved from the checkpoint */
-    const km_mine_config *c = &cc;
-    km_status s = km_mine_config_check(c);
-    if (!s) s = km_mine_resolve_teacher(&cc);
-    if (s) return s;
-    char *p_cfg = km_path_join(c->out, "mine_config.json"), *p_sup = km_path_join(c->out, "supervised");
-    char *p_best = km_path_join(c->out, "best.safetensors"), *p_last = km_path_join(c->out, "last.safetensors");
-    char *p_pseudo = km_path_join(c->out, "pseudo"), *p_csv = km_path_join(c->out, "metrics.csv");
-    char *p_jsonl = km_path_join(c->out, "metrics.jsonl"), *init = NULL;
+/* Phase 1: settings ("auto" resolved), the run folder and its
+ * mine_config.json (a new run) or the check that it is one (resume). */
+static km_status miner_open(miner *M, const km_mine_config *c, int resume, const km_train_hooks *hooks,
+                            km_mine_result *res) {
+    memset(M, 0, sizeof *M);
+    M->c = *c;
+    M->h = hooks;
+    M->log = hooks->log;
+    M->res = res;
+    M->resume = resume;
+    M->st.onetime_dice = M->st.last_val_dice = NAN;
+    M->S = c->train.size;
+    M->B = c->train.batch;
+    M->P = (size_t)M->S * M->S;
+    km_status s = km_mine_config_check(&M->c);
+    if (!s) s = km_mine_resolve_teacher(&M->c);
+    if (!s) s = km_run_open(&M->run, M->c.out, "mine_config.json", "mine", resume);
+    if (!s && !resume) s = km_mine_config_save(&M->c, M->run.config);
+    M->have_last = !s && resume && km_run_has(&M->run, "last.safetensors");
+    return s;
+}
+
+/* Phase 2: the student the mining phase starts from (M->init): --init, or
+ * the best checkpoint of the supervised phase, run (or resumed) in
+ * <out>/supervised. Nothing to do once the mining phase has a checkpoint.
+ * *stopped: hooks->stop_after ended the run in or right after this phase. */
+static km_status mine_supervised(miner *M, int *stopped) {
+    *stopped = 0;
+    if (M->have_last) return KM_OK;
+    if (M->c.init) {
+        M->init = km_strdup(M->c.init);
+        return KM_OK;
+    }
+    km_train_config sc = M->c.train;
+    sc.out = km_run_path(&M->run, "supervised");
+    int sup_resume = M->resume && km_run_has(&M->run, "supervised/last.safetensors");
+    km_train_result tr;
+    if (M->log) fprintf(M->log, "supervised phase -> %s%s\n", sc.out, sup_resume ? " (resuming)" : "");
+    km_status s = km_train_run(&sc, sup_resume, M->h, &tr);
+    if (s) {
+        s = km_err_prefix(s, "supervised phase: ");
+    } else if (!tr.finished) { /* stopped by hooks->stop_after, as if killed */
+        if (M->log)
+            fprintf(M->log, "stopped in the supervised phase after epoch %d (continue with --resume)\n", tr.epochs_done);
+        *stopped = 1;
+    } else {
+        M->st.sup_epochs = tr.epochs_done;
+        M->init = km_path_join(sc.out, "best.safetensors");
+        *stopped = M->h->stop_after && M->st.sup_epochs >= M->h->stop_after;
+    }
+    km_free(sc.out);
+    return s;
+}
+
+/* The student from M->init, with a fresh optimiser state (method.md 5). */
+static km_status init_student(miner *M) {
+    km_status s = km_unetpp_load(&M->m, M->init);
+    if (!s && km_unetpp_resnet_depth(M->m) != M->c.train.resnet)
+        s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", M->init, km_unetpp_resnet_depth(M->m),
+                   M->c.train.resnet);
+    if (!s) km_unetpp_adam_reset(M->m);
+    return s;
+}
+
+/* A resumed mining phase: the state of last.safetensors, the one-time labels
+ * from pseudo/, and the resume recorded in the run folder (unless the run
+ * had finished). */
+static km_status resume_state(miner *M) {
+    km_status s = load_state(M);
+    if (!s && M->has_frozen) s = load_frozen(M);
+    if (!s && !M->st.done) s = km_run_note_resume(&M->run, M->epoch);
+    if (!s && M->log)
+        fprintf(M->log, "resuming %s after mining epoch %d%s\n", M->c.out, M->epoch,
+                M->st.done ? ": the run had already finished" : "");
+    return s;
+}
+
+/* Phase 3: the data (the splits as the supervised phase made them), the
+ * RNG, schedule and student (fresh or resumed), the teacher and the metric
+ * files (a resumed run drops the rows after its checkpoint). */
+static km_status miner_state(miner *M) {
+    const km_mine_config *c = &M->c;
     const km_train_config *tc = &c->train;
-    int S = tc->size, B = tc->batch;
-    size_t P = (size_t)S * S;
-    mine_data d;
-    memset(&d, 0, sizeof d);
-    km_refiner R;
-    memset(&R, 0, sizeof R);
-    km_unetpp *m = NULL;
-    km_csv csv;
-    km_jsonl jl;
-    memset(&csv, 0, sizeof csv);
-    memset(&jl, 0, sizeof jl);
-    float *x = NULL, *y = NULL, *z = NULL, *dz = NULL, *gz = NULL, *gy = NULL, *gd = NULL, *zo = NULL;
-    uint8_t *frozen = NULL, *has_frozen = NULL, *lab_o = NULL, *lab_a = NULL, *png = NULL, *aug = NULL;
-    int *order = NULL, *pool = NULL, *sel_l = NULL, *sel_u = NULL, *which = NULL;
-    mine_state st;
-    memset(&st, 0, sizeof st);
-    st.onetime_dice = st.last_val_dice = NAN;
-    int have_last = resume && file_exists(p_last);
-
-    if (resume && !file_exists(p_cfg)) {
-        s = km_err(KM_EIO, "--resume %s: %s: no such file (not a kmseg mine run folder)", c->out, p_cfg);
-        goto out;
-    }
-    if (!resume) {
-        s = km_mkdir_p(c->out);
-        if (!s) s = write_config(c, p_cfg);
-        if (s) goto out;
-    }
-
-    /* 1. supervised phase (or a given student); done when the mining phase
-     * has a checkpoint */
-    if (!have_last && c->init) {
-        init = km_strdup(c->init);
-    } else if (!have_last) {
-        km_train_config sc = c->train;
-        sc.out = p_sup;
-        char *sup_last = km_path_join(p_sup, "last.safetensors");
-        int sup_resume = resume && file_exists(sup_last);
-        km_free(sup_last);
-        km_train_result tr;
-        if (log) fprintf(log, "supervised phase -> %s%s\n", p_sup, sup_resume ? " (resuming)" : "");
-        s = km_train_run(&sc, sup_resume, hooks, &tr);
-        if (s) {
-            s = km_err_prefix(s, "supervised phase: ");
-            goto out;
-        }
-        if (!tr.finished) { /* stopped by hooks->stop_after, as if killed */
-            if (log) fprintf(log, "stopped in the supervised phase after epoch %d (continue with --resume)\n",
-                             tr.epochs_done);
-            goto out;
-        }
-        st.sup_epochs = tr.epochs_done;
-        init = km_path_join(p_sup, "best.safetensors");
-    }
-    if (!have_last && hooks->stop_after && st.sup_epochs >= hooks->stop_after) goto out;
     km_set_threads(tc->threads);
-
-    /* 2. the mining phase's data, teacher and student */
+    km_status s = mine_data_load(tc, c->out, &M->d);
+    if (s) return s;
+    int n_lab = M->d.n_lab, n_unl = M->d.n_unl;
+    M->res->n_labelled = n_lab;
+    M->res->n_unlabelled = n_unl;
+    km_rng_seed(&M->rng, tc->seed ^ KM_MINE_RNG_SALT);
+    km_plateau_init(&M->pl, tc->lr, tc->plateau_factor, tc->plateau_patience, tc->min_lr);
+    km_early_stop_init(&M->es, tc->early_stop);
+    if (c->schedule == KM_MINE_ONETIME) {
+        M->frozen = km_malloc(M->P * (n_unl + 1));
+        M->has_frozen = km_calloc((size_t)n_unl + 1);
+    }
+    s = M->have_last ? resume_state(M) : init_student(M);
     km_refine_config rc;
     teacher_config(c, &rc);
-    s = mine_data_load(tc, c->out, &d);
-    if (s) goto out;
-    res->n_labelled = d.n_lab;
-    res->n_unlabelled = d.n_unl;
-    km_rng rng;
-    km_rng_seed(&rng, tc->seed ^ KM_MINE_RNG_SALT);
-    km_plateau pl;
-    km_plateau_init(&pl, tc->lr, tc->plateau_factor, tc->plateau_patience, tc->min_lr);
-    km_early_stop es;
-    km_early_stop_init(&es, tc->early_stop);
-    int epoch = 0;
-    if (c->schedule == KM_MINE_ONETIME) {
-        frozen = km_malloc(P * (d.n_unl + 1));
-        has_frozen = km_calloc((size_t)d.n_unl + 1);
-    }
-    if (have_last) {
-        s = load_state(p_last, c, &m, &epoch, &rng, &pl, &es, &st, has_frozen, d.n_unl);
-        if (!s && has_frozen) s = load_frozen(p_pseudo, &d, S, has_frozen, frozen);
-        /* drop log rows written after the checkpoint (killed between the log
-         * write and the checkpoint write) */
-        if (!s) s = km_text_keep_lines(p_csv, epoch + 1);
-        if (!s) s = km_text_keep_lines(p_jsonl, epoch);
-        if (s) goto out;
-        if (log) fprintf(log, "resuming %s after mining epoch %d%s\n", c->out, epoch,
-                         st.done ? ": the run had already finished" : "");
-    } else {
-        s = km_unetpp_load(&m, init);
-        if (!s && km_unetpp_resnet_depth(m) != tc->resnet)
-            s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", init, km_unetpp_resnet_depth(m), tc->resnet);
-        if (s) goto out;
-        km_unetpp_adam_reset(m); /* fresh optimiser state (method.md 5) */
-    }
-    s = km_refiner_open(&R, &rc);
-    if (s) goto out;
-    res->no_box = st.no_box;
-    res->last_pseudo_dice = st.onetime_dice;
-    res->last_val_dice = st.last_val_dice;
-    s = km_unetpp_reserve(m, B, S, S);
-    if (!s) s = km_mkdir_p(p_pseudo);
-    if (!s) s = km_csv_open(&csv, p_csv, (const char *const *)k_mine_cols, NMCOLS, have_last);
-    if (!s) s = km_jsonl_open(&jl, p_jsonl, have_last);
-    if (s) goto out;
-    if (log)
-        fprintf(log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, box rule %s, "
-                     "lambda %g\n",
-                d.n_lab, d.n_unl, d.va.n, c->teacher, km_sam_profile_name(c->profile),
-                c->schedule == KM_MINE_ONETIME ? "one-time" : "continuous", km_prompt_mode_name(c->prompt_mode),
-                km_box_rule_name(c->box_rule), c->pseudo_weight);
-
-    x = km_malloc(sizeof(float) * 3 * P * B);
-    y = km_malloc(sizeof(float) * P * B);
-    z = km_malloc(sizeof(float) * P * B);
-    dz = km_malloc(sizeof(float) * P * B);
-    gz = km_malloc(sizeof(float) * P * B);
-    gy = km_malloc(sizeof(float) * P * B);
-    gd = km_malloc(sizeof(float) * P * B);
-    zo = km_malloc(sizeof(float) * P);
-    lab_o = km_malloc(P);
-    lab_a = km_malloc(P);
-    png = km_malloc(P);
-    sel_l = km_malloc(sizeof(int) * B);
-    sel_u = km_malloc(sizeof(int) * B);
-    which = km_malloc(sizeof(int) * B);
-    pool = km_malloc(sizeof(int) * (size_t)(d.n_lab + d.n_unl + 1));
-    int npool = 0;
-    for (int i = 0; i < d.n_lab; i++) pool[npool++] = i;
-
-    /* one-time pseudo labels, frozen; then a checkpoint (epoch 0) so that a
-     * resumed run reads them back instead of labelling again */
-    if (c->schedule == KM_MINE_ONETIME && !have_last) {
-        long hits0 = km_refiner_cache_hits(&R);
-        double pd = 0, sd = 0;
-        int npd = 0;
-        km_progress lp = {0};
-        if (hooks->progress && log) km_progress_start(&lp, log, "teacher labels", d.n_unl, "img");
-        for (int b0 = 0; b0 < d.n_unl && !s; b0 += B) {
-            if (hooks->progress && log) km_progress_update(&lp, b0, NULL);
-            int bn = d.n_unl - b0 < B ? d.n_unl - b0 : B;
-            for (int i = 0; i < bn; i++) sel_u[i] = d.n_lab + b0 + i;
-            km_batch_fill(&d.pool, sel_u, NULL, bn, x, NULL);
-            s = km_unetpp_forward(m, x, bn, S, S, 0, z);
-            for (int i = 0; i < bn && !s; i++) {
-                int u = b0 + i, pi = d.n_lab + u;
-                km_prompts pr;
-                s = km_refine_prompts(&R, z + P * i, S, S, &rng, &pr);
-                if (s) break;
-                if (pr.outcome == KM_PROMPTS_NO_BOX) {
-                    res->no_box++;
-                    continue;
-                }
-                s = teacher_label(&R, &d, pi, S, &pr, z + P * i, frozen + P * u);
-                if (s) break;
-                has_frozen[u] = 1;
-                pd += dice_u8(frozen + P * u, d.pool.masks + P * pi, P);
-                sd += km_dice_score(km_conf_logits_u8(z + P * i, d.pool.masks + P * pi, P));
-                npd++;
-                char name[600];
-                snprintf(name, sizeof name, "%s/%s.png", p_pseudo, d.pool.ids[pi]);
-                s = save_mask_png(name, frozen + P * u, S, png);
-            }
-        }
-        if (hooks->progress && log) km_progress_end(&lp, NULL);
-        if (s) goto out;
-        res->last_pseudo_dice = st.onetime_dice = npd ? pd / npd : NAN;
-        res->last_student_unl_dice = st.onetime_student_dice = npd ? sd / npd : NAN;
-        if (log)
-            fprintf(log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
-                         "%.4f (the student's own on them %.4f), %ld encoder runs (%.1f s), %ld cache hits, decoder "
-                         "%.1f s\n",
-                    npd, d.n_unl, res->no_box, res->last_pseudo_dice, res->last_student_unl_dice, R.encoder_runs,
-                    R.encoder_seconds,
-                    km_refiner_cache_hits(&R) - hits0, R.decoder_seconds);
-        st.no_box = res->no_box;
-        st.teacher_calls = R.teacher_calls;
-        s = save_state(p_last, c, m, 0, &rng, &pl, &es, &st, has_frozen, d.n_unl);
-        if (s) goto out;
-    }
-    /* teacher calls before this process (resumed: the checkpoint's total) */
-    long calls_before = have_last ? st.teacher_calls : 0;
-    for (int u = 0; u < d.n_unl; u++)
-        if (!has_frozen || has_frozen[u]) pool[npool++] = d.n_lab + u;
-
-    /* 3. mining epochs */
-    order = km_malloc(sizeof(int) * (size_t)(npool + 1));
-    aug = km_malloc((size_t)npool + 1);
-    while (!st.done && epoch < c->mine_epochs) {
-        epoch++;
-        double t0 = km_now();
-        memcpy(order, pool, sizeof(int) * (size_t)npool);
-        km_rng_shuffle(&rng, order, npool);
-        for (int i = 0; i < npool; i++) aug[i] = km_aug_draw(&rng);
-        long calls0 = R.teacher_calls, hits0 = km_refiner_cache_hits(&R), miss0 = R.cache.misses;
-        long enc0 = R.encoder_runs, dec0 = R.decodes, nobox = 0, visits = 0;
-        double tenc0 = R.encoder_seconds, tdec0 = R.decoder_seconds;
-        double lsum = 0, lsup = 0, lpse = 0, pd = 0, sd = 0;
-        int seen = 0, nsup = 0, npse = 0, npd = 0, nsample = 0;
-        char sdir[600];
-        snprintf(sdir, sizeof sdir, "%s/epoch_%03d", p_pseudo, epoch);
-        if (c->schedule == KM_MINE_CONTINUOUS && c->sample_pngs > 0 && d.n_unl > 0 && (s = km_mkdir_p(sdir))) break;
-        float lr = (float)pl.lr;
-        double lr_ep = pl.lr;
-        int nb = npool / B + (npool % B > 1 ? 1 : 0);
-        km_progress pg;
-        int show = hooks->progress && log;
-        char label[48], extra[64];
-        snprintf(label, sizeof label, "mine epoch %d/%d", epoch, c->mine_epochs);
-        if (show) km_progress_start(&pg, log, label, (int64_t)nb * B > npool ? npool : (int64_t)nb * B, "img");
-        for (int k = 0; k < nb && !s; k++) {
-            int b0 = k * B, bn = npool - b0 < B ? npool - b0 : B;
-            const uint8_t *ab = aug + b0;
-            memcpy(which, order + b0, sizeof(int) * bn);
-            km_batch_fill(&d.pool, which, ab, bn, x, y);
-            int nl = 0, nu = 0;
-            for (int i = 0; i < bn; i++) {
-                if (which[i] < d.n_lab) {
-                    sel_l[nl++] = i;
-                } else if (c->schedule == KM_MINE_ONETIME) {
-                    /* the frozen label, augmented like this visit's image */
-                    km_aug_apply_u8(ab[i], S, 1, frozen + P * (which[i] - d.n_lab), lab_a);
-                    for (size_t j = 0; j < P; j++) y[P * i + j] = lab_a[j];
-                    sel_u[nu++] = i;
-                    visits++;
-                }
-            }
-            km_unetpp_zero_grad(m);
-            s = km_unetpp_forward(m, x, bn, S, S, 1, z);
-            if (s) break;
-            if (c->schedule == KM_MINE_CONTINUOUS) {
-                for (int i = 0; i < bn && !s; i++) {
-                    int pi = which[i];
-                    if (pi < d.n_lab) continue;
-                    visits++;
-                    km_prompts pr;
-                    s = km_refine_prompts(&R, z + P * i, S, S, &rng, &pr);
-                    if (s) break;
-                    if (pr.outcome == KM_PROMPTS_NO_BOX) {
-                        nobox++;
-                        continue;
-                    }
-                    km_prompts_unaugment(&pr, ab[i], S);
-                    if (c->prompt_mode & KM_PROMPT_USE_MASK) km_prompts_unaugment_map(ab[i], S, z + P * i, zo);
-                    s = teacher_label(&R, &d, pi, S, &pr, zo, lab_o);
-                    if (s) break;
-                    pd += dice_u8(lab_o, d.pool.masks + P * pi, P);
-                    /* the student's own (train-mode, augmented) prediction against the augmented truth */
-                    km_aug_apply_u8(ab[i], S, 1, d.pool.masks + P * pi, lab_a);
-                    sd += km_dice_score(km_conf_logits_u8(z + P * i, lab_a, P));
-                    npd++;
-                    if (nsample < c->sample_pngs) {
-                        char name[1300];
-                        snprintf(name, sizeof name, "%s/%s.png", sdir, d.pool.ids[pi]);
-                        s = save_mask_png(name, lab_o, S, png);
-                        nsample++;
-                        if (s) break;
-                    }
-                    km_aug_apply_u8(ab[i], S, 1, lab_o, lab_a);
-                    for (size_t j = 0; j < P; j++) y[P * i + j] = lab_a[j];
-                    sel_u[nu++] = i;
-                }
-                if (s) break;
-            }
-            memset(dz, 0, sizeof(float) * P * bn);
-            double ll = part_loss(z, y, sel_l, nl, P, tc->bce_weight, 1.0f, gz, gy, gd, dz);
-            double lu = part_loss(z, y, sel_u, nu, P, tc->bce_weight, (float)c->pseudo_weight, gz, gy, gd, dz);
-            double l = ll + c->pseudo_weight * lu;
-            km_unetpp_backward(m, dz, NULL);
-            km_unetpp_adam_step(m, lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay);
-            lsum += l * bn;
-            seen += bn;
-            lsup += ll * nl;
-            nsup += nl;
-            lpse += lu * nu;
-            npse += nu;
-            if (show) {
-                snprintf(extra, sizeof extra, "loss %.4f", lsum / seen);
-                km_progress_update(&pg, seen, extra);
-            }
-        }
-        if (show) km_progress_end(&pg, seen ? extra : NULL);
-        if (s) break;
-        if (c->schedule == KM_MINE_ONETIME) {
-            pd = st.onetime_dice;
-            sd = st.onetime_student_dice;
-            npd = 1;
-        }
-        double vl, vd, vi, tl = NAN, td = NAN, ti = NAN;
-        s = validate(m, &d.va, B, S, tc->bce_weight, x, y, z, dz, &vl, &vd, &vi);
-        if (!s && d.te.n) s = validate(m, &d.te, B, S, tc->bce_weight, x, y, z, dz, &tl, &td, &ti);
-        if (s) break;
-        int improved = 0;
-        int stop = km_early_stop_step(&es, vl, epoch, &improved);
-        km_plateau_step(&pl, vl);
-        if (improved) {
-            km_tdict meta;
-            km_tdict_init(&meta);
-            meta_put(&meta, "size", "%d", S);
-            meta_put(&meta, "mine.epoch", "%d", epoch);
-            meta_put(&meta, "val_loss", "%.17g", vl);
-            km_dataset_label_meta(&d.s.idx, &meta);
-            s = km_unetpp_save(m, p_best, &meta);
-            km_tdict_free(&meta);
-            if (s) break;
-        }
-        double secs = km_now() - t0;
-        res->last_sup_loss = nsup ? lsup / nsup : NAN;
-        res->last_pseudo_loss = npse ? lpse / npse : NAN;
-        res->last_pseudo_dice = npd ? pd / npd : NAN;
-        res->last_student_unl_dice = npd ? sd / npd : NAN;
-        res->last_teacher_calls = R.teacher_calls - calls0;
-        res->last_no_box = c->schedule == KM_MINE_CONTINUOUS ? nobox : 0;
-        res->last_unl_visits = visits;
-        res->last_cache_hits = km_refiner_cache_hits(&R) - hits0;
-        res->last_cache_misses = R.cache.misses - miss0;
-        res->last_epoch_seconds = secs;
-        res->no_box += res->last_no_box;
-        double vals[NMCOLS] = {epoch, seen ? lsum / seen : NAN, res->last_sup_loss, res->last_pseudo_loss, vl, vd, vi,
-                               td, ti, lr_ep, secs, (double)visits, (double)res->last_teacher_calls,
-                               (double)res->last_no_box, (double)res->last_cache_hits,
-                               (double)res->last_cache_misses, (double)(R.encoder_runs - enc0),
-                               R.encoder_seconds - tenc0, R.decoder_seconds - tdec0, res->last_pseudo_dice,
-                               res->last_student_unl_dice};
-        km_csv_int(&csv, epoch);
-        for (int i = 1; i < NMCOLS; i++) km_csv_num(&csv, vals[i]);
-        s = km_csv_end_row(&csv);
-        if (s) break;
-        km_jsonl_int(&jl, "epoch", epoch);
-        for (int i = 1; i < NMCOLS; i++) km_jsonl_num(&jl, k_mine_cols[i], vals[i]);
-        s = km_jsonl_end(&jl);
-        if (s) break;
-        /* the checkpoint last: best -> log rows -> last.safetensors */
-        res->last_val_dice = vd;
-        st.done = stop || epoch >= c->mine_epochs;
-        st.no_box = res->no_box;
-        st.teacher_calls = calls_before + R.teacher_calls;
-        st.last_val_dice = vd;
-        s = save_state(p_last, c, m, epoch, &rng, &pl, &es, &st, has_frozen, d.n_unl);
-        if (s) break;
-        if (log) {
-            fprintf(log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  "
-                         "teacher %ld (%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f (student %.4f)  %.1f s\n",
-                    epoch, c->mine_epochs, vals[1], vals[2], vals[3], vl, vd, res->last_teacher_calls, R.decodes - dec0,
-                    res->last_cache_hits, res->last_cache_misses, res->last_no_box, res->last_pseudo_dice,
-                    res->last_student_unl_dice, secs);
-            if (stop) fprintf(log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", es.num_bad,
-                              es.best_epoch);
-            fflush(log);
-        }
-        res->stopped_early = stop;
-        if (hooks->stop_after && st.sup_epochs + epoch >= hooks->stop_after) break;
-    }
-    if (s) goto out;
-    res->finished = st.done;
-    res->epochs_done = epoch;
-    res->best_epoch = es.best_epoch;
-    res->best_val_loss = es.best;
-    res->teacher_calls = calls_before + R.teacher_calls;
-    /* this process's: the checkpoint holds no times nor cache counts */
-    res->encoder_runs = R.encoder_runs;
-    res->decodes = R.decodes;
-    res->encoder_seconds = R.encoder_seconds;
-    res->decoder_seconds = R.decoder_seconds;
-    res->cache_hits = km_refiner_cache_hits(&R);
-    res->cache_misses = R.cache.misses;
-out:
-    if (csv.f) {
-        km_status s2 = km_csv_close(&csv);
-        if (!s) s = s2;
-    }
-    if (jl.f) {
-        km_status s2 = km_jsonl_close(&jl);
-        if (!s) s = s2;
-    }
-    km_refiner_close(&R);
-    mine_data_free(&d);
-    if (m) km_unetpp_free(m);
-    km_free(x); km_free(y); km_free(z); km_free(dz); km_free(gz); km_free(gy); km_free(gd); km_free(zo);
-    km_free(frozen); km_free(has_frozen); km_free(lab_o); km_free(lab_a); km_free(png); km_free(aug);
-    km_free(order); km_free(pool); km_free(sel_l); km_free(sel_u); km_free(which);
-    km_free(p_cfg); km_free(p_sup); km_free(p_best); km_free(p_last); km_free(p_pseudo); km_free(p_csv);
-    km_free(p_jsonl); km_free(init);
+    if (!s) s = km_refiner_open(&M->R, &rc);
+    if (s) return s;
+    M->res->no_box = M->st.no_box;
+    M->res->last_pseudo_dice = M->st.onetime_dice;
+    M->res->last_val_dice = M->st.last_val_dice;
+    s = km_unetpp_reserve(M->m, M->B, M->S, M->S);
+    char *pseudo = km_run_path(&M->run, "pseudo");
+    if (!s) s = km_mkdir_p(pseudo);
+    km_free(pseudo);
+    if (!s) s = km_run_metrics_open(&M->run, k_mine_cols, NMCOLS, 1, 1, M->have_last ? M->epoch : -1);
     return s;
+}
+
+/* The batch buffers (B images of S x S) and the mining set's index. */
+static void miner_buffers(miner *M) {
+    size_t P = M->P, B = (size_t)M->B;
+    M->x = km_malloc(sizeof(float) * 3 * P * B);
+    M->y = km_malloc(sizeof(float) * P * B);
+    M->z = km_malloc(sizeof(float) * P * B);
+    M->dz = km_malloc(sizeof(float) * P * B);
+    M->gz = km_malloc(sizeof(float) * P * B);
+    M->gy = km_malloc(sizeof(float) * P * B);
+    M->gd = km_malloc(sizeof(float) * P * B);
+    M->zo = km_malloc(sizeof(float) * P);
+    M->lab_o = km_malloc(P);
+    M->lab_a = km_malloc(P);
+    M->png = km_malloc(P);
+    M->sel_l = km_malloc(sizeof(int) * B);
+    M->sel_u = km_malloc(sizeof(int) * B);
+    M->which = km_malloc(sizeof(int) * B);
+    M->pool = km_malloc(sizeof(int) * (size_t)(M->d.n_lab + M->d.n_unl + 1));
+}
+
+/* The teacher's pseudo label [S, S] of pool image pi for prompts pr in its
+ * un-augmented S frame into `mask`. */
+static km_status teacher_label(miner *M, int pi, km_prompts *pr, const float *zmask, uint8_t *mask) {
+    const mine_data *d = &M->d;
+    char *path = km_dataset_image_path(&d->s.idx, d->pool.src[pi]);
+    km_refine_image im;
+    km_refine_image_file(&im, path, d->pool.orig_w[pi], d->pool.orig_h[pi], d->pool.orig_hash[pi]);
+    km_status s = km_refine_teacher_mask(&M->R, &im, M->S, pr, zmask, mask);
+    km_free(path);
+    return s;
+}
+
+/* ------------------------------------------------------- one-time labels */
+
+/* Sums of a labelling pass or an epoch: pseudo labels' Dice against the
+ * ground truth, the student's own Dice on the same images, their count. */
+typedef struct {
+    double pd, sd;
+    int npd;
+} dice_sums;
+
+/* Unlabelled image u of the one-time pass from its eval-mode logits z:
+ * prompts, the teacher's label frozen into M->frozen and pseudo/<id>.png. */
+static km_status label_frozen(miner *M, int u, const float *z, const char *dir, dice_sums *ds) {
+    size_t P = M->P;
+    int pi = M->d.n_lab + u;
+    const uint8_t *gt = M->d.pool.masks + P * pi;
+    km_prompts pr;
+    km_status s = km_refine_prompts(&M->R, z, M->S, M->S, &M->rng, &pr);
+    if (s) return s;
+    if (pr.outcome == KM_PROMPTS_NO_BOX) {
+        M->res->no_box++;
+        return KM_OK;
+    }
+    uint8_t *lab = M->frozen + P * u;
+    s = teacher_label(M, pi, &pr, z, lab);
+    if (s) return s;
+    M->has_frozen[u] = 1;
+    ds->pd += mask_dice(lab, gt, P);
+    ds->sd += km_dice_score(km_conf_logits_u8(z, gt, P));
+    ds->npd++;
+    char *name = png_path(dir, M->d.pool.ids[pi]);
+    s = save_mask_png(name, lab, M->S, M->png);
+    km_free(name);
+    return s;
+}
+
+/* Phase 4 (one-time schedule, fresh mining phase): every unlabelled image
+ * predicted once in eval mode (un-augmented), prompted, labelled by the
+ * teacher and frozen; then a checkpoint (epoch 0), so that a resumed run
+ * reads the labels back instead of labelling again. */
+static km_status label_onetime(miner *M) {
+    const mine_data *d = &M->d;
+    km_refiner *R = &M->R;
+    int B = M->B, show = M->h->progress && M->log;
+    long hits0 = km_refiner_cache_hits(R);
+    dice_sums ds = {0, 0, 0};
+    km_progress lp = {0};
+    char *dir = km_run_path(&M->run, "pseudo");
+    if (show) km_progress_start(&lp, M->log, "teacher labels", d->n_unl, "img");
+    km_status s = KM_OK;
+    for (int b0 = 0; b0 < d->n_unl && !s; b0 += B) {
+        if (show) km_progress_update(&lp, b0, NULL);
+        int bn = d->n_unl - b0 < B ? d->n_unl - b0 : B;
+        for (int i = 0; i < bn; i++) M->sel_u[i] = d->n_lab + b0 + i;
+        km_batch_fill(&d->pool, M->sel_u, NULL, bn, M->x, NULL);
+        s = km_unetpp_forward(M->m, M->x, bn, M->S, M->S, 0, M->z);
+        for (int i = 0; i < bn && !s; i++) s = label_frozen(M, b0 + i, M->z + M->P * i, dir, &ds);
+    }
+    if (show) km_progress_end(&lp, NULL);
+    km_free(dir);
+    if (s) return s;
+    km_mine_result *res = M->res;
+    res->last_pseudo_dice = M->st.onetime_dice = ds.npd ? ds.pd / ds.npd : NAN;
+    res->last_student_unl_dice = M->st.onetime_student_dice = ds.npd ? ds.sd / ds.npd : NAN;
+    if (M->log)
+        fprintf(M->log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
+                        "%.4f (the student's own on them %.4f), %ld encoder runs (%.1f s), %ld cache hits, decoder "
+                        "%.1f s\n",
+                ds.npd, d->n_unl, res->no_box, res->last_pseudo_dice, res->last_student_unl_dice, R->encoder_runs,
+                R->encoder_seconds, km_refiner_cache_hits(R) - hits0, R->decoder_seconds);
+    M->st.no_box = res->no_box;
+    M->st.teacher_calls = R->teacher_calls;
+    return save_state(M);
+}
+
+/* The mining set: every labelled image, then the unlabelled ones (one-time:
+ * those with a frozen label). */
+static void make_pool(miner *M) {
+    M->npool = 0;
+    for (int i = 0; i < M->d.n_lab; i++) M->pool[M->npool++] = i;
+    for (int u = 0; u < M->d.n_unl; u++)
+        if (!M->has_frozen || M->has_frozen[u]) M->pool[M->npool++] = M->d.n_lab + u;
+    M->order = km_malloc(sizeof(int) * (size_t)(M->npool + 1));
+    M->aug = km_malloc((size_t)M->npool + 1);
+}
+
+/* --------------------------------------------------------- mining epochs */
+
+/* One epoch's counts: the refiner's counters when it began, the visits,
+ * NO_BOX and sums of losses (images seen, labelled and pseudo parts). */
+typedef struct {
+    double t0;
+    long calls0, hits0, miss0, enc0, dec0;
+    double tenc0, tdec0;
+    long nobox, visits;
+    double lsum, lsup, lpse;
+    int seen, nsup, npse, nsample;
+    dice_sums ds;
+    char *sdir; /* continuous: pseudo/epoch_NNN (sample PNGs) */
+} epoch_acc;
+
+/* Continuous schedule, visit i of the batch (augmentation `code`): prompts
+ * from its train-mode logits (augmented frame) mapped back, the teacher's
+ * label on the original image, augmented the same way as the visit's target
+ * in M->y; sel_u[*nu] = i when it got one. */
+static km_status label_visit(miner *M, int i, int code, epoch_acc *a, int *nu) {
+    size_t P = M->P;
+    int S = M->S, pi = M->which[i];
+    const uint8_t *gt = M->d.pool.masks + P * pi;
+    float *z = M->z + P * i;
+    a->visits++;
+    km_prompts pr;
+    km_status s = km_refine_prompts(&M->R, z, S, S, &M->rng, &pr);
+    if (s) return s;
+    if (pr.outcome == KM_PROMPTS_NO_BOX) {
+        a->nobox++;
+        return KM_OK;
+    }
+    km_prompts_unaugment(&pr, code, S);
+    if (M->c.prompt_mode & KM_PROMPT_USE_MASK) km_prompts_unaugment_map(code, S, z, M->zo);
+    s = teacher_label(M, pi, &pr, M->zo, M->lab_o);
+    if (s) return s;
+    a->ds.pd += mask_dice(M->lab_o, gt, P);
+    /* the student's own (train-mode, augmented) prediction against the augmented truth */
+    km_aug_apply_u8(code, S, 1, gt, M->lab_a);
+    a->ds.sd += km_dice_score(km_conf_logits_u8(z, M->lab_a, P));
+    a->ds.npd++;
+    if (a->nsample < M->c.sample_pngs) {
+        char *name = png_path(a->sdir, M->d.pool.ids[pi]);
+        s = save_mask_png(name, M->lab_o, S, M->png);
+        km_free(name);
+        a->nsample++;
+        if (s) return s;
+    }
+    km_aug_apply_u8(code, S, 1, M->lab_o, M->lab_a);
+    for (size_t j = 0; j < P; j++) M->y[P * i + j] = M->lab_a[j];
+    M->sel_u[(*nu)++] = i;
+    return KM_OK;
+}
+
+/* The batch's targets: labelled images keep their masks (sel_l); one-time
+ * visits get their frozen label augmented like the image (sel_u). */
+static void batch_targets(miner *M, const uint8_t *ab, int bn, epoch_acc *a, int *nl, int *nu) {
+    size_t P = M->P;
+    *nl = *nu = 0;
+    for (int i = 0; i < bn; i++) {
+        if (M->which[i] < M->d.n_lab) {
+            M->sel_l[(*nl)++] = i;
+        } else if (M->c.schedule == KM_MINE_ONETIME) {
+            km_aug_apply_u8(ab[i], M->S, 1, M->frozen + P * (M->which[i] - M->d.n_lab), M->lab_a);
+            for (size_t j = 0; j < P; j++) M->y[P * i + j] = M->lab_a[j];
+            M->sel_u[(*nu)++] = i;
+            a->visits++;
+        }
+    }
+}
+
+/* One optimiser step on batch k of the epoch's order: one train-mode forward
+ * over the whole batch, L = L_sup(labelled) + lambda * L_sup(pseudo). */
+static km_status mine_step(miner *M, int k, float lr, epoch_acc *a) {
+    const km_train_config *tc = &M->c.train;
+    size_t P = M->P;
+    int B = M->B, S = M->S, b0 = k * B, bn = M->npool - b0 < B ? M->npool - b0 : B;
+    const uint8_t *ab = M->aug + b0;
+    memcpy(M->which, M->order + b0, sizeof(int) * bn);
+    km_batch_fill(&M->d.pool, M->which, ab, bn, M->x, M->y);
+    int nl, nu;
+    batch_targets(M, ab, bn, a, &nl, &nu);
+    km_unetpp_zero_grad(M->m);
+    km_status s = km_unetpp_forward(M->m, M->x, bn, S, S, 1, M->z);
+    for (int i = 0; i < bn && !s && M->c.schedule == KM_MINE_CONTINUOUS; i++)
+        if (M->which[i] >= M->d.n_lab) s = label_visit(M, i, ab[i], a, &nu);
+    if (s) return s;
+    memset(M->dz, 0, sizeof(float) * P * bn);
+    double ll = part_loss(M->z, M->y, M->sel_l, nl, P, tc->bce_weight, 1.0f, M->gz, M->gy, M->gd, M->dz);
+    double lu = part_loss(M->z, M->y, M->sel_u, nu, P, tc->bce_weight, (float)M->c.pseudo_weight, M->gz, M->gy, M->gd,
+                          M->dz);
+    double l = ll + M->c.pseudo_weight * lu;
+    km_unetpp_backward(M->m, M->dz, NULL);
+    km_unetpp_adam_step(M->m, lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay);
+    a->lsum += l * bn;
+    a->seen += bn;
+    a->lsup += ll * nl;
+    a->nsup += nl;
+    a->lpse += lu * nu;
+    a->npse += nu;
+    return KM_OK;
+}
+
+/* The epoch's order and augmentation codes (run RNG), the refiner's counters
+ * and, continuous, the folder of sample PNGs. */
+static km_status epoch_begin(miner *M, epoch_acc *a) {
+    memset(a, 0, sizeof *a);
+    a->t0 = km_now();
+    memcpy(M->order, M->pool, sizeof(int) * (size_t)M->npool);
+    km_rng_shuffle(&M->rng, M->order, M->npool);
+    for (int i = 0; i < M->npool; i++) M->aug[i] = km_aug_draw(&M->rng);
+    km_refiner *R = &M->R;
+    a->calls0 = R->teacher_calls;
+    a->hits0 = km_refiner_cache_hits(R);
+    a->miss0 = R->cache.misses;
+    a->enc0 = R->encoder_runs;
+    a->dec0 = R->decodes;
+    a->tenc0 = R->encoder_seconds;
+    a->tdec0 = R->decoder_seconds;
+    char name[32];
+    snprintf(name, sizeof name, "pseudo/epoch_%03d", M->epoch);
+    a->sdir = km_run_path(&M->run, name);
+    if (M->c.schedule == KM_MINE_CONTINUOUS && M->c.sample_pngs > 0 && M->d.n_unl > 0) return km_mkdir_p(a->sdir);
+    return KM_OK;
+}
+
+/* The epoch's optimiser steps (a trailing single-image batch dropped). */
+static km_status mine_steps(miner *M, float lr, epoch_acc *a) {
+    int B = M->B, n = M->npool, nb = n / B + (n % B > 1 ? 1 : 0);
+    int show = M->h->progress && M->log;
+    km_progress pg;
+    char label[48], extra[64];
+    snprintf(label, sizeof label, "mine epoch %d/%d", M->epoch, M->c.mine_epochs);
+    if (show) km_progress_start(&pg, M->log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
+    km_status s = KM_OK;
+    for (int k = 0; k < nb && !s; k++) {
+        s = mine_step(M, k, lr, a);
+        if (!s && show) {
+            snprintf(extra, sizeof extra, "loss %.4f", a->lsum / a->seen);
+            km_progress_update(&pg, a->seen, extra);
+        }
+    }
+    if (show) km_progress_end(&pg, a->seen ? extra : NULL);
+    return s;
+}
+
+/* The epoch's results (M->res), its log row, then its checkpoint (best ->
+ * log row -> last, the resume protocol) and the epoch line. */
+static km_status epoch_end(miner *M, const epoch_acc *a, double lr_ep, const double v[3], const double t[2],
+                           int stop) {
+    km_mine_result *res = M->res;
+    km_refiner *R = &M->R;
+    int cont = M->c.schedule == KM_MINE_CONTINUOUS;
+    double secs = km_now() - a->t0;
+    res->last_sup_loss = a->nsup ? a->lsup / a->nsup : NAN;
+    res->last_pseudo_loss = a->npse ? a->lpse / a->npse : NAN;
+    res->last_pseudo_dice = a->ds.npd ? a->ds.pd / a->ds.npd : NAN;
+    res->last_student_unl_dice = a->ds.npd ? a->ds.sd / a->ds.npd : NAN;
+    res->last_teacher_calls = R->teacher_calls - a->calls0;
+    res->last_no_box = cont ? a->nobox : 0;
+    res->last_unl_visits = a->visits;
+    res->last_cache_hits = km_refiner_cache_hits(R) - a->hits0;
+    res->last_cache_misses = R->cache.misses - a->miss0;
+    res->last_epoch_seconds = secs;
+    res->no_box += res->last_no_box;
+    double tl = a->seen ? a->lsum / a->seen : NAN;
+    double vals[NMCOLS] = {M->epoch, tl, res->last_sup_loss, res->last_pseudo_loss, v[0], v[1], v[2], t[0], t[1],
+                           lr_ep, secs, (double)a->visits, (double)res->last_teacher_calls, (double)res->last_no_box,
+                           (double)res->last_cache_hits, (double)res->last_cache_misses,
+                           (double)(R->encoder_runs - a->enc0), R->encoder_seconds - a->tenc0,
+                           R->decoder_seconds - a->tdec0, res->last_pseudo_dice, res->last_student_unl_dice};
+    km_status s = km_run_metrics_row(&M->run, vals);
+    if (s) return s;
+    res->last_val_dice = v[1];
+    M->st.done = stop || M->epoch >= M->c.mine_epochs;
+    M->st.no_box = res->no_box;
+    M->st.teacher_calls = M->calls_before + R->teacher_calls;
+    M->st.last_val_dice = v[1];
+    s = save_state(M);
+    if (s || !M->log) return s;
+    fprintf(M->log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  teacher %ld "
+                    "(%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f (student %.4f)  %.1f s\n",
+            M->epoch, M->c.mine_epochs, tl, res->last_sup_loss, res->last_pseudo_loss, v[0], v[1],
+            res->last_teacher_calls, R->decodes - a->dec0, res->last_cache_hits, res->last_cache_misses,
+            res->last_no_box, res->last_pseudo_dice, res->last_student_unl_dice, secs);
+    if (stop)
+        fprintf(M->log, "early stop: no val-loss improvement for %d epochs (best epoch %d)\n", M->es.num_bad,
+                M->es.best_epoch);
+    fflush(M->log);
+    return KM_OK;
+}
+
+/* Phase 5, one mining epoch: steps, validation (and test), schedule and
+ * early stopping, best checkpoint, log row, last checkpoint. *stop: early stop. */
+static km_status mine_epoch(miner *M, int *stop) {
+    M->epoch++;
+    epoch_acc a;
+    double lr_ep = M->pl.lr; /* torch keeps the lr as a double; Adam gets it as float */
+    km_status s = epoch_begin(M, &a);
+    if (!s) s = mine_steps(M, (float)lr_ep, &a);
+    km_free(a.sdir);
+    if (s) return s;
+    if (M->c.schedule == KM_MINE_ONETIME) a.ds = (dice_sums){M->st.onetime_dice, M->st.onetime_student_dice, 1};
+    double v[3], t[3] = {NAN, NAN, NAN};
+    s = validate(M, &M->d.va, &v[0], &v[1], &v[2]);
+    if (!s && M->d.te.n) s = validate(M, &M->d.te, &t[2], &t[0], &t[1]);
+    if (s) return s;
+    int improved = 0;
+    *stop = km_early_stop_step(&M->es, v[0], M->epoch, &improved);
+    km_plateau_step(&M->pl, v[0]);
+    if (improved && (s = save_best(M, v[0]))) return s;
+    return epoch_end(M, &a, lr_ep, v, t, *stop);
+}
+
+/* The run's totals; cache counts and times are this process's (the
+ * checkpoint holds no times nor cache counts). */
+static void mine_totals(miner *M) {
+    km_mine_result *res = M->res;
+    km_refiner *R = &M->R;
+    res->finished = (int)M->st.done;
+    res->epochs_done = M->epoch;
+    res->best_epoch = M->es.best_epoch;
+    res->best_val_loss = M->es.best;
+    res->teacher_calls = M->calls_before + R->teacher_calls;
+    res->encoder_runs = R->encoder_runs;
+    res->decodes = R->decodes;
+    res->encoder_seconds = R->encoder_seconds;
+    res->decoder_seconds = R->decoder_seconds;
+    res->cache_hits = km_refiner_cache_hits(R);
+    res->cache_misses = R->cache.misses;
+}
+
+static km_status miner_close(miner *M, km_status s) {
+    s = km_run_close(&M->run, s);
+    km_refiner_close(&M->R);
+    mine_data_free(&M->d);
+    if (M->m) km_unetpp_free(M->m);
+    void *bufs[] = {M->x, M->y, M->z, M->dz, M->gz, M->gy, M->gd, M->zo, M->frozen, M->has_frozen, M->lab_o,
+                    M->lab_a, M->png, M->aug, M->order, M->pool, M->sel_l, M->sel_u, M->which, M->init};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) km_free(bufs[i]);
+    return s;
+}
+
+km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks *hooks, km_mine_result *res) {
+    static const km_train_hooks no_hooks = {0};
+    memset(res, 0, sizeof *res);
+    res->best_val_loss = res->last_val_dice = res->last_pseudo_dice = NAN;
+    miner M;
+    int stopped = 0;
+    km_status s = miner_open(&M, c, resume, hooks ? hooks : &no_hooks, res);
+    if (!s) s = mine_supervised(&M, &stopped);
+    if (s || stopped) return miner_close(&M, s);
+    s = miner_state(&M);
+    if (!s && M.log)
+        fprintf(M.log, "mining: %d labelled, %d unlabelled, %d val; teacher %s (%s), %s schedule, %s, box rule %s, "
+                       "lambda %g\n", M.d.n_lab, M.d.n_unl, M.d.va.n, M.c.teacher, km_sam_profile_name(M.c.profile),
+                M.c.schedule == KM_MINE_ONETIME ? "one-time" : "continuous", km_prompt_mode_name(M.c.prompt_mode),
+                km_box_rule_name(M.c.box_rule), M.c.pseudo_weight);
+    if (!s) miner_buffers(&M);
+    if (!s && M.c.schedule == KM_MINE_ONETIME && !M.have_last) s = label_onetime(&M);
+    M.calls_before = M.have_last ? M.st.teacher_calls : 0;
+    if (!s) make_pool(&M);
+    while (!s && !M.st.done && M.epoch < M.c.mine_epochs) {
+        int stop = 0;
+        s = mine_epoch(&M, &stop);
+        res->stopped_early = stop;
+        if (M.h->stop_after && M.st.sup_epochs + M.epoch >= M.h->stop_after) break;
+    }
+    if (!s) mine_totals(&M);
+    return miner_close(&M, s);
 }

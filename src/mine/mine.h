@@ -3,9 +3,10 @@
  * mining phase, fine-tuning the best supervised student on labelled +
  * teacher-labelled images.
  *
- * Run folder <out>:
- *   mine_config.json     every resolved setting of the mining run (box_rule
- *                        included; missing in older files = `all`)
+ * Run folder <out> (its mechanics: runfolder.h):
+ *   mine_config.json     every resolved setting of the mining run (the train
+ *                        and mine settings tables; box_rule missing in older
+ *                        files = `all`)
  *   splits/              train/val/test/labelled/unlabelled .txt (as train.h)
  *   supervised/          the supervised phase's own run folder (train.h),
  *                        absent when init is given
@@ -29,6 +30,16 @@
  *                        labels' mean Dice. Written after the one-time
  *                        labelling (epoch 0) and after every epoch, in the
  *                        order best -> log rows -> last, atomically.
+ *   resumes.csv          each resume of the mining phase from last.safetensors
+ *                        (its epoch, UTC time; runfolder.h); a resume of the
+ *                        supervised phase is in supervised/resumes.csv
+ *
+ * km_mine_run in phases (mine.c): miner_open (settings, folder, config) ->
+ * mine_supervised (supervised phase or --init) -> miner_state (data, RNG,
+ * student fresh or resumed, teacher, metric files) -> label_onetime (one-time
+ * schedule, once) -> mine_epoch per epoch (mine_steps: mine_step per batch,
+ * label_visit per continuous visit; validation; epoch_end: log row and
+ * checkpoint) -> miner_close (the one cleanup, every path).
  *
  * Resume (km_mine_run with resume = 1, `kmseg mine --resume RUN`): a run
  * killed anywhere continues from what it has on disk: without
@@ -105,16 +116,34 @@ typedef struct {
     char *cache_dir;       /* embedding cache folder (NULL: memory only) */
     int cache_mem;         /* embeddings kept in memory */
     int sample_pngs;       /* continuous: pseudo labels written per epoch */
+    int no_cache;          /* --no-cache: read by the command only (it leaves cache_dir NULL
+                              instead of the default folder); not saved */
 } km_mine_config;
 
+/* The table of the mining settings above (settings.h): defaults, flags and
+ * --help text, range checks, mine_config.json keys, experiments
+ * pass-through. The data / model / optimisation settings are
+ * km_train_settings' rows over c->train; `kmseg mine` offers those flags
+ * except --out and --init (its own), --max-steps and --eval-init
+ * (km_mine_train_skip). */
+extern const km_settings km_mine_settings;
+/* The train-table flags `kmseg mine` does not offer (NULL-terminated). */
+extern const char *const km_mine_train_skip[];
+
 /* method.md defaults: km_train_config_default with labelled fraction 0.5,
- * profile and prompt mode "auto" (from the checkpoint), continuous, box rule
- * per-component, 1 point, lambda 0.5, 100 epochs,
+ * then the table's: profile and prompt mode "auto" (from the checkpoint),
+ * continuous, box rule per-component, 1 point, lambda 0.5, 100 epochs,
  * 8 sample PNGs, 256 embeddings in memory. */
 void km_mine_config_default(km_mine_config *c);
+/* Writes mine_config.json: kmseg_version, every train setting but "out" (the
+ * supervised phase writes its own supervised/config.json), then every
+ * mining setting, in table order. */
+km_status km_mine_config_save(const km_mine_config *c, const char *path);
 /* Reads <dir>/mine_config.json (written by a run) into c, strings owned,
- * c->out = dir; errors name the file. A file without "box_rule" (written
- * before the rule existed) means `all`, the rule that run used. */
+ * c->out = dir; errors name the file. Keys older files lack keep their
+ * defaults (out, encoder_weights, init_weights, max_steps, eval_init, label,
+ * fold); a file without "box_rule" (written before the rule existed) means
+ * `all`, the rule that run used. */
 km_status km_mine_config_load(const char *dir, km_mine_config *c);
 /* Frees the strings of a config read by km_mine_config_load. */
 void km_mine_config_free(km_mine_config *c);

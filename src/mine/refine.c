@@ -5,6 +5,8 @@
 #include "../train/train.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -28,6 +30,49 @@ km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, 
     c->points = points;
     c->cache_dir = no_cache ? NULL : cache_dir ? cache_dir : km_embcache_default_dir(dbuf, ndbuf);
     return KM_OK;
+}
+
+/* KM_SET_PASS: `kmseg experiments` passes these to mine and to eval --refine
+ * (--teacher is its own flag there, --prompt-mode set per method). */
+#define O(f) offsetof(km_refine_flags, f)
+static const km_setting k_flag_rows[] = {
+    {NULL, "--teacher", KM_SET_STR, O(teacher), 0, 0, 0, 0, 0, NULL, 0,
+     "refined mode with this teacher checkpoint (implies --refine)", NULL, NULL},
+    {NULL, "--refine", KM_SET_BOOL, O(refine), 0, 0, 0, 0, 0, NULL, 0,
+     "refined mode: the student's prediction prompts the teacher (default teacher: the installed LiteMedSAM, "
+     "$KMSEG_TEACHER)", NULL, NULL},
+    {NULL, "--teacher-profile", KM_SET_STR, O(profile), 0, 0, 0, 0, 0, NULL, KM_SET_PASS,
+     "refined mode: auto (from the checkpoint), sam, medsam, litemedsam or mobilesam", NULL, NULL},
+    {NULL, "--prompt-mode", KM_SET_STR, O(prompt_mode), 0, 0, 0, 0, 0, NULL, 0,
+     "refined mode: auto (the teacher's: box for MedSAM / LiteMedSAM, else points+box), points, box, points+box "
+     "or points+box+mask", NULL, NULL},
+    {NULL, "--box-rule", KM_SET_STR, O(box_rule), 0, 0, 0, 0, 0, NULL, KM_SET_PASS,
+     "refined mode: boxes from the student's mask: all, largest or per-component (one decode per component of "
+     ">= 10 % of the largest)", NULL, NULL},
+    {NULL, "--points", KM_SET_INT, O(points), 1, 0, 0, 0, 0, NULL, KM_SET_PASS, "refined mode: guiding points per image", NULL,
+     NULL},
+    {NULL, "--cache-dir", KM_SET_STR, O(cache_dir), 0, 0, 0, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL,
+     "refined mode: teacher embedding cache (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or ~/.cache/kmseg)", NULL,
+     NULL},
+    {NULL, "--no-cache", KM_SET_BOOL, O(no_cache), 0, 0, 0, 0, 0, NULL, KM_SET_PASS | KM_SET_NEUTRAL,
+     "refined mode: keep teacher embeddings in memory only", NULL, NULL},
+};
+#undef O
+const km_settings km_refine_settings = {"refine", k_flag_rows, (int)(sizeof k_flag_rows / sizeof k_flag_rows[0])};
+
+void km_refine_flags_default(km_refine_flags *f) {
+    km_settings_default(&km_refine_settings, f);
+    f->profile = "auto";
+    f->prompt_mode = "auto";
+    f->box_rule = "per-component";
+}
+
+km_status km_refine_flags_teacher(km_refine_flags *f, char *buf, size_t n) {
+    if (!f->refine || f->teacher) return KM_OK;
+    const char *t;
+    km_status s = km_teacher_resolve(NULL, buf, n, &t);
+    if (!s) f->teacher = (char *)t;
+    return s;
 }
 
 const char *km_refine_outcome_name(km_refine_outcome o) {
@@ -99,6 +144,13 @@ void km_refiner_close(km_refiner *r) {
 }
 
 long km_refiner_cache_hits(const km_refiner *r) { return r->cache.hits_mem + r->cache.hits_disk; }
+
+void km_refiner_print(const km_refiner *r, FILE *f) {
+    fprintf(f, "refined by %s (box rule %s): %ld teacher call(s), %ld decode(s) (%ld encoder run(s), %ld cached), %ld "
+            "fallback(s) to the student (%ld NO_BOX, %ld empty teacher mask)\n",
+            r->cfg.teacher, km_box_rule_name(r->cfg.box_rule), r->teacher_calls, r->decodes, r->encoder_runs,
+            km_refiner_cache_hits(r), r->fallback_no_box + r->fallback_empty, r->fallback_no_box, r->fallback_empty);
+}
 
 void km_refine_image_rgb(km_refine_image *im, const uint8_t *rgb, int w, int h) {
     memset(im, 0, sizeof *im);
@@ -326,20 +378,18 @@ km_status km_refine_teacher_mask_orig(km_refiner *r, const km_refine_image *im, 
     return KM_OK;
 }
 
-km_status km_refine_open_student(const char *weights, const char *teacher, const char *profile,
-                                 const char *prompt_mode, const char *box_rule, int points,
-                                 const char *cache_dir, int no_cache, km_refiner *ref, struct km_unetpp **m,
-                                 int *size) {
+km_status km_refine_open_student(const char *weights, const km_refine_flags *f, km_refiner *ref,
+                                 struct km_unetpp **m, int *size) {
     memset(ref, 0, sizeof *ref);
     *m = NULL;
     km_refine_config rc;
     km_refine_config_default(&rc);
     char dbuf[4096];
     km_status s;
-    if (teacher && (s = km_refine_config_from_flags(&rc, teacher, profile, prompt_mode, box_rule, points,
-                                                    cache_dir, no_cache, dbuf, sizeof dbuf)))
+    if (f->teacher && (s = km_refine_config_from_flags(&rc, f->teacher, f->profile, f->prompt_mode, f->box_rule,
+                                                       f->points, f->cache_dir, f->no_cache, dbuf, sizeof dbuf)))
         return s;
-    if (teacher && (s = km_refiner_open(ref, &rc))) return s;
+    if (f->teacher && (s = km_refiner_open(ref, &rc))) return s;
     int msize = 0;
     s = km_train_load_student(weights, m, &msize);
     if (s) {

@@ -63,6 +63,7 @@
 
 #include "embcache.h"
 #include "prompts.h"
+#include "../io/settings.h"
 
 #define KM_REFINE_SEED 0x726566696e650000ULL /* "refine" */
 
@@ -83,6 +84,46 @@ void km_refine_config_default(km_refine_config *c);
 km_status km_refine_config_from_flags(km_refine_config *c, const char *teacher, const char *profile,
                                       const char *prompt_mode, const char *box_rule, int points,
                                       const char *cache_dir, int no_cache, char *dbuf, size_t ndbuf);
+
+/* ---- the refined-mode flags of `kmseg eval` and `kmseg predict` ----
+ * One settings table (settings.h), km_refine_settings, gives both commands
+ * the same flags, defaults and --help text:
+ *   --teacher CKPT          refined mode with this teacher (default: none)
+ *   --refine                refined mode with the default teacher
+ *                           (km_teacher_resolve: the installed LiteMedSAM)
+ *   --teacher-profile P     auto, sam, medsam, litemedsam, mobilesam (auto)
+ *   --prompt-mode M         auto, points, box, points+box, points+box+mask (auto)
+ *   --box-rule R            all, largest, per-component (per-component)
+ *   --points N              guiding points per image (1)
+ *   --cache-dir DIR         embedding cache (NULL: the default folder)
+ *   --no-cache              embeddings in memory only
+ * The values stay as given (names as strings) until km_refine_open_student
+ * parses and checks them (km_refine_config_from_flags, then
+ * km_refine_config_check: KM_EARG naming the flag). The rows have no
+ * config.json keys: eval and predict save no configuration. `kmseg
+ * experiments` passes --teacher-profile, --box-rule, --points, --cache-dir
+ * and --no-cache through (KM_SET_PASS; the last two KM_SET_NEUTRAL). Usage:
+ *   km_refine_flags rf;  km_refine_flags_default(&rf);
+ *   km_cli_add_settings(&cli, &km_refine_settings, &rf, NULL);
+ *   ... km_cli_parse, km_cli_apply ...
+ *   km_refine_flags_teacher(&rf, tbuf, sizeof tbuf);   // --refine -> the default teacher
+ *   km_refine_open_student(weights, &rf, &ref, &m, &size); */
+typedef struct km_refine_flags {
+    char *teacher;     /* NULL: student only */
+    int refine;
+    char *profile, *prompt_mode, *box_rule; /* names as given */
+    int points;
+    char *cache_dir;   /* NULL: the default folder (embcache.h) */
+    int no_cache;
+} km_refine_flags;
+extern const km_settings km_refine_settings;
+/* The table's defaults, then the names' defaults (a string row's default is
+ * NULL in a settings table): profile and prompt mode "auto", box rule
+ * "per-component". */
+void km_refine_flags_default(km_refine_flags *f);
+/* --refine without --teacher: f->teacher becomes the default teacher (its
+ * path in buf; KM_EIO saying how to install it when there is none). */
+km_status km_refine_flags_teacher(km_refine_flags *f, char *buf, size_t n);
 
 /* KM_EARG naming the flag (--teacher, --points, --prompt-mode for MedSAM,
  * --box-rule); KM_EIO "--teacher X: no such checkpoint file". */
@@ -116,7 +157,7 @@ void km_refine_image_rgb(km_refine_image *im, const uint8_t *rgb, int w, int h);
  * pixels hash to `hash`. */
 void km_refine_image_file(km_refine_image *im, const char *path, int w, int h, uint64_t hash);
 
-typedef struct {
+typedef struct km_refiner {
     km_refine_config cfg;
     km_sam sam;
     int loaded, predictor_on, cache_on;
@@ -140,15 +181,13 @@ typedef struct {
 km_status km_refiner_open(km_refiner *r, const km_refine_config *c);
 void km_refiner_close(km_refiner *r);
 /* What eval and predict open: the student from `weights` (*size, when 0,
- * becomes the crop size it was trained at, else 224) and, when `teacher` is
- * set, the refiner from the teacher flags (km_refine_config_from_flags).
+ * becomes the crop size it was trained at, else 224) and, when f->teacher is
+ * set, the refiner from the refined-mode flags (km_refine_config_from_flags).
  * *ref is zeroed first (km_refiner_close is safe on it); on failure nothing
  * stays open. */
 struct km_unetpp;
-km_status km_refine_open_student(const char *weights, const char *teacher, const char *profile,
-                                 const char *prompt_mode, const char *box_rule, int points,
-                                 const char *cache_dir, int no_cache, km_refiner *ref, struct km_unetpp **m,
-                                 int *size);
+km_status km_refine_open_student(const char *weights, const km_refine_flags *f, km_refiner *ref,
+                                 struct km_unetpp **m, int *size);
 
 /* Step 1: prompts from logits z [H, W] with the refiner's mode, points and
  * box rule (km_prompts_from_logits, then km_prompts_set_box_rule). */
@@ -192,5 +231,9 @@ km_status km_refine_teacher_mask_orig(km_refiner *r, const km_refine_image *im, 
 
 /* Cache hits since open (memory + disk). */
 long km_refiner_cache_hits(const km_refiner *r);
+/* One line to f: "refined by TEACHER (box rule R): N teacher call(s), N
+ * decode(s) (N encoder run(s), N cached), N fallback(s) to the student (N
+ * NO_BOX, N empty teacher mask)" (what eval and predict print). */
+void km_refiner_print(const km_refiner *r, FILE *f);
 
 #endif

@@ -42,12 +42,12 @@ static float coord_medsam(float v, int is_x, int is_box, int W, int H, int nw, i
 }
 
 /* CVPR24_LiteMedSAM_infer.py resize_box_to_256 truncates box corners; points
- * (kmseg's convention) are scaled without rounding. */
+ * (kmseg's convention) are scaled without rounding. The target is the
+ * resized longest side (the profile's input, 256). */
 static float coord_lite(float v, int is_x, int is_box, int W, int H, int nw, int nh) {
     (void)is_x;
-    (void)nw;
-    (void)nh;
-    return is_box ? km_litemedsam_box_coord(v, W, H, 256) : km_litemedsam_point_coord(v, W, H, 256);
+    int side = nw > nh ? nw : nh;
+    return is_box ? km_litemedsam_box_coord(v, W, H, side) : km_litemedsam_point_coord(v, W, H, side);
 }
 
 /* ---- post-processing: low-res logits -> scores at the original size ---- */

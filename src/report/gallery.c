@@ -90,8 +90,12 @@ km_status km_gallery_compute(const char *weights, const char *data, const char *
     km_unetpp *m = NULL;
     km_refiner ref;
     int S = size;
-    km_status s = km_refine_open_student(weights, o->teacher, o->teacher_profile ? o->teacher_profile : "auto",
-                                         "auto", "per-component", 1, NULL, 1, &ref, &m, &S);
+    km_refine_flags rf;
+    km_refine_flags_default(&rf);
+    rf.teacher = (char *)o->teacher;
+    if (o->teacher_profile) rf.profile = (char *)o->teacher_profile;
+    rf.no_cache = 1;
+    km_status s = km_refine_open_student(weights, &rf, &ref, &m, &S);
     if (!s) s = km_dataset_scan(data, NULL, &idx, &iss);
     if (!s) s = km_issues_status(&iss, data);
     if (!s) s = km_split_from_dir(&idx, split_dir, &sp, NULL);

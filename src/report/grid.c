@@ -1,6 +1,7 @@
 /* grid.c - the page of an experiments folder (kmseg experiments); see
  * report.h. Everything comes from results.csv (and each run's
  * metrics.csv for the learning curves). */
+#include "mining.h"
 #include "page.h"
 #include "svg.h"
 #include "table.h"
@@ -319,6 +320,20 @@ static void inventory(km_html *h, const grid *g) {
     km_html_raw(h, "</table>\n");
 }
 
+/* The teacher's gain and the cost per epoch (mining.h); nothing when no run
+ * can be read. */
+static void mining_section(km_html *h, const grid *g) {
+    km_mining_row *rows;
+    int n, skipped;
+    if (km_mining_summary(g->dir, &rows, &n, &skipped) == KM_OK && n) {
+        km_html_raw(h, "<h2>Mining: the teacher's gain and the cost</h2>\n");
+        km_mining_html(h, rows, n);
+        if (skipped) km_html_printf(h, "<p>%d run(s) left out: metrics.csv not readable.</p>\n", skipped);
+    }
+    km_err_clear();
+    km_free(rows);
+}
+
 static km_status run_reports(const grid *g, const km_report_opts *o) {
     km_status s = KM_OK;
     for (int i = 0; i < g->t.nrows && !s; i++) {
@@ -367,6 +382,7 @@ km_status km_report_grid(const char *dir, const char *out, const km_report_opts 
             km_html_raw(&h, "<h3>Per-seed differences</h3>\n");
             deltas(&h, &g, d);
         }
+        mining_section(&h, &g);
         inventory(&h, &g);
         km_page_end(&h);
         s = km_page_save(&h, g.out, o->log);

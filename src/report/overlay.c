@@ -1,6 +1,7 @@
 /* overlay.c - see overlay.h. */
 #include "overlay.h"
 
+#include <math.h>
 #include <string.h>
 
 const km_rgb KM_OVERLAY_FILL = {0, 114, 178};
@@ -8,6 +9,9 @@ const km_rgb KM_OVERLAY_OUTLINE = {240, 228, 66};
 const km_rgb KM_OVERLAY_TP = {0, 114, 178};
 const km_rgb KM_OVERLAY_FP = {230, 159, 0};
 const km_rgb KM_OVERLAY_FN = {204, 121, 167};
+const km_rgb KM_OVERLAY_POINT_FG = {0, 200, 0};
+const km_rgb KM_OVERLAY_POINT_BG = {230, 0, 0};
+const km_rgb KM_OVERLAY_BOX = {0, 255, 0};
 
 static uint8_t mix(uint8_t a, uint8_t b, int pct) { return (uint8_t)(((100 - pct) * a + pct * b + 50) / 100); }
 
@@ -62,6 +66,49 @@ void km_overlay_errors(uint8_t *rgb, int w, int h, const uint8_t *pred, const ui
             else if (rf) put(p, (x % 4 == 0 || y % 4 == 0) ? black : KM_OVERLAY_FN);
             else p[0] = p[1] = p[2] = g;
         }
+}
+
+void km_overlay_prediction(uint8_t *rgb, const uint8_t *img, int w, int h, int c, const uint8_t *pred) {
+    for (size_t i = 0; i < (size_t)w * h; i++)
+        for (int k = 0; k < 3; k++) rgb[3 * i + k] = img[i * c + (c == 3 ? k : 0)];
+    km_overlay_mask(rgb, w, h, pred, NULL);
+}
+
+static void put_px(uint8_t *rgb, int w, int h, int x, int y, km_rgb c) {
+    if (x >= 0 && y >= 0 && x < w && y < h) put(rgb + 3 * ((size_t)y * w + x), c);
+}
+
+void km_overlay_disc(uint8_t *rgb, int w, int h, float cx, float cy, int r, km_rgb c) {
+    static const km_rgb white = {255, 255, 255};
+    int x0 = (int)floorf(cx), y0 = (int)floorf(cy);
+    for (int dy = -r - 1; dy <= r + 1; dy++)
+        for (int dx = -r - 1; dx <= r + 1; dx++) {
+            int d2 = dx * dx + dy * dy;
+            if (d2 <= r * r) put_px(rgb, w, h, x0 + dx, y0 + dy, c);
+            else if (d2 <= (r + 1) * (r + 1)) put_px(rgb, w, h, x0 + dx, y0 + dy, white);
+        }
+}
+
+void km_overlay_frame(uint8_t *rgb, int w, int h, const float box[4], int thick, km_rgb c) {
+    int x0 = (int)lroundf(box[0]), y0 = (int)lroundf(box[1]), x1 = (int)lroundf(box[2]), y1 = (int)lroundf(box[3]);
+    for (int k = 0; k < thick; k++) {
+        for (int x = x0; x <= x1; x++) {
+            put_px(rgb, w, h, x, y0 + k, c);
+            put_px(rgb, w, h, x, y1 - k, c);
+        }
+        for (int y = y0; y <= y1; y++) {
+            put_px(rgb, w, h, x0 + k, y, c);
+            put_px(rgb, w, h, x1 - k, y, c);
+        }
+    }
+}
+
+void km_overlay_prompts(uint8_t *rgb, int w, int h, const float *xy, const int *label, int n, const float *box) {
+    int r = (w < h ? w : h) / 80;
+    if (r < 2) r = 2;
+    if (box) km_overlay_frame(rgb, w, h, box, r / 2 > 1 ? r / 2 : 1, KM_OVERLAY_BOX);
+    for (int i = 0; i < n; i++)
+        km_overlay_disc(rgb, w, h, xy[2 * i], xy[2 * i + 1], r, label[i] ? KM_OVERLAY_POINT_FG : KM_OVERLAY_POINT_BG);
 }
 
 void km_overlay_resample(const uint8_t *src, int sw, int sh, int c, uint8_t *dst, int dw, int dh, int nearest) {

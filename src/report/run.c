@@ -28,6 +28,9 @@ typedef struct {
     int best;          /* row of met with the lowest val loss, -1 if none */
     km_json last;      /* last.safetensors' header (has_last) */
     int has_last;
+    km_rule *resumes;  /* [nres] resumes (resumes.csv, runfolder.h) on the epoch axis: a dashed, labelled rule */
+    char **res_utc;    /* [nres] when each resume happened */
+    int nres;
 } run_info;
 
 static char *joinp(const char *a, const char *b) { return km_path_join(a, b); }
@@ -90,6 +93,43 @@ static double last_meta(const run_info *r, const char *key) {
     return *end ? NAN : x;
 }
 
+/* The resumes recorded in <dir>/resumes.csv (none without the file), each
+ * drawn at x = x0 + the epoch it went on from. */
+static km_status load_resumes(run_info *r, const char *dir, double x0, const char *what) {
+    char *p = joinp(dir, "resumes.csv");
+    km_table t;
+    memset(&t, 0, sizeof t);
+    km_status s = km_page_exists(p) ? km_table_load(p, &t) : KM_OK;
+    int ce = km_table_col(&t, "resumed_after_epoch"), cu = km_table_col(&t, "utc");
+    if (!s && t.nrows && (ce < 0 || cu < 0)) s = km_err(KM_EFORMAT, "%s: expected the columns resumed_after_epoch,utc", p);
+    if (!s && t.nrows) { /* room for t's rows after the ones already read */
+        km_rule *v = km_malloc(sizeof(km_rule) * (size_t)(r->nres + t.nrows));
+        char **u = km_malloc(sizeof(char *) * (size_t)(r->nres + t.nrows));
+        if (r->nres) {
+            memcpy(v, r->resumes, sizeof(km_rule) * (size_t)r->nres);
+            memcpy(u, r->res_utc, sizeof(char *) * (size_t)r->nres);
+        }
+        km_free(r->resumes);
+        km_free(r->res_utc);
+        r->resumes = v;
+        r->res_utc = u;
+    }
+    for (int i = 0; i < t.nrows && !s; i++) {
+        double e = km_table_num(&t, i, ce);
+        if (!(e >= 0)) {
+            s = km_err(KM_EFORMAT, "%s: line %d: '%s' is not an epoch", p, i + 2, km_table_str(&t, i, ce));
+            break;
+        }
+        char label[96];
+        snprintf(label, sizeof label, "resumed after %sepoch %.0f", what, e);
+        r->resumes[r->nres] = (km_rule){x0 + e, km_strdup(label)};
+        r->res_utc[r->nres++] = km_strdup(km_table_str(&t, i, cu));
+    }
+    km_table_free(&t);
+    km_free(p);
+    return s;
+}
+
 static km_status load_run(run_info *r) {
     char *p = joinp(r->dir, "mine_config.json");
     r->mining = km_page_exists(p);
@@ -124,6 +164,9 @@ static km_status load_run(run_info *r) {
     if (s) return s;
     r->K = r->sup.nrows;
     r->n = r->K + r->met.nrows;
+    if (r->sup_from) s = load_resumes(r, r->sup_from, 0, "supervised ");
+    if (!s) s = load_resumes(r, r->dir, r->K, r->mining ? "mining " : "");
+    if (s) return s;
     r->x = km_malloc(sizeof(double) * (size_t)(r->n + 1));
     int ce = km_table_col(&r->met, "epoch"), cs = km_table_col(&r->sup, "epoch");
     for (int i = 0; i < r->K; i++) r->x[i] = km_table_num(&r->sup, i, cs);
@@ -147,6 +190,12 @@ static void free_run(run_info *r) {
     if (r->has_last) km_json_free(&r->last);
     km_free(r->sup_from);
     km_free(r->x);
+    for (int i = 0; i < r->nres; i++) {
+        km_free((char *)r->resumes[i].label);
+        km_free(r->res_utc[i]);
+    }
+    km_free(r->resumes);
+    km_free(r->res_utc);
 }
 
 /* y values of column `col` along the epoch axis: supervised rows (column
@@ -207,6 +256,21 @@ static void flag_of(km_html *c, const char *key, const km_json *v, int mining) {
     }
 }
 
+/* "none", or each resume (resumes.csv) with when it happened; a resumed
+ * run's rows equal an uninterrupted run's. */
+static void resume_list(km_html *h, const run_info *r) {
+    if (!r->nres) km_html_raw(h, "none recorded (no resumes.csv: never continued with --resume)");
+    for (int i = 0; i < r->nres; i++) {
+        km_html_raw(h, i ? "; " : "");
+        km_html_text(h, r->resumes[i].label);
+        km_html_raw(h, " (");
+        km_html_text(h, r->res_utc[i]);
+        km_html_raw(h, ")");
+    }
+    if (r->nres)
+        km_html_raw(h, ". Marked on the curves; the resumed epochs equal an uninterrupted run's (README, Determinism).");
+}
+
 static void header(km_html *h, const run_info *r) {
     char b[512];
     km_html cmd;
@@ -237,9 +301,9 @@ static void header(km_html *h, const run_info *r) {
     km_html_num(h, wall, 1, "-");
     km_html_raw(h, " s in logged epochs (sum of metrics.csv seconds");
     km_html_raw(h, r->K ? ", both phases)" : ")");
-    km_html_raw(h, "</td></tr>\n</table>\n<p class=\"note\">Resumes are not recorded in the run files, so they are "
-                   "not marked; a resumed run's rows equal an uninterrupted run's (README, Determinism).</p>\n"
-                   "<details><summary>All settings</summary>\n");
+    km_html_raw(h, "</td></tr>\n<tr><th scope=\"row\">resumes</th><td>");
+    resume_list(h, r);
+    km_html_raw(h, "</td></tr>\n</table>\n<details><summary>All settings</summary>\n");
     km_page_json_table(h, &r->cfg, r->mining ? "mine_config.json" : "config.json");
     km_html_raw(h, "</details>\n");
 }
@@ -313,14 +377,16 @@ static void epoch_chart(km_html *h, const run_info *r, const char *id, const cha
         s[ns] = (km_series){cols[k].name, r->n, r->x, ys[ns], NULL, NULL, KM_SERIES_LINE, 0, k};
         ns++;
     }
-    km_rule v[2];
+    km_rule *v = km_malloc(sizeof(km_rule) * (size_t)(r->nres + 2));
     int nv = 0;
     if (r->best >= 0) v[nv++] = (km_rule){r->x[r->K + r->best], "best epoch (lowest val loss)"};
     if (r->mining && r->K) v[nv++] = (km_rule){r->K + 0.5, "mining starts"};
+    for (int i = 0; i < r->nres; i++) v[nv++] = r->resumes[i];
     km_chart c = {id, title, desc, r->K ? "epoch (supervised, then mining)" : "epoch", ylabel, logy, 0, 0, s, ns,
                   v, nv, NULL, 0, 0, 6, 1};
     km_svg_chart(h, &c);
     for (int k = 0; k < ns; k++) km_free(ys[k]);
+    km_free(v);
 }
 
 static void curves(km_html *h, const run_info *r) {
@@ -399,7 +465,7 @@ static void per_image(km_html *h, char **ids, const double *dice, int n, const c
 }
 
 static void data_links(km_html *h, const run_info *r, const char *out) {
-    static const char *const files[] = {"metrics.csv", "metrics.jsonl", "config.json", "mine_config.json",
+    static const char *const files[] = {"metrics.csv", "metrics.jsonl", "config.json", "mine_config.json", "resumes.csv",
                                         "splits/train.txt", "splits/val.txt", "splits/test.txt", "splits/labelled.txt",
                                         "splits/unlabelled.txt", "eval/per_image.csv", "eval/summary.json"};
     km_html_raw(h, "<h2>Data</h2>\n<ul>\n");

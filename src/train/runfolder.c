@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static int is_file(const char *p) {
     struct stat st;
@@ -92,6 +93,32 @@ km_status km_run_remove(const km_run *r, const char *name) {
     return s;
 }
 
+km_status km_run_note_resume(const km_run *r, int epoch) {
+    if (!r->dir) return KM_OK;
+    static const char header[] = "resumed_after_epoch,utc\n";
+    char *p = km_run_path(r, "resumes.csv");
+    uint8_t *old = NULL;
+    size_t n = 0;
+    km_status s = is_file(p) ? km_read_file(p, (size_t)1 << 20, &old, &n) : KM_OK;
+    if (!s) {
+        char row[64], when[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        int len = snprintf(row, sizeof row, "%d,%s\n", epoch, when);
+        const char *head = n ? (const char *)old : header;
+        size_t nh = n ? n : sizeof header - 1;
+        char *b = km_malloc(nh + (size_t)len + 1);
+        memcpy(b, head, nh);
+        memcpy(b + nh, row, (size_t)len);
+        s = km_write_file_atomic(p, b, nh + (size_t)len);
+        km_free(b);
+    }
+    km_free(old);
+    km_free(p);
+    return s;
+}
+
 /* ---------------------------------------------------------------- metadata */
 
 void km_meta_model(km_tdict *d, const char *arch, int resnet) {
@@ -127,6 +154,15 @@ km_status km_meta_get_int(const km_tdict *d, const char *key, const char *file, 
     errno = 0;
     *v = strtoll(s, &end, 10);
     if (errno || end == s || *end) return km_err(KM_EFORMAT, "%s: metadata '%s' = '%s' is not an integer", file, key, s);
+    return KM_OK;
+}
+
+km_status km_meta_get_num(const km_tdict *d, const char *key, const char *file, double *v) {
+    const char *s = km_tdict_get_meta(d, key);
+    char *end;
+    if (!s) return km_err(KM_EMISSING, "%s: missing metadata '%s' (not a kmseg last.safetensors?)", file, key);
+    *v = strtod(s, &end);
+    if (end == s || *end) return km_err(KM_EFORMAT, "%s: metadata '%s' = '%s' is not a number", file, key, s);
     return KM_OK;
 }
 

@@ -1,12 +1,13 @@
 /* runfolder.h - the mechanics shared by the run folders of `kmseg train`,
- * `kmseg pretrain` (and `kmseg mine`): paths, config file, per-epoch metric
- * files with resume truncation, checkpoint metadata.
+ * `kmseg pretrain` and `kmseg mine`: paths, config file, per-epoch metric
+ * files with resume truncation, the record of resumes, checkpoint metadata.
  *
  *   km_run r;
  *   s = km_run_open(&r, c->out, "config.json", "train", resume);   // mkdir, or check a resumable folder
  *   if (!resume && c->out) s = km_train_config_save(c, r.config);     // the config's own writer (km_jw)
  *   s = km_run_metrics_open(&r, cols, ncols, 1, 1, resume ? rows_kept : -1);
  *   per epoch: best -> km_run_metrics_row(&r, vals) -> last checkpoint
+ *   on --resume, once the checkpoint is read: km_run_note_resume(&r, epoch)
  *   s = km_run_close(&r, s);                                       // always, on every path
  *
  * A run with dir == NULL (a library run that writes nothing) gets the same
@@ -59,6 +60,18 @@ km_status km_run_close(km_run *r, km_status s);
  * that must not be resumed); KM_EIO naming it when it cannot. */
 km_status km_run_remove(const km_run *r, const char *name);
 
+/* ---- resumes: <dir>/resumes.csv ----
+ * A record of each time the run was continued with --resume from the
+ * checkpoint of an unfinished run (resuming a finished run trains nothing
+ * and records nothing; callers skip it): a header "resumed_after_epoch,utc", then one row per resume,
+ * the epoch of the checkpoint the run went on from and when (ISO 8601 UTC to
+ * the second, "2026-12-03T11:37:28Z"). A run never resumed has no file. The
+ * file is rewritten atomically with the row appended, so a crash leaves
+ * either the old or the new file. It is a record only: nothing that
+ * computes reads it, so a resumed run's results stay bit-identical to an
+ * uninterrupted run's. `kmseg report` marks the resumes on the curves. */
+km_status km_run_note_resume(const km_run *r, int epoch);
+
 /* ---- checkpoint metadata (safetensors string metadata) ---- */
 /* format "pt", kmseg_version, arch and encoder_name (resnet18 / resnet34),
  * the header every kmseg checkpoint starts with. */
@@ -70,6 +83,8 @@ void km_meta_set_rng(km_tdict *d, const char *key, const km_rng *r);
 /* Integer metadata `key` of d (read from `file`): KM_EMISSING / KM_EFORMAT
  * naming the file and the key. */
 km_status km_meta_get_int(const km_tdict *d, const char *key, const char *file, long long *v);
+/* The same for a number (strtod: "%.17g" as km_meta_set_num writes it). */
+km_status km_meta_get_num(const km_tdict *d, const char *key, const char *file, double *v);
 km_status km_meta_get_rng(const km_tdict *d, const char *key, const char *file, km_rng *r);
 
 #endif

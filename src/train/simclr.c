@@ -628,6 +628,7 @@ static km_status pt_state(pretrainer *P) {
         P->m = lm;
     }
     P->res->resumed_epoch = st->epoch;
+    if (have_last && !st->done && (s = km_run_note_resume(&P->run, st->epoch))) return s;
     if (c->resume && P->log) {
         if (have_last)
             fprintf(P->log, "resuming %s after epoch %d (%d steps)%s\n", c->out, st->epoch, st->steps,

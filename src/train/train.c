@@ -593,6 +593,7 @@ static km_status trainer_model(trainer *T, int resume) {
     km_status s = KM_OK;
     if (resume) {
         s = load_last(T);
+        if (!s && !T->done) s = km_run_note_resume(&T->run, T->epoch);
         if (!s && T->log)
             fprintf(T->log, "resuming %s after epoch %d (%d steps)%s\n", c->out, T->epoch, T->steps,
                     T->done ? ": the run had already finished" : "");
