@@ -39,6 +39,11 @@
  * result is bit-identical for a fixed seed and thread count).
  *
  * ---- Training (km_simclr_run) ----
+ * With micro_batch M (microbatch.h) each step is N/M micro-batches of M
+ * images (2M views, NT-Xent and BatchNorm within the micro-batch, each loss
+ * scaled by M/N), gradients of encoder and head summed in a fixed tree
+ * order; `mpirun -np K` shares them with the same result for every K (rank 0
+ * writes the files, every rank reads on --resume).
  * Images: the train split of the seeded random split (km_split_random over
  * the km_dataset_scan index, val/test fractions 0.1, optionally over the first
  * max_images ids), i.e. the labelled and unlabelled training images of
@@ -66,7 +71,11 @@
  *                              metadata "pretrain.{epoch,steps,done,n_train,
  *                              rng_shuffle,rng_aug}" (steps is Adam's step
  *                              counter; the lr is constant, so there is no
- *                              schedule state)
+ *                              schedule state); after a stop request
+ *                              (SIGTERM/SIGUSR1) in mid-epoch: the order and
+ *                              RNGs as the epoch began, plus
+ *                              "pretrain.partial_steps" and
+ *                              "pretrain.partial_loss_sum" (epoch may be 0)
  *   metrics.csv                epoch, steps, images, loss, lr, seconds, img_per_s
  *   config.json                the settings (read back by --resume)
  * Per epoch: log row -> encoder -> head -> last.safetensors, so a run killed

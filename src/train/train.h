@@ -20,6 +20,11 @@
  *      Step: zero_grad, forward(train), L = a*BCE + (1-a)*Dice over the batch
  *      (km_seg_loss), backward, Adam(lr rounded to float, betas, eps, wd).
  *      Train loss of an epoch = sum(batch loss * batch size) / images seen.
+ *      With micro_batch M (microbatch.h): the batch is B/M micro-batches,
+ *      each its own forward/backward (BatchNorm statistics of the
+ *      micro-batch), gradients summed in a fixed tree order, running
+ *      statistics applied in micro-batch order; under `mpirun -np N` the
+ *      ranks share them (src/core/dist.h) with the same result for every N.
  *   5. validation in eval mode (BatchNorm running statistics), batches of
  *      `batch` in val-list order: val loss = the same size-weighted mean of
  *      the batch losses; Dice/IoU per image at logit > 0 (metrics.h), mean and
@@ -35,6 +40,11 @@
  *      every file written atomically. Per epoch the order is best -> log rows
  *      -> last, so a run killed anywhere resumes from last.safetensors after
  *      dropping log rows beyond its epoch, and recomputes the rest exactly.
+ *      A stop request (SIGTERM/SIGUSR1, see km_train_run) in mid-epoch writes
+ *      last.safetensors with "train.partial_steps", "train.partial_seen" and
+ *      "train.partial_loss_sum" and the RNG as the epoch began; a resume
+ *      redraws the epoch's order and continues after those steps. Under
+ *      mpirun only rank 0 writes (after a barrier); every rank reads.
  *
  * Determinism: same config (seed, threads included) -> bit-identical
  * weights, logs aside from the seconds column. --resume continues from
