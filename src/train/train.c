@@ -281,10 +281,6 @@ static km_status evaluate(loop *L, const km_dataset *ds, const int *order, eval_
 
 /* ------------------------------------------------------------- checkpoints */
 
-km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v) {
-    return km_meta_get_int(d, key, file, v);
-}
-
 static void model_meta(const km_train_config *c, km_tdict *d, const char *prefix, int epoch) {
     char key[64];
     snprintf(key, sizeof key, "%s.epoch", prefix);

@@ -182,13 +182,10 @@ km_status km_train_checkpoint_save(const char *path, const struct km_unetpp *m, 
                                    const km_early_stop *es, const km_tdict *extra);
 /* Reads one back: the model with its optimiser state (*m, NULL on error),
  * epoch, RNG, scheduler and early stopping; with meta != NULL the file's
- * metadata is added to *meta (extras: km_train_meta_int). Errors name the
+ * metadata is added to *meta (extras: km_meta_get_int, runfolder.h). Errors name the
  * file. */
 km_status km_train_checkpoint_load(const char *path, const char *prefix, struct km_unetpp **m, int *epoch,
                                    km_rng *rng, km_plateau *pl, km_early_stop *es, km_tdict *meta);
-/* km_meta_get_int (runfolder.h), kept for mine.c until it moves to
- * runfolder.h. */
-km_status km_train_meta_int(const km_tdict *d, const char *key, const char *file, long long *v);
 
 /* Loads a student checkpoint (any format km_unetpp_load reads) and the crop
  * size it was trained at (metadata "size" written by kmseg train; 0 when
