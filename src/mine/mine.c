@@ -82,7 +82,7 @@ static const km_setting k_rows[] = {
 #undef P_
 #undef O
 const km_settings km_mine_settings = {"mine", k_rows, (int)(sizeof k_rows / sizeof k_rows[0])};
-const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", NULL};
+const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", "--micro-batch", NULL};
 
 void km_mine_config_default(km_mine_config *c) {
     memset(c, 0, sizeof *c);
@@ -126,7 +126,8 @@ km_status km_mine_config_check(const km_mine_config *c) {
 }
 
 km_status km_mine_config_save(const km_mine_config *c, const char *path) {
-    static const char *const skip[] = {"out", NULL};
+    /* micro_batch: mining has no micro-batches (train.c's row, always 0 here) */
+    static const char *const skip[] = {"out", "micro_batch", NULL};
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
     km_jw_settings(&w, &km_train_settings, &c->train, skip);

@@ -124,8 +124,8 @@ typedef struct {
  * --help text, range checks, mine_config.json keys, experiments
  * pass-through. The data / model / optimisation settings are
  * km_train_settings' rows over c->train; `kmseg mine` offers those flags
- * except --out and --init (its own), --max-steps and --eval-init
- * (km_mine_train_skip). */
+ * except --out and --init (its own), --max-steps, --eval-init and
+ * --micro-batch (km_mine_train_skip; mining has no micro-batches). */
 extern const km_settings km_mine_settings;
 /* The train-table flags `kmseg mine` does not offer (NULL-terminated). */
 extern const char *const km_mine_train_skip[];
