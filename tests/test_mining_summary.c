@@ -26,10 +26,12 @@ KM_TEST(mining_summary_hand_computed) {
         "mean,d,0.1,onetime,,3,,0.6,0,0.5,0,\n");
     /* an epoch-0 row (the starting checkpoint) is not an epoch of work */
     put(dir, "d/0.1/supervised/seed0/metrics.csv", "epoch,seconds\n0,99\n1,4\n2,6\n");
-    const char *head = "epoch,seconds,unl_visits,no_box,encoder_seconds,decoder_seconds,pseudo_dice,student_unl_dice\n";
+    const char *head =
+        "epoch,seconds,unl_visits,no_box,encoder_seconds,decoder_seconds,pseudo_dice,student_unl_dice,teacher_calls\n";
     char m0[512], m1[512];
-    snprintf(m0, sizeof m0, "%s1,10,100,10,1,2,0.6,0.5\n2,20,100,20,0,4,0.8,0.6\n", head);
-    snprintf(m1, sizeof m1, "%s1,30,50,0,0,1,0.5,0.45\n", head);
+    snprintf(m0, sizeof m0, "%s1,10,100,10,1,2,0.6,0.5,90\n2,20,100,20,0,4,0.8,0.6,80\n", head);
+    /* seed 1's row called no teacher (as one-time epochs): no no-box rate from it */
+    snprintf(m1, sizeof m1, "%s1,30,50,7,0,1,0.5,0.45,0\n", head);
     put(dir, "d/0.1/onetime/seed0/metrics.csv", m0);
     put(dir, "d/0.1/onetime/seed1/metrics.csv", m1);
 
@@ -44,13 +46,13 @@ KM_TEST(mining_summary_hand_computed) {
     CHECK_NEAR(s->mean[KM_MQ_EPOCHS], 2.0, 0);
     CHECK(isnan(s->mean[KM_MQ_PSEUDO]) && isnan(s->std[KM_MQ_SEC]));
     /* seed 0: pseudo 0.7, student 0.55, gain 0.15, no box 15 %, 15 s, teacher 3.5 s, 2 epochs;
-     * seed 1: 0.5, 0.45, 0.05, 0 %, 30 s, 1 s, 1 epoch */
+     * seed 1: 0.5, 0.45, 0.05, no rate (no teacher call), 30 s, 1 s, 1 epoch */
     CHECK_NEAR(o->mean[KM_MQ_PSEUDO], 0.6, 1e-12);
     CHECK_NEAR(o->std[KM_MQ_PSEUDO], sqrt(0.02), 1e-12);
     CHECK_NEAR(o->mean[KM_MQ_STUDENT], 0.5, 1e-12);
     CHECK_NEAR(o->mean[KM_MQ_GAIN], 0.10, 1e-12);
     CHECK_NEAR(o->std[KM_MQ_GAIN], sqrt(0.005), 1e-12);
-    CHECK_NEAR(o->mean[KM_MQ_NOBOX], 7.5, 1e-12);
+    CHECK_NEAR(o->mean[KM_MQ_NOBOX], 15.0, 1e-12);
     CHECK_NEAR(o->mean[KM_MQ_SEC], 22.5, 1e-12);
     CHECK_NEAR(o->std[KM_MQ_SEC], sqrt(112.5), 1e-12);
     CHECK_NEAR(o->mean[KM_MQ_TEACHER], 2.25, 1e-12);
@@ -65,7 +67,7 @@ KM_TEST(mining_summary_hand_computed) {
         fclose(f);
     }
     CHECK(km_test_sh("grep -qF '| d | 0.1 | onetime | 2 | 0.6000 ± 0.1414 | 0.5000 ± 0.0707 | 0.1000 ± 0.0707 | "
-                     "7.5 ± 10.6 | 22.5 ± 10.6 | 2.2 ± 1.8 | 1.5 ± 0.7 |' '%s'",
+                     "15.0 | 22.5 ± 10.6 | 2.2 ± 1.8 | 1.5 ± 0.7 |' '%s'",
                      md) == 0);
     CHECK(km_test_sh("grep -qF '| d | 0.1 | supervised | 1 | - | - | - | - | 5.0 | - | 2.0 |' '%s'", md) == 0);
     km_free(rows);

@@ -15,9 +15,9 @@ static km_status run_values(const char *rd, double v[KM_MQ_N]) {
     km_status s = km_table_load(p, &t);
     km_free(p);
     if (s) return s;
-    enum { PD, SD, NB, UV, SEC, ENC, DEC, EP, NC };
-    static const char *const names[NC] = {"pseudo_dice", "student_unl_dice", "no_box",          "unl_visits",
-                                          "seconds",     "encoder_seconds",  "decoder_seconds", "epoch"};
+    enum { PD, SD, NB, UV, SEC, ENC, DEC, EP, TC, NC };
+    static const char *const names[NC] = {"pseudo_dice",     "student_unl_dice", "no_box", "unl_visits", "seconds",
+                                          "encoder_seconds", "decoder_seconds",  "epoch",  "teacher_calls"};
     int c[NC];
     for (int k = 0; k < NC; k++) c[k] = km_table_col(&t, names[k]);
     double sum[KM_MQ_N] = {0};
@@ -27,7 +27,7 @@ static km_status run_values(const char *rd, double v[KM_MQ_N]) {
         for (int k = 0; k < NC; k++) x[k] = km_table_num(&t, r, c[k]);
         if (!(x[EP] >= 1)) continue;
         epochs++;
-        double got[KM_MQ_N] = {x[PD], x[SD], x[PD] - x[SD], x[UV] > 0 ? 100 * x[NB] / x[UV] : NAN, x[SEC],
+        double got[KM_MQ_N] = {x[PD], x[SD], x[PD] - x[SD], x[UV] > 0 && x[TC] > 0 ? 100 * x[NB] / x[UV] : NAN, x[SEC],
                                x[ENC] + x[DEC], NAN};
         for (int k = 0; k < KM_MQ_EPOCHS; k++)
             if (isfinite(got[k])) sum[k] += got[k], cnt[k]++;

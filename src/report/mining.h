@@ -9,7 +9,9 @@
  *   KM_MQ_STUDENT  student_unl_dice: the student's own prediction (the one
  *                  that prompted the teacher) on the same images
  *   KM_MQ_GAIN     pseudo - student: the teacher's gain
- *   KM_MQ_NOBOX    images the student gave no box, per unlabelled visit (%)
+ *   KM_MQ_NOBOX    images the student gave no box, per unlabelled visit (%),
+ *                  over the epochs that called the teacher (one-time runs
+ *                  label before their epochs: NaN, the pass logs its count)
  *   KM_MQ_SEC      seconds per epoch (mining epochs; supervised rows: their
  *                  supervised epochs)
  *   KM_MQ_TEACHER  teacher seconds (encoder + decoder) per mining epoch
