@@ -17,6 +17,7 @@
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../core/dist.h"
 #include "../io/settings.h"
 #include "../mine/embcache.h"
 #include "../mine/mine.h"
@@ -88,6 +89,7 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_mine_result r;
     s = resume ? resume_run(&cli, &c, resume, &hooks, &r) : new_run(&c, split_file, &hooks, &r);
     if (s) return s;
+    if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet)
         fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
                         "teacher decodes %ld, encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",
