@@ -5,6 +5,9 @@
  *
  *   kmseg mine --data DIR --out RUN --teacher SAM.pth [knobs]   a new run
  *   kmseg mine --resume RUN [--threads N]                       continue a killed run
+ *   mpirun -np N kmseg mine --init CKPT --schedule onetime ...   the one-time labelling pass
+ *       sharded across N ranks, files as one process's (mine.c label_onetime); any other
+ *       mine run under mpirun is refused before it writes anything
  *
  * The knobs are the flags of two settings tables: the training ones
  * (km_train_settings, train.c; except km_mine_train_skip) and the mining
