@@ -5,6 +5,9 @@
  *
  *   kmseg mine --data DIR --out RUN --teacher SAM.pth [knobs]   a new run
  *   kmseg mine --resume RUN [--threads N]                       continue a killed run
+ *   mpirun -np N kmseg mine --init CKPT --schedule onetime ...   the one-time labelling pass
+ *       sharded across N ranks, files as one process's (mine.c label_onetime); any other
+ *       mine run under mpirun is refused before it writes anything
  *
  * The knobs are the flags of two settings tables: the training ones
  * (km_train_settings, train.c; except km_mine_train_skip) and the mining
@@ -17,6 +20,7 @@
 #include "cmd.h"
 
 #include "../core/args.h"
+#include "../core/dist.h"
 #include "../io/settings.h"
 #include "../mine/embcache.h"
 #include "../mine/mine.h"
@@ -88,6 +92,7 @@ km_status km_cmd_mine(int argc, char **argv) {
     km_mine_result r;
     s = resume ? resume_run(&cli, &c, resume, &hooks, &r) : new_run(&c, split_file, &hooks, &r);
     if (s) return s;
+    if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet)
         fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "
                         "teacher decodes %ld, encoder runs %ld, cache %ld hit(s) / %ld miss(es), NO_BOX %ld\n",

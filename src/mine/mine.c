@@ -2,6 +2,7 @@
 #include "mine.h"
 
 #include "refine.h"
+#include "../core/dist.h"
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../core/rng.h"
@@ -310,6 +311,7 @@ typedef struct {
 } miner;
 
 static km_status save_state(miner *M) {
+    if (!M->run.dir) return KM_OK; /* a rank other than 0 */
     km_tdict x;
     km_tdict_init(&x);
     km_tdict_set_meta(&x, "mine.schedule", M->c.schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
@@ -413,6 +415,7 @@ static km_status load_frozen(miner *M) {
 
 /* best.safetensors: the weights of the best val-loss mining epoch. */
 static km_status save_best(miner *M, double val_loss) {
+    if (!M->run.dir) return KM_OK; /* a rank other than 0 */
     km_tdict meta;
     km_tdict_init(&meta);
     km_meta_set_int(&meta, "size", M->S);
@@ -461,6 +464,23 @@ km_status km_mine_resolve_teacher(km_mine_config *c) {
     return KM_OK;
 }
 
+/* Under mpirun (N > 1 ranks) only a new one-time run from --init: its
+ * labelling pass is sharded (label_onetime); anything else is refused
+ * before any file is written. */
+static km_status dist_check(const km_mine_config *c, int resume) {
+    int N = km_dist_size();
+    if (N == 1) return KM_OK;
+    const char *why = resume ? "--resume (run it as one process)"
+                      : !c->init ? "no --init: the supervised phase is not sharded (run it with kmseg train, then "
+                                   "mine --init its best.safetensors)"
+                      : c->schedule != KM_MINE_ONETIME ? "--schedule continuous (its teacher calls follow the "
+                                                         "training steps; run it as one process)"
+                                                       : NULL;
+    if (!why) return KM_OK;
+    return km_err(KM_EARG, "mine under mpirun (%d ranks) shards only the one-time labelling pass of a new run "
+                           "(--init CKPT --schedule onetime); refused: %s", N, why);
+}
+
 /* Phase 1: settings ("auto" resolved), the run folder and its
  * mine_config.json (a new run) or the check that it is one (resume). */
 static km_status miner_open(miner *M, const km_mine_config *c, int resume, const km_train_hooks *hooks,
@@ -468,17 +488,21 @@ static km_status miner_open(miner *M, const km_mine_config *c, int resume, const
     memset(M, 0, sizeof *M);
     M->c = *c;
     M->h = hooks;
-    M->log = hooks->log;
+    km_status s = km_dist_init();
+    if (s) return s;
+    M->log = km_dist_rank() ? NULL : hooks->log; /* rank 0 alone logs and writes files */
     M->res = res;
     M->resume = resume;
     M->st.onetime_dice = M->st.last_val_dice = NAN;
     M->S = c->train.size;
     M->B = c->train.batch;
     M->P = (size_t)M->S * M->S;
-    km_status s = km_mine_config_check(&M->c);
+    s = km_mine_config_check(&M->c);
+    if (!s) s = dist_check(&M->c, resume);
     if (!s) s = km_mine_resolve_teacher(&M->c);
-    if (!s) s = km_run_open(&M->run, M->c.out, "mine_config.json", "mine", resume);
-    if (!s && !resume) s = km_mine_config_save(&M->c, M->run.config);
+    const char *wdir = km_dist_rank() ? NULL : M->c.out; /* NULL: this rank writes nothing */
+    if (!s) s = km_run_open(&M->run, wdir, "mine_config.json", "mine", resume);
+    if (!s && !resume && wdir) s = km_mine_config_save(&M->c, M->run.config);
     M->have_last = !s && resume && km_run_has(&M->run, "last.safetensors");
     return s;
 }
@@ -545,7 +569,7 @@ static km_status miner_state(miner *M) {
     const km_mine_config *c = &M->c;
     const km_train_config *tc = &c->train;
     km_set_threads(tc->threads);
-    km_status s = mine_data_load(tc, c->out, &M->d);
+    km_status s = mine_data_load(tc, M->run.dir, &M->d);
     if (s) return s;
     int n_lab = M->d.n_lab, n_unl = M->d.n_unl;
     M->res->n_labelled = n_lab;
@@ -567,7 +591,7 @@ static km_status miner_state(miner *M) {
     M->res->last_val_dice = M->st.last_val_dice;
     s = km_unetpp_reserve(M->m, M->B, M->S, M->S);
     char *pseudo = km_run_path(&M->run, "pseudo");
-    if (!s) s = km_mkdir_p(pseudo);
+    if (!s && pseudo) s = km_mkdir_p(pseudo);
     km_free(pseudo);
     if (!s) s = km_run_metrics_open(&M->run, k_mine_cols, NMCOLS, 1, 1, M->have_last ? M->epoch : -1);
     return s;
@@ -615,8 +639,10 @@ typedef struct {
 } dice_sums;
 
 /* Unlabelled image u of the one-time pass from its eval-mode logits z:
- * prompts, the teacher's label frozen into M->frozen and pseudo/<id>.png. */
-static km_status label_frozen(miner *M, int u, const float *z, const char *dir, dice_sums *ds) {
+ * prompts (every rank draws them, so the run RNG stays as one process's),
+ * then, on the rank that owns u (u mod N), the teacher's label frozen into
+ * M->frozen with its Dice (pd[u]) and the student's (sd[u]) vs the truth. */
+static km_status label_frozen(miner *M, int u, const float *z, double *pd, double *sd) {
     size_t P = M->P;
     int pi = M->d.n_lab + u;
     const uint8_t *gt = M->d.pool.masks + P * pi;
@@ -627,31 +653,93 @@ static km_status label_frozen(miner *M, int u, const float *z, const char *dir, 
         M->res->no_box++;
         return KM_OK;
     }
+    M->has_frozen[u] = 1;
+    if (u % km_dist_size() != km_dist_rank()) return KM_OK;
     uint8_t *lab = M->frozen + P * u;
     s = teacher_label(M, pi, &pr, z, lab);
     if (s) return s;
-    M->has_frozen[u] = 1;
-    ds->pd += mask_dice(lab, gt, P);
-    ds->sd += km_dice_score(km_conf_logits_u8(z, gt, P));
-    ds->npd++;
-    char *name = png_path(dir, M->d.pool.ids[pi]);
-    s = save_mask_png(name, lab, M->S, M->png);
-    km_free(name);
+    pd[u] = mask_dice(lab, gt, P);
+    sd[u] = km_dice_score(km_conf_logits_u8(z, gt, P));
+    return KM_OK;
+}
+
+/* N ranks: every rank gets every frozen label with its two Dice numbers (in
+ * rounds of N images, one per rank, by MPI_Allgather), and the teacher's
+ * counters become the sums over ranks; then every rank's labels and RNG
+ * are checked to be the same. */
+static km_status share_labels(miner *M, double *pd, double *sd) {
+    int N = km_dist_size(), r = km_dist_rank(), n = M->d.n_unl;
+    if (N == 1) return KM_OK;
+    size_t P = M->P, rec = P + 2 * sizeof(double);
+    uint8_t *mine = km_malloc(rec), *all = km_malloc(rec * (size_t)N);
+    for (int j0 = 0; j0 < n; j0 += N) {
+        memset(mine, 0, rec);
+        if (j0 + r < n && M->has_frozen[j0 + r]) {
+            memcpy(mine, M->frozen + P * (j0 + r), P);
+            memcpy(mine + P, &pd[j0 + r], sizeof(double));
+            memcpy(mine + P + sizeof(double), &sd[j0 + r], sizeof(double));
+        }
+        km_dist_allgather(mine, all, rec);
+        for (int q = 0; q < N && j0 + q < n; q++) {
+            const uint8_t *a = all + rec * (size_t)q;
+            memcpy(M->frozen + P * (j0 + q), a, P);
+            memcpy(&pd[j0 + q], a + P, sizeof(double));
+            memcpy(&sd[j0 + q], a + P + sizeof(double), sizeof(double));
+        }
+    }
+    km_free(all);
+    km_free(mine);
+    km_refiner *R = &M->R;
+    long *cnt[] = {&R->teacher_calls, &R->decodes, &R->encoder_runs, &R->images,
+                   &R->cache.hits_mem, &R->cache.hits_disk, &R->cache.misses};
+    enum { NC = (int)(sizeof cnt / sizeof cnt[0]) };
+    long v[NC], *vs = km_malloc(sizeof v * (size_t)N);
+    for (int i = 0; i < NC; i++) v[i] = *cnt[i];
+    km_dist_allgather(v, vs, sizeof v);
+    for (int i = 0; i < NC; i++) {
+        *cnt[i] = 0;
+        for (int q = 0; q < N; q++) *cnt[i] += vs[NC * q + i];
+    }
+    km_free(vs);
+    uint64_t h = km_dist_hash(1469598103934665603ULL, M->frozen, P * (size_t)n);
+    h = km_dist_hash(h, M->has_frozen, (size_t)n);
+    return km_dist_check_same(km_dist_hash(h, &M->rng, sizeof M->rng), "the one-time labels and the RNG");
+}
+
+/* The frozen labels to pseudo/<id>.png (rank 0) and their Dice sums, in
+ * image order (the same sums for every N). */
+static km_status write_frozen(miner *M, const double *pd, const double *sd, dice_sums *ds) {
+    km_status s = KM_OK;
+    char *dir = km_run_path(&M->run, "pseudo");
+    for (int u = 0; u < M->d.n_unl && !s; u++) {
+        if (!M->has_frozen[u]) continue;
+        ds->pd += pd[u];
+        ds->sd += sd[u];
+        ds->npd++;
+        if (!dir) continue;
+        char *name = png_path(dir, M->d.pool.ids[M->d.n_lab + u]);
+        s = save_mask_png(name, M->frozen + M->P * u, M->S, M->png);
+        km_free(name);
+    }
+    km_free(dir);
     return s;
 }
 
 /* Phase 4 (one-time schedule, fresh mining phase): every unlabelled image
  * predicted once in eval mode (un-augmented), prompted, labelled by the
  * teacher and frozen; then a checkpoint (epoch 0), so that a resumed run
- * reads the labels back instead of labelling again. */
+ * reads the labels back instead of labelling again. Under N ranks every
+ * rank predicts and prompts every image (cheap next to the teacher), the
+ * teacher work of image u is done by rank u mod N, and the labels are
+ * shared (share_labels): files and logs as one process's. */
 static km_status label_onetime(miner *M) {
     const mine_data *d = &M->d;
     km_refiner *R = &M->R;
     int B = M->B, show = M->h->progress && M->log;
     long hits0 = km_refiner_cache_hits(R);
     dice_sums ds = {0, 0, 0};
+    double *pd = km_calloc(sizeof(double) * (size_t)(2 * d->n_unl + 1)), *sd = pd + d->n_unl;
     km_progress lp = {0};
-    char *dir = km_run_path(&M->run, "pseudo");
     if (show) km_progress_start(&lp, M->log, "teacher labels", d->n_unl, "img");
     km_status s = KM_OK;
     for (int b0 = 0; b0 < d->n_unl && !s; b0 += B) {
@@ -660,10 +748,12 @@ static km_status label_onetime(miner *M) {
         for (int i = 0; i < bn; i++) M->sel_u[i] = d->n_lab + b0 + i;
         km_batch_fill(&d->pool, M->sel_u, NULL, bn, M->x, NULL);
         s = km_unetpp_forward(M->m, M->x, bn, M->S, M->S, 0, M->z);
-        for (int i = 0; i < bn && !s; i++) s = label_frozen(M, b0 + i, M->z + M->P * i, dir, &ds);
+        for (int i = 0; i < bn && !s; i++) s = label_frozen(M, b0 + i, M->z + M->P * i, pd, sd);
     }
     if (show) km_progress_end(&lp, NULL);
-    km_free(dir);
+    if (!s) s = share_labels(M, pd, sd);
+    if (!s) s = write_frozen(M, pd, sd, &ds);
+    km_free(pd);
     if (s) return s;
     km_mine_result *res = M->res;
     res->last_pseudo_dice = M->st.onetime_dice = ds.npd ? ds.pd / ds.npd : NAN;
@@ -940,7 +1030,8 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
     miner M;
     int stopped = 0;
     km_status s = miner_open(&M, c, resume, hooks ? hooks : &no_hooks, res);
-    if (!s) s = mine_supervised(&M, &stopped);
+    if (s) return miner_close(&M, s); /* the same on every rank (refusals included) */
+    s = mine_supervised(&M, &stopped);
     if (s || stopped) return miner_close(&M, s);
     s = miner_state(&M);
     if (!s && M.log)
@@ -959,5 +1050,6 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
         if (M.h->stop_after && M.st.sup_epochs + M.epoch >= M.h->stop_after) break;
     }
     if (!s) mine_totals(&M);
-    return miner_close(&M, s);
+    s = miner_close(&M, s);
+    return s ? km_dist_fail(s) : s; /* under mpirun a failed rank ends the job (the others would wait) */
 }
