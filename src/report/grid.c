@@ -154,13 +154,8 @@ static void fraction_chart(km_html *h, const grid *g, int d) {
 /* The folder of run row i: DIR/<dataset>/<fraction>/<method>/seed<k> when it
  * exists (the experiments folder may have moved), else its run_dir. */
 static char *run_dir(const grid *g, int i) {
-    char rel[1024];
-    snprintf(rel, sizeof rel, "%s/%s/%s/seed%s", cell(g, i, C_DATA), cell(g, i, C_FRAC), cell(g, i, C_METH),
-             cell(g, i, C_SEED));
-    char *p = km_path_join(g->dir, rel);
-    if (km_page_exists(p) || !*cell(g, i, C_DIR)) return p;
-    km_free(p);
-    return km_strdup(cell(g, i, C_DIR));
+    return km_page_run_folder(g->dir, cell(g, i, C_DATA), cell(g, i, C_FRAC), cell(g, i, C_METH), cell(g, i, C_SEED),
+                              cell(g, i, C_DIR));
 }
 
 /* val_dice per epoch (epoch e at [e - 1], NaN when missing) of a run; the

@@ -50,16 +50,6 @@ static int row_for(km_mining_row *rows, int *n, const char *d, const char *f, co
     return (*n)++;
 }
 
-/* The folder of results.csv row i (see grid.c's run_dir). */
-static char *run_folder(const char *dir, const km_table *t, int i, const int *c) {
-    char rel[1024];
-    snprintf(rel, sizeof rel, "%s/%s/%s/seed%s", km_table_str(t, i, c[1]), km_table_str(t, i, c[2]),
-             km_table_str(t, i, c[3]), km_table_str(t, i, c[4]));
-    char *p = km_path_join(dir, rel);
-    if (km_page_exists(p) || !*km_table_str(t, i, c[5])) return p;
-    km_free(p);
-    return km_strdup(km_table_str(t, i, c[5]));
-}
 
 /* Per-run values of every finished run, grouped: vals[row][seed][k]. */
 typedef struct {
@@ -95,7 +85,8 @@ km_status km_mining_summary(const char *dir, km_mining_row **rows, int *n, int *
         /* "+refined" rows are the same runs scored in refined mode */
         if (strcmp(km_table_str(&t, i, c[0]), "run") || strchr(km_table_str(&t, i, c[3]), '+')) continue;
         int r = row_for(*rows, n, km_table_str(&t, i, c[1]), km_table_str(&t, i, c[2]), km_table_str(&t, i, c[3]));
-        char *rd = run_folder(dir, &t, i, c);
+        char *rd = km_page_run_folder(dir, km_table_str(&t, i, c[1]), km_table_str(&t, i, c[2]),
+                                      km_table_str(&t, i, c[3]), km_table_str(&t, i, c[4]), km_table_str(&t, i, c[5]));
         double v[KM_MQ_N];
         if (run_values(rd, v) || (*rows)[r].n >= 16) {
             km_err_clear();

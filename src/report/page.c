@@ -147,3 +147,13 @@ km_status km_page_save(const km_html *h, const char *out, FILE *log) {
         fprintf(log, "report: warning: %s is larger than 20 MB\n", out);
     return s;
 }
+
+char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
+                         const char *seed, const char *run_dir) {
+    char rel[1024];
+    snprintf(rel, sizeof rel, "%s/%s/%s/seed%s", dataset, fraction, method, seed);
+    char *p = km_path_join(dir, rel);
+    if (km_page_exists(p) || !*run_dir) return p;
+    km_free(p);
+    return km_strdup(run_dir);
+}

@@ -23,6 +23,11 @@ char *km_page_relpath(const char *page, const char *target);
  * for an attribute. */
 void km_page_href(km_html *h, const char *path);
 int km_page_exists(const char *path);
+/* The folder of one results.csv run row: DIR/<dataset>/<fraction>/<method>/seed<seed>
+ * when it exists (the experiments folder may have moved), else run_dir
+ * (the row's column; "" falls back to the first). Owned by the caller. */
+char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
+                         const char *seed, const char *run_dir);
 /* Writes the page atomically. */
 km_status km_page_save(const km_html *h, const char *out, FILE *log);
 
