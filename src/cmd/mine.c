@@ -5,9 +5,13 @@
  *
  *   kmseg mine --data DIR --out RUN --teacher SAM.pth [knobs]   a new run
  *   kmseg mine --resume RUN [--threads N]                       continue a killed run
- *   mpirun -np N kmseg mine --init CKPT --schedule onetime ...   the one-time labelling pass
- *       sharded across N ranks, files as one process's (mine.c label_onetime); any other
- *       mine run under mpirun is refused before it writes anything
+ *   mpirun -np N kmseg mine ... --micro-batch M                 data parallel: the steps of
+ *       both phases in micro-batches across N ranks, teacher work and the embedding
+ *       precompute shared out, files as one process's with --micro-batch M (mine_dist.h);
+ *       without --micro-batch only a one-time run from --init (its labelling pass
+ *       shared), anything else refused before any file is written
+ *   SIGTERM / SIGUSR1: the supervised phase stops as train does, the mining phase after
+ *       its current epoch's checkpoint; --resume with any valid N continues
  *
  * The knobs are the flags of two settings tables: the training ones
  * (km_train_settings, train.c; except km_mine_train_skip) and the mining
@@ -15,8 +19,8 @@
  * them, as for train. With --resume the settings come from
  * RUN/mine_config.json; any other setting with it is an error, except
  * --threads (bit-identical results need the original count), the cache
- * flags (they change speed and the cache columns only), --stop-after and
- * --quiet. */
+ * flags (they change speed and the cache columns only), --step-timeout,
+ * --stop-after and --quiet. */
 #include "cmd.h"
 
 #include "../core/args.h"
@@ -25,6 +29,7 @@
 #include "../mine/embcache.h"
 #include "../mine/mine.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* --resume RUN: the run's own settings; --threads and the cache flags
@@ -32,7 +37,7 @@
 static km_status resume_run(const km_cli *cli, const km_mine_config *given, const char *run,
                             const km_train_hooks *hooks, km_mine_result *r) {
     static const char *const allowed[] = {"--threads", "--cache-dir", "--no-cache", "--cache-mem",
-                                          "--stop-after", "--quiet", NULL};
+                                          "--stop-after", "--quiet", "--step-timeout", NULL};
     int threads_seen;
     km_status s = km_flags_resume_only(cli->flags, allowed, run, "mine_config.json", &threads_seen);
     if (s) return s;
@@ -45,6 +50,7 @@ static km_status resume_run(const km_cli *cli, const km_mine_config *given, cons
         km_free(rc.cache_dir);
         rc.cache_dir = given->no_cache ? NULL : km_strdup(given->cache_dir);
     }
+    if (km_cli_seen(cli, "--step-timeout")) rc.train.step_timeout = given->train.step_timeout;
     s = km_mine_run(&rc, 1, hooks, r);
     km_mine_config_free(&rc);
     return s;
@@ -90,8 +96,11 @@ km_status km_cmd_mine(int argc, char **argv) {
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, stop_after, NULL, NULL};
     km_mine_result r;
+    km_dist_signals_install(); /* SIGTERM/SIGUSR1: checkpoint at the epoch's end and stop (dist.h) */
     s = resume ? resume_run(&cli, &c, resume, &hooks, &r) : new_run(&c, split_file, &hooks, &r);
+    km_dist_signals_restore();
     if (s) return s;
+    if (km_dist_stop_pending()) exit(0); /* SIGTERM/SIGUSR1: checkpoint written; end here, also inside a grid */
     if (km_dist_rank()) quiet = 1; /* mpirun: rank 0 speaks */
     if (!quiet)
         fprintf(stderr, "mining %s after epoch %d: best val loss %.4f at epoch %d; teacher calls %ld, "

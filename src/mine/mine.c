@@ -1,6 +1,7 @@
 /* mine.c - the knowledge-mining run; see mine.h for the protocol. */
 #include "mine.h"
 
+#include "mine_dist.h"
 #include "refine.h"
 #include "../core/dist.h"
 #include "../core/log.h"
@@ -13,6 +14,7 @@
 #include "../models/unetpp.h"
 #include "../train/augment.h"
 #include "../train/dataset.h"
+#include "../train/microbatch.h"
 #include "../train/runfolder.h"
 #include "../train/sched.h"
 #include "../train/splits.h"
@@ -83,7 +85,7 @@ static const km_setting k_rows[] = {
 #undef P_
 #undef O
 const km_settings km_mine_settings = {"mine", k_rows, (int)(sizeof k_rows / sizeof k_rows[0])};
-const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", "--micro-batch", NULL};
+const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", NULL};
 
 void km_mine_config_default(km_mine_config *c) {
     memset(c, 0, sizeof *c);
@@ -127,11 +129,11 @@ km_status km_mine_config_check(const km_mine_config *c) {
 }
 
 km_status km_mine_config_save(const km_mine_config *c, const char *path) {
-    /* micro_batch: mining has no micro-batches (train.c's row, always 0 here) */
-    static const char *const skip[] = {"out", "micro_batch", NULL};
+    /* micro_batch 0 (off) is not written: a folder of an earlier version re-writes byte for byte */
+    static const char *const skip[] = {"out", "micro_batch", NULL}, *const skip_out[] = {"out", NULL};
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
-    km_jw_settings(&w, &km_train_settings, &c->train, skip);
+    km_jw_settings(&w, &km_train_settings, &c->train, c->train.micro_batch ? skip_out : skip);
     km_jw_settings(&w, &km_mine_settings, c, NULL);
     return km_jw_write(&w, path);
 }
@@ -280,6 +282,20 @@ static const struct {
 };
 #define NSTATE ((int)(sizeof k_state / sizeof k_state[0]))
 
+/* One continuous visit's outcome, on the rank that labelled it (micro-
+ * batches: gathered, then counted by every rank in batch order). */
+enum { VISIT_NONE = 0, VISIT_NOBOX = 1, VISIT_LABEL = 2 };
+typedef struct {
+    double pd, sd; /* VISIT_LABEL: the pseudo label's Dice vs the truth, the student's own */
+    int32_t kind, pad;
+} visit_rec;
+
+/* One micro-batch's loss parts (gathered; summed in micro-batch order). */
+typedef struct {
+    double ll, lu;
+    int32_t nl, nu;
+} micro_rec;
+
 /* Everything one mining run holds: zeroed by miner_open, released by
  * miner_close on every path (the one cleanup of the run, as train.c's). */
 typedef struct {
@@ -308,6 +324,12 @@ typedef struct {
     int *pool, npool;         /* the mining set: labelled + (one-time: labelled-by-the-teacher) unlabelled */
     int *order, *which, *sel_l, *sel_u;
     uint8_t *aug;
+    km_micro mb;              /* --micro-batch (microbatch.h); mb.M = 0: off */
+    uint8_t *rec, *rec_all;   /* micro-batches: this rank's records of a step (micro_rec, visit_rec), everyone's */
+    size_t rec_bytes;
+    uint8_t *labs, *labs_all; /* micro-batches, continuous: this rank's visits' labels (un-augmented), everyone's */
+    km_mine_counts cnt;       /* the refiner's counters as last summed over ranks */
+    int steps;                /* optimiser steps of this process (the test fault hook) */
 } miner;
 
 static km_status save_state(miner *M) {
@@ -370,7 +392,7 @@ static km_status state_from_meta(miner *M, const km_tdict *x, const char *path) 
 static km_status load_state(miner *M) {
     km_tdict x;
     km_tdict_init(&x);
-    char *path = km_run_path(&M->run, "last.safetensors");
+    char *path = km_path_join(M->c.out, "last.safetensors"); /* every rank reads it */
     km_status s = km_train_checkpoint_load(path, "mine", &M->m, &M->epoch, &M->rng, &M->pl, &M->es, &x);
     if (!s) s = state_from_meta(M, &x, path);
     km_tdict_free(&x);
@@ -387,7 +409,7 @@ static km_status load_state(miner *M) {
 static km_status load_frozen(miner *M) {
     const mine_data *d = &M->d;
     size_t P = M->P;
-    char *dir = km_run_path(&M->run, "pseudo");
+    char *dir = km_path_join(M->c.out, "pseudo"); /* every rank reads them */
     km_status s = KM_OK;
     for (int u = 0; u < d->n_unl && !s; u++) {
         if (!M->has_frozen[u]) continue;
@@ -464,23 +486,6 @@ km_status km_mine_resolve_teacher(km_mine_config *c) {
     return KM_OK;
 }
 
-/* Under mpirun (N > 1 ranks) only a new one-time run from --init: its
- * labelling pass is sharded (label_onetime); anything else is refused
- * before any file is written. */
-static km_status dist_check(const km_mine_config *c, int resume) {
-    int N = km_dist_size();
-    if (N == 1) return KM_OK;
-    const char *why = resume ? "--resume (run it as one process)"
-                      : !c->init ? "no --init: the supervised phase is not sharded (run it with kmseg train, then "
-                                   "mine --init its best.safetensors)"
-                      : c->schedule != KM_MINE_ONETIME ? "--schedule continuous (its teacher calls follow the "
-                                                         "training steps; run it as one process)"
-                                                       : NULL;
-    if (!why) return KM_OK;
-    return km_err(KM_EARG, "mine under mpirun (%d ranks) shards only the one-time labelling pass of a new run "
-                           "(--init CKPT --schedule onetime); refused: %s", N, why);
-}
-
 /* Phase 1: settings ("auto" resolved), the run folder and its
  * mine_config.json (a new run) or the check that it is one (resume). */
 static km_status miner_open(miner *M, const km_mine_config *c, int resume, const km_train_hooks *hooks,
@@ -498,13 +503,15 @@ static km_status miner_open(miner *M, const km_mine_config *c, int resume, const
     M->B = c->train.batch;
     M->P = (size_t)M->S * M->S;
     s = km_mine_config_check(&M->c);
-    if (!s) s = dist_check(&M->c, resume);
+    if (!s) s = km_mine_dist_check(&M->c);
     if (!s) s = km_mine_resolve_teacher(&M->c);
     const char *wdir = km_dist_rank() ? NULL : M->c.out; /* NULL: this rank writes nothing */
     if (!s) s = km_run_open(&M->run, wdir, "mine_config.json", "mine", resume);
     if (!s && !resume && wdir) s = km_mine_config_save(&M->c, M->run.config);
-    M->have_last = !s && resume && km_run_has(&M->run, "last.safetensors");
-    return s;
+    if (s) return s;
+    M->have_last = resume && km_run_has(&M->run, "last.safetensors");
+    km_dist_bcast(&M->have_last, sizeof M->have_last); /* rank 0's view of the folder */
+    return KM_OK;
 }
 
 /* Phase 2: the student the mining phase starts from (M->init): --init, or
@@ -519,11 +526,13 @@ static km_status mine_supervised(miner *M, int *stopped) {
         return KM_OK;
     }
     km_train_config sc = M->c.train;
-    sc.out = km_run_path(&M->run, "supervised");
+    sc.out = km_path_join(M->c.out, "supervised"); /* rank 0 writes it (train.c), every rank reads it */
     int sup_resume = M->resume && km_run_has(&M->run, "supervised/last.safetensors");
+    km_dist_bcast(&sup_resume, sizeof sup_resume);
     km_train_result tr;
     if (M->log) fprintf(M->log, "supervised phase -> %s%s\n", sc.out, sup_resume ? " (resuming)" : "");
     km_status s = km_train_run(&sc, sup_resume, M->h, &tr);
+    km_dist_barrier(); /* rank 0 has written best.safetensors before any rank reads it */
     if (s) {
         s = km_err_prefix(s, "supervised phase: ");
     } else if (!tr.finished) { /* stopped by hooks->stop_after, as if killed */
@@ -562,6 +571,19 @@ static km_status resume_state(miner *M) {
     return s;
 }
 
+/* Several ranks: each read the same student (and, resumed, the same
+ * checkpoint and one-time labels); check that they hash alike. */
+static km_status miner_sync(miner *M) {
+    if (km_dist_size() == 1) return KM_OK;
+    uint64_t h = km_dist_hash(km_unetpp_state_hash(M->m), &M->rng, sizeof M->rng);
+    h = km_dist_hash(h, &M->epoch, sizeof M->epoch);
+    if (M->has_frozen) {
+        h = km_dist_hash(h, M->has_frozen, (size_t)M->d.n_unl);
+        if (M->have_last) h = km_dist_hash(h, M->frozen, M->P * (size_t)M->d.n_unl);
+    }
+    return km_dist_check_same(h, "the student, optimiser, RNG and one-time labels");
+}
+
 /* Phase 3: the data (the splits as the supervised phase made them), the
  * RNG, schedule and student (fresh or resumed), the teacher and the metric
  * files (a resumed run drops the rows after its checkpoint). */
@@ -585,6 +607,9 @@ static km_status miner_state(miner *M) {
     km_refine_config rc;
     teacher_config(c, &rc);
     if (!s) s = km_refiner_open(&M->R, &rc);
+    if (!s) s = miner_sync(M);
+    if (!s && tc->micro_batch) s = km_micro_open(&M->mb, M->B, tc->micro_batch, km_unetpp_num_params(M->m), M->m);
+    if (!s) s = km_dist_watchdog_start(tc->step_timeout);
     if (s) return s;
     M->res->no_box = M->st.no_box;
     M->res->last_pseudo_dice = M->st.onetime_dice;
@@ -615,6 +640,14 @@ static void miner_buffers(miner *M) {
     M->sel_u = km_malloc(sizeof(int) * B);
     M->which = km_malloc(sizeof(int) * B);
     M->pool = km_malloc(sizeof(int) * (size_t)(M->d.n_lab + M->d.n_unl + 1));
+    const km_micro *u = &M->mb;
+    if (!u->M) return;
+    size_t nv = (size_t)u->Kl * u->M;
+    M->rec_bytes = sizeof(micro_rec) * (size_t)u->Kl + sizeof(visit_rec) * nv;
+    M->rec = km_malloc(M->rec_bytes);
+    M->rec_all = km_malloc(M->rec_bytes * (size_t)km_dist_size());
+    M->labs = km_calloc(P * nv);
+    M->labs_all = km_malloc(P * nv * (size_t)km_dist_size());
 }
 
 /* The teacher's pseudo label [S, S] of pool image pi for prompts pr in its
@@ -665,8 +698,8 @@ static km_status label_frozen(miner *M, int u, const float *z, double *pd, doubl
 
 /* N ranks: every rank gets every frozen label with its two Dice numbers (in
  * rounds of N images, one per rank, by MPI_Allgather), and the teacher's
- * counters become the sums over ranks; then every rank's labels and RNG
- * are checked to be the same. */
+ * counters become the sums over ranks (km_mine_counts_sync); then every
+ * rank's labels and RNG are checked to be the same. */
 static km_status share_labels(miner *M, double *pd, double *sd) {
     int N = km_dist_size(), r = km_dist_rank(), n = M->d.n_unl;
     if (N == 1) return KM_OK;
@@ -689,18 +722,14 @@ static km_status share_labels(miner *M, double *pd, double *sd) {
     }
     km_free(all);
     km_free(mine);
-    km_refiner *R = &M->R;
-    long *cnt[] = {&R->teacher_calls, &R->decodes, &R->encoder_runs, &R->images,
-                   &R->cache.hits_mem, &R->cache.hits_disk, &R->cache.misses};
-    enum { NC = (int)(sizeof cnt / sizeof cnt[0]) };
-    long v[NC], *vs = km_malloc(sizeof v * (size_t)N);
-    for (int i = 0; i < NC; i++) v[i] = *cnt[i];
-    km_dist_allgather(v, vs, sizeof v);
-    for (int i = 0; i < NC; i++) {
-        *cnt[i] = 0;
-        for (int q = 0; q < N; q++) *cnt[i] += vs[NC * q + i];
+    long *enc = km_malloc(sizeof(long) * (size_t)N);
+    km_mine_counts_sync(&M->R, &M->cnt, enc);
+    if (M->log) {
+        char list[512];
+        km_mine_rank_list(enc, list, sizeof list);
+        fprintf(M->log, "one-time labels shared by %d ranks; encoder runs per rank: %s\n", N, list);
     }
-    km_free(vs);
+    km_free(enc);
     uint64_t h = km_dist_hash(1469598103934665603ULL, M->frozen, P * (size_t)n);
     h = km_dist_hash(h, M->has_frozen, (size_t)n);
     return km_dist_check_same(km_dist_hash(h, &M->rng, sizeof M->rng), "the one-time labels and the RNG");
@@ -795,85 +824,122 @@ typedef struct {
     char *sdir; /* continuous: pseudo/epoch_NNN (sample PNGs) */
 } epoch_acc;
 
-/* Continuous schedule, visit i of the batch (augmentation `code`): prompts
- * from its train-mode logits (augmented frame) mapped back, the teacher's
- * label on the original image, augmented the same way as the visit's target
- * in M->y; sel_u[*nu] = i when it got one. */
-static km_status label_visit(miner *M, int i, int code, epoch_acc *a, int *nu) {
+/* Continuous schedule, one unlabelled visit of pool image pi with train-mode
+ * logits z (augmented with `code`): prompts (rng) mapped back, the teacher's
+ * label on the original image into lab (un-augmented frame) and *v. */
+static km_status visit_label(miner *M, int pi, const float *z, int code, km_rng *rng, uint8_t *lab, visit_rec *v) {
     size_t P = M->P;
-    int S = M->S, pi = M->which[i];
+    int S = M->S;
     const uint8_t *gt = M->d.pool.masks + P * pi;
-    float *z = M->z + P * i;
-    a->visits++;
+    memset(v, 0, sizeof *v);
     km_prompts pr;
-    km_status s = km_refine_prompts(&M->R, z, S, S, &M->rng, &pr);
+    km_status s = km_refine_prompts(&M->R, z, S, S, rng, &pr);
     if (s) return s;
     if (pr.outcome == KM_PROMPTS_NO_BOX) {
-        a->nobox++;
+        v->kind = VISIT_NOBOX;
         return KM_OK;
     }
     km_prompts_unaugment(&pr, code, S);
     if (M->c.prompt_mode & KM_PROMPT_USE_MASK) km_prompts_unaugment_map(code, S, z, M->zo);
-    s = teacher_label(M, pi, &pr, M->zo, M->lab_o);
+    s = teacher_label(M, pi, &pr, M->zo, lab);
     if (s) return s;
-    a->ds.pd += mask_dice(M->lab_o, gt, P);
+    v->kind = VISIT_LABEL;
+    v->pd = mask_dice(lab, gt, P);
     /* the student's own (train-mode, augmented) prediction against the augmented truth */
     km_aug_apply_u8(code, S, 1, gt, M->lab_a);
-    a->ds.sd += km_dice_score(km_conf_logits_u8(z, M->lab_a, P));
+    v->sd = km_dice_score(km_conf_logits_u8(z, M->lab_a, P));
+    return KM_OK;
+}
+
+/* A continuous visit into the epoch's counts, in batch order: NO_BOX, the
+ * Dice sums and, while the epoch has fewer than sample_pngs, its label
+ * (lab) as pseudo/epoch_NNN/<id>.png (rank 0: a->sdir). */
+static km_status visit_count(miner *M, epoch_acc *a, const visit_rec *v, const uint8_t *lab, int pi) {
+    a->visits++;
+    if (v->kind == VISIT_NOBOX) a->nobox++;
+    if (v->kind != VISIT_LABEL) return KM_OK;
+    a->ds.pd += v->pd;
+    a->ds.sd += v->sd;
     a->ds.npd++;
-    if (a->nsample < M->c.sample_pngs) {
-        char *name = png_path(a->sdir, M->d.pool.ids[pi]);
-        s = save_mask_png(name, M->lab_o, S, M->png);
-        km_free(name);
-        a->nsample++;
-        if (s) return s;
-    }
-    km_aug_apply_u8(code, S, 1, M->lab_o, M->lab_a);
-    for (size_t j = 0; j < P; j++) M->y[P * i + j] = M->lab_a[j];
+    if (a->nsample >= M->c.sample_pngs) return KM_OK;
+    a->nsample++;
+    if (!a->sdir) return KM_OK;
+    char *name = png_path(a->sdir, M->d.pool.ids[pi]);
+    km_status s = save_mask_png(name, lab, M->S, M->png);
+    km_free(name);
+    return s;
+}
+
+/* Label `lab` (un-augmented) augmented with `code` as the target y [P]. */
+static void set_target(miner *M, const uint8_t *lab, int code, float *y) {
+    km_aug_apply_u8(code, M->S, 1, lab, M->lab_a);
+    for (size_t j = 0; j < M->P; j++) y[j] = M->lab_a[j];
+}
+
+/* Continuous schedule, visit i of the whole batch (augmentation `code`):
+ * the teacher's label (prompts from the run RNG) counted and, unless
+ * NO_BOX, augmented as the visit's target in M->y; sel_u[*nu] = i then. */
+static km_status label_visit(miner *M, int i, int code, epoch_acc *a, int *nu) {
+    int pi = M->which[i];
+    visit_rec v;
+    km_status s = visit_label(M, pi, M->z + M->P * i, code, &M->rng, M->lab_o, &v);
+    if (!s) s = visit_count(M, a, &v, M->lab_o, pi);
+    if (s || v.kind != VISIT_LABEL) return s;
+    set_target(M, M->lab_o, code, M->y + M->P * i);
     M->sel_u[(*nu)++] = i;
     return KM_OK;
 }
 
-/* The batch's targets: labelled images keep their masks (sel_l); one-time
- * visits get their frozen label augmented like the image (sel_u). */
-static void batch_targets(miner *M, const uint8_t *ab, int bn, epoch_acc *a, int *nl, int *nu) {
-    size_t P = M->P;
+/* The targets of n images (pool images w, codes ab, targets y): labelled
+ * images keep their masks (sel_l); one-time visits get their frozen label
+ * augmented like the image (sel_u). */
+static void batch_targets(miner *M, const int *w, const uint8_t *ab, int n, float *y, int *nl, int *nu) {
     *nl = *nu = 0;
-    for (int i = 0; i < bn; i++) {
-        if (M->which[i] < M->d.n_lab) {
+    for (int i = 0; i < n; i++) {
+        if (w[i] < M->d.n_lab) {
             M->sel_l[(*nl)++] = i;
         } else if (M->c.schedule == KM_MINE_ONETIME) {
-            km_aug_apply_u8(ab[i], M->S, 1, M->frozen + P * (M->which[i] - M->d.n_lab), M->lab_a);
-            for (size_t j = 0; j < P; j++) M->y[P * i + j] = M->lab_a[j];
+            set_target(M, M->frozen + M->P * (w[i] - M->d.n_lab), ab[i], y + M->P * i);
             M->sel_u[(*nu)++] = i;
-            a->visits++;
         }
     }
+}
+
+/* L = L_sup(labelled part) + lambda * L_sup(pseudo part) of n logits z vs
+ * targets y (sel_l, sel_u), gradient (scaled by `share`) into M->dz. */
+static double step_loss(miner *M, const float *z, const float *y, int n, int nl, int nu, double share, double *ll,
+                        double *lu) {
+    const km_train_config *tc = &M->c.train;
+    float sl = (float)share, su = (float)(M->c.pseudo_weight * share);
+    memset(M->dz, 0, sizeof(float) * M->P * n);
+    *ll = part_loss(z, y, M->sel_l, nl, M->P, tc->bce_weight, sl, M->gz, M->gy, M->gd, M->dz);
+    *lu = part_loss(z, y, M->sel_u, nu, M->P, tc->bce_weight, su, M->gz, M->gy, M->gd, M->dz);
+    return *ll + M->c.pseudo_weight * *lu;
+}
+
+static void adam_step(miner *M, float lr) {
+    const km_train_config *tc = &M->c.train;
+    km_unetpp_adam_step(M->m, lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay);
 }
 
 /* One optimiser step on batch k of the epoch's order: one train-mode forward
  * over the whole batch, L = L_sup(labelled) + lambda * L_sup(pseudo). */
 static km_status mine_step(miner *M, int k, float lr, epoch_acc *a) {
-    const km_train_config *tc = &M->c.train;
-    size_t P = M->P;
     int B = M->B, S = M->S, b0 = k * B, bn = M->npool - b0 < B ? M->npool - b0 : B;
     const uint8_t *ab = M->aug + b0;
     memcpy(M->which, M->order + b0, sizeof(int) * bn);
     km_batch_fill(&M->d.pool, M->which, ab, bn, M->x, M->y);
     int nl, nu;
-    batch_targets(M, ab, bn, a, &nl, &nu);
+    batch_targets(M, M->which, ab, bn, M->y, &nl, &nu);
+    if (M->c.schedule == KM_MINE_ONETIME) a->visits += nu;
     km_unetpp_zero_grad(M->m);
     km_status s = km_unetpp_forward(M->m, M->x, bn, S, S, 1, M->z);
     for (int i = 0; i < bn && !s && M->c.schedule == KM_MINE_CONTINUOUS; i++)
         if (M->which[i] >= M->d.n_lab) s = label_visit(M, i, ab[i], a, &nu);
     if (s) return s;
-    memset(M->dz, 0, sizeof(float) * P * bn);
-    double ll = part_loss(M->z, M->y, M->sel_l, nl, P, tc->bce_weight, 1.0f, M->gz, M->gy, M->gd, M->dz);
-    double lu = part_loss(M->z, M->y, M->sel_u, nu, P, tc->bce_weight, (float)M->c.pseudo_weight, M->gz, M->gy, M->gd,
-                          M->dz);
-    double l = ll + M->c.pseudo_weight * lu;
+    double ll, lu, l = step_loss(M, M->z, M->y, bn, nl, nu, 1.0, &ll, &lu);
     km_unetpp_backward(M->m, M->dz, NULL);
-    km_unetpp_adam_step(M->m, lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay);
+    adam_step(M, lr);
     a->lsum += l * bn;
     a->seen += bn;
     a->lsup += ll * nl;
@@ -881,6 +947,109 @@ static km_status mine_step(miner *M, int k, float lr, epoch_acc *a) {
     a->lpse += lu * nu;
     a->npse += nu;
     return KM_OK;
+}
+
+/* ------------------------------------------- mining steps in micro-batches */
+
+/* This rank's records of a step: Kl micro_rec, then Kl x M visit_rec. */
+static micro_rec *rec_micro(const miner *M, uint8_t *base, int i) { return (micro_rec *)base + i; }
+static visit_rec *rec_visit(const miner *M, uint8_t *base, int i) {
+    return (visit_rec *)(base + sizeof(micro_rec) * (size_t)M->mb.Kl) + (size_t)i * M->mb.M;
+}
+
+/* Local micro-batch i = global j of batch k (nj images counting, `share` of
+ * the batch): forward of its images (this rank's buffers from position
+ * i M), targets, continuous visits labelled by this rank (prompts from each
+ * visit's own stream, labels kept in M->labs), loss scaled by share,
+ * backward. *l = its loss; records into M->rec. */
+static km_status micro_part(miner *M, int k, int i, int nj, double share, double *l) {
+    int Mm = M->mb.M, j = km_micro_global(&M->mb, i), p0 = k * M->B + j * Mm, S = M->S;
+    size_t P = M->P, o = (size_t)i * Mm;
+    const int *w = M->order + p0;
+    const uint8_t *ab = M->aug + p0;
+    float *y = M->y + P * o;
+    micro_rec *mr = rec_micro(M, M->rec, i);
+    visit_rec *vr = rec_visit(M, M->rec, i);
+    int nl, nu;
+    batch_targets(M, w, ab, nj, y, &nl, &nu);
+    km_status s = km_unetpp_forward(M->m, M->x + 3 * P * o, nj, S, S, 1, M->z);
+    for (int t = 0; t < nj && !s && M->c.schedule == KM_MINE_CONTINUOUS; t++) {
+        if (w[t] < M->d.n_lab) continue;
+        km_rng rng;
+        km_mine_visit_rng(&rng, M->c.train.seed ^ KM_MINE_RNG_SALT, M->epoch, p0 + t);
+        uint8_t *lab = M->labs + P * (o + t);
+        s = visit_label(M, w[t], M->z + P * t, ab[t], &rng, lab, &vr[t]);
+        if (!s && vr[t].kind == VISIT_LABEL) {
+            set_target(M, lab, ab[t], y + P * t);
+            M->sel_u[nu++] = t;
+        }
+    }
+    if (s) return s;
+    double ll, lu;
+    *l = step_loss(M, M->z, y, nj, nl, nu, share, &ll, &lu);
+    km_unetpp_backward(M->m, M->dz, NULL);
+    *mr = (micro_rec){ll, lu, nl, nu};
+    return KM_OK;
+}
+
+/* Every rank, after the step: the records of all micro-batches (and, while
+ * sample PNGs are due, the visits' labels) gathered, then counted in
+ * micro-batch order, so the sums are one process's for any N. */
+static km_status micro_count(miner *M, int k, int bn, epoch_acc *a) {
+    const km_micro *u = &M->mb;
+    int cont = M->c.schedule == KM_MINE_CONTINUOUS, Mm = u->M;
+    km_dist_allgather(M->rec, M->rec_all, M->rec_bytes);
+    int due = cont && a->nsample < M->c.sample_pngs && M->c.sample_pngs > 0;
+    if (due) km_dist_allgather(M->labs, M->labs_all, M->P * (size_t)u->Kl * Mm);
+    km_status s = KM_OK;
+    for (int j = 0; j < u->K && !s; j++) {
+        int nj = km_micro_n(u, j, bn);
+        if (!nj) continue;
+        uint8_t *blk = M->rec_all + M->rec_bytes * (size_t)(j / u->Kl);
+        const micro_rec *mr = rec_micro(M, blk, j % u->Kl);
+        const visit_rec *vr = rec_visit(M, blk, j % u->Kl);
+        a->lsup += mr->ll * mr->nl;
+        a->nsup += mr->nl;
+        a->lpse += mr->lu * mr->nu;
+        a->npse += mr->nu;
+        for (int t = 0; t < nj && !s; t++) {
+            int pi = M->order[k * M->B + j * Mm + t];
+            if (pi < M->d.n_lab) continue;
+            if (!cont) a->visits++;
+            else s = visit_count(M, a, &vr[t], due ? M->labs_all + M->P * ((size_t)j * Mm + t) : NULL, pi);
+        }
+    }
+    return s;
+}
+
+/* One optimiser step on batch k in micro-batches (microbatch.h): this
+ * rank's micro-batches (micro_part), the fixed-order gradient sum and
+ * BatchNorm updates (km_micro_finish), Adam on every rank, the counts. */
+static km_status mine_step_micro(miner *M, int k, float lr, epoch_acc *a) {
+    km_micro *u = &M->mb;
+    int B = M->B, b0 = k * B, bn = M->npool - b0 < B ? M->npool - b0 : B, lo, hi, total = 0;
+    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    km_micro_rank_images(u, bn, &lo, &hi);
+    km_batch_fill(&M->d.pool, M->order + b0 + lo, M->aug + b0 + lo, hi - lo, M->x, M->y);
+    memset(M->rec, 0, M->rec_bytes);
+    float *g = km_unetpp_grads(M->m);
+    for (int i = 0; i < u->Kl; i++) {
+        int nj = km_micro_n(u, km_micro_global(u, i), bn);
+        double l = 0;
+        km_micro_begin(u, M->m, i);
+        km_unetpp_zero_grad(M->m);
+        km_status s = nj ? micro_part(M, k, i, nj, (double)nj / total, &l) : KM_OK;
+        if (s) {
+            km_unetpp_bn_capture(M->m, NULL);
+            return s;
+        }
+        km_micro_end(u, M->m, i, l, g);
+    }
+    double l = km_micro_finish(u, M->m, bn, g);
+    adam_step(M, lr);
+    a->lsum += l * total;
+    a->seen += total;
+    return micro_count(M, k, bn, a);
 }
 
 /* The epoch's order and augmentation codes (run RNG), the refiner's counters
@@ -902,7 +1071,8 @@ static km_status epoch_begin(miner *M, epoch_acc *a) {
     char name[32];
     snprintf(name, sizeof name, "pseudo/epoch_%03d", M->epoch);
     a->sdir = km_run_path(&M->run, name);
-    if (M->c.schedule == KM_MINE_CONTINUOUS && M->c.sample_pngs > 0 && M->d.n_unl > 0) return km_mkdir_p(a->sdir);
+    if (a->sdir && M->c.schedule == KM_MINE_CONTINUOUS && M->c.sample_pngs > 0 && M->d.n_unl > 0)
+        return km_mkdir_p(a->sdir); /* rank 0 */
     return KM_OK;
 }
 
@@ -916,7 +1086,10 @@ static km_status mine_steps(miner *M, float lr, epoch_acc *a) {
     if (show) km_progress_start(&pg, M->log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
     km_status s = KM_OK;
     for (int k = 0; k < nb && !s; k++) {
-        s = mine_step(M, k, lr, a);
+        km_dist_step_begin(M->steps + 1);
+        s = M->mb.M ? mine_step_micro(M, k, lr, a) : mine_step(M, k, lr, a);
+        km_dist_step_end();
+        if (!s) km_dist_test_fault(++M->steps);
         if (!s && show) {
             snprintf(extra, sizeof extra, "loss %.4f", a->lsum / a->seen);
             km_progress_update(&pg, a->seen, extra);
@@ -982,6 +1155,7 @@ static km_status mine_epoch(miner *M, int *stop) {
     if (!s) s = mine_steps(M, (float)lr_ep, &a);
     km_free(a.sdir);
     if (s) return s;
+    if (km_dist_size() > 1) km_mine_counts_sync(&M->R, &M->cnt, NULL); /* the epoch's teacher work, all ranks */
     if (M->c.schedule == KM_MINE_ONETIME) a.ds = (dice_sums){M->st.onetime_dice, M->st.onetime_student_dice, 1};
     double v[3], t[3] = {NAN, NAN, NAN};
     s = validate(M, &M->d.va, &v[0], &v[1], &v[2]);
@@ -992,6 +1166,15 @@ static km_status mine_epoch(miner *M, int *stop) {
     km_plateau_step(&M->pl, v[0]);
     if (improved && (s = save_best(M, v[0]))) return s;
     return epoch_end(M, &a, lr_ep, v, t, *stop);
+}
+
+/* Continuous mining about to run epochs in a data-parallel job (several
+ * ranks, or micro-batches) with a disk cache: the embeddings are encoded
+ * first, shared out by rank (km_mine_precompute). A one-time run needs no
+ * such pass: its labelling pass encodes image u on rank u mod N already. */
+static int precompute_due(const miner *M) {
+    return M->c.schedule == KM_MINE_CONTINUOUS && M->c.cache_dir && !M->st.done && M->epoch < M->c.mine_epochs &&
+           M->d.n_unl > 0 && (M->mb.M || km_dist_size() > 1);
 }
 
 /* The run's totals; cache counts and times are this process's (the
@@ -1013,12 +1196,15 @@ static void mine_totals(miner *M) {
 }
 
 static km_status miner_close(miner *M, km_status s) {
+    km_dist_watchdog_stop();
+    km_micro_close(&M->mb);
     s = km_run_close(&M->run, s);
     km_refiner_close(&M->R);
     mine_data_free(&M->d);
     if (M->m) km_unetpp_free(M->m);
     void *bufs[] = {M->x, M->y, M->z, M->dz, M->gz, M->gy, M->gd, M->zo, M->frozen, M->has_frozen, M->lab_o,
-                    M->lab_a, M->png, M->aug, M->order, M->pool, M->sel_l, M->sel_u, M->which, M->init};
+                    M->lab_a, M->png, M->aug, M->order, M->pool, M->sel_l, M->sel_u, M->which, M->init,
+                    M->rec, M->rec_all, M->labs, M->labs_all};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) km_free(bufs[i]);
     return s;
 }
@@ -1043,11 +1229,19 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
     if (!s && M.c.schedule == KM_MINE_ONETIME && !M.have_last) s = label_onetime(&M);
     M.calls_before = M.have_last ? M.st.teacher_calls : 0;
     if (!s) make_pool(&M);
+    if (!s && precompute_due(&M))
+        s = km_mine_precompute(&M.R, &M.d.s, &M.d.pool, M.d.n_lab, M.d.n_unl, &M.cnt, M.log);
     while (!s && !M.st.done && M.epoch < M.c.mine_epochs) {
         int stop = 0;
         s = mine_epoch(&M, &stop);
         res->stopped_early = stop;
         if (M.h->stop_after && M.st.sup_epochs + M.epoch >= M.h->stop_after) break;
+        if (!s && !M.st.done && km_dist_stop_requested()) { /* every rank, after the same epoch */
+            if (M.log)
+                fprintf(M.log, "stop requested (SIGTERM/SIGUSR1): checkpoint after mining epoch %d; continue with "
+                        "--resume %s\n", M.epoch, M.c.out);
+            break;
+        }
     }
     if (!s) mine_totals(&M);
     s = miner_close(&M, s);

@@ -207,6 +207,22 @@ static km_status set_image(km_refiner *r, const km_refine_image *im) {
     return km_sam_set_embedding(&r->p, r->emb, im->w, im->h);
 }
 
+km_status km_refine_precompute(km_refiner *r, const km_refine_image *im, int *encoded) {
+    *encoded = 0;
+    if (!r->cache.dir) return km_err(KM_EARG, "embedding precompute: no cache folder (--no-cache)");
+    km_embkey k;
+    km_embkey_make(&k, im->hash, r->fp, km_sam_profile_name(r->cfg.profile), im->w, im->h);
+    char path[4096];
+    struct stat st;
+    if (!stat(km_embcache_path(&r->cache, &k, path, sizeof path), &st) && S_ISREG(st.st_mode)) return KM_OK;
+    km_status s = encode(r, im);
+    if (s) return s;
+    *encoded = 1;
+    if (km_embcache_insert(&r->cache, &k, r->emb))
+        fprintf(stderr, "kmseg: warning: teacher embedding not cached: %s\n", km_errmsg());
+    return KM_OK;
+}
+
 static void grow_orig(km_refiner *r, size_t n) {
     if (n <= r->ocap) return;
     km_free(r->conf);

@@ -229,6 +229,13 @@ km_status km_refine_logits(km_refiner *r, const km_refine_image *im, int S, floa
 km_status km_refine_teacher_mask_orig(km_refiner *r, const km_refine_image *im, const float *z, const km_geom *g,
                                       uint8_t *mask, float *conf, km_refine_outcome *outcome);
 
+/* The embedding of im into the disk cache unless a file for its key is
+ * there already (not read: a damaged one is replaced when it is used).
+ * *encoded = 1 when the encoder ran (counted in encoder_runs). The mining
+ * run's precompute across ranks (mine_dist.h); KM_EARG without a cache
+ * folder. */
+km_status km_refine_precompute(km_refiner *r, const km_refine_image *im, int *encoded);
+
 /* Cache hits since open (memory + disk). */
 long km_refiner_cache_hits(const km_refiner *r);
 /* One line to f: "refined by TEACHER (box rule R): N teacher call(s), N
