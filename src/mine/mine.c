@@ -696,32 +696,15 @@ static km_status label_frozen(miner *M, int u, const float *z, double *pd, doubl
     return KM_OK;
 }
 
-/* N ranks: every rank gets every frozen label with its two Dice numbers (in
- * rounds of N images, one per rank, by MPI_Allgather), and the teacher's
- * counters become the sums over ranks (km_mine_counts_sync); then every
- * rank's labels and RNG are checked to be the same. */
+/* N ranks: every rank gets every frozen label with its two Dice numbers
+ * (km_mine_share_frozen), and the teacher's counters become the sums over
+ * ranks (km_mine_counts_sync); then every rank's labels and RNG are checked
+ * to be the same. */
 static km_status share_labels(miner *M, double *pd, double *sd) {
-    int N = km_dist_size(), r = km_dist_rank(), n = M->d.n_unl;
+    int N = km_dist_size(), n = M->d.n_unl;
     if (N == 1) return KM_OK;
-    size_t P = M->P, rec = P + 2 * sizeof(double);
-    uint8_t *mine = km_malloc(rec), *all = km_malloc(rec * (size_t)N);
-    for (int j0 = 0; j0 < n; j0 += N) {
-        memset(mine, 0, rec);
-        if (j0 + r < n && M->has_frozen[j0 + r]) {
-            memcpy(mine, M->frozen + P * (j0 + r), P);
-            memcpy(mine + P, &pd[j0 + r], sizeof(double));
-            memcpy(mine + P + sizeof(double), &sd[j0 + r], sizeof(double));
-        }
-        km_dist_allgather(mine, all, rec);
-        for (int q = 0; q < N && j0 + q < n; q++) {
-            const uint8_t *a = all + rec * (size_t)q;
-            memcpy(M->frozen + P * (j0 + q), a, P);
-            memcpy(&pd[j0 + q], a + P, sizeof(double));
-            memcpy(&sd[j0 + q], a + P + sizeof(double), sizeof(double));
-        }
-    }
-    km_free(all);
-    km_free(mine);
+    size_t P = M->P;
+    km_mine_share_frozen(M->frozen, M->has_frozen, n, P, pd, sd);
     long *enc = km_malloc(sizeof(long) * (size_t)N);
     km_mine_counts_sync(&M->R, &M->cnt, enc);
     if (M->log) {

@@ -6,7 +6,7 @@
  * Run folder <out> (its mechanics: runfolder.h):
  *   mine_config.json     every resolved setting of the mining run (the train
  *                        and mine settings tables; box_rule missing in older
- *                        files = `all`)
+ *                        files = `all`, micro_batch missing = 0)
  *   splits/              train/val/test/labelled/unlabelled .txt (as train.h)
  *   supervised/          the supervised phase's own run folder (train.h),
  *                        absent when init is given
@@ -92,7 +92,36 @@
  *     per image per cache.
  *   - reporting only: the Dice of every produced pseudo label against the
  *     unlabelled image's ground-truth mask (km_dataset_scan indexes pairs
- *     only, so it always exists), per-image mean over the epoch. */
+ *     only, so it always exists), per-image mean over the epoch.
+ *
+ * Micro-batches (train.micro_batch M > 0; microbatch.h) and mpirun
+ * (mine_dist.h): the supervised phase is km_train_run with the same M; a
+ * mining step is B/M micro-batches, each its own train-mode forward
+ * (BatchNorm statistics of the micro-batch), its own targets and loss
+ * L_j = L_sup(labelled part) + lambda * L_sup(pseudo part) over its images,
+ * scaled by its share n_j / n of the batch's images; gradients are summed in
+ * the fixed tree order and the BatchNorm updates applied in micro-batch
+ * order. A continuous visit's prompts then come from a stream of its own
+ * (run seed, epoch, position in the epoch's order) instead of the run RNG,
+ * so that they do not depend on who computes them. Under `mpirun -np N`
+ * (N dividing B/M) rank r computes micro-batches [r K/N, (r+1) K/N) with
+ * their teacher calls; the loss parts, visits, NO_BOX, Dice sums and sample
+ * labels are gathered and counted in micro-batch order, the teacher's
+ * counters summed over ranks; every rank steps Adam alike and rank 0 alone
+ * writes. Result: every file of the run folder is that of one process with
+ * the same M, byte for byte, but mine_config.json's cache_dir and the time
+ * columns (seconds, encoder/decoder seconds: wall and CPU time, summed over
+ * ranks for the teacher); the cache columns are sums over ranks of what
+ * each found in the cache (equal to one process's when every rank sees the
+ * same cache folder). Before the first continuous epoch of a process with
+ * micro-batches or N > 1 and a disk cache, the unlabelled images' embeddings
+ * are encoded, rank r taking u = r mod N (km_mine_precompute); the one-time
+ * labelling pass labels (and so encodes) image u on rank u mod N. Without
+ * micro-batches N > 1 ranks are allowed for a one-time run from --init only
+ * (its labelling pass shared, its steps run whole on every rank); checkpoints
+ * hold nothing that depends on N, so --resume works with any valid N.
+ * SIGTERM / SIGUSR1 (dist.h) stop the supervised phase as train does and the
+ * mining phase after the current epoch's checkpoint (every rank alike). */
 #ifndef KM_MINE_H
 #define KM_MINE_H
 
@@ -124,8 +153,10 @@ typedef struct {
  * --help text, range checks, mine_config.json keys, experiments
  * pass-through. The data / model / optimisation settings are
  * km_train_settings' rows over c->train; `kmseg mine` offers those flags
- * except --out and --init (its own), --max-steps, --eval-init and
- * --micro-batch (km_mine_train_skip; mining has no micro-batches). */
+ * except --out and --init (its own), --max-steps and --eval-init
+ * (km_mine_train_skip). --micro-batch M is the train row: both phases step
+ * in micro-batches (below); mine_config.json has "micro_batch" only when it
+ * is not 0, so files of earlier versions are written again byte for byte. */
 extern const km_settings km_mine_settings;
 /* The train-table flags `kmseg mine` does not offer (NULL-terminated). */
 extern const char *const km_mine_train_skip[];

@@ -94,3 +94,26 @@ km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_d
     km_free(enc);
     return KM_OK;
 }
+
+void km_mine_share_frozen(uint8_t *frozen, const uint8_t *has, int n, size_t P, double *pd, double *sd) {
+    int N = km_dist_size(), r = km_dist_rank();
+    size_t rec = P + 2 * sizeof(double);
+    uint8_t *mine = km_malloc(rec), *all = km_malloc(rec * (size_t)N);
+    for (int j0 = 0; j0 < n; j0 += N) {
+        memset(mine, 0, rec);
+        if (j0 + r < n && has[j0 + r]) {
+            memcpy(mine, frozen + P * (j0 + r), P);
+            memcpy(mine + P, &pd[j0 + r], sizeof(double));
+            memcpy(mine + P + sizeof(double), &sd[j0 + r], sizeof(double));
+        }
+        km_dist_allgather(mine, all, rec);
+        for (int q = 0; q < N && j0 + q < n; q++) {
+            const uint8_t *a = all + rec * (size_t)q;
+            memcpy(frozen + P * (j0 + q), a, P);
+            memcpy(&pd[j0 + q], a + P, sizeof(double));
+            memcpy(&sd[j0 + q], a + P + sizeof(double), sizeof(double));
+        }
+    }
+    km_free(all);
+    km_free(mine);
+}

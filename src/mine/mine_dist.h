@@ -58,6 +58,12 @@ void km_mine_visit_rng(km_rng *r, uint64_t seed, int epoch, int pos);
 km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_dataset *pool, int first, int n,
                              km_mine_counts *at, FILE *log);
 
+/* The one-time labelling pass (image u labelled on rank u mod N): every rank
+ * gets every frozen label frozen[u] (P bytes) and its Dice numbers pd[u],
+ * sd[u] from the rank that made it, in rounds of N images (one per rank,
+ * MPI_Allgather); has[u] (the same on every rank) says which exist. */
+void km_mine_share_frozen(uint8_t *frozen, const uint8_t *has, int n, size_t P, double *pd, double *sd);
+
 /* "encoder runs per rank: a b c" into buf (N entries of enc). */
 void km_mine_rank_list(const long *enc, char *buf, size_t n);
 
