@@ -187,9 +187,9 @@ typedef struct {
     int n_labelled, n_unlabelled;
     /* totals over the mining phase (one-time labelling included); after a
      * resume, cache hits / misses, encoder runs and seconds count this
-     * process only */
+     * process only; under mpirun, sums over the ranks */
     long teacher_calls, no_box, cache_hits, cache_misses, encoder_runs;
-    long decodes; /* this process: teacher decodes (one per box, box_rule) */
+    long decodes; /* this process (all ranks): teacher decodes (one per box, box_rule) */
     double encoder_seconds, decoder_seconds;
     /* last epoch */
     double last_sup_loss, last_pseudo_loss, last_pseudo_dice;
