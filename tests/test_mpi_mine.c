@@ -209,8 +209,9 @@ KM_TEST(mpi_mine_micro_continuous_equals_one_process) {
     CHECK(km_test_sh("grep -q 'embedding precompute: 5 of 5 .* per rank: 5 ' '%s.log'", a) == 0);
 }
 
-/* (c) three ranks: batch 6 = 3 micro-batches of 2; every pseudo label of the epoch is a sample PNG, so
- * the labels of all three ranks' visits reach rank 0. */
+/* (c) three ranks: batch 6 = 3 micro-batches of 2 (batches of 6 and 4 images); every pseudo label of the
+ * epoch is a sample PNG, so labels made on ranks 1 and 2 reach rank 0 (rank 0 holds at most 4 of the 10
+ * images, so at least one of the 5 unlabelled visits is another rank's). */
 KM_TEST(mpi_mine_micro_three_ranks_equal_one_process) {
     CHECK_MSG(have_mpirun(), "mpirun not found or MPI=0 build: run tools/install-deps.sh");
     const char *ck = student(), *a = km_test_sub("three_np1"), *b = km_test_sub("three_np3");
@@ -267,6 +268,14 @@ KM_TEST(mpi_mine_refuses_what_it_does_not_shard) {
                          "without it only the one-time labelling pass of a run from --init is shared)' '%s.log'",
                          i ? r2 : r1) == 0);
     CHECK(km_test_sh("grep -q 'micro-batches cannot be shared by 2 processes' '%s.log'", r3) == 0);
+    /* copies that do not know each other (srun without PMI) are refused with --micro-batch, as train does */
+    const char *r4 = km_test_sub("refuse_alone");
+    snprintf(extra, sizeof extra, "--init '%s' --schedule continuous --micro-batch 2", ck);
+    CHECK(km_test_sh("SLURM_STEP_NUM_TASKS=2 '%s' mine --data '%s' --teacher '%s' --out '%s' %s " DATA_ARGS
+                     " > '%s.log' 2>&1", km_test_bin(), km_test_path("data/kvasir-seg"),
+                     km_test_path("fixtures/sam_tiny/sam_tiny.pth"), r4, extra, r4) != 0);
+    CHECK(km_test_sh("grep -q 'SLURM_STEP_NUM_TASKS=2 but this process is alone' '%s.log' && test ! -e '%s'", r4,
+                     r4) == 0);
     CHECK_MSG(km_test_sh("test ! -e '%s' && test ! -e '%s' && test ! -e '%s'", r1, r2, r3) == 0,
               "a refused run wrote its folder");
     CHECK_MSG(km_test_sh("test ! -e '%s.cache' && test ! -e '%s.cache' && test ! -e '%s.cache'", r1, r2, r3) == 0,

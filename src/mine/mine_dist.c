@@ -10,9 +10,8 @@
 
 km_status km_mine_dist_check(const km_mine_config *c) {
     int N = km_dist_size();
-    if (N == 1) return KM_OK;
-    if (c->train.micro_batch) return km_micro_check(c->train.batch, c->train.micro_batch);
-    if (c->init && c->schedule == KM_MINE_ONETIME) return KM_OK;
+    if (c->train.micro_batch) return km_micro_check(c->train.batch, c->train.micro_batch); /* any N */
+    if (N == 1 || (c->init && c->schedule == KM_MINE_ONETIME)) return KM_OK;
     return km_err(KM_EARG, "%d processes need --micro-batch M (the batch is shared out in micro-batches; without it "
                   "only the one-time labelling pass of a run from --init is shared)", N);
 }

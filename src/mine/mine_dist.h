@@ -26,11 +26,12 @@
 
 #include <stdio.h>
 
-/* Under mpirun (N > 1 ranks), before any file is written: with
- * --micro-batch M, km_micro_check (M >= 2 dividing the batch into a multiple
- * of N micro-batches); without it only a one-time run from --init (its
- * labelling pass is shared, its steps run whole on every rank), anything
- * else KM_EARG "N processes need --micro-batch M (...)". One rank: KM_OK. */
+/* Before any file is written: with --micro-batch M, km_micro_check (M >= 2
+ * dividing the batch into a multiple of N micro-batches; copies started by a
+ * launcher that do not know each other refused); without it, under mpirun
+ * (N > 1 ranks) only a one-time run from --init (its labelling pass is
+ * shared, its steps run whole on every rank), anything else KM_EARG "N
+ * processes need --micro-batch M (...)". One rank without M: KM_OK. */
 km_status km_mine_dist_check(const km_mine_config *c);
 
 /* The refiner's counters as last made equal on every rank. */
