@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "test.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@ typedef struct {
 static entry *g_tests;
 static int g_n, g_cap;
 static int g_failures_in_test;
-static char g_tmpdir[512];
+static char g_base[512];   /* the run's folder, made on first use */
+static char g_tmpdir[600]; /* the running test file's folder inside it */
+static const char *g_test_file;
 
 void km_test_register(const char *name, const char *file, km_test_fn fn) {
     if (g_n == g_cap) {
@@ -51,11 +54,24 @@ const char *km_test_path(const char *rel) {
     return b;
 }
 
+/* The tests of one file share a folder (they share runs through static
+ * caches); it is removed when the runner moves on to another file (unless
+ * KMSEG_KEEP), so the suite's disk use peaks at its largest file, not at
+ * the sum of all of them (the experiment-grid tests write gigabytes). */
 const char *km_test_tmpdir(void) {
-    if (!g_tmpdir[0]) {
-        snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/kmseg-test-%d-XXXXXX", (int)getpid());
-        if (!mkdtemp(g_tmpdir)) {
+    if (!g_base[0]) {
+        snprintf(g_base, sizeof g_base, "/tmp/kmseg-test-%d-XXXXXX", (int)getpid());
+        if (!mkdtemp(g_base)) {
             perror("mkdtemp");
+            abort();
+        }
+    }
+    if (!g_tmpdir[0]) {
+        const char *name = g_test_file ? g_test_file : "common";
+        const char *f = strrchr(name, '/');
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s/%s", g_base, f ? f + 1 : name);
+        if (mkdir(g_tmpdir, 0700) && errno != EEXIST) {
+            perror(g_tmpdir);
             abort();
         }
     }
@@ -97,13 +113,15 @@ km_cmp km_compare(const char *label, const float *got, const float *ref, size_t 
     return c;
 }
 
-static void rm_tmpdir(void) {
-    if (g_tmpdir[0] && !getenv("KMSEG_KEEP")) {
-        char cmd[600];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
-        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_tmpdir);
+static void rm_dir(const char *dir) {
+    if (dir[0] && !getenv("KMSEG_KEEP")) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
     }
 }
+
+static void rm_tmpdir(void) { rm_dir(g_base); }
 
 int main(int argc, char **argv) {
     km_set_omp_policy(argv);
@@ -119,6 +137,11 @@ int main(int argc, char **argv) {
             if (strstr(g_tests[i].name, argv[a])) want = 1;
         if (!want) continue;
         g_failures_in_test = 0;
+        if (g_test_file && strcmp(g_test_file, g_tests[i].file)) { /* a new file: the last one's folder goes */
+            rm_dir(g_tmpdir);
+            g_tmpdir[0] = 0;
+        }
+        g_test_file = g_tests[i].file;
         printf("[ RUN  ] %s (%s)\n", g_tests[i].name, g_tests[i].file);
         double t0 = km_now();
         g_tests[i].fn();
