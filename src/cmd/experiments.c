@@ -61,6 +61,7 @@
 /* nftw (removing an interrupted run folder) is an X/Open extension */
 #define _XOPEN_SOURCE 700
 #include "cmd.h"
+#include "experiments_knobs.h"
 
 #include "../core/args.h"
 #include "../mine/mine.h"
@@ -905,12 +906,14 @@ static km_status write_mining_md(const char *out) {
 typedef struct {
     int list, collect, index; /* --list-runs, --collect, --run-index (-1: none) */
     int shard_i, shard_n;     /* --shard i/n (0/1: every run) */
+    int knobs;                /* --knobs */
 } grid_mode;
 
-static km_status parse_mode(const char *run_index, const char *shard, int list, int collect, grid_mode *md) {
-    *md = (grid_mode){list, collect, -1, 0, 1};
-    if (list + collect + (run_index != NULL) + (shard != NULL) > 1)
-        return km_err(KM_EARG, "--list-runs, --collect, --run-index and --shard exclude each other");
+static km_status parse_mode(const char *run_index, const char *shard, int list, int collect, int knobs,
+                            grid_mode *md) {
+    *md = (grid_mode){list, collect, -1, 0, 1, knobs};
+    if (list + collect + knobs + (run_index != NULL) + (shard != NULL) > 1)
+        return km_err(KM_EARG, "--list-runs, --collect, --knobs, --run-index and --shard exclude each other");
     char *end = NULL;
     if (run_index) {
         long v = strtol(run_index, &end, 10);
@@ -997,6 +1000,48 @@ static km_status run_mode(grid *g, const int *tabled, const grid_mode *md) {
     return s;
 }
 
+/* The value given (or preset) for pass-through flag `flag`, else def. */
+static const char *pass_val(const char *flag, const char *def) {
+    for (int i = 0; i < g_pass.n; i++)
+        if (!strcmp(g_pass.items[i].flag, flag) && g_pass.items[i].val) return g_pass.items[i].val;
+    return def;
+}
+
+/* --knobs: the teacher's gain per box rule on the val split of every
+ * finished supervised run (experiments_knobs.h), prompted as the grid's
+ * onetime / continuous runs prompt it (prompt mode auto, the grid's points,
+ * profile, cache). */
+static km_status run_knobs(grid *g) {
+    km_knobs_run *runs = km_calloc(sizeof *runs * (size_t)(g->nj + 1));
+    char (*dirs)[4096] = km_calloc(sizeof *dirs * (size_t)(g->nj + 1));
+    int n = 0, measured = 0;
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        if (j->stage != JOB_SUPERVISED || !job_finished(g, j)) continue;
+        job_dir(g, j, dirs[n], sizeof dirs[n]);
+        runs[n] = (km_knobs_run){g->dname[j->d], g->dpath[j->d], g->fname[j->f], g->meth[j->m], g->seed[j->k],
+                                 dirs[n]};
+        n++;
+    }
+    km_refine_config rc;
+    char dbuf[4096];
+    const char *rule = pass_val("--box-rule", "per-component");
+    km_status s = km_refine_config_from_flags(&rc, g->teacher, pass_val("--teacher-profile", "auto"), "auto", rule,
+                                              atoi(pass_val("--points", "1")), pass_val("--cache-dir", NULL),
+                                              pass_val("--no-cache", NULL) != NULL, dbuf, sizeof dbuf);
+    if (!s) s = km_cmd_set_threads(atoi(pass_val("--threads", "2")));
+    printf("experiments --knobs: %d finished supervised run(s) x 3 box rules, on their val splits\n", n);
+    fflush(stdout);
+    if (!s) s = km_knobs_measure(g->out, runs, n, &rc, atoi(pass_val("--size", "0")), stdout, &measured);
+    km_status s2 = km_knobs_write_md(g->out, runs, n, rule);
+    if (!s) s = s2;
+    if (!s) printf("experiments --knobs: %d measured now, %d earlier; table in %s/knobs.md\n", measured,
+                   n * KM_KNOBS_NRULES - measured, g->out);
+    km_free(runs);
+    km_free(dirs);
+    return s;
+}
+
 static int valid_name(const char *s) {
     if (!*s) return 0;
     for (; *s; s++)
@@ -1008,7 +1053,7 @@ static int valid_name(const char *s) {
 
 typedef struct {
     const char *out, *data, *teacher, *fractions, *methods, *seeds, *pe, *pb, *preset, *run_index, *shard;
-    int simclr, refined, list, collect;
+    int simclr, refined, list, collect, knobs;
     grid_mode mode; /* from --list-runs, --collect, --run-index, --shard */
 } ex_args;
 
@@ -1123,6 +1168,9 @@ static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
          "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0},
         {"--collect", KM_FLAG_BOOL, &a->collect,
          "write tables.md and results.csv from the finished runs and list the others", 0, 0},
+        {"--knobs", KM_FLAG_BOOL, &a->knobs,
+         "the teacher's gain per box rule on the VALIDATION split of every finished supervised run -> "
+         "DIR/knobs/, DIR/knobs.md; trains nothing", 0, 0},
         {"--refined", KM_FLAG_BOOL, &a->refined,
          "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
          "<method>+refined", 0, 0},
@@ -1145,7 +1193,7 @@ static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
     for (int i = 0; i < g_pass.n; i++)
         if (g_pass.items[i].is_bool && bools[i]) g_pass.items[i].val = "1";
     if ((s = apply_preset(a->preset, &a->fractions, &a->methods, &a->seeds, &a->refined, cli.flags))) return s;
-    return parse_mode(a->run_index, a->shard, a->list, a->collect, &a->mode);
+    return parse_mode(a->run_index, a->shard, a->list, a->collect, a->knobs, &a->mode);
 }
 
 km_status km_cmd_experiments(int argc, char **argv) {
@@ -1156,7 +1204,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     grid *g = km_calloc(sizeof *g);
     char *dbuf = km_strdup(a.data), *fbuf = km_strdup(a.fractions), *mbuf = km_strdup(a.methods),
          *sbuf = km_strdup(a.seeds);
-    int tabled[2 * MAXM] = {0}, need_teacher = a.refined;
+    int tabled[2 * MAXM] = {0}, need_teacher = a.refined || a.knobs;
     g->out = a.out;
     g->teacher = a.teacher;
     g->simclr = a.simclr;
@@ -1176,6 +1224,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
         s = check_settings(a.out, need_teacher ? teacher : NULL, a.simclr ? a.pe : NULL, a.simclr ? a.pb : NULL);
     if (!s) enumerate_jobs(g, tabled);
     if (!s && a.mode.list) list_jobs(g);
+    else if (!s && a.mode.knobs) s = run_knobs(g);
     else if (!s) s = run_mode(g, tabled, &a.mode);
     km_free(g->jobs);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
