@@ -224,3 +224,26 @@ km_status km_knobs_write_md(const char *out, const km_knobs_run *runs, int n, co
     free(buf); /* open_memstream buffer: plain malloc */
     return s;
 }
+
+km_status km_best_val_epoch(const char *run_dir, double *loss, double *dice, int *found) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/metrics.csv", run_dir);
+    *found = 0;
+    *loss = *dice = NAN;
+    if (!exists(p)) return KM_OK;
+    km_table t;
+    km_status s = km_table_load(p, &t);
+    if (s) return s;
+    int ce = km_table_col(&t, "epoch"), cl = km_table_col(&t, "val_loss"), cd = km_table_col(&t, "val_dice");
+    if (ce < 0 || cl < 0 || cd < 0) s = km_err(KM_EFORMAT, "%s: expected epoch, val_loss and val_dice columns", p);
+    for (int r = 0; r < t.nrows && !s; r++) {
+        double l = km_table_num(&t, r, cl);
+        if (km_table_num(&t, r, ce) >= 1 && isfinite(l) && (!*found || l < *loss)) {
+            *loss = l;
+            *dice = km_table_num(&t, r, cd);
+            *found = 1;
+        }
+    }
+    km_table_free(&t);
+    return s;
+}

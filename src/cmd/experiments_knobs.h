@@ -54,4 +54,12 @@ km_status km_knobs_measure(const char *out, const km_knobs_run *runs, int n, con
  * mining runs use, named in the text. */
 km_status km_knobs_write_md(const char *out, const km_knobs_run *runs, int n, const char *grid_rule);
 
+/* The best epoch of a finished run (RUN/metrics.csv; rows with epoch >= 1:
+ * a mining run's are its mining epochs): the first epoch with the lowest
+ * val_loss, as early stopping keeps best.safetensors (strictly lower
+ * improves; NaN never does). *loss, *dice: its val_loss and val_dice; *found
+ * 0 when the run has no metrics.csv or no finite val_loss. A metrics.csv
+ * without those columns is KM_EFORMAT. */
+km_status km_best_val_epoch(const char *run_dir, double *loss, double *dice, int *found);
+
 #endif
