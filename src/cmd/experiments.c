@@ -1169,6 +1169,7 @@ static km_status run_knobs(grid *g) {
     km_refine_config rc;
     char dbuf[4096];
     const char *rule = pass_val("--box-rule", "per-component");
+    km_refine_config_default(&rc);
     km_status s = km_refine_config_from_flags(&rc, g->teacher, pass_val("--teacher-profile", "auto"), "auto", rule,
                                               atoi(pass_val("--points", "1")), pass_val("--cache-dir", NULL),
                                               pass_val("--no-cache", NULL) != NULL, dbuf, sizeof dbuf);
