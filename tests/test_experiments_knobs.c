@@ -8,6 +8,7 @@
 #include "test.h"
 #include "../src/cmd/experiments_knobs.h"
 #include "../src/io/json.h"
+#include "../src/report/page.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -282,6 +283,21 @@ KM_TEST(experiments_collect_weights_and_start_competes_hand_computed) {
         CHECK_MSG(csv && strstr(csv, r), "results.csv lacks '%s':\n%s", r, csv);
     }
     km_free(csv);
+    /* the report's run folder of a row is the one its run_dir names, also
+     * after the experiments folder moved (the chosen weight's, not the method's) */
+    CHECK(km_test_sh("mv '%s' '%s2'", dir, dir) == 0);
+    char moved[1100], old[1100];
+    snprintf(moved, sizeof moved, "%s2", dir);
+    snprintf(old, sizeof old, "%s/kvasir/0.5/onetime@w0.25/seed0", dir);
+    char *rf = km_page_run_folder(moved, "kvasir", "0.5", "onetime", "0", old);
+    snprintf(p, sizeof p, "%s/kvasir/0.5/onetime@w0.25/seed0", moved);
+    CHECK_MSG(!strcmp(rf, p), "run folder %s, expected %s", rf, p);
+    km_free(rf);
+    rf = km_page_run_folder(moved, "kvasir", "0.5", "onetime", "0", "");
+    snprintf(p, sizeof p, "%s/kvasir/0.5/onetime/seed0", moved);
+    CHECK_MSG(!strcmp(rf, p), "run folder %s, expected %s", rf, p);
+    km_free(rf);
+    CHECK(km_test_sh("mv '%s2' '%s'", dir, dir) == 0);
     /* mining.md leaves the derived rows out; the grid report shows them */
     snprintf(p, sizeof p, "%s/mining.md", dir);
     md = km_test_slurp(p);
