@@ -57,7 +57,22 @@
  *                    seeds ("mean (n=1)" with one seed, "-" for none).
  *   DIR/mining.md    the teacher's gain (pseudo-label vs the student's own
  *                    Dice on the same unlabelled images) and the cost per
- *                    epoch of each method (report/mining.h). */
+ *                    epoch of each method (report/mining.h).
+ * Choices made on the validation split only (issue 11 point 6):
+ *   "<method>+start-competes" rows (tables.md, results.csv): per seed the
+ *                    mining run if its best val loss (metrics.csv) is below
+ *                    that of the supervised run it started from, else that
+ *                    supervised run (epoch 0 competes);
+ *   --pseudo-weights a,b,...: the requested methods' runs have the mine
+ *                    setting's --pseudo-weight; every other weight adds one
+ *                    run "<method>@w<weight>" per mining method and seed,
+ *                    numbered after every other run (the indices of a grid
+ *                    without the flag do not move); the rows of a method
+ *                    show the weight with the highest mean best-epoch val
+ *                    Dice over seeds (tables.md's last section);
+ *   --knobs:         the teacher's gain per box rule on the val split of
+ *                    every finished supervised run -> DIR/knobs/, knobs.md
+ *                    (experiments_knobs.h). */
 /* nftw (removing an interrupted run folder) is an X/Open extension */
 #define _XOPEN_SOURCE 700
 #include "cmd.h"
