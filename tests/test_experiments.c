@@ -7,6 +7,7 @@
  * table and bad inputs. */
 #include "cli.h"
 #include "test.h"
+#include "../src/cmd/experiments_knobs.h"
 #include "../src/io/json.h"
 
 #include <stdlib.h>
@@ -64,15 +65,26 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
     CHECK_MSG(strstr(o, "8 runs: 8 ran, 0 skipped") != NULL, "first invocation output: %s", o);
     km_free(o);
 
-    /* recompute mean +- sample std (ddof 1) over seeds from the run summaries */
-    const char *fr[2] = {"1", "0.5"}, *me[2] = {"supervised", "onetime"};
-    double mean[2][2][2], sd[2][2][2], runv[2][2][2][2]; /* [f][m][dice|iou] ([seed]) */
+    /* recompute mean +- sample std (ddof 1) over seeds from the run summaries;
+     * row 2, onetime+start-competes: per seed the onetime run if its best val
+     * loss is below its supervised run's, else the supervised run */
+    const char *fr[2] = {"1", "0.5"}, *me[3] = {"supervised", "onetime", "onetime+start-competes"};
+    double mean[2][3][2], sd[2][3][2], runv[2][3][2][2]; /* [f][m][dice|iou] ([seed]) */
     for (int f = 0; f < 2; f++)
-        for (int m = 0; m < 2; m++) {
+        for (int m = 0; m < 3; m++) {
             for (int s = 0; s < 2; s++) {
-                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d", dir, fr[f], me[m], s);
+                double vl[2], vd;
+                int found[2] = {0, 0};
+                for (int k = 0; k < 2 && m == 2; k++) {
+                    snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d", dir, fr[f], me[k], s);
+                    CHECK_OK(km_best_val_epoch(p, &vl[k], &vd, &found[k]));
+                    CHECK(found[k]);
+                }
+                const char *from = m < 2 ? me[m] : vl[1] < vl[0] ? "onetime" : "supervised";
+                if (m == 2) printf("    %s seed%d: best val loss supervised %.6f, onetime %.6f -> %s\n", fr[f], s, vl[0], vl[1], from);
+                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d", dir, fr[f], from, s);
                 CHECK_MSG(summary(p, &runv[f][m][0][s], &runv[f][m][1][s]), "%s: no eval summary", p);
-                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d/best.safetensors", dir, fr[f], me[m], s);
+                snprintf(p, sizeof p, "%s/kvasir/%s/%s/seed%d/best.safetensors", dir, fr[f], from, s);
                 CHECK(mtime(p) > 0);
             }
             for (int k = 0; k < 2; k++) {
@@ -96,7 +108,8 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
             if (!strcmp(kind, "kind")) continue;
             CHECK(!strcmp(field(l, 1, b[1], 256), "kvasir"));
             int f = !strcmp(field(l, 2, b[2], 256), "1") ? 0 : !strcmp(b[2], "0.5") ? 1 : -1;
-            int m = !strcmp(field(l, 3, b[3], 256), "supervised") ? 0 : !strcmp(b[3], "onetime") ? 1 : -1;
+            int m = !strcmp(field(l, 3, b[3], 256), "supervised") ? 0 : !strcmp(b[3], "onetime") ? 1
+                    : !strcmp(b[3], "onetime+start-competes") ? 2 : -1;
             CHECK_MSG(f >= 0 && m >= 0, "unexpected row %s", l);
             if (f < 0 || m < 0) continue;
             if (!strcmp(kind, "run")) {
@@ -119,8 +132,8 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
                        mean[f][m][1], sd[f][m][1]);
             }
         }
-        CHECK(nrun == 8);
-        CHECK(nmean == 4);
+        CHECK(nrun == 12);
+        CHECK(nmean == 6);
         km_free(csv);
     }
 
@@ -133,7 +146,7 @@ KM_TEST(experiments_tiny_grid_tables_skip_restart) {
         CHECK(dsec && isec && dsec < isec);
         CHECK(strstr(md, "| method | 100% | 50% |") != NULL);
         for (int k = 0; k < 2 && dsec && isec; k++)
-            for (int m = 0; m < 2; m++) {
+            for (int m = 0; m < 3; m++) {
                 char row[512];
                 snprintf(row, sizeof row, "| %s | %.4f ± %.4f | %.4f ± %.4f |\n", me[m], mean[0][m][k], sd[0][m][k],
                          mean[1][m][k], sd[1][m][k]);

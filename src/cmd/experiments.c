@@ -57,10 +57,26 @@
  *                    seeds ("mean (n=1)" with one seed, "-" for none).
  *   DIR/mining.md    the teacher's gain (pseudo-label vs the student's own
  *                    Dice on the same unlabelled images) and the cost per
- *                    epoch of each method (report/mining.h). */
+ *                    epoch of each method (report/mining.h).
+ * Choices made on the validation split only (issue 11 point 6):
+ *   "<method>+start-competes" rows (tables.md, results.csv): per seed the
+ *                    mining run if its best val loss (metrics.csv) is below
+ *                    that of the supervised run it started from, else that
+ *                    supervised run (epoch 0 competes);
+ *   --pseudo-weights a,b,...: the requested methods' runs have the mine
+ *                    setting's --pseudo-weight; every other weight adds one
+ *                    run "<method>@w<weight>" per mining method and seed,
+ *                    numbered after every other run (the indices of a grid
+ *                    without the flag do not move); the rows of a method
+ *                    show the weight with the highest mean best-epoch val
+ *                    Dice over seeds (tables.md's last section);
+ *   --knobs:         the teacher's gain per box rule on the val split of
+ *                    every finished supervised run -> DIR/knobs/, knobs.md
+ *                    (experiments_knobs.h). */
 /* nftw (removing an interrupted run folder) is an X/Open extension */
 #define _XOPEN_SOURCE 700
 #include "cmd.h"
+#include "experiments_knobs.h"
 
 #include "../core/args.h"
 #include "../mine/mine.h"
@@ -84,7 +100,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { MAXD = 8, MAXF = 16, MAXM = 16, MAXS = 32 };
+enum { MAXD = 8, MAXF = 16, MAXM = 16, MAXS = 32, MAXW = 8 };
+enum { MAXMS = 64 }; /* method slots: requested methods, simclr variants, --pseudo-weights variants */
 
 static const char *const k_methods[] = {"supervised", "onetime", "continuous", "points", "box", "points+box",
                                         "points+box+mask"};
@@ -192,14 +209,17 @@ static void arg(argl *a, const char *fmt, ...) {
     a->v[a->n] = NULL;
 }
 
-static void arg_pass(argl *a, int to) {
+/* The passed flags for command mask `to`, but `skip` (NULL: none). */
+static void arg_pass_but(argl *a, int to, const char *skip) {
     for (int i = 0; i < g_pass.n; i++) {
         const km_passflag *p = &g_pass.items[i];
-        if (!(p->to & to) || !p->val) continue;
+        if (!(p->to & to) || !p->val || (skip && !strcmp(p->flag, skip))) continue;
         arg(a, "%s", p->flag);
         if (!p->is_bool) arg(a, "%s", p->val);
     }
 }
+
+static void arg_pass(argl *a, int to) { arg_pass_but(a, to, NULL); }
 
 /* The passed flags for command mask `to` that change no result: all that
  * may go with --resume (the run's own settings come from its folder). */
@@ -397,19 +417,32 @@ typedef struct {
     double frac[MAXF];
     char *fname[MAXF];
     int nf;
-    char *meth[MAXM]; /* requested methods, simclr variants appended */
-    int nm;
+    /* method slots: the requested methods and their simclr variants (the
+     * first nm0), then one "<method>@w<weight>" per mining method and other
+     * --pseudo-weights weight; mbase: the requested method a slot varies
+     * (itself for the first nm0), mweight: its pseudo-label weight */
+    char *meth[MAXMS];
+    int nm, nm0, mbase[MAXMS];
+    double mweight[MAXMS];
     int seed[MAXS];
     int ns;
     const char *out, *teacher, *pretrain_epochs, *pretrain_batch;
     int simclr;
     /* results: [d][f][m][s] */
-    double dice[MAXD][MAXF][2 * MAXM][MAXS], iou[MAXD][MAXF][2 * MAXM][MAXS];
-    int ntest[MAXD][MAXF][2 * MAXM][MAXS], have[MAXD][MAXF][2 * MAXM][MAXS];
+    double dice[MAXD][MAXF][MAXMS][MAXS], iou[MAXD][MAXF][MAXMS][MAXS];
+    int ntest[MAXD][MAXF][MAXMS][MAXS], have[MAXD][MAXF][MAXMS][MAXS];
     /* refined inference (--refined): the same checkpoints, student -> prompts -> teacher */
     int refined;
-    double rdice[MAXD][MAXF][2 * MAXM][MAXS], riou[MAXD][MAXF][2 * MAXM][MAXS];
-    int rhave[MAXD][MAXF][2 * MAXM][MAXS];
+    double rdice[MAXD][MAXF][MAXMS][MAXS], riou[MAXD][MAXF][MAXMS][MAXS];
+    int rhave[MAXD][MAXF][MAXMS][MAXS];
+    /* validation, per finished run: val loss and val Dice of its best epoch
+     * (lowest val loss, metrics.csv) */
+    double vloss[MAXD][MAXF][MAXMS][MAXS], vdice[MAXD][MAXF][MAXMS][MAXS];
+    int vhave[MAXD][MAXF][MAXMS][MAXS];
+    /* chosen on validation (load_results): pick, the slot whose runs the rows
+     * of requested method m show (its pseudo-label weight); sc_slot, the run
+     * a "+start-competes" row takes per seed (-1: none) */
+    int pick[MAXD][MAXF][MAXMS], sc_slot[MAXD][MAXF][MAXMS][MAXS];
     job *jobs; /* every run of the grid, stage by stage (see "jobs" below) */
     int nj, capj;
     int ran, pretrained, deps; /* deps: untabled supervised runs made for mining */
@@ -508,10 +541,15 @@ static void enumerate_jobs(grid *g, const int *tabled) {
         for (int d = 0; d < g->nd; d++)
             for (int f = 0; f < g->nf; f++)
                 for (int k = 0; k < g->ns; k++)
-                    for (int m = 0; m < g->nm; m++) {
+                    for (int m = 0; m < g->nm0; m++) {
                         int sup = !strcmp(base_method(g->meth[m]), "supervised");
                         if (sup == (st == JOB_SUPERVISED)) add_job(g, st, d, f, m, k, tabled[m]);
                     }
+    /* --pseudo-weights variants after every other run: indices do not move */
+    for (int d = 0; d < g->nd; d++)
+        for (int f = 0; f < g->nf; f++)
+            for (int k = 0; k < g->ns; k++)
+                for (int m = g->nm0; m < g->nm; m++) add_job(g, JOB_MINE, d, f, m, k, tabled[m]);
 }
 
 /* An exclusive lock on the job (fcntl record lock on OUT/.locks/<id>.lock):
@@ -596,7 +634,7 @@ static km_status exec_pretrain(grid *g, const job *j) {
 /* Command arguments of a training or mining run (not resumed). */
 static void run_args(const grid *g, const job *j, const char *dir, const char *enc, const char *sup_best,
                      argl *a) {
-    const char *method = g->meth[j->m], *base = base_method(method);
+    const char *method = g->meth[g->mbase[j->m]], *base = base_method(method);
     int sup = j->stage == JOB_SUPERVISED;
     arg(a, sup ? "train" : "mine");
     arg(a, "--data");
@@ -624,7 +662,13 @@ static void run_args(const grid *g, const job *j, const char *dir, const char *e
     arg(a, onetime ? "onetime" : "continuous");
     arg(a, "--prompt-mode");
     arg(a, "%s", onetime || cont ? "auto" : base);
-    arg_pass(a, TO_MINE);
+    if (j->m < g->nm0) {
+        arg_pass(a, TO_MINE);
+        return;
+    }
+    arg_pass_but(a, TO_MINE, "--pseudo-weight");
+    arg(a, "--pseudo-weight");
+    arg(a, "%.17g", g->mweight[j->m]);
 }
 
 /* `kmseg eval` of the run's best checkpoint on its test split into
@@ -730,12 +774,66 @@ static km_status ensure_job(grid *g, int i, int run_deps) {
     return st;
 }
 
-/* Reads the scores of every finished tabled run into the grid. */
+/* The slot of a requested mining method's supervised run (the one it starts
+ * from), -1 when the grid has none. */
+static int sup_slot(const grid *g, int m) {
+    for (int c = 0; c < g->nm0; c++)
+        if (!strcmp(g->meth[c], is_simclr(g->meth[m]) ? "simclr+supervised" : "supervised")) return c;
+    return -1;
+}
+
+static int is_mining(const grid *g, int m) { return strcmp(base_method(g->meth[m]), "supervised") != 0; }
+
+/* Mean best-epoch val Dice over the finished seeds of slot c; *n seeds. */
+static void val_mean(const grid *g, int d, int f, int c, double *mean, double *std, int *n) {
+    double x[MAXS];
+    *n = 0;
+    for (int k = 0; k < g->ns; k++)
+        if (g->have[d][f][c][k] && g->vhave[d][f][c][k]) x[(*n)++] = g->vdice[d][f][c][k];
+    km_mean_std(x, *n, mean, std);
+}
+
+/* pick: per requested mining method, the slot (its own runs or a
+ * --pseudo-weights variant's) with the highest mean best-epoch val Dice over
+ * its finished seeds (ties: the first; a slot without a finished seed is
+ * passed over); sc_slot: per seed, the mining run of the chosen slot when its
+ * best val loss is lower than its supervised run's, else the supervised run
+ * (epoch 0 competes). Both decided on validation only. */
+static int pick_weight(const grid *g, int d, int f, int m) {
+    int pick = m;
+    double best = -INFINITY, mean, std;
+    for (int c = m; m < g->nm0 && c < g->nm; c++) {
+        int n = 0;
+        if (g->mbase[c] == m) val_mean(g, d, f, c, &mean, &std, &n);
+        if (n && mean > best) {
+            best = mean;
+            pick = c;
+        }
+    }
+    return pick;
+}
+
+static void choose_on_val(grid *g) {
+    for (int d = 0; d < g->nd; d++)
+        for (int f = 0; f < g->nf; f++)
+            for (int m = 0; m < g->nm; m++) {
+                int c = g->pick[d][f][m] = pick_weight(g, d, f, m), sp = sup_slot(g, m);
+                for (int k = 0; k < g->ns; k++) {
+                    int ok = m < g->nm0 && is_mining(g, m) && sp >= 0 && g->have[d][f][c][k] &&
+                             g->have[d][f][sp][k] && g->vhave[d][f][c][k] && g->vhave[d][f][sp][k];
+                    g->sc_slot[d][f][m][k] = !ok ? -1 : g->vloss[d][f][c][k] < g->vloss[d][f][sp][k] ? c : sp;
+                }
+            }
+}
+
+/* Reads the scores (test split) and the best epoch's validation numbers of
+ * every finished run into the grid, then makes the choices on validation. */
 static km_status load_results(grid *g) {
     for (int i = 0; i < g->nj; i++) {
         const job *j = &g->jobs[i];
-        if (j->stage == JOB_PRETRAIN || !j->tabled) continue;
-        char a[4200], b[4200];
+        if (j->stage == JOB_PRETRAIN) continue;
+        char a[4200], b[4200], dir[4096];
+        job_dir(g, j, dir, sizeof dir);
         job_file(g, j, "eval/summary.json", a, sizeof a);
         job_file(g, j, "eval_refined/summary.json", b, sizeof b);
         int d = j->d, f = j->f, m = j->m, k = j->k;
@@ -743,25 +841,43 @@ static km_status load_results(grid *g) {
         if (file_exists(a)) {
             if ((st = read_summary(a, &g->dice[d][f][m][k], &g->iou[d][f][m][k], &g->ntest[d][f][m][k]))) return st;
             g->have[d][f][m][k] = 1;
+            if ((st = km_best_val_epoch(dir, &g->vloss[d][f][m][k], &g->vdice[d][f][m][k], &g->vhave[d][f][m][k])))
+                return st;
         }
-        if (g->refined && file_exists(b)) {
+        if (g->refined && j->tabled && file_exists(b)) {
             int n;
             if ((st = read_summary(b, &g->rdice[d][f][m][k], &g->riou[d][f][m][k], &n))) return st;
             g->rhave[d][f][m][k] = 1;
         }
     }
+    choose_on_val(g);
     return KM_OK;
 }
 
 /* ---- tables ---- */
 
-/* Score of run [d][f][m][k]: student (r = 0) or refined inference (r = 1). */
+/* Rows per requested method m: r = 0 its test score, 1 in refined mode
+ * (+refined), 2 start competes (+start-competes, mining methods). */
+enum { NROWKINDS = 3 };
+
+static int is_row(const grid *g, const int *tabled, int m, int r) {
+    return tabled[m] && (r != 1 || g->refined) && (r != 2 || is_mining(g, m));
+}
+
+/* The slot whose run row (m, r) shows for seed k, -1: none. */
+static int row_slot(const grid *g, int r, int d, int f, int m, int k) {
+    return r == 2 ? g->sc_slot[d][f][m][k] : g->pick[d][f][m];
+}
+
 static int has_score(const grid *g, int r, int d, int f, int m, int k) {
-    return r ? g->rhave[d][f][m][k] : g->have[d][f][m][k];
+    int c = row_slot(g, r, d, f, m, k);
+    if (c < 0) return 0;
+    return r == 1 ? g->rhave[d][f][c][k] : g->have[d][f][c][k];
 }
 static double score(const grid *g, int r, int iou, int d, int f, int m, int k) {
-    if (r) return iou ? g->riou[d][f][m][k] : g->rdice[d][f][m][k];
-    return iou ? g->iou[d][f][m][k] : g->dice[d][f][m][k];
+    int c = row_slot(g, r, d, f, m, k);
+    if (r == 1) return iou ? g->riou[d][f][c][k] : g->rdice[d][f][c][k];
+    return iou ? g->iou[d][f][c][k] : g->dice[d][f][c][k];
 }
 
 static void agg(const grid *g, int r, int d, int f, int m, int iou, double *mean, double *std, int *n) {
@@ -772,13 +888,59 @@ static void agg(const grid *g, int r, int d, int f, int m, int iou, double *mean
     km_mean_std(x, *n, mean, std);
 }
 
-/* "continuous" or "continuous+refined" */
+/* "continuous", "continuous+refined" or "continuous+start-competes" */
 static const char *row_name(const grid *g, int m, int r, char *buf, size_t n) {
-    snprintf(buf, n, "%s%s", g->meth[m], r ? "+refined" : "");
+    snprintf(buf, n, "%s%s", g->meth[m], r == 1 ? "+refined" : r == 2 ? "+start-competes" : "");
     return buf;
 }
 
-static km_status write_outputs(const grid *g, const int *tabled) {
+/* One "run" row of results.csv per seed of row (m, r), then its "mean" row. */
+static km_status csv_rows(km_csv *c, const grid *g, int d, int f, int m, int r) {
+    char rn[96];
+    row_name(g, m, r, rn, sizeof rn);
+    km_status s = KM_OK;
+    for (int k = 0; k < g->ns && !s; k++) {
+        if (!has_score(g, r, d, f, m, k)) continue;
+        int sl = row_slot(g, r, d, f, m, k);
+        char dir[4096];
+        run_dir(g, d, f, g->meth[sl], k, dir, sizeof dir);
+        km_csv_str(c, "run");
+        km_csv_str(c, g->dname[d]);
+        km_csv_str(c, g->fname[f]);
+        km_csv_str(c, rn);
+        km_csv_int(c, g->seed[k]);
+        km_csv_int(c, 1);
+        km_csv_int(c, g->ntest[d][f][sl][k]);
+        km_csv_num(c, score(g, r, 0, d, f, m, k));
+        km_csv_str(c, "");
+        km_csv_num(c, score(g, r, 1, d, f, m, k));
+        km_csv_str(c, "");
+        km_csv_str(c, dir);
+        s = km_csv_end_row(c);
+    }
+    double md, sd, mu, su;
+    int n;
+    agg(g, r, d, f, m, 0, &md, &sd, &n);
+    agg(g, r, d, f, m, 1, &mu, &su, &n);
+    if (!n || s) return s;
+    km_csv_str(c, "mean");
+    km_csv_str(c, g->dname[d]);
+    km_csv_str(c, g->fname[f]);
+    km_csv_str(c, rn);
+    km_csv_str(c, "");
+    km_csv_int(c, n);
+    km_csv_str(c, "");
+    km_csv_num(c, md);
+    if (n > 1) km_csv_num(c, sd);
+    else km_csv_str(c, "");
+    km_csv_num(c, mu);
+    if (n > 1) km_csv_num(c, su);
+    else km_csv_str(c, "");
+    km_csv_str(c, "");
+    return km_csv_end_row(c);
+}
+
+static km_status write_results_csv(const grid *g, const int *tabled) {
     char path[4096];
     static const char *const cols[] = {"kind", "dataset", "fraction", "method", "seed", "n_seeds",
                                        "n_test", "dice_mean", "dice_std", "iou_mean", "iou_std", "run_dir"};
@@ -788,55 +950,40 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     if (s) return s;
     for (int d = 0; d < g->nd && !s; d++)
         for (int f = 0; f < g->nf && !s; f++)
-            for (int mr = 0; mr < 2 * g->nm && !s; mr++) {
-                int m = mr / 2, r = mr % 2;
-                char rn[96];
-                if (!tabled[m] || (r && !g->refined)) continue;
-                row_name(g, m, r, rn, sizeof rn);
-                for (int k = 0; k < g->ns && !s; k++) {
-                    if (!has_score(g, r, d, f, m, k)) continue;
-                    char dir[4096];
-                    run_dir(g, d, f, g->meth[m], k, dir, sizeof dir);
-                    km_csv_str(&c, "run");
-                    km_csv_str(&c, g->dname[d]);
-                    km_csv_str(&c, g->fname[f]);
-                    km_csv_str(&c, rn);
-                    km_csv_int(&c, g->seed[k]);
-                    km_csv_int(&c, 1);
-                    km_csv_int(&c, g->ntest[d][f][m][k]);
-                    km_csv_num(&c, score(g, r, 0, d, f, m, k));
-                    km_csv_str(&c, "");
-                    km_csv_num(&c, score(g, r, 1, d, f, m, k));
-                    km_csv_str(&c, "");
-                    km_csv_str(&c, dir);
-                    s = km_csv_end_row(&c);
-                }
-                double md, sd, mu, su;
-                int n;
-                agg(g, r, d, f, m, 0, &md, &sd, &n);
-                agg(g, r, d, f, m, 1, &mu, &su, &n);
-                if (!n || s) continue;
-                km_csv_str(&c, "mean");
-                km_csv_str(&c, g->dname[d]);
-                km_csv_str(&c, g->fname[f]);
-                km_csv_str(&c, rn);
-                km_csv_str(&c, "");
-                km_csv_int(&c, n);
-                km_csv_str(&c, "");
-                km_csv_num(&c, md);
-                if (n > 1) km_csv_num(&c, sd);
-                else km_csv_str(&c, "");
-                km_csv_num(&c, mu);
-                if (n > 1) km_csv_num(&c, su);
-                else km_csv_str(&c, "");
-                km_csv_str(&c, "");
-                s = km_csv_end_row(&c);
-            }
+            for (int mr = 0; mr < NROWKINDS * g->nm0 && !s; mr++)
+                if (is_row(g, tabled, mr / NROWKINDS, mr % NROWKINDS))
+                    s = csv_rows(&c, g, d, f, mr / NROWKINDS, mr % NROWKINDS);
     km_status s2 = km_csv_close(&c);
-    if (s) return s;
-    if (s2) return s2;
+    return s ? s : s2;
+}
 
-    char *buf = NULL;
+/* tables.md's section on the --pseudo-weights choice: per dataset x
+ * fraction x mining method, each weight's mean best-epoch val Dice. */
+static void weights_md(FILE *o, const grid *g) {
+    fprintf(o, "\n## Pseudo-label weight, chosen on validation\n\nPer dataset x fraction x mining method, each "
+               "weight's validation Dice (each run's best epoch = lowest val loss, metrics.csv), mean ± sample std "
+               "over finished seeds; **chosen**: the highest mean, whose runs the tables above show. The test split "
+               "played no part in the choice.\n\n| dataset | fraction | method | pseudo weight | seeds | val Dice | |\n"
+               "|---|---|---|---|---|---|---|\n");
+    for (int d = 0; d < g->nd; d++)
+        for (int f = 0; f < g->nf; f++)
+            for (int m = 0; m < g->nm0; m++)
+                for (int c = m; is_mining(g, m) && c < g->nm; c++) {
+                    if (g->mbase[c] != m) continue;
+                    double mean, std;
+                    int n;
+                    val_mean(g, d, f, c, &mean, &std, &n);
+                    fprintf(o, "| %s | %g%% | %s | %g | %d |", g->dname[d], 100 * g->frac[f], g->meth[m], g->mweight[c],
+                            n);
+                    if (!n) fprintf(o, " - |");
+                    else if (n == 1) fprintf(o, " %.4f (n=1) |", mean);
+                    else fprintf(o, " %.4f ± %.4f |", mean, std);
+                    fprintf(o, " %s |\n", n && g->pick[d][f][m] == c ? "**chosen**" : "");
+                }
+}
+
+static km_status write_tables_md(const grid *g, const int *tabled) {
+    char *buf = NULL, path[4096];
     size_t len = 0;
     FILE *o = open_memstream(&buf, &len);
     if (!o) return km_err(KM_ENOMEM, "cannot build tables.md");
@@ -846,7 +993,13 @@ static km_status write_outputs(const grid *g, const int *tabled) {
     fprintf(o, " (seeds:");
     for (int k = 0; k < g->ns; k++) fprintf(o, " %d", g->seed[k]);
     fprintf(o, "); \"(n=1)\": one seed, no std; \"-\": no finished run. Columns: labelled fraction. Rows "
-               "\"+refined\": the same checkpoints in refined mode (student -> prompts -> teacher).\n");
+               "\"+refined\": the same checkpoints in refined mode (student -> prompts -> teacher).");
+    fprintf(o, " Rows \"+start-competes\": per seed, the mining run if its best validation loss is lower than that "
+               "of the supervised run it started from, else that supervised run (chosen on validation: the "
+               "supervised checkpoint competes as epoch 0).");
+    if (g->nm > g->nm0)
+        fprintf(o, " Mining rows show the pseudo-label weight chosen on the validation split (last section).");
+    fprintf(o, "\n");
     for (int d = 0; d < g->nd; d++)
         for (int metric = 0; metric < 2; metric++) {
             fprintf(o, "\n## %s - %s\n\n| method |", g->dname[d], metric ? "IoU" : "Dice");
@@ -854,10 +1007,10 @@ static km_status write_outputs(const grid *g, const int *tabled) {
             fprintf(o, "\n|---|");
             for (int f = 0; f < g->nf; f++) fprintf(o, "---|");
             fprintf(o, "\n");
-            for (int mr = 0; mr < 2 * g->nm; mr++) {
-                int m = mr / 2, r = mr % 2;
+            for (int mr = 0; mr < NROWKINDS * g->nm0; mr++) {
+                int m = mr / NROWKINDS, r = mr % NROWKINDS;
                 char rn[96];
-                if (!tabled[m] || (r && !g->refined)) continue;
+                if (!is_row(g, tabled, m, r)) continue;
                 fprintf(o, "| %s |", row_name(g, m, r, rn, sizeof rn));
                 for (int f = 0; f < g->nf; f++) {
                     double mean, std;
@@ -870,11 +1023,17 @@ static km_status write_outputs(const grid *g, const int *tabled) {
                 fprintf(o, "\n");
             }
         }
+    if (g->nm > g->nm0) weights_md(o, g);
     fclose(o);
     snprintf(path, sizeof path, "%s/tables.md", g->out);
-    s = km_write_file_atomic(path, buf, len);
+    km_status s = km_write_file_atomic(path, buf, len);
     free(buf); /* open_memstream buffer: plain malloc */
     return s;
+}
+
+static km_status write_outputs(const grid *g, const int *tabled) {
+    km_status s = write_results_csv(g, tabled);
+    return s ? s : write_tables_md(g, tabled);
 }
 
 /* DIR/mining.md: the teacher's gain and the cost per epoch (report/mining.h);
@@ -905,12 +1064,14 @@ static km_status write_mining_md(const char *out) {
 typedef struct {
     int list, collect, index; /* --list-runs, --collect, --run-index (-1: none) */
     int shard_i, shard_n;     /* --shard i/n (0/1: every run) */
+    int knobs;                /* --knobs */
 } grid_mode;
 
-static km_status parse_mode(const char *run_index, const char *shard, int list, int collect, grid_mode *md) {
-    *md = (grid_mode){list, collect, -1, 0, 1};
-    if (list + collect + (run_index != NULL) + (shard != NULL) > 1)
-        return km_err(KM_EARG, "--list-runs, --collect, --run-index and --shard exclude each other");
+static km_status parse_mode(const char *run_index, const char *shard, int list, int collect, int knobs,
+                            grid_mode *md) {
+    *md = (grid_mode){list, collect, -1, 0, 1, knobs};
+    if (list + collect + knobs + (run_index != NULL) + (shard != NULL) > 1)
+        return km_err(KM_EARG, "--list-runs, --collect, --knobs, --run-index and --shard exclude each other");
     char *end = NULL;
     if (run_index) {
         long v = strtol(run_index, &end, 10);
@@ -997,6 +1158,49 @@ static km_status run_mode(grid *g, const int *tabled, const grid_mode *md) {
     return s;
 }
 
+/* The value given (or preset) for pass-through flag `flag`, else def. */
+static const char *pass_val(const char *flag, const char *def) {
+    for (int i = 0; i < g_pass.n; i++)
+        if (!strcmp(g_pass.items[i].flag, flag) && g_pass.items[i].val) return g_pass.items[i].val;
+    return def;
+}
+
+/* --knobs: the teacher's gain per box rule on the val split of every
+ * finished supervised run (experiments_knobs.h), prompted as the grid's
+ * onetime / continuous runs prompt it (prompt mode auto, the grid's points,
+ * profile, cache). */
+static km_status run_knobs(grid *g) {
+    km_knobs_run *runs = km_calloc(sizeof *runs * (size_t)(g->nj + 1));
+    char (*dirs)[4096] = km_calloc(sizeof *dirs * (size_t)(g->nj + 1));
+    int n = 0, measured = 0;
+    for (int i = 0; i < g->nj; i++) {
+        const job *j = &g->jobs[i];
+        if (j->stage != JOB_SUPERVISED || !job_finished(g, j)) continue;
+        job_dir(g, j, dirs[n], sizeof dirs[n]);
+        runs[n] = (km_knobs_run){g->dname[j->d], g->dpath[j->d], g->fname[j->f], g->meth[j->m], g->seed[j->k],
+                                 dirs[n]};
+        n++;
+    }
+    km_refine_config rc;
+    char dbuf[4096];
+    const char *rule = pass_val("--box-rule", "per-component");
+    km_refine_config_default(&rc);
+    km_status s = km_refine_config_from_flags(&rc, g->teacher, pass_val("--teacher-profile", "auto"), "auto", rule,
+                                              atoi(pass_val("--points", "1")), pass_val("--cache-dir", NULL),
+                                              pass_val("--no-cache", NULL) != NULL, dbuf, sizeof dbuf);
+    if (!s) s = km_cmd_set_threads(atoi(pass_val("--threads", "2")));
+    printf("experiments --knobs: %d finished supervised run(s) x 3 box rules, on their val splits\n", n);
+    fflush(stdout);
+    if (!s) s = km_knobs_measure(g->out, runs, n, &rc, atoi(pass_val("--size", "0")), stdout, &measured);
+    km_status s2 = km_knobs_write_md(g->out, runs, n, rule);
+    if (!s) s = s2;
+    if (!s) printf("experiments --knobs: %d measured now, %d earlier; table in %s/knobs.md\n", measured,
+                   n * KM_KNOBS_NRULES - measured, g->out);
+    km_free(runs);
+    km_free(dirs);
+    return s;
+}
+
 static int valid_name(const char *s) {
     if (!*s) return 0;
     for (; *s; s++)
@@ -1007,8 +1211,8 @@ static int valid_name(const char *s) {
 }
 
 typedef struct {
-    const char *out, *data, *teacher, *fractions, *methods, *seeds, *pe, *pb, *preset, *run_index, *shard;
-    int simclr, refined, list, collect;
+    const char *out, *data, *teacher, *fractions, *methods, *seeds, *pe, *pb, *preset, *run_index, *shard, *weights;
+    int simclr, refined, list, collect, knobs;
     grid_mode mode; /* from --list-runs, --collect, --run-index, --shard */
 } ex_args;
 
@@ -1092,6 +1296,42 @@ static km_status parse_methods(grid *g, char *buf, int simclr, int *tabled, int 
     return KM_OK;
 }
 
+/* --pseudo-weights: the requested methods' runs have the mine setting's
+ * --pseudo-weight (default 0.5); every other listed weight adds a slot
+ * "<method>@w<weight>" per mining method, whose runs are appended to the
+ * grid. Call after parse_methods. */
+static km_status parse_weights(grid *g, char *buf, int *tabled) {
+    const char *bw = pass_val("--pseudo-weight", "0.5");
+    char *end = NULL;
+    double base = strtod(bw, &end), w[MAXW];
+    g->nm0 = g->nm;
+    for (int m = 0; m < g->nm; m++) g->mbase[m] = m, g->mweight[m] = base;
+    if (!buf) return KM_OK;
+    if (end == bw || *end) return km_err(KM_EARG, "--pseudo-weight '%s': expected a number", bw);
+    char *items[MAXS];
+    int n = 0;
+    km_status s = split_list("--pseudo-weights", buf, items, MAXW, &n);
+    for (int i = 0; i < n && !s; i++) {
+        w[i] = strtod(items[i], &end);
+        if (end == items[i] || *end || !(w[i] >= 0) || !isfinite(w[i]))
+            s = km_err(KM_EARG, "--pseudo-weights: '%s': expected a number >= 0", items[i]);
+        for (int k = 0; k < i && !s; k++)
+            if (w[k] == w[i]) s = km_err(KM_EARG, "--pseudo-weights: %s given twice", items[i]);
+    }
+    for (int i = 0; i < n && !s; i++)
+        for (int m = 0; m < g->nm0 && w[i] != base; m++) {
+            if (!is_mining(g, m)) continue;
+            if (g->nm == MAXMS) return km_err(KM_EARG, "--pseudo-weights: more than %d methods x weights", MAXMS);
+            char b[96];
+            snprintf(b, sizeof b, "%s@w%g", g->meth[m], w[i]);
+            g->mbase[g->nm] = m;
+            g->mweight[g->nm] = w[i];
+            tabled[g->nm] = tabled[m];
+            g->meth[g->nm++] = km_strdup(b);
+        }
+    return s;
+}
+
 /* The flags (the runner's own, then the pass-through list), the
  * preset's values for what was not given, and the invocation mode. */
 static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
@@ -1123,6 +1363,12 @@ static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
          "i/n: run every n-th run from i (dependencies of other shards are run or waited for)", 0, 0},
         {"--collect", KM_FLAG_BOOL, &a->collect,
          "write tables.md and results.csv from the finished runs and list the others", 0, 0},
+        {"--pseudo-weights", KM_FLAG_STR, &a->weights,
+         "pseudo-label weights to choose from on the validation split (runs <method>@w<weight>, appended to the "
+         "grid; default: only --pseudo-weight's)", 0, 0},
+        {"--knobs", KM_FLAG_BOOL, &a->knobs,
+         "the teacher's gain per box rule on the VALIDATION split of every finished supervised run -> "
+         "DIR/knobs/, DIR/knobs.md; trains nothing", 0, 0},
         {"--refined", KM_FLAG_BOOL, &a->refined,
          "also score every run in refined mode (eval --refine: student -> prompts -> teacher); rows "
          "<method>+refined", 0, 0},
@@ -1145,7 +1391,7 @@ static km_status ex_flags(int argc, char **argv, ex_args *a, int *help) {
     for (int i = 0; i < g_pass.n; i++)
         if (g_pass.items[i].is_bool && bools[i]) g_pass.items[i].val = "1";
     if ((s = apply_preset(a->preset, &a->fractions, &a->methods, &a->seeds, &a->refined, cli.flags))) return s;
-    return parse_mode(a->run_index, a->shard, a->list, a->collect, &a->mode);
+    return parse_mode(a->run_index, a->shard, a->list, a->collect, a->knobs, &a->mode);
 }
 
 km_status km_cmd_experiments(int argc, char **argv) {
@@ -1156,7 +1402,8 @@ km_status km_cmd_experiments(int argc, char **argv) {
     grid *g = km_calloc(sizeof *g);
     char *dbuf = km_strdup(a.data), *fbuf = km_strdup(a.fractions), *mbuf = km_strdup(a.methods),
          *sbuf = km_strdup(a.seeds);
-    int tabled[2 * MAXM] = {0}, need_teacher = a.refined;
+    char *wbuf = a.weights ? km_strdup(a.weights) : NULL;
+    int tabled[MAXMS] = {0}, need_teacher = a.refined || a.knobs;
     g->out = a.out;
     g->teacher = a.teacher;
     g->simclr = a.simclr;
@@ -1166,6 +1413,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     s = parse_datasets(g, dbuf);
     if (!s) s = parse_numbers(g, fbuf, sbuf);
     if (!s) s = parse_methods(g, mbuf, a.simclr, tabled, &need_teacher);
+    if (!s) s = parse_weights(g, wbuf, tabled);
     char tbuf[4096];
     const char *teacher = a.teacher;
     if (!s && need_teacher && (s = km_teacher_resolve(teacher, tbuf, sizeof tbuf, &teacher)) == KM_OK)
@@ -1176,6 +1424,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
         s = check_settings(a.out, need_teacher ? teacher : NULL, a.simclr ? a.pe : NULL, a.simclr ? a.pb : NULL);
     if (!s) enumerate_jobs(g, tabled);
     if (!s && a.mode.list) list_jobs(g);
+    else if (!s && a.mode.knobs) s = run_knobs(g);
     else if (!s) s = run_mode(g, tabled, &a.mode);
     km_free(g->jobs);
     for (int m = 0; m < g->nm; m++) km_free(g->meth[m]);
@@ -1183,6 +1432,7 @@ km_status km_cmd_experiments(int argc, char **argv) {
     km_free(fbuf);
     km_free(mbuf);
     km_free(sbuf);
+    km_free(wbuf);
     km_free(g);
     return s;
 }

@@ -150,7 +150,16 @@ km_status km_page_save(const km_html *h, const char *out, FILE *log) {
 
 char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
                          const char *seed, const char *run_dir) {
-    char rel[1024];
+    char rel[1024], folder[256];
+    const char *slash = strrchr(run_dir, '/');
+    const char *from = slash ? slash : run_dir;
+    while (from > run_dir && from[-1] != '/') from--;
+    size_t len = slash ? (size_t)(slash - from) : 0;
+    if (len && len < sizeof folder) {
+        memcpy(folder, from, len);
+        folder[len] = 0;
+        method = folder;
+    }
     snprintf(rel, sizeof rel, "%s/%s/%s/seed%s", dataset, fraction, method, seed);
     char *p = km_path_join(dir, rel);
     if (km_page_exists(p) || !*run_dir) return p;

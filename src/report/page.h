@@ -23,9 +23,12 @@ char *km_page_relpath(const char *page, const char *target);
  * for an attribute. */
 void km_page_href(km_html *h, const char *path);
 int km_page_exists(const char *path);
-/* The folder of one results.csv run row: DIR/<dataset>/<fraction>/<method>/seed<seed>
+/* The folder of one results.csv run row: DIR/<dataset>/<fraction>/<folder>/seed<seed>
  * when it exists (the experiments folder may have moved), else run_dir
- * (the row's column; "" falls back to the first). Owned by the caller. */
+ * (the row's column; "" falls back to the first). <folder> is the method
+ * folder named in run_dir (its parent's name: a derived row such as
+ * "onetime+start-competes" or a weight chosen on validation shows another
+ * run's folder), the method when run_dir is "". Owned by the caller. */
 char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
                          const char *seed, const char *run_dir);
 /* Writes the page atomically. */
