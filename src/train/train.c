@@ -95,6 +95,9 @@ static const km_setting k_rows[] = {
     {"micro_batch", "--micro-batch", KM_SET_INT, O(micro_batch), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL,
      "split each batch into micro-batches of M (BatchNorm statistics per micro-batch, gradients summed in a fixed "
      "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
+    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL,
+     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like " \
+     "PyTorch's SyncBatchNorm; one allgather per BatchNorm layer in the forward and in the backward)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -124,6 +127,9 @@ km_status km_train_config_check(const km_train_config *c) {
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
     if (c->micro_batch && (c->micro_batch < 2 || c->batch % c->micro_batch))
         return km_micro_check(c->batch, c->micro_batch);
+    if (c->sync_bn && !c->micro_batch)
+        return km_err(KM_EARG, "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole "
+                      "batch)");
     return KM_OK;
 }
 
@@ -132,8 +138,11 @@ km_status km_train_config_save(const km_train_config *c, const char *path) {
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
     km_jw_str(&w, "gemm_backend", km_gemm_backend());
-    static const char *const no_micro[] = {"micro_batch", NULL}; /* 0: written as before it existed */
-    km_jw_settings(&w, &km_train_settings, c, c->micro_batch ? NULL : no_micro);
+    /* 0: written as before they existed */
+    const char *skip[3] = {NULL, NULL, NULL}, **k = skip;
+    if (!c->micro_batch) *k++ = "micro_batch";
+    if (!c->sync_bn) *k++ = "sync_bn";
+    km_jw_settings(&w, &km_train_settings, c, skip);
     return km_jw_write(&w, path);
 }
 
@@ -646,7 +655,8 @@ static km_status trainer_buffers(trainer *T, int resume) {
     T->order = km_malloc(sizeof(int) * (size_t)(d->tr.n + 1));
     T->aug = km_malloc((size_t)d->tr.n + 1);
     if (!T->c->micro_batch) return KM_OK;
-    return km_micro_open(&T->mb, T->c->batch, T->c->micro_batch, km_unetpp_num_params(L->m), L->m);
+    s = km_micro_open(&T->mb, T->c->batch, T->c->micro_batch, km_unetpp_num_params(L->m), L->m);
+    return !s && T->c->sync_bn ? km_micro_sync_open(&T->mb, L->m) : s;
 }
 
 /* The untrained model's validation as log row 0 (eval_init). */
@@ -710,6 +720,34 @@ static km_status step_micro(trainer *T, const float *x, const float *y, int bn, 
     return KM_OK;
 }
 
+/* --sync-bn (microbatch.h): this rank's micro-batches as one forward and one
+ * backward with whole-batch BatchNorm, the loss per micro-batch. */
+static km_status step_sync(trainer *T, const float *x, const float *y, int bn, float lr, double *loss, int *used) {
+    const km_train_config *c = T->c;
+    loop *L = &T->L;
+    km_micro *u = &T->mb;
+    size_t P = (size_t)L->S * L->S;
+    int total = 0;
+    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int rows = km_micro_sync_batch(u, bn, 1);
+    km_unetpp_zero_grad(L->m);
+    km_status s = km_unetpp_forward(L->m, x, rows, L->S, L->S, 1, L->logits);
+    if (s) return s;
+    for (int i = 0, o = 0; i < u->Kl; o += u->cnt[km_micro_global(u, i)], i++) {
+        int nj = u->cnt[km_micro_global(u, i)];
+        float share = nj ? (float)((double)nj / total) : 0.0f;
+        u->ls[i] = nj ? km_seg_loss(L->logits + P * o, y + P * o, P * nj, c->bce_weight, share, L->dlogits + P * o,
+                                    NULL, NULL)
+                      : 0.0;
+    }
+    km_unetpp_backward(L->m, L->dlogits, NULL);
+    for (int i = 0; i < u->Kl; i++) km_micro_end(u, L->m, i, u->ls[i], km_unetpp_group_grads(L->m, i));
+    *loss = km_micro_finish(u, L->m, bn, km_unetpp_grads(L->m));
+    km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
+    *used = total;
+    return KM_OK;
+}
+
 /* One epoch's optimiser steps: the permutation and augmentation codes are
  * drawn up front on this thread, batch k+1 is assembled while k runs.
  * *tl: the size-weighted mean train loss, *seen images, *t_steps seconds. */
@@ -747,8 +785,9 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
         }
         double ts = km_now(), l = 0;
         km_dist_step_begin(T->steps + 1);
-        km_status s = T->mb.M ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
-                              : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
+        km_status s = T->mb.sync ? step_sync(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
+                      : T->mb.M  ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
+                                 : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
         km_dist_step_end();
         if (s) return s;
         *t_steps += km_now() - ts;
