@@ -75,7 +75,7 @@ static const char *np1_ref(const char *name, const char *args) {
         snprintf(d, sizeof dirs[0], "%s", sub);
     }
     char p[1100];
-    snprintf(p, sizeof p, "%s/last.safetensors", d);
+    snprintf(p, sizeof p, "%s/last.safetensors", sub);
     if (access(p, F_OK) != 0) CHECK_MSG(run_np(1, args) == 0, "reference run %s failed", name);
     return d;
 }

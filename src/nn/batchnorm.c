@@ -100,6 +100,15 @@ static void plane_sum_dot(double *s, double *t, const float *g, const float *x, 
     }
 }
 
+/* y = x alpha + beta on channel c of N images. */
+static void normalise_channel(float *out, const float *in, int N, int C, int HW, int c, float alpha, float beta) {
+    for (int i = 0; i < N; i++) {
+        const float *x = in + ((size_t)i * C + c) * HW;
+        float *y = out + ((size_t)i * C + c) * HW;
+        for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
+    }
+}
+
 /* One channel's running-statistics update, the arithmetic of torch's kernel
  * (see the header comment); shared by the forward and km_bn_running_update so
  * that a replayed update is bit-identical to the forward's own. */
@@ -143,11 +152,7 @@ void km_bn_forward_train_stats(float *out, float *mean, float *invstd, float *un
                        mom);
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - m * alpha;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            float *y = out + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
-        }
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
     }
 }
 
@@ -160,11 +165,7 @@ void km_bn_forward_eval(float *out, const float *in, const float *w, const float
         const float is = (float)(1.0 / sqrt((double)running_var[c] + deps));
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - running_mean[c] * alpha;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            float *y = out + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
-        }
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
     }
 }
 
@@ -289,11 +290,7 @@ void km_bn_sync_forward(float *out, float *mean, float *invstd, float *unbiased,
         if (unbiased) unbiased[c] = var_sum / (float)(nt - 1);
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - m * alpha;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            float *y = out + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
-        }
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
     }
 }
 

@@ -54,6 +54,12 @@ int km_micro_n(const km_micro *u, int j, int bn) {
     return n < 2 ? 0 : n;
 }
 
+int km_micro_total(const km_micro *u, int bn) {
+    int total = 0;
+    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    return total;
+}
+
 void km_micro_rank_images(const km_micro *u, int bn, int *lo, int *hi) {
     if (!u || !u->M) {
         *lo = 0;
@@ -76,8 +82,7 @@ void km_micro_end(km_micro *u, km_unetpp *m, int i, double loss, const float *g)
 }
 
 double km_micro_finish(km_micro *u, km_unetpp *m, int bn, float *gsum) {
-    int total = 0;
-    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int total = km_micro_total(u, bn);
     km_dist_sum_run(&u->sum, gsum);
     if (!u->sync) km_dist_allgather(u->st, u->st_all, sizeof(float) * u->nst * (size_t)u->Kl);
     km_dist_allgather(u->ls, u->ls_all, sizeof(double) * (size_t)u->Kl);

@@ -43,6 +43,8 @@ km_status km_micro_open(km_micro *u, int batch, int M, size_t ngrad, const km_un
 void km_micro_close(km_micro *u);
 /* Images in micro-batch j of a batch of bn that count (0 or >= 2). */
 int km_micro_n(const km_micro *u, int j, int bn);
+/* Images of a batch of bn that count: the sum of km_micro_n over the K. */
+int km_micro_total(const km_micro *u, int bn);
 /* This rank's images [*lo, *hi) of a batch of bn (u == NULL or M == 0: all). */
 void km_micro_rank_images(const km_micro *u, int bn, int *lo, int *hi);
 /* The global index of local micro-batch i. */

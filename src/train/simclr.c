@@ -258,7 +258,7 @@ static const km_setting k_rows[] = {
      NULL},
     {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL,
      "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like " \
-     "PyTorch's SyncBatchNorm; one allgather per BatchNorm layer in the forward and in the backward)", NULL, NULL},
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };

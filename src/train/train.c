@@ -97,7 +97,7 @@ static const km_setting k_rows[] = {
      "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
     {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL,
      "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like " \
-     "PyTorch's SyncBatchNorm; one allgather per BatchNorm layer in the forward and in the backward)", NULL, NULL},
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -693,8 +693,7 @@ static km_status step_micro(trainer *T, const float *x, const float *y, int bn, 
     loop *L = &T->L;
     km_micro *u = &T->mb;
     size_t P = (size_t)L->S * L->S;
-    int total = 0;
-    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int total = km_micro_total(u, bn);
     float *g = km_unetpp_grads(L->m);
     for (int i = 0; i < u->Kl; i++) {
         int nj = km_micro_n(u, km_micro_global(u, i), bn);
@@ -727,8 +726,7 @@ static km_status step_sync(trainer *T, const float *x, const float *y, int bn, f
     loop *L = &T->L;
     km_micro *u = &T->mb;
     size_t P = (size_t)L->S * L->S;
-    int total = 0;
-    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int total = km_micro_total(u, bn);
     int rows = km_micro_sync_batch(u, bn, 1);
     km_unetpp_zero_grad(L->m);
     km_status s = km_unetpp_forward(L->m, x, rows, L->S, L->S, 1, L->logits);
