@@ -47,9 +47,9 @@ static const char *cmd_args(const char *cmd, int images, int batch, int micro, c
 }
 /* train: 20 images (16 train), 1 epoch: batches of 12 then 4 (batch 12 =
  * 6 micro-batches of 2: with 2 or 3 ranks, the second step leaves ranks with
- * no images at all). pretrain: 24 images (20 train), 2 epochs of 1 step. */
+ * no images at all). pretrain: 32 images (26 train), 1 epoch: 2 steps. */
 #define train_args(batch, micro, extra, out) cmd_args("train", 20, batch, micro, "--epochs 1", extra, out)
-#define pretrain_args(batch, micro, extra, out) cmd_args("pretrain", 24, batch, micro, "--epochs 2", extra, out)
+#define pretrain_args(batch, micro, extra, out) cmd_args("pretrain", 32, batch, micro, "--epochs 1", extra, out)
 
 static int run_np(int np, const char *args) {
     if (np == 1) return km_test_sh("'%s' %s > '%s' 2>&1", km_test_bin(), args, km_test_sub("np1.log"));
