@@ -261,7 +261,8 @@ KM_TEST(mpi_refuses_copies_that_do_not_know_each_other) {
     km_free(o);
     /* N ranks need micro-batches they can share */
     if (!have_mpirun(__FILE__, __LINE__)) return;
-    rc = km_test_sh(MPIRUN " -np 2 '%s' %s > '%s' 2>&1", km_test_bin(), train_args(6, 2, "", run), km_test_sub("o2.txt"));
+    rc = km_test_sh(MPIRUN " -np 2 '%s' %s > '%s' 2>&1", km_test_bin(), train_args(6, 2, "", run),
+                    km_test_sub("o2.txt"));
     o = km_test_slurp(km_test_sub("o2.txt"));
     CHECK(rc != 0);
     CHECK(o && strstr(o, "3 micro-batches cannot be shared by 2 processes"));

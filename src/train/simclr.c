@@ -256,9 +256,10 @@ static const km_setting k_rows[] = {
      "split each batch into micro-batches of M images (NT-Xent and BatchNorm per micro-batch, gradients summed in "
      "a fixed order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL,
      NULL},
-    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL,
-     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like " \
-     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)", NULL, NULL},
+    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
+     NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -272,16 +273,14 @@ void km_simclr_config_default(km_simclr_config *c) {
 }
 
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train) {
-    const char *skip[4] = {"data", NULL, NULL, NULL}, **k = skip + 1; /* 0: as before they existed */
-    if (!c->micro_batch) *k++ = "micro_batch";
-    if (!c->sync_bn) *k++ = "sync_bn";
+    static const char *const skip[] = {"data", NULL}, *const skip0[] = {"data", "micro_batch", NULL};
     km_simclr_config w = *c;
     if (w.threads < 1) w.threads = km_get_threads();
     km_jw j = {0};
     km_jw_str(&j, "command", "pretrain");
     km_jw_setting(&j, &km_simclr_settings, &w, "data");
     km_jw_int(&j, "n_train_images", n_train);
-    km_jw_settings(&j, &km_simclr_settings, &w, skip);
+    km_jw_settings(&j, &km_simclr_settings, &w, c->micro_batch ? skip : skip0); /* 0: as before it existed */
     km_jw_str(&j, "kmseg_version", KM_VERSION);
     return km_jw_write(&j, path);
 }
@@ -516,8 +515,8 @@ static km_status check_config(const km_simclr_config *c) {
     if (c->stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", c->stop_after);
     if (c->resume && c->fixed_batch) return km_err(KM_EARG, "fixed_batch runs cannot be resumed");
     if (c->sync_bn && !c->micro_batch)
-        return km_err(KM_EARG, "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole "
-                      "batch)");
+        return km_err(KM_EARG,
+                      "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole batch)");
     return KM_OK;
 }
 

@@ -95,9 +95,10 @@ static const km_setting k_rows[] = {
     {"micro_batch", "--micro-batch", KM_SET_INT, O(micro_batch), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL,
      "split each batch into micro-batches of M (BatchNorm statistics per micro-batch, gradients summed in a fixed "
      "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
-    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL,
-     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like " \
-     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)", NULL, NULL},
+    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
+     NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -128,8 +129,8 @@ km_status km_train_config_check(const km_train_config *c) {
     if (c->micro_batch && (c->micro_batch < 2 || c->batch % c->micro_batch))
         return km_micro_check(c->batch, c->micro_batch);
     if (c->sync_bn && !c->micro_batch)
-        return km_err(KM_EARG, "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole "
-                      "batch)");
+        return km_err(KM_EARG,
+                      "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole batch)");
     return KM_OK;
 }
 
@@ -138,11 +139,8 @@ km_status km_train_config_save(const km_train_config *c, const char *path) {
     km_jw w = {0};
     km_jw_str(&w, "kmseg_version", KM_VERSION);
     km_jw_str(&w, "gemm_backend", km_gemm_backend());
-    /* 0: written as before they existed */
-    const char *skip[3] = {NULL, NULL, NULL}, **k = skip;
-    if (!c->micro_batch) *k++ = "micro_batch";
-    if (!c->sync_bn) *k++ = "sync_bn";
-    km_jw_settings(&w, &km_train_settings, c, skip);
+    static const char *const no_micro[] = {"micro_batch", NULL}; /* 0: written as before it existed */
+    km_jw_settings(&w, &km_train_settings, c, c->micro_batch ? NULL : no_micro);
     return km_jw_write(&w, path);
 }
 
