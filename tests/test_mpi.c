@@ -51,9 +51,18 @@ static const char *cmd_args(const char *cmd, int images, int batch, int micro, c
 #define train_args(batch, micro, extra, out) cmd_args("train", 20, batch, micro, "--epochs 1", extra, out)
 #define pretrain_args(batch, micro, extra, out) cmd_args("pretrain", 32, batch, micro, "--epochs 1", extra, out)
 
+/* Runs kmseg with args in one process or under mpirun; a failed run's
+ * output is printed. */
 static int run_np(int np, const char *args) {
-    if (np == 1) return km_test_sh("'%s' %s > '%s' 2>&1", km_test_bin(), args, km_test_sub("np1.log"));
-    return km_test_sh(MPIRUN " -np %d '%s' %s > '%s' 2>&1", np, km_test_bin(), args, km_test_sub("npN.log"));
+    const char *log = km_test_sub(np == 1 ? "np1.log" : "npN.log");
+    int rc = np == 1 ? km_test_sh("'%s' %s > '%s' 2>&1", km_test_bin(), args, log)
+                     : km_test_sh(MPIRUN " -np %d '%s' %s > '%s' 2>&1", np, km_test_bin(), args, log);
+    if (rc) {
+        char *o = km_test_slurp(log);
+        printf("  -np %d %s: exit %d\n%s", np, args, rc, o ? o : "(no output)\n");
+        km_free(o);
+    }
+    return rc;
 }
 
 static int same_file(const char *a, const char *b) { return km_test_sh("cmp -s '%s' '%s'", a, b) == 0; }
