@@ -244,9 +244,16 @@ static void jw_row(km_jw *w, const km_setting *r, const void *cfg) {
     jw_put(w, b);
 }
 
+/* A KM_SET_OMIT_DEFAULT row at its default is not written. */
+static int omitted(const km_setting *r, const void *cfg) {
+    if (!(r->attr & KM_SET_OMIT_DEFAULT)) return 0;
+    KM_ASSERT(r->type == KM_SET_INT || r->type == KM_SET_BOOL || r->type == KM_SET_ENUM);
+    return *(const int *)((const char *)cfg + r->off) == (int)r->def;
+}
+
 void km_jw_settings(km_jw *w, const km_settings *t, const void *cfg, const char *const *skip) {
     for (int i = 0; i < t->n; i++)
-        if (t->rows[i].key && !in_list(skip, t->rows[i].key)) jw_row(w, &t->rows[i], cfg);
+        if (t->rows[i].key && !in_list(skip, t->rows[i].key) && !omitted(&t->rows[i], cfg)) jw_row(w, &t->rows[i], cfg);
 }
 
 void km_jw_setting(km_jw *w, const km_settings *t, const void *cfg, const char *key) {

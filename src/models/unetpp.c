@@ -95,6 +95,10 @@ struct km_unetpp {
     int lastN, lastH, lastW, last_train, last_encoder_only;
     km_unetpp_profile *prof;
     float *bn_cap; /* km_unetpp_bn_capture */
+    const km_bn_sync *sync; /* km_unetpp_set_sync */
+    int last_sync;          /* the last forward ran with sync (its backward does too) */
+    float *ggrads;          /* sync: G gradient blocks of nparams */
+    int ng;                 /* blocks allocated in ggrads */
 };
 
 void km_unetpp_set_profile(km_unetpp *m, km_unetpp_profile *p) { m->prof = p; }
@@ -130,6 +134,38 @@ static void conv_bwd(km_unetpp *m, float *din, float *dw, float *db, const float
         if (getenv("KMSEG_CONV_TRACE"))
             fprintf(stderr, "B %d %d %d %d %d %d %d %d %d %.5f\n", d->N, d->C, d->H, d->W, d->K,
                     d->kh, d->sh, d->ph, din != NULL, km_now() - t0);
+    }
+}
+
+/* Synchronised BatchNorm (km_unetpp_set_sync): the forward's images are the
+ * local groups one after the other and every convolution runs per group with
+ * the group's images alone, as a separate forward of that micro-batch would
+ * (a GEMM's summation order depends on the images it batches); parameter
+ * gradients go to the group's block of ggrads. */
+static int group_images(const km_unetpp *m, int g) { return m->sync->count[m->sync->g0 + g]; }
+
+static void conv_fwd_groups(km_unetpp *m, float *out, const float *in, const float *w, const float *b,
+                            const km_conv_dims *d) {
+    size_t xin = (size_t)d->C * d->H * d->W, xout = (size_t)d->K * d->OH * d->OW;
+    for (int g = 0, i0 = 0; g < m->sync->G; i0 += group_images(m, g), g++) {
+        if (!group_images(m, g)) continue;
+        km_conv_dims dg = *d;
+        dg.N = group_images(m, g);
+        conv_fwd(m, out + xout * i0, in + xin * i0, w, b, &dg);
+    }
+}
+
+/* dw, db: offsets into a gradient block (db: (size_t)-1 for none). */
+static void conv_bwd_groups(km_unetpp *m, float *din, size_t dw, size_t db, const float *dout, const float *in,
+                            const float *w, const km_conv_dims *d) {
+    size_t xin = (size_t)d->C * d->H * d->W, xout = (size_t)d->K * d->OH * d->OW;
+    for (int g = 0, i0 = 0; g < m->sync->G; i0 += group_images(m, g), g++) {
+        if (!group_images(m, g)) continue;
+        km_conv_dims dg = *d;
+        dg.N = group_images(m, g);
+        float *gg = m->ggrads + m->nparams * (size_t)g;
+        conv_bwd(m, din ? din + xin * i0 : NULL, gg + dw, db == (size_t)-1 ? NULL : gg + db, dout + xout * i0,
+                 in + xin * i0, w, &dg);
     }
 }
 
@@ -333,6 +369,7 @@ void km_unetpp_free(km_unetpp *m) {
     km_free(m->adam_m);
     km_free(m->adam_v);
     km_free(m->bufs);
+    km_free(m->ggrads);
     free_activations(m);
     km_free(m->argmax);
     km_free(m);
@@ -508,7 +545,30 @@ void km_unetpp_bn_apply(km_unetpp *m, const float *stats) {
     }
 }
 
-void km_unetpp_zero_grad(km_unetpp *m) { memset(m->grads, 0, sizeof(float) * m->nparams); }
+km_status km_unetpp_set_sync(km_unetpp *m, const km_bn_sync *s) {
+    m->sync = s;
+    if (!s || s->G <= m->ng) return KM_OK;
+    km_free(m->ggrads);
+    m->ng = 0;
+    m->ggrads = km_try_malloc(sizeof(float) * m->nparams * (size_t)s->G);
+    if (!m->ggrads) {
+        m->sync = NULL;
+        return km_err(KM_ENOMEM, "cannot allocate %d gradient blocks of %.1f MB for --sync-bn", s->G,
+                      m->nparams * 4.0 / 1e6);
+    }
+    m->ng = s->G;
+    return KM_OK;
+}
+
+float *km_unetpp_group_grads(km_unetpp *m, int g) {
+    KM_ASSERT(m->sync && g >= 0 && g < m->sync->G);
+    return m->ggrads + m->nparams * (size_t)g;
+}
+
+void km_unetpp_zero_grad(km_unetpp *m) {
+    memset(m->grads, 0, sizeof(float) * m->nparams);
+    if (m->sync) memset(m->ggrads, 0, sizeof(float) * m->nparams * (size_t)m->sync->G);
+}
 
 void km_unetpp_adam_step(km_unetpp *m, float lr, float beta1, float beta2, float eps,
                          float weight_decay) {
@@ -689,7 +749,26 @@ km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
 
 /* ------------------------------------------------------------------ forward */
 
+/* Train mode with km_unetpp_set_sync: whole-batch statistics, the running
+ * statistics updated once from them (every process alike). */
+static void unit_forward_sync(km_unetpp *m, unit *u) {
+    const km_conv_dims *d = &u->d;
+    int HW = d->OH * d->OW;
+    float unbiased[512];
+    KM_ASSERT(u->cout <= 512);
+    conv_fwd_groups(m, u->conv, u->in, m->params + u->w, NULL, d);
+    km_bn_sync_forward(u->out, u->mean, u->invstd, unbiased, u->conv, m->params + u->gamma, m->params + u->beta,
+                       m->sync, u->cout, HW, BN_EPS);
+    km_bn_running_update(m->bufs + u->rm, m->bufs + u->rv, u->mean, unbiased, u->cout, BN_MOMENTUM);
+    m->nbt[u->bn]++;
+    if (u->relu) km_relu_forward(u->out, u->out, (size_t)m->lastN * u->cout * HW);
+}
+
 static void unit_forward(km_unetpp *m, unit *u, int train) {
+    if (train && m->sync) {
+        unit_forward_sync(m, u);
+        return;
+    }
     const km_conv_dims *d = &u->d;
     conv_fwd(m, u->conv, u->in, m->params + u->w, NULL, d);
     int HW = d->OH * d->OW;
@@ -726,6 +805,8 @@ static void dec_forward(km_unetpp *m, decblock *b, int N, int train) {
 }
 
 static void encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, int train) {
+    m->lastN = N; /* the units' image count (sync: may be 0, see km_unetpp_set_sync) */
+    m->last_sync = train && m->sync;
     memcpy(m->x, x, sizeof(float) * N * 3 * H * W);
     unit_forward(m, &m->stem, train);
     km_maxpool3s2_forward(m->pool, m->pool_arg, m->stem.out, N, 64, H / 2, W / 2);
@@ -742,22 +823,30 @@ static void encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, i
         km_add_forward(b->res, b->c2.out, id, n);
         km_relu_forward(b->res, b->res, n);
     }
-    m->lastN = N;
     m->lastH = H;
     m->lastW = W;
     m->last_train = train;
 }
 
+/* Reserve for a forward; a synchronised train-mode forward of no images (a
+ * process whose micro-batches are empty) keeps the reserved geometry. */
+static km_status forward_reserve(km_unetpp *m, int N, int H, int W, int train) {
+    if (N == 0 && train && m->sync && m->planned && m->rH == H && m->rW == W) return KM_OK;
+    return km_unetpp_reserve(m, N, H, W);
+}
+
 km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
                             float *logits) {
-    km_status s = km_unetpp_reserve(m, N, H, W);
+    km_status s = forward_reserve(m, N, H, W, train);
     if (s) return s;
     encoder_forward(m, x, N, H, W, train);
     for (int l = 0; l <= 4; l++)
         for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
-    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
-    conv_fwd(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w,
-             m->params + m->head_b, &hd);
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    if (m->last_sync)
+        conv_fwd_groups(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w, m->params + m->head_b, &hd);
+    else
+        conv_fwd(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w, m->params + m->head_b, &hd);
     memcpy(logits, m->logits, sizeof(float) * N * H * W);
     m->last_encoder_only = 0;
     return KM_OK;
@@ -765,7 +854,7 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
 
 km_status km_unetpp_encoder_forward(km_unetpp *m, const float *x, int N, int H, int W, int train,
                                     float *feat) {
-    km_status s = km_unetpp_reserve(m, N, H, W);
+    km_status s = forward_reserve(m, N, H, W, train);
     if (s) return s;
     encoder_forward(m, x, N, H, W, train);
     memcpy(feat, m->F[0], sizeof(float) * N * 512 * (H / 32) * (W / 32));
@@ -782,7 +871,21 @@ static void relu_mask_inplace(float *g, const float *out, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = out[i] > 0.0f ? g[i] : 0.0f; /* branch-free: vectorises */
 }
 
+static void unit_backward_sync(km_unetpp *m, unit *u, int want_din) {
+    const km_conv_dims *d = &u->d;
+    int HW = d->OH * d->OW;
+    memset(u->gconv, 0, sizeof(float) * (size_t)m->lastN * u->cout * HW);
+    km_bn_sync_backward(u->gconv, m->ggrads + u->gamma, m->ggrads + u->beta, m->nparams, u->gout,
+                        u->relu ? u->out : NULL, u->conv, m->params + u->gamma, u->mean, u->invstd, m->sync, u->cout,
+                        HW);
+    conv_bwd_groups(m, want_din ? u->gin : NULL, u->w, (size_t)-1, u->gconv, u->in, m->params + u->w, d);
+}
+
 static void unit_backward(km_unetpp *m, unit *u, int want_din) {
+    if (m->last_sync) {
+        unit_backward_sync(m, u, want_din);
+        return;
+    }
     const km_conv_dims *d = &u->d;
     int HW = d->OH * d->OW;
     size_t n = (size_t)d->N * u->cout * HW;
@@ -834,10 +937,13 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
     int N = m->lastN, H = m->lastH, W = m->lastW;
     memset(m->gact, 0, sizeof(float) * m->ngact);
     memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
-    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
     decblock *last = dec_at(m, 0, 4);
-    conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits,
-             last->c2.out, m->params + m->head_w, &hd);
+    if (m->last_sync)
+        conv_bwd_groups(m, last->c2.gout, m->head_w, m->head_b, m->glogits, last->c2.out, m->params + m->head_w, &hd);
+    else
+        conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits, last->c2.out,
+                 m->params + m->head_w, &hd);
     for (int l = 4; l >= 0; l--)
         for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
     encoder_backward(m, dx);

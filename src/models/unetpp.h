@@ -12,6 +12,7 @@
 
 #include "../io/tensor.h"
 #include "../core/rng.h"
+#include "../nn/ops.h"
 
 typedef struct km_unetpp km_unetpp;
 
@@ -86,6 +87,22 @@ void km_unetpp_zero_grad(km_unetpp *m);
 size_t km_unetpp_bn_stats_floats(const km_unetpp *m);
 void km_unetpp_bn_capture(km_unetpp *m, float *stats);
 void km_unetpp_bn_apply(km_unetpp *m, const float *stats);
+
+/* Synchronised BatchNorm (--sync-bn, microbatch.h). With s != NULL, a
+ * train-mode forward takes this process's s->G groups (micro-batches) of
+ * s->count[s->g0 + g] images, one after the other (N = their sum; N = 0 is
+ * allowed once the model is reserved: a process whose groups are empty still
+ * takes part in every gather). Every BatchNorm normalises with the statistics
+ * of all s->K groups (km_bn_sync_forward) and updates its running statistics
+ * once from them; every convolution runs per group on the group's images
+ * alone. The backward (km_unetpp_backward, km_unetpp_encoder_backward) uses
+ * the whole-batch BatchNorm sums too and adds each group's parameter
+ * gradients to its own block, km_unetpp_group_grads(m, g) (nparams floats;
+ * km_unetpp_zero_grad clears them, km_unetpp_grads is left alone). s must
+ * stay valid while set; NULL: normal forwards. KM_ENOMEM when the G blocks
+ * cannot be allocated. Eval-mode forwards ignore it. */
+km_status km_unetpp_set_sync(km_unetpp *m, const km_bn_sync *s);
+float *km_unetpp_group_grads(km_unetpp *m, int g);
 
 /* The encoder alone (SimCLR pretraining): feat receives the last ResNet stage
  * [N, 512, H/32, W/32] (after its final ReLU). km_unetpp_encoder_backward adds

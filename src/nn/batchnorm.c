@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "nn_common.h"
 
@@ -99,6 +100,15 @@ static void plane_sum_dot(double *s, double *t, const float *g, const float *x, 
     }
 }
 
+/* y = x alpha + beta on channel c of N images. */
+static void normalise_channel(float *out, const float *in, int N, int C, int HW, int c, float alpha, float beta) {
+    for (int i = 0; i < N; i++) {
+        const float *x = in + ((size_t)i * C + c) * HW;
+        float *y = out + ((size_t)i * C + c) * HW;
+        for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
+    }
+}
+
 /* One channel's running-statistics update, the arithmetic of torch's kernel
  * (see the header comment); shared by the forward and km_bn_running_update so
  * that a replayed update is bit-identical to the forward's own. */
@@ -142,11 +152,7 @@ void km_bn_forward_train_stats(float *out, float *mean, float *invstd, float *un
                        mom);
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - m * alpha;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            float *y = out + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
-        }
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
     }
 }
 
@@ -159,10 +165,28 @@ void km_bn_forward_eval(float *out, const float *in, const float *w, const float
         const float is = (float)(1.0 / sqrt((double)running_var[c] + deps));
         const float alpha = is * (w ? w[c] : 1.0f);
         const float beta = (b ? b[c] : 0.0f) - running_mean[c] * alpha;
-        for (int i = 0; i < N; i++) {
-            const float *x = in + ((size_t)i * C + c) * HW;
-            float *y = out + ((size_t)i * C + c) * HW;
-            for (int p = 0; p < HW; p++) y[p] = x[p] * alpha + beta;
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
+    }
+}
+
+/* Channel c of images [0, N): dx += (dy - gmean - (x - m) k) * is * wc, with
+ * dy masked where relu_out <= 0 when relu_out is given. */
+static void dx_channel(float *din, const float *dout, const float *relu_out, const float *in, int N, int C, int HW,
+                       int c, float m, float is, float wc, float gmean, float k) {
+    for (int i = 0; i < N; i++) {
+        const float *x = in + ((size_t)i * C + c) * HW;
+        const float *g = dout + ((size_t)i * C + c) * HW;
+        float *dx = din + ((size_t)i * C + c) * HW;
+        if (relu_out) {
+            const float *r = relu_out + ((size_t)i * C + c) * HW;
+#pragma omp simd
+            for (int p = 0; p < HW; p++) {
+                const float gp = r[p] > 0.0f ? g[p] : 0.0f;
+                dx[p] += (gp - gmean - (x[p] - m) * k) * is * wc;
+            }
+        } else {
+#pragma omp simd
+            for (int p = 0; p < HW; p++) dx[p] += (g[p] - gmean - (x[p] - m) * k) * is * wc;
         }
     }
 }
@@ -185,22 +209,7 @@ static void bn_backward(float *din, float *dw, float *db, const float *dout, con
         if (din) {
             const float k = (float)dotp * is * is / (float)n;
             const float gmean = (float)(sum / (double)n);
-            for (int i = 0; i < N; i++) {
-                const float *x = in + ((size_t)i * C + c) * HW;
-                const float *g = dout + ((size_t)i * C + c) * HW;
-                float *dx = din + ((size_t)i * C + c) * HW;
-                if (relu_out) {
-                    const float *r = relu_out + ((size_t)i * C + c) * HW;
-#pragma omp simd
-                    for (int p = 0; p < HW; p++) {
-                        const float gp = r[p] > 0.0f ? g[p] : 0.0f;
-                        dx[p] += (gp - gmean - (x[p] - m) * k) * is * wc;
-                    }
-                } else {
-#pragma omp simd
-                    for (int p = 0; p < HW; p++) dx[p] += (g[p] - gmean - (x[p] - m) * k) * is * wc;
-                }
-            }
+            dx_channel(din, dout, relu_out, in, N, C, HW, c, m, is, wc, gmean, k);
         }
         if (dw) dw[c] += (float)(dotp * is);
         if (db) db[c] += (float)sum;
@@ -216,4 +225,107 @@ void km_bn_relu_backward(float *din, float *dw, float *db, const float *dout, co
                          const float *in, const float *w, const float *mean, const float *invstd,
                          int N, int C, int HW) {
     bn_backward(din, dw, db, dout, out, in, w, mean, invstd, N, C, HW);
+}
+
+/* ------------------------------------------------------ synchronised (ops.h) */
+
+static int sync_local_images(const km_bn_sync *s) {
+    int N = 0;
+    for (int g = 0; g < s->G; g++) N += s->count[s->g0 + g];
+    return N;
+}
+
+/* all[K][n] from part[G][n]: the caller's gather, or a copy for one process. */
+static void sync_gather(const km_bn_sync *s, size_t n) {
+    if (s->gather)
+        s->gather(s->ud, s->part, s->all, n);
+    else
+        memcpy(s->all, s->part, sizeof(double) * n * (size_t)s->G);
+}
+
+/* Channel c's per-group partial sums into part[g][C]: sum x (m == NULL) or
+ * sum (x - m[c])^2 with the float deviation of the single-batch kernel. */
+static void sync_partial_channel(const km_bn_sync *s, const float *in, const float *m, int C, int HW, int c) {
+    for (int g = 0, i0 = 0; g < s->G; i0 += s->count[s->g0 + g], g++) {
+        double acc[LANES] = {0};
+        for (int i = i0; i < i0 + s->count[s->g0 + g]; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            if (m)
+                plane_sqdev(acc, x, m[c], HW);
+            else
+                plane_sum(acc, x, HW);
+        }
+        s->part[(size_t)g * C + c] = lane_fold(acc);
+    }
+}
+
+/* Channel c of all[K][C] summed in group order. */
+static double sync_total(const km_bn_sync *s, size_t n, int c) {
+    double t = 0;
+    for (int j = 0; j < s->K; j++) t += s->all[(size_t)j * n + c];
+    return t;
+}
+
+void km_bn_sync_forward(float *out, float *mean, float *invstd, float *unbiased, const float *in, const float *w,
+                        const float *b, const km_bn_sync *s, int C, int HW, float eps) {
+    KM_ASSERT(C <= s->cmax && (s->gather || s->K == s->G));
+    const int N = sync_local_images(s);
+    const int par = (size_t)N * C * HW > KM_OMP_MIN;
+    const double deps = km_float_as_decimal(eps);
+    double nt = 0;
+    for (int j = 0; j < s->K; j++) nt += (double)s->count[j] * HW;
+    KM_ASSERT(nt > 1); /* PyTorch: "Expected more than 1 value per channel when training" */
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) sync_partial_channel(s, in, NULL, C, HW, c);
+    sync_gather(s, (size_t)C);
+    for (int c = 0; c < C; c++) mean[c] = (float)(sync_total(s, (size_t)C, c) / nt);
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) sync_partial_channel(s, in, mean, C, HW, c);
+    sync_gather(s, (size_t)C);
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], var_sum = (float)sync_total(s, (size_t)C, c);
+        const float is = (float)(1.0 / sqrt((double)(var_sum / (float)nt) + deps));
+        invstd[c] = is;
+        if (unbiased) unbiased[c] = var_sum / (float)(nt - 1);
+        const float alpha = is * (w ? w[c] : 1.0f);
+        const float beta = (b ? b[c] : 0.0f) - m * alpha;
+        normalise_channel(out, in, N, C, HW, c, alpha, beta);
+    }
+}
+
+void km_bn_sync_backward(float *din, float *dw, float *db, size_t gstride, const float *dout, const float *relu_out,
+                         const float *in, const float *w, const float *mean, const float *invstd, const km_bn_sync *s,
+                         int C, int HW) {
+    KM_ASSERT(C <= s->cmax && (s->gather || s->K == s->G));
+    const int N = sync_local_images(s);
+    const size_t n2 = 2 * (size_t)C;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
+    for (int c = 0; c < C; c++)
+        for (int g = 0, i0 = 0; g < s->G; i0 += s->count[s->g0 + g], g++) {
+            double sacc[LANES] = {0}, tacc[LANES] = {0};
+            for (int i = i0; i < i0 + s->count[s->g0 + g]; i++) {
+                const size_t o = ((size_t)i * C + c) * HW;
+                plane_sum_dot(sacc, tacc, dout + o, in + o, relu_out ? relu_out + o : NULL, mean[c], HW);
+            }
+            s->part[(size_t)g * n2 + c] = lane_fold(sacc);
+            s->part[(size_t)g * n2 + C + c] = lane_fold(tacc);
+        }
+    sync_gather(s, n2);
+    double nt = 0;
+    for (int j = 0; j < s->K; j++) nt += (double)s->count[j] * HW;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * HW > KM_OMP_MIN)
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], is = invstd[c], wc = w ? w[c] : 1.0f;
+        const double sum = sync_total(s, n2, c), dotp = sync_total(s, n2, C + c);
+        if (din) {
+            const float k = (float)dotp * is * is / (float)nt;
+            const float gmean = (float)(sum / nt);
+            dx_channel(din, dout, relu_out, in, N, C, HW, c, m, is, wc, gmean, k);
+        }
+        for (int g = 0; g < s->G; g++) {
+            if (dw) dw[(size_t)g * gstride + c] += (float)(s->part[(size_t)g * n2 + C + c] * is);
+            if (db) db[(size_t)g * gstride + c] += (float)s->part[(size_t)g * n2 + c];
+        }
+    }
 }

@@ -49,6 +49,48 @@ void km_bn_relu_backward(float *din, float *dw, float *db, const float *dout, co
                          const float *in, const float *w, const float *mean, const float *invstd,
                          int N, int C, int HW);
 
+/* ---- Synchronised BatchNorm (--sync-bn; PyTorch's SyncBatchNorm) ----
+ * The statistics of a training-mode BatchNorm over a batch that is split into
+ * K groups (micro-batches), possibly held by several processes. The images of
+ * one call are this process's G groups [g0, g0 + G), count[g0 + g] images
+ * each, one after the other (a group may be empty: count 0). Every per-group
+ * partial sum is computed in double in a fixed order; `gather` (ud, mine,
+ * all, n) must fill all[K][n] with every group's n doubles in group order
+ * given this process's mine[G][n] (several processes: an allgather; NULL:
+ * one process, K == G, all = mine). The partials are then combined in group
+ * order, so the result does not depend on how the K groups are spread over
+ * processes. part / all: the caller's scratch of G x 2 cmax and K x 2 cmax
+ * doubles (cmax: the most channels of any call). Every process must make the
+ * same sequence of calls (the gathers are collective). */
+typedef struct {
+    int K, G, g0;
+    const int *count; /* [K] images per group */
+    void (*gather)(void *ud, const double *mine, double *all, size_t n);
+    void *ud;
+    double *part, *all;
+    int cmax;
+} km_bn_sync;
+/* Forward over the G local groups with the statistics of all K, in two
+ * gathers of C doubles per group, like km_bn_forward_train's two passes:
+ * per group sum x, the mean = (float)(sum over groups / n) (n = all K
+ * groups' values per channel, > 1); per group sum (x - mean)^2 (float
+ * deviations, double sums), var_sum = (float) their sum; then the single-
+ * batch kernel's arithmetic: invstd, unbiased = var_sum / (n - 1), y = x
+ * alpha + beta. Equals km_bn_forward_train on the concatenated batch but
+ * for the grouping of the double sums (one group: bit-identical). No
+ * running-statistics update (km_bn_running_update with mean / unbiased). */
+void km_bn_sync_forward(float *out, float *mean, float *invstd, float *unbiased, const float *in, const float *w,
+                        const float *b, const km_bn_sync *s, int C, int HW, float eps);
+/* Backward of km_bn_sync_forward: per group sum dy and sum (x - mean) dy
+ * (dy masked by relu_out > 0 when relu_out is given: the fused ReLU of
+ * km_bn_relu_backward), one gather, summed in group order; din += the
+ * whole-batch BatchNorm input gradient. Parameter gradients per local group:
+ * group g's at dw + g * gstride and db + g * gstride (+=; dw, db may be NULL),
+ * so that each group's share can be summed with the rest of its gradient. */
+void km_bn_sync_backward(float *din, float *dw, float *db, size_t gstride, const float *dout, const float *relu_out,
+                         const float *in, const float *w, const float *mean, const float *invstd, const km_bn_sync *s,
+                         int C, int HW);
+
 /* ---- ReLU; backward uses the forward OUTPUT (gradient passes where out > 0) ---- */
 void km_relu_forward(float *out, const float *in, size_t n); /* out may equal in */
 void km_relu_backward(float *din, const float *dout, const float *out, size_t n);

@@ -38,6 +38,9 @@ km_status km_micro_open(km_micro *u, int batch, int M, size_t ngrad, const km_un
 
 void km_micro_close(km_micro *u) {
     km_dist_sum_free(&u->sum);
+    km_free(u->cnt);
+    km_free(u->bs.part);
+    km_free(u->bs.all);
     km_free(u->st);
     km_free(u->st_all);
     km_free(u->ls);
@@ -49,6 +52,12 @@ int km_micro_n(const km_micro *u, int j, int bn) {
     int n = bn - j * u->M;
     n = n < 0 ? 0 : (n > u->M ? u->M : n);
     return n < 2 ? 0 : n;
+}
+
+int km_micro_total(const km_micro *u, int bn) {
+    int total = 0;
+    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    return total;
 }
 
 void km_micro_rank_images(const km_micro *u, int bn, int *lo, int *hi) {
@@ -73,19 +82,49 @@ void km_micro_end(km_micro *u, km_unetpp *m, int i, double loss, const float *g)
 }
 
 double km_micro_finish(km_micro *u, km_unetpp *m, int bn, float *gsum) {
-    int total = 0;
-    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int total = km_micro_total(u, bn);
     km_dist_sum_run(&u->sum, gsum);
-    km_dist_allgather(u->st, u->st_all, sizeof(float) * u->nst * (size_t)u->Kl);
+    if (!u->sync) km_dist_allgather(u->st, u->st_all, sizeof(float) * u->nst * (size_t)u->Kl);
     km_dist_allgather(u->ls, u->ls_all, sizeof(double) * (size_t)u->Kl);
     double l = 0;
     for (int j = 0; j < u->K; j++) {
         int nj = km_micro_n(u, j, bn);
         if (!nj) continue;
-        km_unetpp_bn_apply(m, u->st_all + u->nst * (size_t)j);
+        if (!u->sync) km_unetpp_bn_apply(m, u->st_all + u->nst * (size_t)j);
         l += u->ls_all[j] * ((double)nj / total); /* share 1 for one micro-batch: the loss exactly */
     }
     return l;
+}
+
+/* The model's gather (km_bn_sync): every rank's Kl groups of n doubles, in
+ * rank order = micro-batch order. */
+static void sync_gather(void *ud, const double *mine, double *all, size_t n) {
+    const km_micro *u = ud;
+    km_dist_allgather(mine, all, sizeof(double) * n * (size_t)u->Kl);
+}
+
+km_status km_micro_sync_open(km_micro *u, km_unetpp *m) {
+    enum { CMAX = 512 }; /* the most channels of a student BatchNorm */
+    u->sync = 1;
+    u->cnt = km_calloc(sizeof(int) * (size_t)u->K);
+    km_bn_sync *b = &u->bs;
+    b->K = u->K;
+    b->G = u->Kl;
+    b->g0 = u->rank * u->Kl;
+    b->count = u->cnt;
+    b->gather = km_dist_size() > 1 ? sync_gather : NULL;
+    b->ud = u;
+    b->cmax = CMAX;
+    b->part = km_malloc(sizeof(double) * 2 * CMAX * (size_t)u->Kl);
+    b->all = km_malloc(sizeof(double) * 2 * CMAX * (size_t)u->K);
+    return km_unetpp_set_sync(m, b);
+}
+
+int km_micro_sync_batch(km_micro *u, int bn, int rows_per_image) {
+    int rows = 0;
+    for (int j = 0; j < u->K; j++) u->cnt[j] = km_micro_n(u, j, bn) * rows_per_image;
+    for (int i = 0; i < u->Kl; i++) rows += u->cnt[km_micro_global(u, i)];
+    return rows;
 }
 
 uint64_t km_unetpp_state_hash(const km_unetpp *m) {

@@ -26,6 +26,10 @@ typedef struct {
     km_dist_sum sum;
     float *st, *st_all;  /* [Kl][nst] this rank's, [K][nst] everyone's */
     double *ls, *ls_all; /* loss per micro-batch, likewise */
+    /* --sync-bn (km_micro_sync_open) */
+    int sync;
+    int *cnt;      /* [K] images (rows) per micro-batch of the current batch */
+    km_bn_sync bs; /* the model's hook: groups = micro-batches, gather = km_dist_allgather */
 } km_micro;
 
 /* KM_EARG naming the flags unless M = 0 with one process, or M >= 2 divides
@@ -39,6 +43,8 @@ km_status km_micro_open(km_micro *u, int batch, int M, size_t ngrad, const km_un
 void km_micro_close(km_micro *u);
 /* Images in micro-batch j of a batch of bn that count (0 or >= 2). */
 int km_micro_n(const km_micro *u, int j, int bn);
+/* Images of a batch of bn that count: the sum of km_micro_n over the K. */
+int km_micro_total(const km_micro *u, int bn);
 /* This rank's images [*lo, *hi) of a batch of bn (u == NULL or M == 0: all). */
 void km_micro_rank_images(const km_micro *u, int bn, int *lo, int *hi);
 /* The global index of local micro-batch i. */
@@ -52,6 +58,29 @@ void km_micro_end(km_micro *u, km_unetpp *m, int i, double loss, const float *g)
  * statistics updates applied in order; returns the batch loss
  * sum_j share_j loss_j. */
 double km_micro_finish(km_micro *u, km_unetpp *m, int bn, float *gsum);
+
+/* --sync-bn: BatchNorm with the statistics of the whole batch, every
+ * micro-batch of every rank (PyTorch's SyncBatchNorm), still bit-identical
+ * for any N. After km_micro_open, km_micro_sync_open hooks u into the model
+ * (km_unetpp_set_sync: this rank's Kl micro-batches are the model's groups,
+ * the gather an allgather of every BatchNorm's per-micro-batch partial sums,
+ * combined in micro-batch order) and allocates Kl gradient blocks in the
+ * model. A step then runs this rank's micro-batches as ONE train-mode
+ * forward and ONE backward of the km_micro_sync_batch images (each
+ * convolution still per micro-batch), the loss per micro-batch as before
+ * (u->ls[i], scaled by its share), km_micro_end(u, m, i, ls[i], micro-batch
+ * i's gradient: km_unetpp_group_grads(m, i) or built from it) for every
+ * local i, then km_micro_finish, which with sync applies no captured
+ * statistics (the forward updated the running statistics once, from the
+ * whole batch). Costs one allgather of 2 C doubles per micro-batch for each
+ * BatchNorm layer in the forward and again in the backward, and Kl gradient
+ * blocks of memory. km_micro_begin is not used. */
+km_status km_micro_sync_open(km_micro *u, km_unetpp *m);
+/* Sets the micro-batches' sizes for a batch of bn images, rows_per_image
+ * rows per image (pretraining: 2 views); returns this rank's rows, the N of
+ * its forward (0 when its micro-batches are all empty: it still runs the
+ * forward and backward, which take part in every gather). */
+int km_micro_sync_batch(km_micro *u, int bn, int rows_per_image);
 
 /* Hash (dist.h) of a student's whole state: weights, BatchNorm buffers and
  * counters, its Adam moments and step; ranks compare it at the start. */

@@ -256,6 +256,10 @@ static const km_setting k_rows[] = {
      "split each batch into micro-batches of M images (NT-Xent and BatchNorm per micro-batch, gradients summed in "
      "a fixed order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL,
      NULL},
+    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
+     NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -510,6 +514,9 @@ static km_status check_config(const km_simclr_config *c) {
     if (s) return s;
     if (c->stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", c->stop_after);
     if (c->resume && c->fixed_batch) return km_err(KM_EARG, "fixed_batch runs cannot be resumed");
+    if (c->sync_bn && !c->micro_batch)
+        return km_err(KM_EARG,
+                      "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole batch)");
     return KM_OK;
 }
 
@@ -540,6 +547,7 @@ typedef struct {
     sc_bufs b;
     km_micro mb;  /* micro_batch > 0 (microbatch.h) */
     float *gcat;  /* micro-batches: encoder then head gradients, one vector */
+    float *gsync; /* --sync-bn: the head gradients of each local micro-batch */
 } pretrainer;
 
 /* The train split of the seeded 80/10/10 split, decoded once. */
@@ -689,6 +697,10 @@ static km_status pt_buffers(pretrainer *P) {
         s = km_micro_open(&P->mb, P->N, P->c->micro_batch, P->st.n_enc + HEAD_N, P->m);
         P->gcat = km_malloc(sizeof(float) * (P->st.n_enc + HEAD_N));
     }
+    if (!s && P->c->sync_bn) {
+        s = km_micro_sync_open(&P->mb, P->m);
+        P->gsync = km_malloc(sizeof(float) * HEAD_N * (size_t)P->mb.Kl);
+    }
     if (!s && P->log && !P->st.done)
         fprintf(P->log, "SimCLR pretraining: resnet%d, %d train images, %dx%d, batch %d (%d views), %d steps/epoch, "
                         "lr %g, T %g, %d threads\n",
@@ -725,35 +737,45 @@ static void pt_views(pretrainer *P, const int *bi, int fill) {
     }
 }
 
-/* Forward and backward of nv views x (rows 0..nv/2-1 view 1, then view 2):
- * encoder -> GAP -> head -> NT-Xent; the gradients (times scale) replace
- * the model's and ghead. */
-static km_status pt_fb(pretrainer *P, const float *x, int nv, float scale, int ep, int sti, double *loss) {
+/* The head's part of a step on the nv views whose encoder features are rows
+ * r0.. of b->feat: GAP -> head -> NT-Xent, its backward (times scale) into
+ * ghead (replaced) and rows r0.. of b->dfeat (replaced). */
+static km_status pt_head_fb(pretrainer *P, size_t r0, int nv, float scale, float *ghead, int ep, int sti,
+                            double *loss) {
     const km_simclr_config *c = P->c;
     sc_bufs *b = &P->b;
     int B = nv, HW = P->HW;
-    float *head = P->st.head, *ghead = b->ghead;
-    km_status s = km_unetpp_encoder_forward(P->m, x, B, P->S, P->S, 1, b->feat);
-    if (s) return s;
-    km_gap_forward(b->g, b->feat, B, 512, HW);
+    float *head = P->st.head, *feat = b->feat + r0 * 512 * HW, *dfeat = b->dfeat + r0 * 512 * HW;
+    km_gap_forward(b->g, feat, B, 512, HW);
     km_linear_forward(b->h1, b->g, head + HEAD_W1, head + HEAD_B1, B, 512, HD);
     km_relu_forward(b->a1, b->h1, (size_t)B * HD);
     km_linear_forward(b->pr, b->a1, head + HEAD_W2, head + HEAD_B2, B, HD, PD);
     *loss = km_ntxent_forward(b->pr, B, PD, (float)c->temperature, b->ntw);
     if (!isfinite(*loss))
         return km_err(KM_EINTERNAL, "epoch %d step %d: the NT-Xent loss is %g (diverged; lower --lr)", ep, sti + 1, *loss);
-    km_unetpp_zero_grad(P->m);
     memset(ghead, 0, sizeof(float) * HEAD_N);
     memset(b->dpr, 0, sizeof(float) * B * PD);
     memset(b->dh1, 0, sizeof(float) * B * HD);
     memset(b->dg, 0, sizeof(float) * B * 512);
-    memset(b->dfeat, 0, sizeof(float) * B * 512 * HW);
+    memset(dfeat, 0, sizeof(float) * B * 512 * HW);
     km_ntxent_backward(b->dpr, b->pr, B, PD, (float)c->temperature, scale, b->ntw);
     /* dh1 first holds d(loss)/d(a1), then is masked by the ReLU in place */
     km_linear_backward(b->dh1, ghead + HEAD_W2, ghead + HEAD_B2, b->dpr, b->a1, head + HEAD_W2, B, HD, PD);
     for (size_t i = 0; i < (size_t)B * HD; i++) b->dh1[i] = b->a1[i] > 0.0f ? b->dh1[i] : 0.0f;
     km_linear_backward(b->dg, ghead + HEAD_W1, ghead + HEAD_B1, b->dh1, b->g, head + HEAD_W1, B, 512, HD);
-    km_gap_backward(b->dfeat, b->dg, B, 512, HW);
+    km_gap_backward(dfeat, b->dg, B, 512, HW);
+    return KM_OK;
+}
+
+/* Forward and backward of nv views x (rows 0..nv/2-1 view 1, then view 2):
+ * encoder -> GAP -> head -> NT-Xent; the gradients (times scale) replace
+ * the model's and ghead. */
+static km_status pt_fb(pretrainer *P, const float *x, int nv, float scale, int ep, int sti, double *loss) {
+    sc_bufs *b = &P->b;
+    km_status s = km_unetpp_encoder_forward(P->m, x, nv, P->S, P->S, 1, b->feat);
+    if (!s) s = pt_head_fb(P, 0, nv, scale, b->ghead, ep, sti, loss);
+    if (s) return s;
+    km_unetpp_zero_grad(P->m);
     km_unetpp_encoder_backward(P->m, b->dfeat, NULL);
     return KM_OK;
 }
@@ -783,13 +805,41 @@ static km_status pt_fb_micro(pretrainer *P, int ep, int sti, double *loss) {
     return KM_OK;
 }
 
+/* --sync-bn (microbatch.h): this process's micro-batches as one encoder
+ * forward and backward with whole-batch BatchNorm, the head and NT-Xent per
+ * micro-batch (head gradients kept per micro-batch in P->gsync), then the
+ * sum over all; leaves the summed gradients in the model and ghead. */
+static km_status pt_fb_sync(pretrainer *P, int ep, int sti, double *loss) {
+    km_micro *u = &P->mb;
+    size_t ne = P->st.n_enc;
+    int V = 2 * u->M, rows = km_micro_sync_batch(u, P->N, 2);
+    float share = (float)(1.0 / u->K);
+    km_status s = km_unetpp_encoder_forward(P->m, P->b.x, rows, P->S, P->S, 1, P->b.feat);
+    for (int i = 0; i < u->Kl && !s; i++) /* u->ls: micro-batch i's loss */
+        s = pt_head_fb(P, (size_t)i * V, V, share, P->gsync + (size_t)HEAD_N * i, ep, sti, &u->ls[i]);
+    if (s) return s;
+    km_unetpp_zero_grad(P->m);
+    km_unetpp_encoder_backward(P->m, P->b.dfeat, NULL);
+    for (int i = 0; i < u->Kl; i++) {
+        memcpy(P->gcat, km_unetpp_group_grads(P->m, i), sizeof(float) * ne);
+        memcpy(P->gcat + ne, P->gsync + (size_t)HEAD_N * i, sizeof(float) * HEAD_N);
+        km_micro_end(u, P->m, i, u->ls[i], P->gcat);
+    }
+    *loss = km_micro_finish(u, P->m, P->N, P->gcat);
+    memcpy(km_unetpp_grads(P->m), P->gcat, sizeof(float) * ne);
+    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N);
+    return KM_OK;
+}
+
 /* One optimiser step on images bi[0..N): views, gradients (whole or in
  * micro-batches), Adam on encoder and head. */
 static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti, double *loss) {
     const km_simclr_config *c = P->c;
     sc_state *st = &P->st;
     pt_views(P, bi, fill);
-    km_status s = P->mb.M ? pt_fb_micro(P, ep, sti, loss) : pt_fb(P, P->b.x, P->B, 1.0f, ep, sti, loss);
+    km_status s = P->mb.sync ? pt_fb_sync(P, ep, sti, loss)
+                  : P->mb.M  ? pt_fb_micro(P, ep, sti, loss)
+                             : pt_fb(P, P->b.x, P->B, 1.0f, ep, sti, loss);
     if (s) return s;
     st->steps++; /* Adam's step counter */
     P->nstep++;
@@ -916,6 +966,7 @@ static km_status pt_close(pretrainer *P, km_status s) {
     km_free(b->ghead), km_free(b->views);
     km_micro_close(&P->mb);
     km_free(P->gcat);
+    km_free(P->gsync);
     if (P->m) km_unetpp_free(P->m);
     km_dataset_free(&P->ds);
     km_split_free(&P->sp);

@@ -43,7 +43,9 @@
  * images (2M views, NT-Xent and BatchNorm within the micro-batch, each loss
  * scaled by M/N), gradients of encoder and head summed in a fixed tree
  * order; `mpirun -np K` shares them with the same result for every K (rank 0
- * writes the files, every rank reads on --resume).
+ * writes the files, every rank reads on --resume). With sync_bn the
+ * encoder's BatchNorm uses the statistics of all 2N views of the step
+ * (NT-Xent stays per micro-batch).
  * Images: the train split of the seeded random split (km_split_random over
  * the km_dataset_scan index, val/test fractions 0.1, optionally over the first
  * max_images ids), i.e. the labelled and unlabelled training images of
@@ -128,6 +130,7 @@ typedef struct {
     int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */
     int micro_batch;   /* M images (2M views): NT-Xent per micro-batch, gradients summed in a fixed
                           order and shared by mpirun's ranks (microbatch.h; 0: off) */
+    int sync_bn;       /* with micro_batch: BatchNorm statistics of all micro-batches (--sync-bn) */
     double step_timeout; /* watchdog on one step, seconds (0: off; not saved) */
     km_simclr_aug_cfg aug;
     /* how this process runs (not part of config.json) */
@@ -148,7 +151,7 @@ void km_simclr_config_default(km_simclr_config *c);
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
 /* Writes config.json: "command": "pretrain", data, n_train_images, the other
  * settings in table order (threads < 1: the process's count; micro_batch
- * only when not 0), kmseg_version (the format every run since the first has
+ * and sync_bn only when not 0), kmseg_version (the format every run since the first has
  * written). */
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);

@@ -95,6 +95,10 @@ static const km_setting k_rows[] = {
     {"micro_batch", "--micro-batch", KM_SET_INT, O(micro_batch), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_OPTIONAL,
      "split each batch into micro-batches of M (BatchNorm statistics per micro-batch, gradients summed in a fixed "
      "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
+    {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
+     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
+     NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -124,6 +128,9 @@ km_status km_train_config_check(const km_train_config *c) {
     if (c->seed > (uint64_t)INT64_MAX) return km_err(KM_EARG, "--seed: expected < 2^63");
     if (c->micro_batch && (c->micro_batch < 2 || c->batch % c->micro_batch))
         return km_micro_check(c->batch, c->micro_batch);
+    if (c->sync_bn && !c->micro_batch)
+        return km_err(KM_EARG,
+                      "--sync-bn needs --micro-batch M (without micro-batches BatchNorm already sees the whole batch)");
     return KM_OK;
 }
 
@@ -646,7 +653,8 @@ static km_status trainer_buffers(trainer *T, int resume) {
     T->order = km_malloc(sizeof(int) * (size_t)(d->tr.n + 1));
     T->aug = km_malloc((size_t)d->tr.n + 1);
     if (!T->c->micro_batch) return KM_OK;
-    return km_micro_open(&T->mb, T->c->batch, T->c->micro_batch, km_unetpp_num_params(L->m), L->m);
+    s = km_micro_open(&T->mb, T->c->batch, T->c->micro_batch, km_unetpp_num_params(L->m), L->m);
+    return !s && T->c->sync_bn ? km_micro_sync_open(&T->mb, L->m) : s;
 }
 
 /* The untrained model's validation as log row 0 (eval_init). */
@@ -683,8 +691,7 @@ static km_status step_micro(trainer *T, const float *x, const float *y, int bn, 
     loop *L = &T->L;
     km_micro *u = &T->mb;
     size_t P = (size_t)L->S * L->S;
-    int total = 0;
-    for (int j = 0; j < u->K; j++) total += km_micro_n(u, j, bn);
+    int total = km_micro_total(u, bn);
     float *g = km_unetpp_grads(L->m);
     for (int i = 0; i < u->Kl; i++) {
         int nj = km_micro_n(u, km_micro_global(u, i), bn);
@@ -705,6 +712,33 @@ static km_status step_micro(trainer *T, const float *x, const float *y, int bn, 
         km_micro_end(u, L->m, i, l, g);
     }
     *loss = km_micro_finish(u, L->m, bn, g);
+    km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
+    *used = total;
+    return KM_OK;
+}
+
+/* --sync-bn (microbatch.h): this rank's micro-batches as one forward and one
+ * backward with whole-batch BatchNorm, the loss per micro-batch. */
+static km_status step_sync(trainer *T, const float *x, const float *y, int bn, float lr, double *loss, int *used) {
+    const km_train_config *c = T->c;
+    loop *L = &T->L;
+    km_micro *u = &T->mb;
+    size_t P = (size_t)L->S * L->S;
+    int total = km_micro_total(u, bn);
+    int rows = km_micro_sync_batch(u, bn, 1);
+    km_unetpp_zero_grad(L->m);
+    km_status s = km_unetpp_forward(L->m, x, rows, L->S, L->S, 1, L->logits);
+    if (s) return s;
+    for (int i = 0, o = 0; i < u->Kl; o += u->cnt[km_micro_global(u, i)], i++) {
+        int nj = u->cnt[km_micro_global(u, i)];
+        float share = nj ? (float)((double)nj / total) : 0.0f;
+        u->ls[i] = nj ? km_seg_loss(L->logits + P * o, y + P * o, P * nj, c->bce_weight, share, L->dlogits + P * o,
+                                    NULL, NULL)
+                      : 0.0;
+    }
+    km_unetpp_backward(L->m, L->dlogits, NULL);
+    for (int i = 0; i < u->Kl; i++) km_micro_end(u, L->m, i, u->ls[i], km_unetpp_group_grads(L->m, i));
+    *loss = km_micro_finish(u, L->m, bn, km_unetpp_grads(L->m));
     km_unetpp_adam_step(L->m, lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay);
     *used = total;
     return KM_OK;
@@ -747,8 +781,9 @@ static km_status train_steps(trainer *T, float lr, double *tl, int *seen, double
         }
         double ts = km_now(), l = 0;
         km_dist_step_begin(T->steps + 1);
-        km_status s = T->mb.M ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
-                              : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
+        km_status s = T->mb.sync ? step_sync(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
+                      : T->mb.M  ? step_micro(T, L->x[k & 1], L->y[k & 1], bn, lr, &l, &bn)
+                                 : step_whole(T, L->x[k & 1], L->y[k & 1], bn, lr, &l);
         km_dist_step_end();
         if (s) return s;
         *t_steps += km_now() - ts;

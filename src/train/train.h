@@ -25,6 +25,9 @@
  *      micro-batch), gradients summed in a fixed tree order, running
  *      statistics applied in micro-batch order; under `mpirun -np N` the
  *      ranks share them (src/core/dist.h) with the same result for every N.
+ *      With sync_bn, BatchNorm uses the whole batch's statistics instead
+ *      (one update of the running statistics per step; the loss is still
+ *      per micro-batch: Dice pooled over the micro-batch).
  *   5. validation in eval mode (BatchNorm running statistics), batches of
  *      `batch` in val-list order: val loss = the same size-weighted mean of
  *      the batch losses; Dice/IoU per image at logit > 0 (metrics.h), mean and
@@ -91,6 +94,8 @@ typedef struct {
     /* data parallel (src/core/dist.h; added later: absent from older config.json = 0) */
     int micro_batch;       /* M: each batch is B/M micro-batches of M, gradients summed in a
                               fixed tree order, shared by the ranks of `mpirun` (0: off) */
+    int sync_bn;           /* with micro_batch: BatchNorm statistics of the whole batch
+                              (microbatch.h, --sync-bn; 0: per micro-batch) */
     double step_timeout;   /* seconds one step (its collectives) may take before the job is
                               ended (0: no watchdog; not saved) */
 } km_train_config;
@@ -131,7 +136,7 @@ void km_train_config_free(km_train_config *c);
 /* Writes config.json: kmseg_version, gemm_backend, then every setting in
  * table order (the format every run since the first has written; label and
  * fold, last, since --label/--fold: files without them load with the
- * defaults; micro_batch after them, only when not 0). */
+ * defaults; micro_batch and sync_bn after them, only when not 0). */
 km_status km_train_config_save(const km_train_config *c, const char *path);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
