@@ -85,7 +85,8 @@ static const km_setting k_rows[] = {
 #undef P_
 #undef O
 const km_settings km_mine_settings = {"mine", k_rows, (int)(sizeof k_rows / sizeof k_rows[0])};
-const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", NULL};
+/* --sync-bn: the mining steps keep BatchNorm per micro-batch (train and pretrain have it) */
+const char *const km_mine_train_skip[] = {"--out", "--init", "--max-steps", "--eval-init", "--sync-bn", NULL};
 
 void km_mine_config_default(km_mine_config *c) {
     memset(c, 0, sizeof *c);
