@@ -632,17 +632,33 @@ static const char *onetime_common(char *buf, size_t n) {
     return buf;
 }
 
+/* The uninterrupted one-time CLI run from cont_run's student (2 mining
+ * epochs), shared by the resume tests. */
+static const char *onetime_full(double *secs) {
+    static int done;
+    static double t;
+    const char *a = km_test_sub("res_one_full");
+    if (!done) {
+        char common[4096];
+        done = 1;
+        onetime_common(common, sizeof common);
+        double t0 = km_now();
+        CHECK(km_test_sh("'%s' mine %s --out '%s'", km_test_bin(), common, a) == 0);
+        t = km_now() - t0;
+    }
+    if (secs) *secs = t;
+    return a;
+}
+
 KM_TEST(mine_resume_onetime_cli_matches_uninterrupted) {
     /* one-time through the CLI from a given student: killed after mining
      * epoch 1 of 2 (with a stray log row), resumed; the frozen labels come
      * back from pseudo/<id>.png */
     char common[4096];
     onetime_common(common, sizeof common);
-    const char *a = km_test_sub("res_one_full"), *b = km_test_sub("res_one_killed");
+    double t_full;
+    const char *a = onetime_full(&t_full), *b = km_test_sub("res_one_killed");
     double t0 = km_now();
-    CHECK(km_test_sh("'%s' mine %s --out '%s'", km_test_bin(), common, a) == 0);
-    double t_full = km_now() - t0;
-    t0 = km_now();
     CHECK(km_test_sh("'%s' mine %s --out '%s' --stop-after 1", km_test_bin(), common, b) == 0);
     char p[1200];
     snprintf(p, sizeof p, "%s/metrics.csv", b);
@@ -706,4 +722,76 @@ KM_TEST(mine_resume_bad_run_folder_fails_clearly) {
     char p[1200];
     snprintf(p, sizeof p, "%s/metrics.csv", r);
     CHECK(count_lines(p) == 3);
+}
+
+/* SIGUSR1 (KMSEG_TEST_FAULT=0:STEP:usr1: raised after optimiser step STEP
+ * of the mining phase) stops the run after that step, in mid-epoch: exit 0,
+ * a checkpoint with the partial epoch and no log row for it; --resume then
+ * ends with the files of the uninterrupted run: checkpoints byte for byte,
+ * pseudo/ (one-time labels, continuous samples), log rows but their time and
+ * cache columns (each row once). One-time (2 epochs, stopped in epoch 1) and
+ * continuous (1 epoch: the visits' prompts come from the run RNG, saved
+ * after the step), each with and without --micro-batch 2 (batch 4: 3 steps
+ * per epoch). */
+KM_TEST(mine_stop_mid_epoch_resumes_identically) {
+    static const struct {
+        const char *name, *args;
+        int epochs, step; /* mining epochs; the step after which SIGUSR1 comes (in epoch 1 of 2 or 3 steps) */
+        int saturated;    /* from the saturated student (below) */
+    } cases[] = {
+        {"onetime", "", 2, 1, 0},
+        {"onetime_micro", "--mine-epochs 1 --micro-batch 2", 1, 1, 0},
+        {"cont", "--schedule continuous --mine-epochs 1 --sample-pngs 8", 1, 2, 1},
+        {"cont_micro", "--schedule continuous --mine-epochs 1 --sample-pngs 8 --micro-batch 2", 1, 2, 0},
+    };
+    /* the continuous run without micro-batches draws its visits' prompts from the run RNG, but only to break
+     * ties between the top probabilities: its student has a head bias of +100 (every pixel p = 1, every
+     * visit draws its point), so a resume that does not restore the RNG after the stop ends elsewhere */
+    char init[1200], sat[1200];
+    snprintf(init, sizeof init, "%s/supervised/best.safetensors", cont_run());
+    snprintf(sat, sizeof sat, "%s/saturated.safetensors", km_test_tmpdir());
+    km_unetpp *m = NULL;
+    CHECK_OK(km_unetpp_load(&m, init));
+    if (!m) return;
+    km_unetpp_tensor(m, "segmentation_head.0.bias", 0)[0] = 100.0f;
+    km_tdict meta;
+    km_tdict_init(&meta);
+    CHECK_OK(km_unetpp_save(m, sat, &meta));
+    km_tdict_free(&meta);
+    km_unetpp_free(m);
+    char common[4096];
+    onetime_common(common, sizeof common);
+    char *quiet = strstr(common, " --quiet");
+    CHECK(quiet != NULL);
+    if (quiet) *quiet = 0; /* the stop and resume lines are log lines */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char na[64], nb[64], p[1400], args[1400];
+        snprintf(args, sizeof args, "%s%s%s%s", cases[i].args, cases[i].saturated ? " --init '" : "",
+                 cases[i].saturated ? sat : "", cases[i].saturated ? "'" : "");
+        snprintf(na, sizeof na, "stop_%s_full", cases[i].name);
+        snprintf(nb, sizeof nb, "stop_%s", cases[i].name);
+        double t0 = km_now(), t1;
+        const char *a = i ? km_test_sub(na) : onetime_full(&t1), *b = km_test_sub(nb);
+        if (i) CHECK(km_test_sh("'%s' mine %s %s --out '%s' --quiet", km_test_bin(), common, args, a) == 0);
+        t1 = i ? km_now() - t0 : t1;
+        t0 = km_now();
+        CHECK(km_test_sh("KMSEG_TEST_FAULT=0:%d:usr1 '%s' mine %s %s --out '%s' > '%s.log' 2>&1", cases[i].step,
+                         km_test_bin(), common, args, b, b) == 0);
+        snprintf(p, sizeof p, "%s/metrics.csv", b);
+        CHECK_MSG(count_lines(p) == 1, "%s: a log row for the interrupted epoch", p);
+        CHECK_MSG(km_test_sh("grep -q 'stop requested (SIGTERM/SIGUSR1): checkpoint after step %d of mining epoch 1; "
+                             "continue with --resume' '%s.log' && grep -aq '\"mine.partial.steps\":\"%d\"' "
+                             "'%s/last.safetensors'", cases[i].step, b, cases[i].step, b) == 0,
+                  "%s: no mid-epoch stop line or checkpoint", b);
+        double t2 = km_now();
+        CHECK(km_test_sh("'%s' mine --resume '%s' > '%s.resume.log' 2>&1", km_test_bin(), b, b) == 0);
+        printf("    %-13s uninterrupted %.1f s, stopped %.1f s + resumed %.1f s\n", cases[i].name, t1, t2 - t0,
+               km_now() - t2);
+        CHECK(km_test_sh("grep -q 'resuming .* after step %d of mining epoch 1' '%s.resume.log' && "
+                         "grep -q '^0,' '%s/resumes.csv'", cases[i].step, b, b) == 0);
+        check_same_run(a, b, cases[i].epochs, 0);
+        CHECK_MSG(km_test_sh("diff -r '%s/pseudo' '%s/pseudo' > /dev/null", a, b) == 0, "%s: pseudo/ differs", b);
+        CHECK(km_test_sh("! grep -aq 'mine.partial' '%s/last.safetensors'", b) == 0);
+        if (i) km_test_sh("rm -rf '%s' '%s'", a, b);
+    }
 }

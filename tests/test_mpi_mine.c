@@ -228,17 +228,19 @@ KM_TEST(mpi_mine_micro_three_ranks_equal_one_process) {
     CHECK(km_test_sh("grep -q 'per rank: 2 2 1' '%s.log'", b) == 0);
 }
 
-/* (d) stopped by SIGUSR1 under 2 ranks and resumed as one process; killed as one process and resumed
- * under 2 ranks: both end as the uninterrupted run. */
+/* (d) stopped by SIGUSR1 under 2 ranks in mid-epoch and resumed as one process; killed as one process and
+ * resumed under 2 ranks: both end as the uninterrupted run. */
 KM_TEST(mpi_mine_micro_stop_and_kill_resume_with_other_n) {
     CHECK_MSG(have_mpirun(), "mpirun not found or MPI=0 build: run tools/install-deps.sh");
     const char *ref = cont_np1(), *u = km_test_sub("usr1"), *k = km_test_sub("killed");
     CHECK(ref != NULL);
     if (!ref) return;
-    /* rank 1 gets SIGUSR1 after step 2 (of 3 in epoch 1): every rank stops after epoch 1's checkpoint, exit 0 */
+    /* rank 1 gets SIGUSR1 after step 2 (of 3 in epoch 1): every rank stops after that step, rank 0 writes a
+     * checkpoint holding the partial epoch (no log row), exit 0; one process finishes the epoch */
     CHECK(mine_micro(2, "KMSEG_TEST_FAULT=1:2:usr1", u, cont_args()) == 0);
-    CHECK(km_test_sh("test $(wc -l < '%s/metrics.csv') -eq 2 && grep -q 'stop requested (SIGTERM/SIGUSR1): "
-                     "checkpoint after mining epoch 1' '%s.log'", u, u) == 0);
+    CHECK(km_test_sh("test $(wc -l < '%s/metrics.csv') -eq 1 && grep -q 'stop requested (SIGTERM/SIGUSR1): "
+                     "checkpoint after step 2 of mining epoch 1' '%s.log' && grep -aq '\"mine.partial.steps\":\"2\"' "
+                     "'%s/last.safetensors' && test $(ls '%s/pseudo/epoch_001' | wc -l) -eq 1", u, u, u, u) == 0);
     CHECK(km_test_sh("'%s' mine --resume '%s' > '%s.resume.log' 2>&1", km_test_bin(), u, u) == 0);
     check_same_run(ref, u);
     /* one process killed (SIGKILL) after step 4 = epoch 2's first; 2 ranks resume from epoch 1's checkpoint */
@@ -246,7 +248,7 @@ KM_TEST(mpi_mine_micro_stop_and_kill_resume_with_other_n) {
     CHECK(km_test_sh("test $(wc -l < '%s/metrics.csv') -eq 2", k) == 0);
     CHECK(km_test_sh(MPIRUN " -np 2 '%s' mine --resume '%s' > '%s.resume.log' 2>&1", km_test_bin(), k, k) == 0);
     check_same_run(ref, k);
-    CHECK(km_test_sh("grep -q '^1,' '%s/resumes.csv' && grep -q '^1,' '%s/resumes.csv'", u, k) == 0);
+    CHECK(km_test_sh("grep -q '^0,' '%s/resumes.csv' && grep -q '^1,' '%s/resumes.csv'", u, k) == 0);
 }
 
 /* Without --micro-batch only a one-time run from --init is shared; the rest is refused before any file is

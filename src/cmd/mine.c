@@ -96,7 +96,7 @@ km_status km_cmd_mine(int argc, char **argv) {
     if (stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", stop_after);
     km_train_hooks hooks = {quiet ? NULL : stderr, !quiet, stop_after, NULL, NULL};
     km_mine_result r;
-    km_dist_signals_install(); /* SIGTERM/SIGUSR1: checkpoint at the epoch's end and stop (dist.h) */
+    km_dist_signals_install(); /* SIGTERM/SIGUSR1: checkpoint after the current step and stop (dist.h) */
     s = resume ? resume_run(&cli, &c, resume, &hooks, &r) : new_run(&c, split_file, &hooks, &r);
     km_dist_signals_restore();
     if (s) return s;

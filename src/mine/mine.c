@@ -283,6 +283,26 @@ static const struct {
 };
 #define NSTATE ((int)(sizeof k_state / sizeof k_state[0]))
 
+/* Sums of a labelling pass or an epoch: pseudo labels' Dice against the
+ * ground truth, the student's own Dice on the same images, their count. */
+typedef struct {
+    double pd, sd;
+    int npd;
+} dice_sums;
+
+/* One epoch's counts: the refiner's counters when it began, the visits,
+ * NO_BOX and sums of losses (images seen, labelled and pseudo parts). */
+typedef struct {
+    double t0;
+    long calls0, hits0, miss0, enc0, dec0;
+    double tenc0, tdec0;
+    long nobox, visits;
+    double lsum, lsup, lpse;
+    int seen, nsup, npse, nsample;
+    dice_sums ds;
+    char *sdir; /* continuous: pseudo/epoch_NNN (sample PNGs) */
+} epoch_acc;
+
 /* One continuous visit's outcome, on the rank that labelled it (micro-
  * batches: gathered, then counted by every rank in batch order). */
 enum { VISIT_NONE = 0, VISIT_NOBOX = 1, VISIT_LABEL = 2 };
@@ -331,12 +351,108 @@ typedef struct {
     uint8_t *labs, *labs_all; /* micro-batches, continuous: this rank's visits' labels (un-augmented), everyone's */
     km_mine_counts cnt;       /* the refiner's counters as last summed over ranks */
     int steps;                /* optimiser steps of this process (the test fault hook) */
+    /* A stop request (SIGTERM/SIGUSR1) in mid-epoch ends the run after step
+     * part_steps of epoch M->epoch + 1: last.safetensors then holds the run
+     * RNG as the epoch began (its order and codes are redrawn from it), the
+     * RNG after that step (part_rng: the non-micro continuous visits draw
+     * their prompts from it) and the epoch's accumulators (part, with the
+     * refiner's counters and the time since the epoch began in place of the
+     * values at its start: acc_flip). A resumed run continues from there. */
+    km_rng ep_rng, part_rng;
+    int part_steps;
+    epoch_acc part;
 } miner;
 
-static km_status save_state(miner *M) {
+/* An epoch's accumulators in a mid-epoch checkpoint ("mine.partial.*";
+ * the first eight hold values since the epoch began, see acc_flip). */
+#define A_(f) offsetof(epoch_acc, f)
+static const struct {
+    const char *key;
+    size_t off;
+    char type; /* 'd' double, 'l' long, 'i' int */
+} k_part[] = {
+    {"mine.partial.seconds", A_(t0), 'd'},
+    {"mine.partial.teacher_calls", A_(calls0), 'l'},
+    {"mine.partial.cache_hits", A_(hits0), 'l'},
+    {"mine.partial.cache_misses", A_(miss0), 'l'},
+    {"mine.partial.encoder_runs", A_(enc0), 'l'},
+    {"mine.partial.decodes", A_(dec0), 'l'},
+    {"mine.partial.encoder_seconds", A_(tenc0), 'd'},
+    {"mine.partial.decoder_seconds", A_(tdec0), 'd'},
+    {"mine.partial.no_box", A_(nobox), 'l'},
+    {"mine.partial.visits", A_(visits), 'l'},
+    {"mine.partial.loss_sum", A_(lsum), 'd'},
+    {"mine.partial.sup_loss_sum", A_(lsup), 'd'},
+    {"mine.partial.pseudo_loss_sum", A_(lpse), 'd'},
+    {"mine.partial.seen", A_(seen), 'i'},
+    {"mine.partial.sup_images", A_(nsup), 'i'},
+    {"mine.partial.pseudo_images", A_(npse), 'i'},
+    {"mine.partial.sample_pngs", A_(nsample), 'i'},
+    {"mine.partial.pseudo_dice_sum", A_(ds.pd), 'd'},
+    {"mine.partial.student_dice_sum", A_(ds.sd), 'd'},
+    {"mine.partial.dice_count", A_(ds.npd), 'i'},
+};
+#undef A_
+#define NPART ((int)(sizeof k_part / sizeof k_part[0]))
+
+/* The refiner's counters and the clock at the epoch's start <-> their
+ * amounts since then (x0 -> now - x0, its own inverse): a mid-epoch
+ * checkpoint holds the amounts, a resumed epoch turns them back into starts
+ * so that its log row counts both processes' work. */
+static void acc_flip(epoch_acc *a, const km_refiner *R) {
+    a->t0 = km_now() - a->t0;
+    a->calls0 = R->teacher_calls - a->calls0;
+    a->hits0 = km_refiner_cache_hits(R) - a->hits0;
+    a->miss0 = R->cache.misses - a->miss0;
+    a->enc0 = R->encoder_runs - a->enc0;
+    a->dec0 = R->decodes - a->dec0;
+    a->tenc0 = R->encoder_seconds - a->tenc0;
+    a->tdec0 = R->decoder_seconds - a->tdec0;
+}
+
+/* The partial epoch (M->part_steps steps, accumulators *a) into x. */
+static void part_to_meta(miner *M, const epoch_acc *a, km_tdict *x) {
+    epoch_acc p = *a;
+    acc_flip(&p, &M->R);
+    km_meta_set_int(x, "mine.partial.steps", M->part_steps);
+    km_meta_set_rng(x, "mine.partial.rng", &M->rng);
+    for (int i = 0; i < NPART; i++) {
+        const char *v = (const char *)&p + k_part[i].off;
+        if (k_part[i].type == 'd') km_meta_set_num(x, k_part[i].key, *(const double *)v);
+        else km_meta_set_int(x, k_part[i].key, k_part[i].type == 'l' ? *(const long *)v : *(const int *)v);
+    }
+}
+
+/* A checkpoint written in mid-epoch: M->part_steps, M->part_rng, M->part;
+ * without "mine.partial.steps" (an epoch's end, older versions) nothing. */
+static km_status part_from_meta(miner *M, const km_tdict *x, const char *path) {
+    if (!km_tdict_get_meta(x, "mine.partial.steps")) return KM_OK;
+    long long v = 0;
+    km_status s = km_meta_get_int(x, "mine.partial.steps", path, &v);
+    if (!s && v < 1) s = km_err(KM_EFORMAT, "%s: metadata 'mine.partial.steps' is %lld, expected >= 1", path, v);
+    M->part_steps = (int)v;
+    if (!s) s = km_meta_get_rng(x, "mine.partial.rng", path, &M->part_rng);
+    for (int i = 0; i < NPART && !s; i++) {
+        char *p = (char *)&M->part + k_part[i].off;
+        if (k_part[i].type == 'd') {
+            s = km_meta_get_num(x, k_part[i].key, path, (double *)p);
+            continue;
+        }
+        s = km_meta_get_int(x, k_part[i].key, path, &v);
+        if (k_part[i].type == 'l') *(long *)p = (long)v;
+        else *(int *)p = (int)v;
+    }
+    return s;
+}
+
+/* last.safetensors (rank 0): the training-loop state and "mine.*"; part
+ * (a stop in mid-epoch, else NULL): the run RNG as the epoch began and the
+ * partial epoch. */
+static km_status save_state(miner *M, const epoch_acc *part) {
     if (!M->run.dir) return KM_OK; /* a rank other than 0 */
     km_tdict x;
     km_tdict_init(&x);
+    if (part) part_to_meta(M, part, &x);
     km_tdict_set_meta(&x, "mine.schedule", M->c.schedule == KM_MINE_ONETIME ? "onetime" : "continuous");
     for (int i = 0; i < NSTATE; i++) {
         const char *p = (const char *)&M->st + k_state[i].off;
@@ -352,7 +468,8 @@ static km_status save_state(miner *M) {
         km_free(b);
     }
     char *path = km_run_path(&M->run, "last.safetensors");
-    km_status s = km_train_checkpoint_save(path, M->m, &M->c.train, "mine", M->epoch, &M->rng, &M->pl, &M->es, &x);
+    const km_rng *rng = part ? &M->ep_rng : &M->rng;
+    km_status s = km_train_checkpoint_save(path, M->m, &M->c.train, "mine", M->epoch, rng, &M->pl, &M->es, &x);
     km_free(path);
     km_tdict_free(&x);
     return s;
@@ -385,7 +502,7 @@ static km_status state_from_meta(miner *M, const km_tdict *x, const char *path) 
                                       "unlabelled image)", path, n_unl);
         for (int u = 0; u < n_unl; u++) M->has_frozen[u] = b[u] == '1';
     }
-    return s;
+    return s ? s : part_from_meta(M, x, path);
 }
 
 /* The mining state from last.safetensors: model, optimiser, RNG, schedule,
@@ -566,7 +683,9 @@ static km_status resume_state(miner *M) {
     km_status s = load_state(M);
     if (!s && M->has_frozen) s = load_frozen(M);
     if (!s && !M->st.done) s = km_run_note_resume(&M->run, M->epoch);
-    if (!s && M->log)
+    if (!s && M->log && M->part_steps)
+        fprintf(M->log, "resuming %s after step %d of mining epoch %d\n", M->c.out, M->part_steps, M->epoch + 1);
+    else if (!s && M->log)
         fprintf(M->log, "resuming %s after mining epoch %d%s\n", M->c.out, M->epoch,
                 M->st.done ? ": the run had already finished" : "");
     return s;
@@ -578,6 +697,7 @@ static km_status miner_sync(miner *M) {
     if (km_dist_size() == 1) return KM_OK;
     uint64_t h = km_dist_hash(km_unetpp_state_hash(M->m), &M->rng, sizeof M->rng);
     h = km_dist_hash(h, &M->epoch, sizeof M->epoch);
+    h = km_dist_hash(km_dist_hash(h, &M->part_steps, sizeof M->part_steps), &M->part_rng, sizeof M->part_rng);
     if (M->has_frozen) {
         h = km_dist_hash(h, M->has_frozen, (size_t)M->d.n_unl);
         if (M->have_last) h = km_dist_hash(h, M->frozen, M->P * (size_t)M->d.n_unl);
@@ -664,13 +784,6 @@ static km_status teacher_label(miner *M, int pi, km_prompts *pr, const float *zm
 }
 
 /* ------------------------------------------------------- one-time labels */
-
-/* Sums of a labelling pass or an epoch: pseudo labels' Dice against the
- * ground truth, the student's own Dice on the same images, their count. */
-typedef struct {
-    double pd, sd;
-    int npd;
-} dice_sums;
 
 /* Unlabelled image u of the one-time pass from its eval-mode logits z:
  * prompts (every rank draws them, so the run RNG stays as one process's),
@@ -779,7 +892,7 @@ static km_status label_onetime(miner *M) {
                 R->encoder_seconds, km_refiner_cache_hits(R) - hits0, R->decoder_seconds);
     M->st.no_box = res->no_box;
     M->st.teacher_calls = R->teacher_calls;
-    return save_state(M);
+    return save_state(M, NULL);
 }
 
 /* The mining set: every labelled image, then the unlabelled ones (one-time:
@@ -794,19 +907,6 @@ static void make_pool(miner *M) {
 }
 
 /* --------------------------------------------------------- mining epochs */
-
-/* One epoch's counts: the refiner's counters when it began, the visits,
- * NO_BOX and sums of losses (images seen, labelled and pseudo parts). */
-typedef struct {
-    double t0;
-    long calls0, hits0, miss0, enc0, dec0;
-    double tenc0, tdec0;
-    long nobox, visits;
-    double lsum, lsup, lpse;
-    int seen, nsup, npse, nsample;
-    dice_sums ds;
-    char *sdir; /* continuous: pseudo/epoch_NNN (sample PNGs) */
-} epoch_acc;
 
 /* Continuous schedule, one unlabelled visit of pool image pi with train-mode
  * logits z (augmented with `code`): prompts (rng) mapped back, the teacher's
@@ -1040,18 +1140,15 @@ static km_status mine_step_micro(miner *M, int k, float lr, epoch_acc *a) {
  * and, continuous, the folder of sample PNGs. */
 static km_status epoch_begin(miner *M, epoch_acc *a) {
     memset(a, 0, sizeof *a);
-    a->t0 = km_now();
+    M->ep_rng = M->rng;
     memcpy(M->order, M->pool, sizeof(int) * (size_t)M->npool);
     km_rng_shuffle(&M->rng, M->order, M->npool);
     for (int i = 0; i < M->npool; i++) M->aug[i] = km_aug_draw(&M->rng);
-    km_refiner *R = &M->R;
-    a->calls0 = R->teacher_calls;
-    a->hits0 = km_refiner_cache_hits(R);
-    a->miss0 = R->cache.misses;
-    a->enc0 = R->encoder_runs;
-    a->dec0 = R->decodes;
-    a->tenc0 = R->encoder_seconds;
-    a->tdec0 = R->decoder_seconds;
+    if (M->part_steps) { /* resumed after a stop in this epoch: its state after step part_steps */
+        *a = M->part;
+        M->rng = M->part_rng;
+    }
+    acc_flip(a, &M->R); /* amounts so far (0: a new epoch) -> the counters and clock at the epoch's start */
     char name[32];
     snprintf(name, sizeof name, "pseudo/epoch_%03d", M->epoch);
     a->sdir = km_run_path(&M->run, name);
@@ -1069,7 +1166,9 @@ static km_status mine_steps(miner *M, float lr, epoch_acc *a) {
     snprintf(label, sizeof label, "mine epoch %d/%d", M->epoch, M->c.mine_epochs);
     if (show) km_progress_start(&pg, M->log, label, (int64_t)nb * B > n ? n : (int64_t)nb * B, "img");
     km_status s = KM_OK;
-    for (int k = 0; k < nb && !s; k++) {
+    int k0 = M->part_steps; /* > 0: resumed after a stop in this epoch */
+    M->part_steps = 0;
+    for (int k = k0; k < nb && !s; k++) {
         km_dist_step_begin(M->steps + 1);
         s = M->mb.M ? mine_step_micro(M, k, lr, a) : mine_step(M, k, lr, a);
         km_dist_step_end();
@@ -1077,6 +1176,10 @@ static km_status mine_steps(miner *M, float lr, epoch_acc *a) {
         if (!s && show) {
             snprintf(extra, sizeof extra, "loss %.4f", a->lsum / a->seen);
             km_progress_update(&pg, a->seen, extra);
+        }
+        if (!s && k + 1 < nb && km_dist_stop_requested()) { /* every rank, after the same step */
+            M->part_steps = k + 1;                           /* (the last step: after the epoch's checkpoint) */
+            break;
         }
     }
     if (show) km_progress_end(&pg, a->seen ? extra : NULL);
@@ -1115,7 +1218,7 @@ static km_status epoch_end(miner *M, const epoch_acc *a, double lr_ep, const dou
     M->st.no_box = res->no_box;
     M->st.teacher_calls = M->calls_before + R->teacher_calls;
     M->st.last_val_dice = v[1];
-    s = save_state(M);
+    s = save_state(M, NULL);
     if (s || !M->log) return s;
     fprintf(M->log, "mine epoch %d/%d  loss %.4f (sup %.4f, pseudo %.4f)  val_loss %.4f  val_dice %.4f  teacher %ld "
                     "(%ld decodes), cache %ld hit / %ld miss, NO_BOX %ld, pseudo Dice %.4f (student %.4f)  %.1f s\n",
@@ -1129,8 +1232,26 @@ static km_status epoch_end(miner *M, const epoch_acc *a, double lr_ep, const dou
     return KM_OK;
 }
 
+/* A stop request in mid-epoch (M->part_steps steps done): the teacher's
+ * counters summed over ranks, then last.safetensors with the partial epoch
+ * (no validation, no log row; M->epoch = the epochs completed). */
+static km_status stop_mid_epoch(miner *M, const epoch_acc *a) {
+    if (km_dist_size() > 1) km_mine_counts_sync(&M->R, &M->cnt, NULL);
+    M->epoch--;
+    M->st.teacher_calls = M->calls_before + M->R.teacher_calls;
+    km_status s = save_state(M, a);
+    if (!s && M->log) {
+        fprintf(M->log, "stop requested (SIGTERM/SIGUSR1): checkpoint after step %d of mining epoch %d; continue "
+                        "with --resume %s\n", M->part_steps, M->epoch + 1, M->c.out);
+        fflush(M->log);
+    }
+    return s;
+}
+
 /* Phase 5, one mining epoch: steps, validation (and test), schedule and
- * early stopping, best checkpoint, log row, last checkpoint. *stop: early stop. */
+ * early stopping, best checkpoint, log row, last checkpoint; or, stopped in
+ * mid-epoch (M->part_steps > 0 on return), its partial checkpoint.
+ * *stop: early stop. */
 static km_status mine_epoch(miner *M, int *stop) {
     M->epoch++;
     epoch_acc a;
@@ -1138,6 +1259,7 @@ static km_status mine_epoch(miner *M, int *stop) {
     km_status s = epoch_begin(M, &a);
     if (!s) s = mine_steps(M, (float)lr_ep, &a);
     km_free(a.sdir);
+    if (!s && M->part_steps) return stop_mid_epoch(M, &a);
     if (s) return s;
     if (km_dist_size() > 1) km_mine_counts_sync(&M->R, &M->cnt, NULL); /* the epoch's teacher work, all ranks */
     if (M->c.schedule == KM_MINE_ONETIME) a.ds = (dice_sums){M->st.onetime_dice, M->st.onetime_student_dice, 1};
@@ -1219,6 +1341,7 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
         int stop = 0;
         s = mine_epoch(&M, &stop);
         res->stopped_early = stop;
+        if (M.part_steps) break; /* a stop request in mid-epoch: its checkpoint is written */
         if (M.h->stop_after && M.st.sup_epochs + M.epoch >= M.h->stop_after) break;
         if (!s && !M.st.done && km_dist_stop_requested()) { /* every rank, after the same epoch */
             if (M.log)

@@ -29,7 +29,15 @@
  *                        pseudo/<id>.png, read back on resume) and those
  *                        labels' mean Dice. Written after the one-time
  *                        labelling (epoch 0) and after every epoch, in the
- *                        order best -> log rows -> last, atomically.
+ *                        order best -> log rows -> last, atomically; and
+ *                        by a stop request in mid-epoch (below): then
+ *                        "mine.epoch" counts the completed epochs, "mine.rng"
+ *                        is the run RNG as the epoch began (its order and
+ *                        augmentation codes are drawn again from it), and
+ *                        "mine.partial.*" hold the steps done, the RNG after
+ *                        them and the epoch's sums so far (losses and image
+ *                        counts, visits, NO_BOX, Dice sums, sample PNGs,
+ *                        teacher calls, cache counts, seconds)
  *   resumes.csv          each resume of the mining phase from last.safetensors
  *                        (its epoch, UTC time; runfolder.h); a resume of the
  *                        supervised phase is in supervised/resumes.csv
@@ -121,7 +129,15 @@
  * (its labelling pass shared, its steps run whole on every rank); checkpoints
  * hold nothing that depends on N, so --resume works with any valid N.
  * SIGTERM / SIGUSR1 (dist.h) stop the supervised phase as train does and the
- * mining phase after the current epoch's checkpoint (every rank alike). */
+ * mining phase after the current step (every rank after the same one: the
+ * request is reduced across ranks after each step): rank 0 writes
+ * last.safetensors with the partial epoch, no log row, and a log line says
+ * how to continue; --resume (any valid N) redraws the epoch's order, restores
+ * the RNG and sums and runs the remaining steps, so that the run folder ends
+ * as an uninterrupted run's (checkpoints, pseudo/, log rows but the time and
+ * cache columns: those of a resumed epoch add both processes'). A request
+ * during the epoch's last step or its validation stops after the epoch's
+ * checkpoint. */
 #ifndef KM_MINE_H
 #define KM_MINE_H
 
