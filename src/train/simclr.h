@@ -125,6 +125,8 @@ void km_simclr_apply_rgb(const uint8_t *src, int S, const km_simclr_view *v, flo
 typedef struct {
     const char *data, *out;
     int epochs, batch, size, resnet, threads, max_images, max_steps;
+    const char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: the default; written
+                                     only when given) */
     double lr, temperature, weight_decay;
     uint64_t seed;
     int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */

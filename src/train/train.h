@@ -78,6 +78,8 @@ typedef struct {
     int resnet;            /* 18 or 34 */
     char *encoder_weights; /* torchvision ResNet checkpoint (NULL: random init) */
     char *init_weights;    /* full student checkpoint to start from (NULL: none) */
+    char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: 256,128,64,32,16; added later,
+                               written only when given) */
     /* optimisation */
     int batch, epochs;
     double lr, beta1, beta2, eps, weight_decay;
