@@ -8,6 +8,7 @@
 #include "gradcheck.h"
 #include "test.h"
 
+#include "../src/io/npy.h"
 #include "../src/models/unetpp.h"
 
 #include <math.h>
@@ -166,4 +167,49 @@ KM_TEST(unetpp_decoder_channels_parse) {
                          "16,16,8,8,8 ", "16,16,,8,8", "16,16,8,8,99999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_ERR(km_unetpp_parse_decoder(bad[i], ch), KM_EARG, "--decoder-channels");
+}
+
+/* The command line: `train --decoder-channels` writes the setting to
+ * config.json (a default run does not: earlier folders re-write byte for
+ * byte) and a checkpoint of those channels; `forward` takes the channels from
+ * the checkpoint; `train --init` of it without the flag, or with other
+ * channels, fails naming the file. 8 Kvasir-SEG images, 64 px, one step. */
+KM_TEST(unetpp_decoder_channels_cli) {
+    char a[2048], *o = NULL;
+    const char *common = "--max-images 8 --size 64 --resnet 18 --batch 2 --epochs 1 --max-steps 1 --threads 1 --quiet";
+    const char *run = km_test_sub("tiny"), *data = km_test_path("data/kvasir-seg");
+    snprintf(a, sizeof a, "train --data '%s' %s --decoder-channels 16,16,8,8,8 --out '%s'", data, common, run);
+    int rc = km_test_kmseg(&o, a);
+    CHECK_MSG(rc == 0, "train exited %d: %s", rc, o);
+    km_free(o);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/config.json", run);
+    char *cfg = km_test_slurp(p);
+    CHECK(cfg && strstr(cfg, "\"decoder_channels\": \"16,16,8,8,8\""));
+    km_free(cfg);
+    snprintf(p, sizeof p, "%s/best.safetensors", run);
+    km_unetpp *m = NULL;
+    CHECK_OK(km_unetpp_load(&m, p));
+    if (m) CHECK(!memcmp(km_unetpp_decoder_channels(m), TINY, sizeof TINY));
+    km_unetpp_free(m);
+    /* forward of the tiny checkpoint: channels from the file */
+    static float x[3 * 64 * 64];
+    int64_t shp[4] = {1, 3, 64, 64};
+    const char *in = km_test_sub("x.npy"), *lo = km_test_sub("logits.npy");
+    CHECK_OK(km_npy_save(in, KM_F32, 4, shp, x));
+    snprintf(a, sizeof a, "forward --weights '%s' --input '%s' --output '%s'", p, in, lo);
+    rc = km_test_kmseg(&o, a);
+    CHECK_MSG(rc == 0, "forward exited %d: %s", rc, o);
+    km_free(o);
+    /* --init of it: the flag must name its channels */
+    snprintf(a, sizeof a, "train --data '%s' %s --init '%s' --out '%s'", data, common, p, km_test_sub("init1"));
+    KM_CLI_EXPECT_FAIL(a, "best.safetensors: decoder channels 16,16,8,8,8, but --decoder-channels 256,128,64,32,16");
+    snprintf(a, sizeof a, "train --data '%s' %s --init '%s' --decoder-channels 16,16,8,8,4 --out '%s'", data, common,
+             p, km_test_sub("init2"));
+    KM_CLI_EXPECT_FAIL(a, "best.safetensors: decoder channels 16,16,8,8,8, but --decoder-channels 16,16,8,8,4");
+    snprintf(a, sizeof a, "train --data '%s' %s --decoder-channels 16,16,8 --out '%s'", data, common, km_test_sub("bad"));
+    KM_CLI_EXPECT_FAIL(a, "--decoder-channels '16,16,8': expected 5 comma-separated integers");
+    snprintf(a, sizeof a, "pretrain --data '%s' --max-images 8 --size 64 --resnet 18 --batch 2 --epochs 1 "
+             "--decoder-channels 16,16,0,8,8 --out '%s'", data, km_test_sub("pbad"));
+    KM_CLI_EXPECT_FAIL(a, "--decoder-channels '16,16,0,8,8'");
 }
