@@ -312,7 +312,8 @@ km_status km_simclr_config_load(const char *dir, km_simclr_config *c) {
 
 void km_simclr_config_free(km_simclr_config *c) {
     km_free((char *)c->data);
-    c->data = NULL;
+    km_free((char *)c->decoder_channels);
+    c->data = c->decoder_channels = NULL;
 }
 
 /* Encoder tensors only ('encoder.*'), smp names, plus metadata. */
