@@ -35,8 +35,9 @@ static int have_mpirun(const char *file, int line) {
     if (!have_mpirun(__FILE__, __LINE__)) return
 
 /* The common arguments of `cmd` (train, pretrain): the first `images`
- * Kvasir-SEG images, 32 px, ResNet18 with a tiny decoder, at most 2 steps of batch `batch`
- * (micro-batches of `micro`, 0: none), one thread, then `extra`. */
+ * Kvasir-SEG images, 32 px, ResNet18 with a tiny decoder, at most 2 steps of
+ * batch `batch` (micro-batches of `micro`, 0: none), one thread, then
+ * `extra`. */
 static const char *cmd_args(const char *cmd, int images, int batch, int micro, const char *epochs, const char *extra,
                             const char *out) {
     static char b[4][1024];
