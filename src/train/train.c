@@ -100,7 +100,7 @@ static const km_setting k_rows[] = {
      "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
      NULL, NULL},
     {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
-     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT | P_,
+     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
      "smp's decoder_channels a,b,c,d,e: output channels of the 5 decoder stages (default 256,128,64,32,16; "
      "smaller: a smaller, faster student, e.g. 16,16,8,8,8)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
