@@ -2,8 +2,11 @@
  * the fixed-order sum, N ranks bit-identical to one process accumulating the
  * same micro-batches, launch refusals, failures and resume. The multi-rank
  * tests run `mpirun --allow-run-as-root --oversubscribe -np N` with one
- * thread per rank at 64 px on real Kvasir-SEG images; without mpirun (or in
- * a build without MPI) they fail and say how to install it. */
+ * thread per rank on real Kvasir-SEG images at 32 px (the smallest size:
+ * the encoder's last stage is 1 x 1), with a ResNet18 and a tiny decoder
+ * (--decoder-channels 16,16,8,8,8: less to compute, keep and write than
+ * smp's 256,128,64,32,16; the code paths are the same); without mpirun (or
+ * in a build without MPI) they fail and say how to install it. */
 #include "cli.h"
 #include "test.h"
 
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
+#define STUDENT "--size 32 --resnet 18 --decoder-channels 16,16,8,8,8"
 
 /* 1 when mpirun can be used (else a failure saying what to do). */
 static int have_mpirun(const char *file, int line) {
@@ -31,15 +35,16 @@ static int have_mpirun(const char *file, int line) {
     if (!have_mpirun(__FILE__, __LINE__)) return
 
 /* The common arguments of `cmd` (train, pretrain): the first `images`
- * Kvasir-SEG images, 64 px, ResNet18, at most 2 steps of batch `batch`
- * (micro-batches of `micro`, 0: none), one thread, then `extra`. */
+ * Kvasir-SEG images, 32 px, ResNet18 with a tiny decoder, at most 2 steps of
+ * batch `batch` (micro-batches of `micro`, 0: none), one thread, then
+ * `extra`. */
 static const char *cmd_args(const char *cmd, int images, int batch, int micro, const char *epochs, const char *extra,
                             const char *out) {
     static char b[4][1024];
     static int k;
     char *s = b[k++ & 3];
     snprintf(s, sizeof b[0],
-             "%s --data '%s' --max-images %d --size 64 --resnet 18 --batch %d --max-steps 2 --threads 1 --quiet "
+             "%s --data '%s' --max-images %d " STUDENT " --batch %d --max-steps 2 --threads 1 --quiet "
              "--out '%s' %s %s",
              cmd, km_test_path("data/kvasir-seg"), images, batch, out, epochs, extra);
     if (micro) snprintf(s + strlen(s), sizeof b[0] - strlen(s), " --micro-batch %d", micro);
@@ -355,7 +360,7 @@ static char *run_log(int np, const char *env, const char *args, int *rc) {
 static const char *fault_train_args(const char *out) {
     static char b[1024];
     snprintf(b, sizeof b,
-             "train --data '%s' --max-images 20 --size 64 --resnet 18 --batch 8 --micro-batch 4 --epochs 2 "
+             "train --data '%s' --max-images 20 " STUDENT " --batch 8 --micro-batch 4 --epochs 2 "
              "--threads 1 --quiet --out '%s'",
              km_test_path("data/kvasir-seg"), out);
     return b;
@@ -399,7 +404,7 @@ KM_TEST(mpi_pretrain_stop_signal_resumes_with_np1) {
     NEED_MPIRUN();
     const char *ref = km_test_sub("ref"), *u = km_test_sub("usr1");
     char a[1024], b[1024];
-    const char *fmt = "pretrain --data '%s' --max-images 24 --size 64 --resnet 18 --batch 8 --micro-batch 4 "
+    const char *fmt = "pretrain --data '%s' --max-images 24 " STUDENT " --batch 8 --micro-batch 4 "
                       "--epochs 2 --threads 1 --quiet --out '%s'";
     snprintf(a, sizeof a, fmt, km_test_path("data/kvasir-seg"), ref);
     snprintf(b, sizeof b, fmt, km_test_path("data/kvasir-seg"), u);

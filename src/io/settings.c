@@ -244,9 +244,10 @@ static void jw_row(km_jw *w, const km_setting *r, const void *cfg) {
     jw_put(w, b);
 }
 
-/* A KM_SET_OMIT_DEFAULT row at its default is not written. */
+/* A KM_SET_OMIT_DEFAULT row at its default (a STR row: NULL) is not written. */
 static int omitted(const km_setting *r, const void *cfg) {
     if (!(r->attr & KM_SET_OMIT_DEFAULT)) return 0;
+    if (r->type == KM_SET_STR) return !*(char *const *)((const char *)cfg + r->off);
     KM_ASSERT(r->type == KM_SET_INT || r->type == KM_SET_BOOL || r->type == KM_SET_ENUM);
     return *(const int *)((const char *)cfg + r->off) == (int)r->def;
 }

@@ -43,8 +43,9 @@ enum {
     KM_SET_REQUIRED = 2, /* STR: must not be NULL in config.json */
     KM_SET_PASS = 4,     /* `kmseg experiments` passes this flag through to the command */
     KM_SET_NEUTRAL = 8,  /* changes no result (threads: bit level only; caches): may go with --resume */
-    KM_SET_OMIT_DEFAULT = 16, /* INT/BOOL/ENUM added later: km_jw_settings writes it only when it is not
-                                 its default, so earlier config files re-write byte for byte */
+    KM_SET_OMIT_DEFAULT = 16, /* INT/BOOL/ENUM/STR added later: km_jw_settings writes it only when it is
+                                 not its default (STR: not NULL), so earlier config files re-write byte
+                                 for byte */
 };
 
 typedef struct {

@@ -15,6 +15,7 @@
 #include "../nn/conv2d.h"
 #include "../nn/ops.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ typedef struct {
 
 struct km_unetpp {
     int depth;
+    int dec_ch[5]; /* smp decoder_channels: the output channels of blocks x_0_0 .. x_0_4 */
     km_unetpp_entry ent[MAXENT];
     char names[MAXENT][NAMELEN];
     int nent;
@@ -223,12 +225,14 @@ static void def_unit(km_unetpp *m, unit *u, const char *conv_name, const char *b
     u->bn = (int)add_entry(m, n, KM_UNETPP_COUNTER, 0, 0, 0, 0, 0);
 }
 
-/* Decoder block (d, l): channels per reference-arch.md table 2.4. */
-static const int DEC_CH[5] = {256, 128, 64, 32, 16};
+/* Decoder block (d, l): channels per reference-arch.md table 2.4. Only the
+ * d = 0 column takes decoder_channels (smp UnetPlusPlusDecoder); the blocks
+ * with d > 0 output the encoder's skip channels. */
+const int km_unetpp_default_decoder[5] = {256, 128, 64, 32, 16};
 static const int SKIP_CH[5] = {256, 128, 64, 64, 0};
 static const int F_CH[5] = {512, 256, 128, 64, 64};
 
-static int dec_out_ch(int d, int l) { return d == 0 ? DEC_CH[l] : SKIP_CH[l]; }
+static int dec_out_ch(const km_unetpp *m, int d, int l) { return d == 0 ? m->dec_ch[l] : SKIP_CH[l]; }
 
 static void define(km_unetpp *m, int depth) {
     static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
@@ -269,14 +273,14 @@ static void define(km_unetpp *m, int depth) {
             memset(b, 0, sizeof *b);
             b->d = d;
             b->l = l;
-            b->cup = d == l ? F_CH[d] : dec_out_ch(d, l - 1);
+            b->cup = d == l ? F_CH[d] : dec_out_ch(m, d, l - 1);
             if (l < 4) {
-                for (int j = d + 1; j <= l; j++) b->skipc[b->nskip++] = dec_out_ch(j, l);
+                for (int j = d + 1; j <= l; j++) b->skipc[b->nskip++] = dec_out_ch(m, j, l);
                 b->skipc[b->nskip++] = F_CH[l + 1];
             }
             int cin = b->cup;
             for (int j = 0; j < b->nskip; j++) cin += b->skipc[j];
-            int cout = dec_out_ch(d, l);
+            int cout = dec_out_ch(m, d, l);
             snprintf(cn, sizeof cn, "decoder.blocks.x_%d_%d.conv1.0.weight", d, l);
             snprintf(bn, sizeof bn, "decoder.blocks.x_%d_%d.conv1.1", d, l);
             def_unit(m, &b->c1, cn, bn, cin, cout, 3, 1, 1, 1);
@@ -285,7 +289,7 @@ static void define(km_unetpp *m, int depth) {
             def_unit(m, &b->c2, cn, bn, cout, cout, 3, 1, 1, 1);
         }
     KM_ASSERT(k == 11);
-    m->head_w = add_entry(m, "segmentation_head.0.weight", KM_UNETPP_PARAM, 4, 1, 16, 3, 3);
+    m->head_w = add_entry(m, "segmentation_head.0.weight", KM_UNETPP_PARAM, 4, 1, m->dec_ch[4], 3, 3);
     m->head_b = add_entry(m, "segmentation_head.0.bias", KM_UNETPP_PARAM, 1, 1, 0, 0, 0);
 }
 
@@ -322,8 +326,16 @@ static void init_decoder_unit(km_unetpp *m, const unit *u, km_rng *r) {
 }
 
 km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
+    return km_unetpp_create_dec(resnet_depth, km_unetpp_default_decoder, seed);
+}
+
+km_unetpp *km_unetpp_create_dec(int resnet_depth, const int decoder_channels[5], uint64_t seed) {
     KM_ASSERT(resnet_depth == 18 || resnet_depth == 34);
     km_unetpp *m = km_calloc(sizeof *m);
+    for (int i = 0; i < 5; i++) {
+        KM_ASSERT(decoder_channels[i] > 0);
+        m->dec_ch[i] = decoder_channels[i];
+    }
     define(m, resnet_depth);
     m->params = km_calloc(sizeof(float) * m->nparams);
     m->grads = km_calloc(sizeof(float) * m->nparams);
@@ -342,9 +354,11 @@ km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
         init_decoder_unit(m, &m->dec[i].c1, &r);
         init_decoder_unit(m, &m->dec[i].c2, &r);
     }
-    /* head: xavier_uniform, bound sqrt(6/(fan_in+fan_out)) = sqrt(6/(16*9 + 1*9)); bias 0 */
-    double hb = sqrt(6.0 / (16 * 9 + 9));
-    for (int i = 0; i < 16 * 9; i++)
+    /* head: xavier_uniform, bound sqrt(6/(fan_in+fan_out)) = sqrt(6/(C*9 + 1*9)), C = decoder_channels[4]
+     * (16 by default); bias 0 */
+    int hc = m->dec_ch[4];
+    double hb = sqrt(6.0 / (hc * 9 + 9));
+    for (int i = 0; i < hc * 9; i++)
         m->params[m->head_w + i] = (float)((2.0 * km_rng_uniform(&r) - 1.0) * hb);
     m->params[m->head_b] = 0.0f;
     return m;
@@ -376,6 +390,7 @@ void km_unetpp_free(km_unetpp *m) {
 }
 
 int km_unetpp_resnet_depth(const km_unetpp *m) { return m->depth; }
+const int *km_unetpp_decoder_channels(const km_unetpp *m) { return m->dec_ch; }
 size_t km_unetpp_num_params(const km_unetpp *m) { return m->nparams; }
 size_t km_unetpp_num_encoder_params(const km_unetpp *m) { return m->nparams_enc; }
 int km_unetpp_num_entries(const km_unetpp *m) { return m->nent; }
@@ -429,6 +444,58 @@ static km_status copy_entry(km_unetpp *m, const km_unetpp_entry *e, const km_tdi
     return KM_OK;
 }
 
+/* decoder_channels from the output channels of blocks x_0_0 .. x_0_4 (the
+ * default where a block is absent: copy_entry then names the missing tensor). */
+static km_status decoder_from_tdict(const km_tdict *sd, const char *file, int dec[5]) {
+    for (int l = 0; l < 5; l++) {
+        char key[NAMELEN];
+        snprintf(key, sizeof key, "decoder.blocks.x_0_%d.conv1.0.weight", l);
+        const km_tensor *t = km_tdict_find(sd, key);
+        dec[l] = km_unetpp_default_decoder[l];
+        if (!t) continue;
+        if (t->ndim != 4 || t->shape[0] < 1 || t->shape[0] > KM_UNETPP_MAX_DECODER_CH)
+            return km_err(KM_ESHAPE, "%s: tensor '%s' should be [C, Cin, 3, 3] with 1 <= C <= %d (%d dims, "
+                          "first %lld)", file, key, KM_UNETPP_MAX_DECODER_CH, t->ndim,
+                          t->ndim ? (long long)t->shape[0] : 0LL);
+        dec[l] = (int)t->shape[0];
+    }
+    return KM_OK;
+}
+
+void km_unetpp_format_decoder(const int ch[5], char buf[64]) {
+    snprintf(buf, 64, "%d,%d,%d,%d,%d", ch[0], ch[1], ch[2], ch[3], ch[4]);
+}
+
+km_status km_unetpp_parse_decoder(const char *spec, int ch[5]) {
+    if (!spec) {
+        memcpy(ch, km_unetpp_default_decoder, sizeof(int) * 5);
+        return KM_OK;
+    }
+    const char *p = spec;
+    for (int i = 0; i < 5; i++) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > KM_UNETPP_MAX_DECODER_CH || *end != (i < 4 ? ',' : '\0'))
+            return km_err(KM_EARG, "--decoder-channels '%s': expected 5 comma-separated integers in [1, %d] "
+                          "(smp's default: 256,128,64,32,16)", spec, KM_UNETPP_MAX_DECODER_CH);
+        ch[i] = (int)v;
+        p = end + 1;
+    }
+    return KM_OK;
+}
+
+km_status km_unetpp_check_decoder(const km_unetpp *m, const char *spec, const char *file) {
+    int want[5];
+    km_status s = km_unetpp_parse_decoder(spec, want);
+    if (s || !memcmp(want, m->dec_ch, sizeof want)) return s;
+    char have[64], w[64];
+    km_unetpp_format_decoder(m->dec_ch, have);
+    km_unetpp_format_decoder(want, w);
+    return km_err(KM_EARG, "%s: decoder channels %s, but --decoder-channels %s%s", file, have, w,
+                  spec ? "" : " (the default)");
+}
+
 km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *file) {
     *out = NULL;
     int depth;
@@ -439,7 +506,10 @@ km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *
                       "%s: not an smp UnetPlusPlus/ResNet checkpoint (no 'encoder.layer3.*' tensors; "
                       "%d tensors, first '%s')",
                       file, sd->n, sd->n ? sd->items[0].name : "none");
-    km_unetpp *m = km_unetpp_create(depth, 0);
+    int dec[5];
+    km_status s0 = decoder_from_tdict(sd, file, dec);
+    if (s0) return s0;
+    km_unetpp *m = km_unetpp_create_dec(depth, dec, 0);
     for (int i = 0; i < m->nent; i++) {
         km_status s = copy_entry(m, &m->ent[i], sd, m->ent[i].name, file);
         if (s) {
@@ -707,7 +777,7 @@ static size_t plan(carver *c, int N, int H, int W) {
             WORK(plan_unit(c, &b->c1, b->cat, b->gcat, N, OH, OW));
             WORK(plan_unit(c, &b->c2, b->c1.out, b->c1.gout, N, OH, OW));
         }
-    km_conv_dims hd = km_conv2d_dims(N, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv_dims hd = km_conv2d_dims(N, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
     WORK(km_conv2d_work_floats(&hd));
     carve(c, &m->logits, &m->glogits, (size_t)N * H * W);
 #undef WORK
@@ -842,7 +912,7 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
     encoder_forward(m, x, N, H, W, train);
     for (int l = 0; l <= 4; l++)
         for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
-    km_conv_dims hd = km_conv2d_dims(N ? N : 1, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
     if (m->last_sync)
         conv_fwd_groups(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w, m->params + m->head_b, &hd);
     else
@@ -937,7 +1007,7 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
     int N = m->lastN, H = m->lastH, W = m->lastW;
     memset(m->gact, 0, sizeof(float) * m->ngact);
     memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
-    km_conv_dims hd = km_conv2d_dims(N ? N : 1, 16, H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
     decblock *last = dec_at(m, 0, 4);
     if (m->last_sync)
         conv_bwd_groups(m, last->c2.gout, m->head_w, m->head_b, m->glogits, last->c2.out, m->params + m->head_w, &hd);

@@ -33,10 +33,28 @@ typedef struct {
 } km_unetpp_entry;
 
 /* depth: 18 or 34 (ResNet variant). Weights are randomly initialised as smp /
- * torchvision do (kaiming for convs, BN 1/0), from `seed`. */
+ * torchvision do (kaiming for convs, BN 1/0), from `seed`. Decoder channels:
+ * smp's default, km_unetpp_default_decoder. */
 km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed);
+/* The same with smp's decoder_channels (the output channels of decoder blocks
+ * x_0_0 .. x_0_4; the segmentation head reads the last); each in
+ * [1, KM_UNETPP_MAX_DECODER_CH]. The default gives km_unetpp_create's model. */
+km_unetpp *km_unetpp_create_dec(int resnet_depth, const int decoder_channels[5], uint64_t seed);
+extern const int km_unetpp_default_decoder[5]; /* 256, 128, 64, 32, 16 */
+enum { KM_UNETPP_MAX_DECODER_CH = 4096 };
+/* The model's decoder channels (5 ints). */
+const int *km_unetpp_decoder_channels(const km_unetpp *m);
+/* "a,b,c,d,e" (--decoder-channels) into ch; NULL: the default. KM_EARG on
+ * anything but 5 comma-separated integers in range. */
+km_status km_unetpp_parse_decoder(const char *spec, int ch[5]);
+void km_unetpp_format_decoder(const int ch[5], char buf[64]);
+/* KM_EARG "FILE: decoder channels a,b,c,d,e, but --decoder-channels ..." when
+ * the model loaded from `file` does not have the channels spec names (NULL:
+ * the default). */
+km_status km_unetpp_check_decoder(const km_unetpp *m, const char *spec, const char *file);
 /* Loads a full smp state dict (.pth zip/legacy or safetensors); the ResNet
- * depth is read from the keys (layer3.5 present -> 34). */
+ * depth is read from the keys (layer3.5 present -> 34), the decoder channels
+ * from the shapes of decoder.blocks.x_0_*.conv1.0.weight. */
 km_status km_unetpp_load(km_unetpp **out, const char *path);
 km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *file);
 /* Loads a torchvision ResNet checkpoint (keys conv1.*, layer*.*, fc.*) or an

@@ -260,6 +260,10 @@ static const km_setting k_rows[] = {
      "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
      "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
      NULL, NULL},
+    {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
+     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "smp's decoder_channels a,b,c,d,e: output channels of the 5 decoder stages (default 256,128,64,32,16; "
+     "smaller: a smaller, faster student, e.g. 16,16,8,8,8)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -308,7 +312,8 @@ km_status km_simclr_config_load(const char *dir, km_simclr_config *c) {
 
 void km_simclr_config_free(km_simclr_config *c) {
     km_free((char *)c->data);
-    c->data = NULL;
+    km_free((char *)c->decoder_channels);
+    c->data = c->decoder_channels = NULL;
 }
 
 /* Encoder tensors only ('encoder.*'), smp names, plus metadata. */
@@ -449,6 +454,7 @@ static km_status load_model(const km_tdict *d, const char *path, const km_simclr
     if (!s && km_unetpp_resnet_depth(*m) != c->resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(*m), c->resnet);
+    if (!s) s = km_unetpp_check_decoder(*m, c->decoder_channels, path);
     km_tdict_free(&md);
     return s;
 }
@@ -511,6 +517,8 @@ static km_status check_config(const km_simclr_config *c) {
     if (c->size < 32 || c->size % 32)
         return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", c->size);
     km_status s = km_settings_check(&km_simclr_settings, c);
+    int dec[5];
+    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, dec);
     if (s) return s;
     if (c->stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", c->stop_after);
     if (c->resume && c->fixed_batch) return km_err(KM_EARG, "fixed_batch runs cannot be resumed");
@@ -607,7 +615,10 @@ static km_status pt_open(pretrainer *P, const km_simclr_config *c, FILE *log, km
 static km_status pt_state(pretrainer *P) {
     const km_simclr_config *c = P->c;
     sc_state *st = &P->st;
-    P->m = km_unetpp_create(c->resnet, c->seed);
+    int dec[5];
+    km_status s0 = km_unetpp_parse_decoder(c->decoder_channels, dec); /* checked: check_config */
+    if (s0) return s0;
+    P->m = km_unetpp_create_dec(c->resnet, dec, c->seed);
     st->n_enc = km_unetpp_num_encoder_params(P->m);
     st->n = P->ds.n;
     st->head = km_malloc(sizeof(float) * HEAD_N);

@@ -125,6 +125,8 @@ void km_simclr_apply_rgb(const uint8_t *src, int S, const km_simclr_view *v, flo
 typedef struct {
     const char *data, *out;
     int epochs, batch, size, resnet, threads, max_images, max_steps;
+    const char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: the default; written
+                                     only when given) */
     double lr, temperature, weight_decay;
     uint64_t seed;
     int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */
@@ -146,13 +148,13 @@ extern const km_settings km_simclr_settings;
 
 void km_simclr_config_default(km_simclr_config *c);
 /* Reads <dir>/config.json (written by a pretraining run) into c (defaults
- * first; c->data is allocated: km_simclr_config_free; c->out is left NULL).
- * Errors name the file and the setting. */
+ * first; c->data and c->decoder_channels are allocated: km_simclr_config_free;
+ * c->out is left NULL). Errors name the file and the setting. */
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
 /* Writes config.json: "command": "pretrain", data, n_train_images, the other
  * settings in table order (threads < 1: the process's count; micro_batch
- * and sync_bn only when not 0), kmseg_version (the format every run since the first has
- * written). */
+ * and sync_bn only when not 0, decoder_channels only when given),
+ * kmseg_version (the format every run since the first has written). */
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);
 

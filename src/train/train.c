@@ -99,6 +99,10 @@ static const km_setting k_rows[] = {
      "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
      "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
      NULL, NULL},
+    {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
+     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
+     "smp's decoder_channels a,b,c,d,e: output channels of the 5 decoder stages (default 256,128,64,32,16; "
+     "smaller: a smaller, faster student, e.g. 16,16,8,8,8)", NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -121,6 +125,8 @@ km_status km_train_config_check(const km_train_config *c) {
     if (c->resnet != 18 && c->resnet != 34)
         return km_err(KM_EARG, "--resnet %d: expected 18 or 34", c->resnet);
     km_status s = km_settings_check(&km_train_settings, c);
+    int dec[5];
+    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, dec);
     if (s) return s;
     if (!(c->val_fraction > 0 && c->test_fraction >= 0 && c->val_fraction + c->test_fraction < 1))
         return km_err(KM_EARG, "--val-fraction %g / --test-fraction %g: expected val > 0, test >= 0, sum < 1",
@@ -535,6 +541,7 @@ static km_status load_last(trainer *T) {
     if (!s && km_unetpp_resnet_depth(T->L.m) != T->c->resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(T->L.m), T->c->resnet);
+    if (!s) s = km_unetpp_check_decoder(T->L.m, T->c->decoder_channels, path);
     km_tdict_free(&meta);
     km_free(path);
     T->steps = (int)st;
@@ -605,8 +612,12 @@ static km_status trainer_model(trainer *T, int resume) {
         if (!s && km_unetpp_resnet_depth(T->L.m) != c->resnet)
             s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", c->init_weights,
                        km_unetpp_resnet_depth(T->L.m), c->resnet);
+        if (!s) s = km_unetpp_check_decoder(T->L.m, c->decoder_channels, c->init_weights);
     } else {
-        T->L.m = km_unetpp_create(c->resnet, c->seed);
+        int dec[5];
+        s = km_unetpp_parse_decoder(c->decoder_channels, dec); /* checked: km_train_config_check */
+        if (s) return s;
+        T->L.m = km_unetpp_create_dec(c->resnet, dec, c->seed);
         if (c->encoder_weights) {
             int ign = 0;
             s = km_unetpp_load_encoder(T->L.m, c->encoder_weights, &ign);

@@ -78,6 +78,8 @@ typedef struct {
     int resnet;            /* 18 or 34 */
     char *encoder_weights; /* torchvision ResNet checkpoint (NULL: random init) */
     char *init_weights;    /* full student checkpoint to start from (NULL: none) */
+    char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: 256,128,64,32,16; added later,
+                               written only when given) */
     /* optimisation */
     int batch, epochs;
     double lr, beta1, beta2, eps, weight_decay;
@@ -136,7 +138,8 @@ void km_train_config_free(km_train_config *c);
 /* Writes config.json: kmseg_version, gemm_backend, then every setting in
  * table order (the format every run since the first has written; label and
  * fold, last, since --label/--fold: files without them load with the
- * defaults; micro_batch and sync_bn after them, only when not 0). */
+ * defaults; micro_batch and sync_bn after them, only when not 0; decoder_channels,
+ * only when given). */
 km_status km_train_config_save(const km_train_config *c, const char *path);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
