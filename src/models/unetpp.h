@@ -35,6 +35,11 @@ typedef struct {
 /* depth: 18 or 34 (ResNet variant). Weights are randomly initialised as smp /
  * torchvision do (kaiming for convs, BN 1/0), from `seed`. Decoder channels:
  * smp's default, km_unetpp_default_decoder. */
+/* --decoder-channels' help, one text for the train and pretrain settings tables. */
+#define KM_HELP_DECODER_CHANNELS                                                                                \
+    "smp's decoder_channels a,b,c,d,e: output channels of the 5 decoder stages (default 256,128,64,32,16; "     \
+    "smaller: a smaller, faster student, e.g. 16,16,8,8,8)"
+
 km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed);
 /* The same with smp's decoder_channels (the output channels of decoder blocks
  * x_0_0 .. x_0_4; the segmentation head reads the last); each in

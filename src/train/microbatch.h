@@ -20,6 +20,11 @@
 #include "../core/dist.h"
 #include "../models/unetpp.h"
 
+/* --sync-bn's help, one text for the train and pretrain settings tables. */
+#define KM_HELP_SYNC_BN                                                                                          \
+    "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "     \
+    "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)"
+
 typedef struct {
     int M, K, Kl, rank;
     size_t nst; /* BatchNorm statistics floats per micro-batch */

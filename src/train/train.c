@@ -96,13 +96,10 @@ static const km_setting k_rows[] = {
      "split each batch into micro-batches of M (BatchNorm statistics per micro-batch, gradients summed in a fixed "
      "order; `mpirun -np N` shares them: any N dividing batch/M gives the same weights; 0 = off)", NULL, NULL},
     {"sync_bn", "--sync-bn", KM_SET_BOOL, O(sync_bn), 0, 0, 0, 0, 0, NULL, KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
-     "with --micro-batch: BatchNorm statistics of the whole batch, every micro-batch of every process (like "
-     "PyTorch's SyncBatchNorm; per BatchNorm layer two small allgathers in the forward, one in the backward)",
-     NULL, NULL},
+     KM_HELP_SYNC_BN, NULL, NULL},
     {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
      KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
-     "smp's decoder_channels a,b,c,d,e: output channels of the 5 decoder stages (default 256,128,64,32,16; "
-     "smaller: a smaller, faster student, e.g. 16,16,8,8,8)", NULL, NULL},
+     KM_HELP_DECODER_CHANNELS, NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
