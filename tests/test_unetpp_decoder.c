@@ -149,9 +149,9 @@ KM_TEST(unetpp_decoder_save_load_and_mismatch) {
     }
     CHECK_OK(km_unetpp_forward(l, x, 2, 64, 64, 0, lb));
     CHECK(!memcmp(la, lb, sizeof la));
-    CHECK_OK(km_unetpp_check_decoder(l, "16,16,8,8,8", p));
-    CHECK_ERR(km_unetpp_check_decoder(l, NULL, p), KM_EARG, "tiny.safetensors: decoder channels 16,16,8,8,8, but --decoder-channels 256,128,64,32,16");
-    CHECK_ERR(km_unetpp_check_decoder(l, "16,16,8,8,4", p), KM_EARG, "tiny.safetensors");
+    CHECK_OK(km_unetpp_check_arch(l, 5, "16,16,8,8,8", p));
+    CHECK_ERR(km_unetpp_check_arch(l, 5, NULL, p), KM_EARG, "tiny.safetensors: decoder channels 16,16,8,8,8, but --decoder-channels 256,128,64,32,16");
+    CHECK_ERR(km_unetpp_check_arch(l, 5, "16,16,8,8,4", p), KM_EARG, "tiny.safetensors");
     km_unetpp_free(l);
 done:
     km_unetpp_free(m);
@@ -159,14 +159,14 @@ done:
 
 KM_TEST(unetpp_decoder_channels_parse) {
     int ch[5];
-    CHECK_OK(km_unetpp_parse_decoder(NULL, ch));
+    CHECK_OK(km_unetpp_parse_decoder(NULL, 5, ch));
     CHECK(!memcmp(ch, km_unetpp_default_decoder, sizeof ch));
-    CHECK_OK(km_unetpp_parse_decoder("32,16,8,4,2", ch));
+    CHECK_OK(km_unetpp_parse_decoder("32,16,8,4,2", 5, ch));
     CHECK(ch[0] == 32 && ch[1] == 16 && ch[2] == 8 && ch[3] == 4 && ch[4] == 2);
     const char *bad[] = {"", "16,16,8,8", "16,16,8,8,8,8", "16,16,0,8,8", "16,-1,8,8,8", "16,16,8,8,x",
                          "16,16,8,8,8 ", "16,16,,8,8", "16,16,8,8,99999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        CHECK_ERR(km_unetpp_parse_decoder(bad[i], ch), KM_EARG, "--decoder-channels");
+        CHECK_ERR(km_unetpp_parse_decoder(bad[i], 5, ch), KM_EARG, "--decoder-channels");
 }
 
 /* The command line: `train --decoder-channels` writes the setting to

@@ -494,7 +494,7 @@ static km_status state_from_meta(miner *M, const km_tdict *x, const char *path) 
     if (!s && km_unetpp_resnet_depth(M->m) != M->c.train.resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(M->m), M->c.train.resnet);
-    if (!s) s = km_unetpp_check_decoder(M->m, M->c.train.decoder_channels, path);
+    if (!s) s = km_unetpp_check_arch(M->m, M->c.train.encoder_depth, M->c.train.decoder_channels, path);
     int n_unl = M->d.n_unl;
     if (!s && M->has_frozen) {
         const char *b = km_tdict_get_meta(x, "mine.onetime.labelled");
@@ -673,7 +673,7 @@ static km_status init_student(miner *M) {
     if (!s && km_unetpp_resnet_depth(M->m) != M->c.train.resnet)
         s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", M->init, km_unetpp_resnet_depth(M->m),
                    M->c.train.resnet);
-    if (!s) s = km_unetpp_check_decoder(M->m, M->c.train.decoder_channels, M->init);
+    if (!s) s = km_unetpp_check_arch(M->m, M->c.train.encoder_depth, M->c.train.decoder_channels, M->init);
     if (!s) km_unetpp_adam_reset(M->m);
     return s;
 }

@@ -58,7 +58,9 @@ typedef struct {
 
 struct km_unetpp {
     int depth;
-    int dec_ch[5]; /* smp decoder_channels: the output channels of blocks x_0_0 .. x_0_4 */
+    int edepth;    /* smp encoder_depth D (3..5): encoder stages 1..D, decoder blocks on D levels */
+    int dec_ch[5]; /* smp decoder_channels: the output channels of blocks x_0_0 .. x_0_{D-1} (D used) */
+    int ndec;      /* decoder blocks: D(D-1)/2 + 1 (11 for D = 5) */
     km_unetpp_entry ent[MAXENT];
     char names[MAXENT][NAMELEN];
     int nent;
@@ -92,7 +94,7 @@ struct km_unetpp {
     float *pool, *gpool;     /* maxpool output */
     int32_t *pool_arg;
     float *logits, *glogits; /* head output */
-    float *F[5], *gF[5];     /* decoder inputs F0..F4 */
+    float *F[5], *gF[5];     /* decoder inputs F0..F{D-1}: encoder stages D..1 */
     int FC[5];
     int lastN, lastH, lastW, last_train, last_encoder_only;
     km_unetpp_profile *prof;
@@ -229,10 +231,14 @@ static void def_unit(km_unetpp *m, unit *u, const char *conv_name, const char *b
  * d = 0 column takes decoder_channels (smp UnetPlusPlusDecoder); the blocks
  * with d > 0 output the encoder's skip channels. */
 const int km_unetpp_default_decoder[5] = {256, 128, 64, 32, 16};
-static const int SKIP_CH[5] = {256, 128, 64, 64, 0};
-static const int F_CH[5] = {512, 256, 128, 64, 64};
+static const int F_CH5[5] = {512, 256, 128, 64, 64}; /* ResNet stages 5..1 */
 
-static int dec_out_ch(const km_unetpp *m, int d, int l) { return d == 0 ? m->dec_ch[l] : SKIP_CH[l]; }
+/* Channels of the decoder input F[i] (encoder stage D - i) and of block
+ * (d > 0, l)'s output: smp's skip_channels, the next shallower stage's (none
+ * for the last level). */
+static int f_ch(const km_unetpp *m, int i) { return F_CH5[i + 5 - m->edepth]; }
+static int skip_ch(const km_unetpp *m, int l) { return l < m->edepth - 1 ? f_ch(m, l + 1) : 0; }
+static int dec_out_ch(const km_unetpp *m, int d, int l) { return d == 0 ? m->dec_ch[l] : skip_ch(m, l); }
 
 static void define(km_unetpp *m, int depth) {
     static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
@@ -240,8 +246,8 @@ static void define(km_unetpp *m, int depth) {
     char cn[NAMELEN], bn[NAMELEN];
     m->depth = depth;
     def_unit(m, &m->stem, "encoder.conv1.weight", "encoder.bn1", 3, 64, 7, 2, 3, 1);
-    int inp = 64;
-    for (int L = 0; L < 4; L++) {
+    int inp = 64, nl = m->edepth - 1; /* ResNet layers 1..D-1 (stages 2..D); smp's unused ones are left out */
+    for (int L = 0; L < nl; L++) {
         int planes = 64 << L;
         m->layer_start[L] = m->nblocks;
         for (int i = 0; i < nb[L]; i++) {
@@ -263,20 +269,20 @@ static void define(km_unetpp *m, int depth) {
             inp = planes;
         }
     }
-    m->layer_start[4] = m->nblocks;
+    m->layer_start[nl] = m->nblocks;
     m->nparams_enc = m->nparams; /* every 'encoder.*' parameter so far, none after */
-    /* decoder blocks in smp's registration order: for l, for d <= l; then x_0_4 */
-    int k = 0;
-    for (int l = 0; l <= 4; l++)
-        for (int d = 0; d <= (l == 4 ? 0 : l); d++) {
+    /* decoder blocks in smp's registration order: for l < last, for d <= l; then x_0_last */
+    int k = 0, last = m->edepth - 1;
+    for (int l = 0; l <= last; l++)
+        for (int d = 0; d <= (l == last ? 0 : l); d++) {
             decblock *b = &m->dec[k++];
             memset(b, 0, sizeof *b);
             b->d = d;
             b->l = l;
-            b->cup = d == l ? F_CH[d] : dec_out_ch(m, d, l - 1);
-            if (l < 4) {
+            b->cup = d == l ? f_ch(m, d) : dec_out_ch(m, d, l - 1);
+            if (l < last) {
                 for (int j = d + 1; j <= l; j++) b->skipc[b->nskip++] = dec_out_ch(m, j, l);
-                b->skipc[b->nskip++] = F_CH[l + 1];
+                b->skipc[b->nskip++] = f_ch(m, l + 1);
             }
             int cin = b->cup;
             for (int j = 0; j < b->nskip; j++) cin += b->skipc[j];
@@ -288,13 +294,14 @@ static void define(km_unetpp *m, int depth) {
             snprintf(bn, sizeof bn, "decoder.blocks.x_%d_%d.conv2.1", d, l);
             def_unit(m, &b->c2, cn, bn, cout, cout, 3, 1, 1, 1);
         }
-    KM_ASSERT(k == 11);
-    m->head_w = add_entry(m, "segmentation_head.0.weight", KM_UNETPP_PARAM, 4, 1, m->dec_ch[4], 3, 3);
+    m->ndec = k;
+    KM_ASSERT(k == last * (last + 1) / 2 + 1);
+    m->head_w = add_entry(m, "segmentation_head.0.weight", KM_UNETPP_PARAM, 4, 1, m->dec_ch[last], 3, 3);
     m->head_b = add_entry(m, "segmentation_head.0.bias", KM_UNETPP_PARAM, 1, 1, 0, 0, 0);
 }
 
 static decblock *dec_at(km_unetpp *m, int d, int l) {
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < m->ndec; i++)
         if (m->dec[i].d == d && m->dec[i].l == l) return &m->dec[i];
     KM_ASSERT(0);
 }
@@ -330,9 +337,15 @@ km_unetpp *km_unetpp_create(int resnet_depth, uint64_t seed) {
 }
 
 km_unetpp *km_unetpp_create_dec(int resnet_depth, const int decoder_channels[5], uint64_t seed) {
+    return km_unetpp_create_arch(resnet_depth, 5, decoder_channels, seed);
+}
+
+km_unetpp *km_unetpp_create_arch(int resnet_depth, int encoder_depth, const int *decoder_channels, uint64_t seed) {
     KM_ASSERT(resnet_depth == 18 || resnet_depth == 34);
+    KM_ASSERT(encoder_depth >= KM_UNETPP_MIN_ENCODER_DEPTH && encoder_depth <= 5);
     km_unetpp *m = km_calloc(sizeof *m);
-    for (int i = 0; i < 5; i++) {
+    m->edepth = encoder_depth;
+    for (int i = 0; i < encoder_depth; i++) {
         KM_ASSERT(decoder_channels[i] > 0);
         m->dec_ch[i] = decoder_channels[i];
     }
@@ -350,13 +363,13 @@ km_unetpp *km_unetpp_create_dec(int resnet_depth, const int decoder_channels[5],
         init_encoder_unit(m, &m->blocks[i].c2, &r);
         if (m->blocks[i].has_ds) init_encoder_unit(m, &m->blocks[i].ds, &r);
     }
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < m->ndec; i++) {
         init_decoder_unit(m, &m->dec[i].c1, &r);
         init_decoder_unit(m, &m->dec[i].c2, &r);
     }
-    /* head: xavier_uniform, bound sqrt(6/(fan_in+fan_out)) = sqrt(6/(C*9 + 1*9)), C = decoder_channels[4]
-     * (16 by default); bias 0 */
-    int hc = m->dec_ch[4];
+    /* head: xavier_uniform, bound sqrt(6/(fan_in+fan_out)) = sqrt(6/(C*9 + 1*9)), C = the last decoder
+     * channel count (16 by default); bias 0 */
+    int hc = m->dec_ch[m->edepth - 1];
     double hb = sqrt(6.0 / (hc * 9 + 9));
     for (int i = 0; i < hc * 9; i++)
         m->params[m->head_w + i] = (float)((2.0 * km_rng_uniform(&r) - 1.0) * hb);
@@ -390,6 +403,8 @@ void km_unetpp_free(km_unetpp *m) {
 }
 
 int km_unetpp_resnet_depth(const km_unetpp *m) { return m->depth; }
+int km_unetpp_encoder_depth(const km_unetpp *m) { return m->edepth; }
+int km_unetpp_feature_channels(const km_unetpp *m) { return f_ch(m, 0); }
 const int *km_unetpp_decoder_channels(const km_unetpp *m) { return m->dec_ch; }
 size_t km_unetpp_num_params(const km_unetpp *m) { return m->nparams; }
 size_t km_unetpp_num_encoder_params(const km_unetpp *m) { return m->nparams_enc; }
@@ -444,14 +459,27 @@ static km_status copy_entry(km_unetpp *m, const km_unetpp_entry *e, const km_tdi
     return KM_OK;
 }
 
-/* decoder_channels from the output channels of blocks x_0_0 .. x_0_4 (the
- * default where a block is absent: copy_entry then names the missing tensor). */
-static km_status decoder_from_tdict(const km_tdict *sd, const char *file, int dec[5]) {
+/* smp's encoder_depth D from the decoder: its blocks x_0_0 .. x_0_{D-1}
+ * (0 when there is none). */
+static int encoder_depth_from_tdict(const km_tdict *sd) {
+    int D = 0;
     for (int l = 0; l < 5; l++) {
         char key[NAMELEN];
         snprintf(key, sizeof key, "decoder.blocks.x_0_%d.conv1.0.weight", l);
+        if (km_tdict_find(sd, key)) D = l + 1;
+    }
+    return D;
+}
+
+/* decoder_channels from the output channels of blocks x_0_0 .. x_0_{D-1}
+ * (smp's default where a block is absent: copy_entry then names the missing
+ * tensor). */
+static km_status decoder_from_tdict(const km_tdict *sd, const char *file, int D, int dec[5]) {
+    for (int l = 0; l < D; l++) {
+        char key[NAMELEN];
+        snprintf(key, sizeof key, "decoder.blocks.x_0_%d.conv1.0.weight", l);
         const km_tensor *t = km_tdict_find(sd, key);
-        dec[l] = km_unetpp_default_decoder[l];
+        dec[l] = km_unetpp_default_decoder[l + 5 - D];
         if (!t) continue;
         if (t->ndim != 4 || t->shape[0] < 1 || t->shape[0] > KM_UNETPP_MAX_DECODER_CH)
             return km_err(KM_ESHAPE, "%s: tensor '%s' should be [C, Cin, 3, 3] with 1 <= C <= %d (%d dims, "
@@ -462,71 +490,114 @@ static km_status decoder_from_tdict(const km_tdict *sd, const char *file, int de
     return KM_OK;
 }
 
-void km_unetpp_format_decoder(const int ch[5], char buf[64]) {
-    snprintf(buf, 64, "%d,%d,%d,%d,%d", ch[0], ch[1], ch[2], ch[3], ch[4]);
+/* A tensor of a ResNet layer past stage D ('encoder.layerK.*', K >= D): smp
+ * keeps those layers in its state dict at any encoder_depth, unused by its
+ * forward; kmseg leaves them out. */
+static int beyond_depth(const char *name, int D) {
+    if (strncmp(name, "encoder.layer", 13)) return 0;
+    int K = name[13] - '0';
+    return K >= D && K <= 4 && name[14] == '.';
 }
 
-km_status km_unetpp_parse_decoder(const char *spec, int ch[5]) {
-    if (!spec) {
+void km_unetpp_format_decoder(const int *ch, int encoder_depth, char buf[64]) {
+    int n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < encoder_depth && n < 64; i++) n += snprintf(buf + n, 64 - n, i ? ",%d" : "%d", ch[i]);
+}
+
+km_status km_unetpp_check_encoder_depth(int encoder_depth) {
+    if (encoder_depth < KM_UNETPP_MIN_ENCODER_DEPTH || encoder_depth > 5)
+        return km_err(KM_EARG, "--encoder-depth %d: expected %d, 4 or 5 (smp's encoder_depth for a ResNet U-Net++)",
+                      encoder_depth, KM_UNETPP_MIN_ENCODER_DEPTH);
+    return KM_OK;
+}
+
+km_status km_unetpp_check_size(int size, int encoder_depth) {
+    km_status s = km_unetpp_check_encoder_depth(encoder_depth);
+    int q = 1 << encoder_depth;
+    if (!s && (size < q || size % q))
+        s = km_err(KM_EARG, "--size %d: expected a positive multiple of %d (U-Net++ with encoder depth %d downsamples "
+                   "%d times)", size, q, encoder_depth, encoder_depth);
+    return s;
+}
+
+km_status km_unetpp_parse_decoder(const char *spec, int encoder_depth, int ch[5]) {
+    int D = encoder_depth;
+    km_status s = km_unetpp_check_encoder_depth(D);
+    if (s) return s;
+    if (!spec && D == 5) {
         memcpy(ch, km_unetpp_default_decoder, sizeof(int) * 5);
         return KM_OK;
     }
+    if (!spec)
+        return km_err(KM_EARG, "--encoder-depth %d needs --decoder-channels with %d entries (smp has no default "
+                      "below depth 5), e.g. %s", D, D, D == 3 ? "64,32,16" : "128,64,32,16");
     const char *p = spec;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < D; i++) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 1 || v > KM_UNETPP_MAX_DECODER_CH || *end != (i < 4 ? ',' : '\0'))
-            return km_err(KM_EARG, "--decoder-channels '%s': expected 5 comma-separated integers in [1, %d] "
-                          "(smp's default: 256,128,64,32,16)", spec, KM_UNETPP_MAX_DECODER_CH);
+        if (end == p || errno || v < 1 || v > KM_UNETPP_MAX_DECODER_CH || *end != (i < D - 1 ? ',' : '\0'))
+            return km_err(KM_EARG, "--decoder-channels '%s': expected %d comma-separated integers in [1, %d], one "
+                          "per decoder stage of --encoder-depth %d (smp's default at depth 5: 256,128,64,32,16)",
+                          spec, D, KM_UNETPP_MAX_DECODER_CH, D);
         ch[i] = (int)v;
         p = end + 1;
     }
     return KM_OK;
 }
 
-km_status km_unetpp_check_decoder(const km_unetpp *m, const char *spec, const char *file) {
+km_status km_unetpp_check_arch(const km_unetpp *m, int encoder_depth, const char *spec, const char *file) {
+    if (m->edepth != encoder_depth)
+        return km_err(KM_EARG, "%s: a model of encoder depth %d, but --encoder-depth %d%s", file, m->edepth,
+                      encoder_depth, encoder_depth == 5 ? " (the default)" : "");
     int want[5];
-    km_status s = km_unetpp_parse_decoder(spec, want);
-    if (s || !memcmp(want, m->dec_ch, sizeof want)) return s;
+    km_status s = km_unetpp_parse_decoder(spec, encoder_depth, want);
+    if (s || !memcmp(want, m->dec_ch, sizeof(int) * (size_t)encoder_depth)) return s;
     char have[64], w[64];
-    km_unetpp_format_decoder(m->dec_ch, have);
-    km_unetpp_format_decoder(want, w);
+    km_unetpp_format_decoder(m->dec_ch, m->edepth, have);
+    km_unetpp_format_decoder(want, encoder_depth, w);
     return km_err(KM_EARG, "%s: decoder channels %s, but --decoder-channels %s%s", file, have, w,
                   spec ? "" : " (the default)");
+}
+
+/* Strict, like load_state_dict(strict=True): no unexpected keys, except the
+ * layers smp keeps past stage D (beyond_depth). */
+static km_status check_unexpected(const km_unetpp *m, const km_tdict *sd, const char *file) {
+    for (int i = 0; i < sd->n; i++) {
+        const char *k = sd->items[i].name;
+        int found = !strncmp(k, "adam.", 5) || beyond_depth(k, m->edepth);
+        for (int j = 0; j < m->nent && !found; j++) found = !strcmp(k, m->ent[j].name);
+        if (!found)
+            return km_err(KM_EFORMAT, "%s: unexpected tensor '%s' for UnetPlusPlus/resnet%d with encoder depth %d",
+                          file, k, m->depth, m->edepth);
+    }
+    return KM_OK;
 }
 
 km_status km_unetpp_from_tdict(km_unetpp **out, const km_tdict *sd, const char *file) {
     *out = NULL;
     int depth;
-    if (km_tdict_find(sd, "encoder.layer3.5.conv1.weight")) depth = 34;
-    else if (km_tdict_find(sd, "encoder.layer3.1.conv1.weight")) depth = 18;
+    if (km_tdict_find(sd, "encoder.layer1.2.conv1.weight")) depth = 34; /* resnet34's layer1 has 3 blocks */
+    else if (km_tdict_find(sd, "encoder.layer1.1.conv1.weight")) depth = 18;
     else
         return km_err(KM_EMISSING,
-                      "%s: not an smp UnetPlusPlus/ResNet checkpoint (no 'encoder.layer3.*' tensors; "
+                      "%s: not an smp UnetPlusPlus/ResNet checkpoint (no 'encoder.layer1.*' tensors; "
                       "%d tensors, first '%s')",
                       file, sd->n, sd->n ? sd->items[0].name : "none");
-    int dec[5];
-    km_status s0 = decoder_from_tdict(sd, file, dec);
-    if (s0) return s0;
-    km_unetpp *m = km_unetpp_create_dec(depth, dec, 0);
-    for (int i = 0; i < m->nent; i++) {
-        km_status s = copy_entry(m, &m->ent[i], sd, m->ent[i].name, file);
-        if (s) {
-            km_unetpp_free(m);
-            return s;
-        }
-    }
-    /* strict, like load_state_dict(strict=True): no unexpected keys */
-    for (int i = 0; i < sd->n; i++) {
-        int found = 0;
-        for (int j = 0; j < m->nent && !found; j++) found = !strcmp(sd->items[i].name, m->ent[j].name);
-        if (!found && strncmp(sd->items[i].name, "adam.", 5)) {
-            km_status s = km_err(KM_EFORMAT, "%s: unexpected tensor '%s' for UnetPlusPlus/resnet%d",
-                                 file, sd->items[i].name, depth);
-            km_unetpp_free(m);
-            return s;
-        }
+    int D = encoder_depth_from_tdict(sd), dec[5];
+    if (D < KM_UNETPP_MIN_ENCODER_DEPTH)
+        return km_err(KM_EMISSING, "%s: no decoder blocks 'decoder.blocks.x_0_0' .. 'x_0_%d' (an smp UnetPlusPlus "
+                      "with encoder depth %d to 5 is expected)", file, KM_UNETPP_MIN_ENCODER_DEPTH - 1,
+                      KM_UNETPP_MIN_ENCODER_DEPTH);
+    km_status s = decoder_from_tdict(sd, file, D, dec);
+    if (s) return s;
+    km_unetpp *m = km_unetpp_create_arch(depth, D, dec, 0);
+    for (int i = 0; i < m->nent && !s; i++) s = copy_entry(m, &m->ent[i], sd, m->ent[i].name, file);
+    if (!s) s = check_unexpected(m, sd, file);
+    if (s) {
+        km_unetpp_free(m);
+        return s;
     }
     *out = m;
     return KM_OK;
@@ -549,12 +620,12 @@ km_status km_unetpp_load_encoder(km_unetpp *m, const char *path, int *n_ignored)
     int ign = 0;
     for (int i = 0; i < sd.n && !s; i++) {
         const char *k = sd.items[i].name;
-        if (!strncmp(k, "fc.", 3) || !strncmp(k, "encoder.fc.", 11)) {
-            ign++;
-            continue;
-        }
         char full[NAMELEN + 16];
         snprintf(full, sizeof full, "%s%s", strncmp(k, "encoder.", 8) ? "encoder." : "", k);
+        if (!strncmp(full + 8, "fc.", 3) || beyond_depth(full, m->edepth)) {
+            ign++; /* the classifier; the stages past the encoder depth (smp loads and never runs them) */
+            continue;
+        }
         int found = 0;
         for (int j = 0; j < m->nent && !found; j++) found = !strcmp(full, m->ent[j].name);
         if (!found)
@@ -566,8 +637,8 @@ km_status km_unetpp_load_encoder(km_unetpp *m, const char *path, int *n_ignored)
         if (strncmp(e->name, "encoder.", 8)) continue;
         const char *key = km_tdict_find(&sd, e->name) ? e->name : e->name + 8;
         if (e->kind != KM_UNETPP_COUNTER && !km_tdict_find(&sd, key))
-            s = km_err(KM_EMISSING, "%s: missing encoder tensor '%s' (a torchvision resnet%d checkpoint is expected)",
-                       path, e->name + 8, m->depth);
+            s = km_err(KM_EMISSING, "%s: missing encoder tensor '%s' (a torchvision resnet%d checkpoint, or an "
+                       "encoder of depth >= %d, is expected)", path, e->name + 8, m->depth, m->edepth);
         else
             s = copy_entry(m, e, &sd, key, path);
     }
@@ -721,12 +792,13 @@ static size_t plan(carver *c, int N, int H, int W) {
     int ph = (h + 2 - 3) / 2 + 1, pw = (wd + 2 - 3) / 2 + 1;
     carve(c, &m->pool, &m->gpool, (size_t)N * 64 * ph * pw);
     carve(c, (float **)&m->pool_arg, NULL, (size_t)N * 64 * ph * pw);
-    m->F[4] = m->stem.out;
-    m->gF[4] = m->stem.gout;
+    int D = m->edepth, last = D - 1;
+    m->F[last] = m->stem.out;
+    m->gF[last] = m->stem.gout;
     float *in = m->pool, *gin = m->gpool;
     h = ph;
     wd = pw;
-    for (int L = 0; L < 4; L++) {
+    for (int L = 0; L < last; L++) {
         for (int i = m->layer_start[L]; i < m->layer_start[L + 1]; i++) {
             resblock *b = &m->blocks[i];
             b->in = in;
@@ -741,13 +813,13 @@ static size_t plan(carver *c, int N, int H, int W) {
             h = oh;
             wd = ow;
         }
-        m->F[3 - L] = in;
-        m->gF[3 - L] = gin;
+        m->F[last - 1 - L] = in;
+        m->gF[last - 1 - L] = gin;
     }
     m->ngact_enc = c->goff; /* encoder gradients are carved first */
     /* decoder in execution order */
-    for (int l = 0; l <= 4; l++)
-        for (int d = (l == 4 ? 0 : l); d >= 0; d--) {
+    for (int l = 0; l <= last; l++)
+        for (int d = (l == last ? 0 : l); d >= 0; d--) {
             decblock *b = dec_at(m, d, l);
             if (d == l) {
                 b->xin = m->F[d];
@@ -757,15 +829,15 @@ static size_t plan(carver *c, int N, int H, int W) {
                 b->xin = p->c2.out;
                 b->gxin = p->c2.gout;
             }
-            b->h = (H >> 5) << l; /* resolution of the upsample input */
-            b->w = (W >> 5) << l;
+            b->h = (H >> D) << l; /* resolution of the upsample input */
+            b->w = (W >> D) << l;
             int k = 0;
-            for (int j = d + 1; j <= l && l < 4; j++, k++) {
+            for (int j = d + 1; j <= l && l < last; j++, k++) {
                 decblock *s = dec_at(m, j, l);
                 b->skip[k] = s->c2.out;
                 b->gskip[k] = s->c2.gout;
             }
-            if (l < 4) {
+            if (l < last) {
                 b->skip[k] = m->F[l + 1];
                 b->gskip[k] = m->gF[l + 1];
             }
@@ -777,7 +849,7 @@ static size_t plan(carver *c, int N, int H, int W) {
             WORK(plan_unit(c, &b->c1, b->cat, b->gcat, N, OH, OW));
             WORK(plan_unit(c, &b->c2, b->c1.out, b->c1.gout, N, OH, OW));
         }
-    km_conv_dims hd = km_conv2d_dims(N, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
+    km_conv_dims hd = km_conv2d_dims(N, m->dec_ch[last], H, W, 1, 3, 3, 1, 1, 1, 1);
     WORK(km_conv2d_work_floats(&hd));
     carve(c, &m->logits, &m->glogits, (size_t)N * H * W);
 #undef WORK
@@ -785,9 +857,11 @@ static size_t plan(carver *c, int N, int H, int W) {
 }
 
 km_status km_unetpp_reserve(km_unetpp *m, int N, int H, int W) {
-    if (N < 1 || H < 32 || W < 32 || H % 32 || W % 32)
-        return km_err(KM_ESHAPE, "input must be N x 3 x H x W with H, W positive multiples of 32; got %d x 3 x %d x %d",
-                      N, H, W);
+    int q = 1 << m->edepth;
+    if (N < 1 || H < q || W < q || H % q || W % q)
+        return km_err(KM_ESHAPE,
+                      "input must be N x 3 x H x W with H, W positive multiples of %d (encoder depth %d); got %d x 3 "
+                      "x %d x %d", q, m->edepth, N, H, W);
     if (m->planned && m->rN == N && m->rH == H && m->rW == W && m->rT == km_get_threads())
         return KM_OK;
     free_activations(m);
@@ -910,13 +984,15 @@ km_status km_unetpp_forward(km_unetpp *m, const float *x, int N, int H, int W, i
     km_status s = forward_reserve(m, N, H, W, train);
     if (s) return s;
     encoder_forward(m, x, N, H, W, train);
-    for (int l = 0; l <= 4; l++)
-        for (int d = (l == 4 ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
-    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
+    int last = m->edepth - 1;
+    for (int l = 0; l <= last; l++)
+        for (int d = (l == last ? 0 : l); d >= 0; d--) dec_forward(m, dec_at(m, d, l), N, train);
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[last], H, W, 1, 3, 3, 1, 1, 1, 1);
+    const float *top = dec_at(m, 0, last)->c2.out;
     if (m->last_sync)
-        conv_fwd_groups(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w, m->params + m->head_b, &hd);
+        conv_fwd_groups(m, m->logits, top, m->params + m->head_w, m->params + m->head_b, &hd);
     else
-        conv_fwd(m, m->logits, dec_at(m, 0, 4)->c2.out, m->params + m->head_w, m->params + m->head_b, &hd);
+        conv_fwd(m, m->logits, top, m->params + m->head_w, m->params + m->head_b, &hd);
     memcpy(logits, m->logits, sizeof(float) * N * H * W);
     m->last_encoder_only = 0;
     return KM_OK;
@@ -927,7 +1003,7 @@ km_status km_unetpp_encoder_forward(km_unetpp *m, const float *x, int N, int H, 
     km_status s = forward_reserve(m, N, H, W, train);
     if (s) return s;
     encoder_forward(m, x, N, H, W, train);
-    memcpy(feat, m->F[0], sizeof(float) * N * 512 * (H / 32) * (W / 32));
+    memcpy(feat, m->F[0], sizeof(float) * N * f_ch(m, 0) * (H >> m->edepth) * (W >> m->edepth));
     m->last_encoder_only = 1;
     return KM_OK;
 }
@@ -1007,15 +1083,16 @@ void km_unetpp_backward(km_unetpp *m, const float *dlogits, float *dx) {
     int N = m->lastN, H = m->lastH, W = m->lastW;
     memset(m->gact, 0, sizeof(float) * m->ngact);
     memcpy(m->glogits, dlogits, sizeof(float) * N * H * W);
-    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[4], H, W, 1, 3, 3, 1, 1, 1, 1);
-    decblock *last = dec_at(m, 0, 4);
+    int top = m->edepth - 1;
+    km_conv_dims hd = km_conv2d_dims(N ? N : 1, m->dec_ch[top], H, W, 1, 3, 3, 1, 1, 1, 1);
+    decblock *last = dec_at(m, 0, top);
     if (m->last_sync)
         conv_bwd_groups(m, last->c2.gout, m->head_w, m->head_b, m->glogits, last->c2.out, m->params + m->head_w, &hd);
     else
         conv_bwd(m, last->c2.gout, m->grads + m->head_w, m->grads + m->head_b, m->glogits, last->c2.out,
                  m->params + m->head_w, &hd);
-    for (int l = 4; l >= 0; l--)
-        for (int d = 0; d <= (l == 4 ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
+    for (int l = top; l >= 0; l--)
+        for (int d = 0; d <= (l == top ? 0 : l); d++) dec_backward(m, dec_at(m, d, l), N);
     encoder_backward(m, dx);
 }
 
@@ -1023,7 +1100,7 @@ void km_unetpp_encoder_backward(km_unetpp *m, const float *dfeat, float *dx) {
     KM_ASSERT(m->planned && m->last_train && m->last_encoder_only);
     int N = m->lastN, H = m->lastH, W = m->lastW;
     memset(m->gact, 0, sizeof(float) * m->ngact_enc); /* the decoder's part stays untouched */
-    memcpy(m->gF[0], dfeat, sizeof(float) * N * 512 * (H / 32) * (W / 32));
+    memcpy(m->gF[0], dfeat, sizeof(float) * N * f_ch(m, 0) * (H >> m->edepth) * (W >> m->edepth));
     encoder_backward(m, dx);
 }
 

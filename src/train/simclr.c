@@ -234,7 +234,8 @@ static const km_setting k_rows[] = {
     {"weight_decay", "--weight-decay", KM_SET_DBL, O(weight_decay), 0, 0, KM_SET_GE, 0, 0, NULL, 0,
      "Adam weight decay (L2, torch Adam)", NULL, NULL},
     {"size", "--size", KM_SET_INT, O(size), 224, 0, 0, 0, 0, NULL, P_,
-     "crop size (shortest side resized to it, centre crop), multiple of 32", NULL, NULL},
+     "crop size (shortest side resized to it, centre crop), multiple of 32 (of 2^D with --encoder-depth D)", NULL,
+     NULL},
     {"resnet", "--resnet", KM_SET_INT, O(resnet), 34, 0, 0, 0, 0, NULL, P_, "encoder depth: 34 or 18", NULL, NULL},
     {"seed", "--seed", KM_SET_U64, O(seed), 0, 0, 0, 0, 0, NULL, 0,
      "seed of the split (same as kmseg train's), init, shuffling and views", NULL, NULL},
@@ -261,6 +262,8 @@ static const km_setting k_rows[] = {
     {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
      KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
      KM_HELP_DECODER_CHANNELS, NULL, NULL},
+    {"encoder_depth", "--encoder-depth", KM_SET_INT, O(encoder_depth), 5, 0, KM_SET_GE | KM_SET_LE, 3, 5, NULL,
+     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT, KM_HELP_ENCODER_DEPTH, NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -333,27 +336,39 @@ static km_status save_encoder(const km_unetpp *m, const char *path, const km_sim
     return s;
 }
 
-enum { HD = 512, PD = 128 }; /* head: 512 -> 512 -> 128 */
+/* head: C -> C -> 128, C = the encoder's last-stage channels (km_unetpp_feature_channels: 512 at encoder
+ * depth 5, 256 at 4, 128 at 3); the float offsets of its four tensors for C = hd. */
+enum { PD = 128 };
 #define HEAD_W1 0
-#define HEAD_B1 (HD * HD)
-#define HEAD_W2 (HEAD_B1 + HD)
-#define HEAD_B2 (HEAD_W2 + PD * HD)
-#define HEAD_N (HEAD_B2 + PD)
+#define HEAD_B1(hd) ((size_t)(hd) * (size_t)(hd))
+#define HEAD_W2(hd) (HEAD_B1(hd) + (size_t)(hd))
+#define HEAD_B2(hd) (HEAD_W2(hd) + (size_t)PD * (size_t)(hd))
+#define HEAD_N(hd) (HEAD_B2(hd) + PD)
 
 static const char *const k_head_names[4] = {"projection_head.0.weight", "projection_head.0.bias",
                                              "projection_head.2.weight", "projection_head.2.bias"};
 static const int k_head_ndim[4] = {2, 1, 2, 1};
-static const int64_t k_head_shape[4][2] = {{HD, HD}, {HD, 0}, {PD, HD}, {PD, 0}};
-static const size_t k_head_off[4] = {HEAD_W1, HEAD_B1, HEAD_W2, HEAD_B2};
 
-static void head_to_tdict(const float *h, km_tdict *d) {
-    for (int i = 0; i < 4; i++) km_tdict_add(d, k_head_names[i], KM_F32, k_head_ndim[i], k_head_shape[i], h + k_head_off[i]);
+static void head_layout(int hd, int64_t shape[4][2], size_t off[4]) {
+    const int64_t sh[4][2] = {{hd, hd}, {hd, 0}, {PD, hd}, {PD, 0}};
+    memcpy(shape, sh, sizeof sh);
+    off[0] = HEAD_W1;
+    off[1] = HEAD_B1(hd);
+    off[2] = HEAD_W2(hd);
+    off[3] = HEAD_B2(hd);
 }
 
-static km_status save_head(const float *h, const char *path) {
+static void head_to_tdict(const float *h, int hd, km_tdict *d) {
+    int64_t shape[4][2];
+    size_t off[4];
+    head_layout(hd, shape, off);
+    for (int i = 0; i < 4; i++) km_tdict_add(d, k_head_names[i], KM_F32, k_head_ndim[i], shape[i], h + off[i]);
+}
+
+static km_status save_head(const float *h, int hd, const char *path) {
     km_tdict d;
     km_tdict_init(&d);
-    head_to_tdict(h, &d);
+    head_to_tdict(h, hd, &d);
     km_tdict_set_meta(&d, "format", "pt");
     km_status s = km_safetensors_save(path, &d);
     km_tdict_free(&d);
@@ -366,6 +381,7 @@ static km_status save_head(const float *h, const char *path) {
 typedef struct {
     float *head, *em, *ev, *hm, *hv; /* head weights; Adam moments of encoder and head */
     size_t n_enc;                    /* the encoder's parameters, the prefix of the student's */
+    int hd;                          /* the head's width C (km_unetpp_feature_channels) */
     int *order, n;                   /* the image order (permuted further every epoch) */
     int epoch, steps, done;
     km_rng rs, ra; /* shuffling, views */
@@ -382,8 +398,8 @@ static km_status save_last(const char *path, const km_unetpp *m, const km_simclr
     km_tdict d;
     km_tdict_init(&d);
     km_unetpp_to_tdict(m, &d);
-    head_to_tdict(st->head, &d);
-    int64_t ne = (int64_t)st->n_enc, nh = HEAD_N, no = st->n;
+    head_to_tdict(st->head, st->hd, &d);
+    int64_t ne = (int64_t)st->n_enc, nh = (int64_t)HEAD_N(st->hd), no = st->n;
     km_tdict_add(&d, "adam.encoder.exp_avg", KM_F32, 1, &ne, st->em);
     km_tdict_add(&d, "adam.encoder.exp_avg_sq", KM_F32, 1, &ne, st->ev);
     km_tdict_add(&d, "adam.head.exp_avg", KM_F32, 1, &nh, st->hm);
@@ -451,7 +467,7 @@ static km_status load_model(const km_tdict *d, const char *path, const km_simclr
     if (!s && km_unetpp_resnet_depth(*m) != c->resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(*m), c->resnet);
-    if (!s) s = km_unetpp_check_decoder(*m, c->decoder_channels, path);
+    if (!s) s = km_unetpp_check_arch(*m, c->encoder_depth, c->decoder_channels, path);
     km_tdict_free(&md);
     return s;
 }
@@ -460,11 +476,14 @@ static km_status load_model(const km_tdict *d, const char *path, const km_simclr
 static km_status load_tensors(const km_tdict *d, const char *path, sc_state *st) {
     const float *w;
     km_status s = KM_OK;
+    int64_t shape[4][2];
+    size_t off[4];
+    head_layout(st->hd, shape, off);
     for (int i = 0; i < 4 && !s; i++) {
-        s = km_tdict_get_f32(d, path, k_head_names[i], k_head_ndim[i], k_head_shape[i], &w);
-        if (!s) memcpy(st->head + k_head_off[i], w, sizeof(float) * (size_t)km_numel(k_head_ndim[i], k_head_shape[i]));
+        s = km_tdict_get_f32(d, path, k_head_names[i], k_head_ndim[i], shape[i], &w);
+        if (!s) memcpy(st->head + off[i], w, sizeof(float) * (size_t)km_numel(k_head_ndim[i], shape[i]));
     }
-    int64_t ne = (int64_t)st->n_enc, nh = HEAD_N;
+    int64_t ne = (int64_t)st->n_enc, nh = (int64_t)HEAD_N(st->hd);
     const char *an[4] = {"adam.encoder.exp_avg", "adam.encoder.exp_avg_sq", "adam.head.exp_avg", "adam.head.exp_avg_sq"};
     float *ad[4] = {st->em, st->ev, st->hm, st->hv};
     for (int i = 0; i < 4 && !s; i++) {
@@ -511,11 +530,10 @@ static km_status check_config(const km_simclr_config *c) {
     if (!c->data) return km_err(KM_EARG, "missing required flag --data (dataset folder with images/ and masks/)");
     if (!c->out) return km_err(KM_EARG, "missing required flag --out (the run folder)");
     if (c->resnet != 18 && c->resnet != 34) return km_err(KM_EARG, "--resnet %d: expected 18 or 34", c->resnet);
-    if (c->size < 32 || c->size % 32)
-        return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", c->size);
     km_status s = km_settings_check(&km_simclr_settings, c);
+    if (!s) s = km_unetpp_check_size(c->size, c->encoder_depth);
     int dec[5];
-    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, dec);
+    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, c->encoder_depth, dec);
     if (s) return s;
     if (c->stop_after < 0) return km_err(KM_EARG, "--stop-after %d: expected >= 0", c->stop_after);
     if (c->resume && c->fixed_batch) return km_err(KM_EARG, "fixed_batch runs cannot be resumed");
@@ -613,20 +631,21 @@ static km_status pt_state(pretrainer *P) {
     const km_simclr_config *c = P->c;
     sc_state *st = &P->st;
     int dec[5];
-    km_status s0 = km_unetpp_parse_decoder(c->decoder_channels, dec); /* checked: check_config */
+    km_status s0 = km_unetpp_parse_decoder(c->decoder_channels, c->encoder_depth, dec); /* checked: check_config */
     if (s0) return s0;
-    P->m = km_unetpp_create_dec(c->resnet, dec, c->seed);
+    P->m = km_unetpp_create_arch(c->resnet, c->encoder_depth, dec, c->seed);
     st->n_enc = km_unetpp_num_encoder_params(P->m);
+    int hd = st->hd = km_unetpp_feature_channels(P->m);
     st->n = P->ds.n;
-    st->head = km_malloc(sizeof(float) * HEAD_N);
-    st->hm = km_calloc(sizeof(float) * HEAD_N);
-    st->hv = km_calloc(sizeof(float) * HEAD_N);
+    st->head = km_malloc(sizeof(float) * HEAD_N(hd));
+    st->hm = km_calloc(sizeof(float) * HEAD_N(hd));
+    st->hv = km_calloc(sizeof(float) * HEAD_N(hd));
     st->em = km_calloc(sizeof(float) * st->n_enc);
     st->ev = km_calloc(sizeof(float) * st->n_enc);
     km_rng hr;
     km_rng_seed(&hr, c->seed ^ KM_SIMCLR_HEAD_SALT);
-    double b1 = 1.0 / sqrt((double)HD);
-    for (int i = 0; i < HEAD_N; i++) st->head[i] = (float)uni(&hr, -b1, b1); /* both layers have fan-in 512 */
+    double b1 = 1.0 / sqrt((double)hd);
+    for (size_t i = 0; i < HEAD_N(hd); i++) st->head[i] = (float)uni(&hr, -b1, b1); /* both layers have fan-in C */
     st->order = km_malloc(sizeof(int) * (P->ds.n + 1));
     st->ep_order = km_malloc(sizeof(int) * (P->ds.n + 1));
     for (int i = 0; i < P->ds.n; i++) st->order[i] = i;
@@ -659,15 +678,16 @@ static km_status pt_state(pretrainer *P) {
  * resumed run: each read the same checkpoint), then every rank checks that
  * its whole state hashes like rank 0's. */
 static km_status pt_sync(pretrainer *P) {
+    int hd = P->st.hd;
     if (km_dist_size() == 1) return KM_OK;
     sc_state *st = &P->st;
     if (!P->c->resume) {
         km_dist_bcast(km_unetpp_params(P->m), sizeof(float) * km_unetpp_num_params(P->m));
-        km_dist_bcast(st->head, sizeof(float) * HEAD_N);
+        km_dist_bcast(st->head, sizeof(float) * HEAD_N(hd));
     }
     uint64_t h = km_unetpp_state_hash(P->m);
     float *f[5] = {st->head, st->hm, st->hv, st->em, st->ev};
-    size_t n[5] = {HEAD_N, HEAD_N, HEAD_N, st->n_enc, st->n_enc};
+    size_t n[5] = {HEAD_N(hd), HEAD_N(hd), HEAD_N(hd), st->n_enc, st->n_enc};
     for (int i = 0; i < 5; i++) h = km_dist_hash(h, f[i], sizeof(float) * n[i]);
     h = km_dist_hash(h, st->order, sizeof(int) * (size_t)st->n);
     int v[3] = {st->epoch, st->steps, st->done};
@@ -677,7 +697,7 @@ static km_status pt_sync(pretrainer *P) {
 
 /* Phase 3: the step buffers and the model's activations. */
 static km_status pt_buffers(pretrainer *P) {
-    int S = P->c->size, fh = S / 32;
+    int S = P->c->size, fh = S >> P->c->encoder_depth, hd = P->st.hd;
     P->S = S;
     P->B = 2 * P->N;
     P->HW = fh * fh;
@@ -687,27 +707,27 @@ static km_status pt_buffers(pretrainer *P) {
     b->wf = km_simclr_apply_work_floats(S);
     b->x = km_malloc(sizeof(float) * B * 3 * S * S);
     b->work = km_malloc(sizeof(float) * b->wf * T);
-    b->feat = km_malloc(sizeof(float) * B * 512 * HW);
-    b->dfeat = km_malloc(sizeof(float) * B * 512 * HW);
-    b->g = km_malloc(sizeof(float) * B * 512);
-    b->dg = km_malloc(sizeof(float) * B * 512);
-    b->h1 = km_malloc(sizeof(float) * B * HD);
-    b->dh1 = km_malloc(sizeof(float) * B * HD);
-    b->a1 = km_malloc(sizeof(float) * B * HD);
+    b->feat = km_malloc(sizeof(float) * B * hd * HW);
+    b->dfeat = km_malloc(sizeof(float) * B * hd * HW);
+    b->g = km_malloc(sizeof(float) * B * hd);
+    b->dg = km_malloc(sizeof(float) * B * hd);
+    b->h1 = km_malloc(sizeof(float) * B * hd);
+    b->dh1 = km_malloc(sizeof(float) * B * hd);
+    b->a1 = km_malloc(sizeof(float) * B * hd);
     b->pr = km_malloc(sizeof(float) * B * PD);
     b->dpr = km_malloc(sizeof(float) * B * PD);
     b->ntw = km_malloc(sizeof(float) * km_ntxent_work_floats(P->B, PD));
-    b->ghead = km_malloc(sizeof(float) * HEAD_N);
+    b->ghead = km_malloc(sizeof(float) * HEAD_N(hd));
     b->views = km_malloc(sizeof(km_simclr_view) * B);
     P->steps_per_epoch = P->ds.n / P->N;
     km_status s = km_unetpp_reserve(P->m, P->B, S, S);
     if (!s && P->c->micro_batch) {
-        s = km_micro_open(&P->mb, P->N, P->c->micro_batch, P->st.n_enc + HEAD_N, P->m);
-        P->gcat = km_malloc(sizeof(float) * (P->st.n_enc + HEAD_N));
+        s = km_micro_open(&P->mb, P->N, P->c->micro_batch, P->st.n_enc + HEAD_N(hd), P->m);
+        P->gcat = km_malloc(sizeof(float) * (P->st.n_enc + HEAD_N(hd)));
     }
     if (!s && P->c->sync_bn) {
         s = km_micro_sync_open(&P->mb, P->m);
-        P->gsync = km_malloc(sizeof(float) * HEAD_N * (size_t)P->mb.Kl);
+        P->gsync = km_malloc(sizeof(float) * HEAD_N(hd) * (size_t)P->mb.Kl);
     }
     if (!s && P->log && !P->st.done)
         fprintf(P->log, "SimCLR pretraining: resnet%d, %d train images, %dx%d, batch %d (%d views), %d steps/epoch, "
@@ -750,28 +770,29 @@ static void pt_views(pretrainer *P, const int *bi, int fill) {
  * ghead (replaced) and rows r0.. of b->dfeat (replaced). */
 static km_status pt_head_fb(pretrainer *P, size_t r0, int nv, float scale, float *ghead, int ep, int sti,
                             double *loss) {
+    int hd = P->st.hd;
     const km_simclr_config *c = P->c;
     sc_bufs *b = &P->b;
     int B = nv, HW = P->HW;
-    float *head = P->st.head, *feat = b->feat + r0 * 512 * HW, *dfeat = b->dfeat + r0 * 512 * HW;
-    km_gap_forward(b->g, feat, B, 512, HW);
-    km_linear_forward(b->h1, b->g, head + HEAD_W1, head + HEAD_B1, B, 512, HD);
-    km_relu_forward(b->a1, b->h1, (size_t)B * HD);
-    km_linear_forward(b->pr, b->a1, head + HEAD_W2, head + HEAD_B2, B, HD, PD);
+    float *head = P->st.head, *feat = b->feat + r0 * hd * HW, *dfeat = b->dfeat + r0 * hd * HW;
+    km_gap_forward(b->g, feat, B, hd, HW);
+    km_linear_forward(b->h1, b->g, head + HEAD_W1, head + HEAD_B1(hd), B, hd, hd);
+    km_relu_forward(b->a1, b->h1, (size_t)B * hd);
+    km_linear_forward(b->pr, b->a1, head + HEAD_W2(hd), head + HEAD_B2(hd), B, hd, PD);
     *loss = km_ntxent_forward(b->pr, B, PD, (float)c->temperature, b->ntw);
     if (!isfinite(*loss))
         return km_err(KM_EINTERNAL, "epoch %d step %d: the NT-Xent loss is %g (diverged; lower --lr)", ep, sti + 1, *loss);
-    memset(ghead, 0, sizeof(float) * HEAD_N);
+    memset(ghead, 0, sizeof(float) * HEAD_N(hd));
     memset(b->dpr, 0, sizeof(float) * B * PD);
-    memset(b->dh1, 0, sizeof(float) * B * HD);
-    memset(b->dg, 0, sizeof(float) * B * 512);
-    memset(dfeat, 0, sizeof(float) * B * 512 * HW);
+    memset(b->dh1, 0, sizeof(float) * B * hd);
+    memset(b->dg, 0, sizeof(float) * B * hd);
+    memset(dfeat, 0, sizeof(float) * B * hd * HW);
     km_ntxent_backward(b->dpr, b->pr, B, PD, (float)c->temperature, scale, b->ntw);
     /* dh1 first holds d(loss)/d(a1), then is masked by the ReLU in place */
-    km_linear_backward(b->dh1, ghead + HEAD_W2, ghead + HEAD_B2, b->dpr, b->a1, head + HEAD_W2, B, HD, PD);
-    for (size_t i = 0; i < (size_t)B * HD; i++) b->dh1[i] = b->a1[i] > 0.0f ? b->dh1[i] : 0.0f;
-    km_linear_backward(b->dg, ghead + HEAD_W1, ghead + HEAD_B1, b->dh1, b->g, head + HEAD_W1, B, 512, HD);
-    km_gap_backward(dfeat, b->dg, B, 512, HW);
+    km_linear_backward(b->dh1, ghead + HEAD_W2(hd), ghead + HEAD_B2(hd), b->dpr, b->a1, head + HEAD_W2(hd), B, hd, PD);
+    for (size_t i = 0; i < (size_t)B * hd; i++) b->dh1[i] = b->a1[i] > 0.0f ? b->dh1[i] : 0.0f;
+    km_linear_backward(b->dg, ghead + HEAD_W1, ghead + HEAD_B1(hd), b->dh1, b->g, head + HEAD_W1, B, hd, hd);
+    km_gap_backward(dfeat, b->dg, B, hd, HW);
     return KM_OK;
 }
 
@@ -791,6 +812,7 @@ static km_status pt_fb(pretrainer *P, const float *x, int nv, float scale, int e
 /* The micro-batches of this process, then the sum over all (microbatch.h):
  * leaves the summed gradients in the model and ghead. */
 static km_status pt_fb_micro(pretrainer *P, int ep, int sti, double *loss) {
+    int hd = P->st.hd;
     km_micro *u = &P->mb;
     size_t ne = P->st.n_enc, view = (size_t)3 * P->S * P->S;
     float *genc = km_unetpp_grads(P->m);
@@ -804,12 +826,12 @@ static km_status pt_fb_micro(pretrainer *P, int ep, int sti, double *loss) {
             return s;
         }
         memcpy(P->gcat, genc, sizeof(float) * ne);
-        memcpy(P->gcat + ne, P->b.ghead, sizeof(float) * HEAD_N);
+        memcpy(P->gcat + ne, P->b.ghead, sizeof(float) * HEAD_N(hd));
         km_micro_end(u, P->m, i, l, P->gcat);
     }
     *loss = km_micro_finish(u, P->m, P->N, P->gcat);
     memcpy(genc, P->gcat, sizeof(float) * ne);
-    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N);
+    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N(hd));
     return KM_OK;
 }
 
@@ -818,30 +840,32 @@ static km_status pt_fb_micro(pretrainer *P, int ep, int sti, double *loss) {
  * micro-batch (head gradients kept per micro-batch in P->gsync), then the
  * sum over all; leaves the summed gradients in the model and ghead. */
 static km_status pt_fb_sync(pretrainer *P, int ep, int sti, double *loss) {
+    int hd = P->st.hd;
     km_micro *u = &P->mb;
     size_t ne = P->st.n_enc;
     int V = 2 * u->M, rows = km_micro_sync_batch(u, P->N, 2);
     float share = (float)(1.0 / u->K);
     km_status s = km_unetpp_encoder_forward(P->m, P->b.x, rows, P->S, P->S, 1, P->b.feat);
     for (int i = 0; i < u->Kl && !s; i++) /* u->ls: micro-batch i's loss */
-        s = pt_head_fb(P, (size_t)i * V, V, share, P->gsync + (size_t)HEAD_N * i, ep, sti, &u->ls[i]);
+        s = pt_head_fb(P, (size_t)i * V, V, share, P->gsync + (size_t)HEAD_N(hd) * i, ep, sti, &u->ls[i]);
     if (s) return s;
     km_unetpp_zero_grad(P->m);
     km_unetpp_encoder_backward(P->m, P->b.dfeat, NULL);
     for (int i = 0; i < u->Kl; i++) {
         memcpy(P->gcat, km_unetpp_group_grads(P->m, i), sizeof(float) * ne);
-        memcpy(P->gcat + ne, P->gsync + (size_t)HEAD_N * i, sizeof(float) * HEAD_N);
+        memcpy(P->gcat + ne, P->gsync + (size_t)HEAD_N(hd) * i, sizeof(float) * HEAD_N(hd));
         km_micro_end(u, P->m, i, u->ls[i], P->gcat);
     }
     *loss = km_micro_finish(u, P->m, P->N, P->gcat);
     memcpy(km_unetpp_grads(P->m), P->gcat, sizeof(float) * ne);
-    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N);
+    memcpy(P->b.ghead, P->gcat + ne, sizeof(float) * HEAD_N(hd));
     return KM_OK;
 }
 
 /* One optimiser step on images bi[0..N): views, gradients (whole or in
  * micro-batches), Adam on encoder and head. */
 static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti, double *loss) {
+    int hd = P->st.hd;
     const km_simclr_config *c = P->c;
     sc_state *st = &P->st;
     pt_views(P, bi, fill);
@@ -853,7 +877,7 @@ static km_status pt_step(pretrainer *P, const int *bi, int fill, int ep, int sti
     P->nstep++;
     km_adam_step(km_unetpp_params(P->m), km_unetpp_grads(P->m), st->em, st->ev, st->n_enc, (float)c->lr, 0.9f, 0.999f,
                  1e-8f, (float)c->weight_decay, st->steps);
-    km_adam_step(st->head, P->b.ghead, st->hm, st->hv, HEAD_N, (float)c->lr, 0.9f, 0.999f, 1e-8f,
+    km_adam_step(st->head, P->b.ghead, st->hm, st->hv, HEAD_N(hd), (float)c->lr, 0.9f, 0.999f, 1e-8f,
                  (float)c->weight_decay, st->steps);
     return KM_OK;
 }
@@ -870,7 +894,7 @@ static km_status pt_save_epoch(pretrainer *P, int esteps, double el, double dt) 
     char *pe = km_run_path(&P->run, "encoder.safetensors"), *ph = km_run_path(&P->run, "projection_head.safetensors");
     char *pl = km_run_path(&P->run, "last.safetensors");
     if (!s) s = save_encoder(P->m, pe, c, ep);
-    if (!s) s = save_head(P->st.head, ph);
+    if (!s) s = save_head(P->st.head, P->st.hd, ph);
     if (!s) s = save_last(pl, P->m, c, &P->st);
     km_free(pe);
     km_free(ph);

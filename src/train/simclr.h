@@ -127,6 +127,7 @@ typedef struct {
     int epochs, batch, size, resnet, threads, max_images, max_steps;
     const char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: the default; written
                                      only when given) */
+    int encoder_depth;            /* smp encoder_depth 3..5 (5: the default; written only when not 5) */
     double lr, temperature, weight_decay;
     uint64_t seed;
     int fixed_batch; /* tests: the first step's views are reused by every step (not resumable) */
@@ -153,7 +154,7 @@ void km_simclr_config_default(km_simclr_config *c);
 km_status km_simclr_config_load(const char *dir, km_simclr_config *c);
 /* Writes config.json: "command": "pretrain", data, n_train_images, the other
  * settings in table order (threads < 1: the process's count; micro_batch
- * and sync_bn only when not 0, decoder_channels only when given),
+ * and sync_bn only when not 0, decoder_channels only when given, encoder_depth only when not 5),
  * kmseg_version (the format every run since the first has written). */
 km_status km_simclr_config_save(const km_simclr_config *c, const char *path, int n_train);
 void km_simclr_config_free(km_simclr_config *c);

@@ -51,7 +51,8 @@ static const km_setting k_rows[] = {
     {"max_images", "--max-images", KM_SET_INT, O(max_images), 0, 0, KM_SET_GE, 0, 0, NULL, P_,
      "random split over the first N ids only (0 = all)", NULL, NULL},
     {"size", "--size", KM_SET_INT, O(size), 224, 0, 0, 0, 0, NULL, P_,
-     "crop size (shortest side resized to it, centre crop), multiple of 32", NULL, NULL},
+     "crop size (shortest side resized to it, centre crop), multiple of 32 (of 2^D with --encoder-depth D)", NULL,
+     NULL},
     {"resnet", "--resnet", KM_SET_INT, O(resnet), 34, 0, 0, 0, 0, NULL, P_, "encoder depth: 34 or 18", NULL, NULL},
     {"encoder_weights", "--encoder-weights", KM_SET_STR, O(encoder_weights), 0, 0, 0, 0, 0, NULL, 0,
      "torchvision ResNet checkpoint for the encoder (default: random init)", NULL, NULL},
@@ -100,6 +101,8 @@ static const km_setting k_rows[] = {
     {"decoder_channels", "--decoder-channels", KM_SET_STR, O(decoder_channels), 0, 0, 0, 0, 0, NULL,
      KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT,
      KM_HELP_DECODER_CHANNELS, NULL, NULL},
+    {"encoder_depth", "--encoder-depth", KM_SET_INT, O(encoder_depth), 5, 0, KM_SET_GE | KM_SET_LE, 3, 5, NULL,
+     KM_SET_OPTIONAL | KM_SET_OMIT_DEFAULT, KM_HELP_ENCODER_DEPTH, NULL, NULL},
     {NULL, "--step-timeout", KM_SET_DBL, O(step_timeout), 0, 0, KM_SET_GE, 0, 0, NULL, KM_SET_NEUTRAL,
      "end the job (MPI_Abort) when one optimiser step takes longer than SEC seconds (0 = no watchdog)", NULL, NULL},
 };
@@ -116,14 +119,12 @@ void km_train_config_free(km_train_config *c) { km_settings_free_strings(&km_tra
 
 km_status km_train_config_check(const km_train_config *c) {
     if (!c->data || !c->data[0]) return km_err(KM_EARG, "--data: a dataset folder is required");
-    if (c->size < 32 || c->size % 32)
-        return km_err(KM_EARG, "--size %d: expected a positive multiple of 32 (U-Net++ downsamples 5 times)",
-                      c->size);
     if (c->resnet != 18 && c->resnet != 34)
         return km_err(KM_EARG, "--resnet %d: expected 18 or 34", c->resnet);
     km_status s = km_settings_check(&km_train_settings, c);
+    if (!s) s = km_unetpp_check_size(c->size, c->encoder_depth);
     int dec[5];
-    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, dec);
+    if (!s) s = km_unetpp_parse_decoder(c->decoder_channels, c->encoder_depth, dec);
     if (s) return s;
     if (!(c->val_fraction > 0 && c->test_fraction >= 0 && c->val_fraction + c->test_fraction < 1))
         return km_err(KM_EARG, "--val-fraction %g / --test-fraction %g: expected val > 0, test >= 0, sum < 1",
@@ -538,7 +539,7 @@ static km_status load_last(trainer *T) {
     if (!s && km_unetpp_resnet_depth(T->L.m) != T->c->resnet)
         s = km_err(KM_EFORMAT, "%s: resnet%d weights, but the run's config says resnet%d", path,
                    km_unetpp_resnet_depth(T->L.m), T->c->resnet);
-    if (!s) s = km_unetpp_check_decoder(T->L.m, T->c->decoder_channels, path);
+    if (!s) s = km_unetpp_check_arch(T->L.m, T->c->encoder_depth, T->c->decoder_channels, path);
     km_tdict_free(&meta);
     km_free(path);
     T->steps = (int)st;
@@ -609,17 +610,18 @@ static km_status trainer_model(trainer *T, int resume) {
         if (!s && km_unetpp_resnet_depth(T->L.m) != c->resnet)
             s = km_err(KM_EARG, "%s: resnet%d weights, but --resnet %d", c->init_weights,
                        km_unetpp_resnet_depth(T->L.m), c->resnet);
-        if (!s) s = km_unetpp_check_decoder(T->L.m, c->decoder_channels, c->init_weights);
+        if (!s) s = km_unetpp_check_arch(T->L.m, c->encoder_depth, c->decoder_channels, c->init_weights);
     } else {
         int dec[5];
-        s = km_unetpp_parse_decoder(c->decoder_channels, dec); /* checked: km_train_config_check */
+        s = km_unetpp_parse_decoder(c->decoder_channels, c->encoder_depth, dec); /* checked: km_train_config_check */
         if (s) return s;
-        T->L.m = km_unetpp_create_dec(c->resnet, dec, c->seed);
+        T->L.m = km_unetpp_create_arch(c->resnet, c->encoder_depth, dec, c->seed);
         if (c->encoder_weights) {
             int ign = 0;
             s = km_unetpp_load_encoder(T->L.m, c->encoder_weights, &ign);
             if (!s && T->log)
-                fprintf(T->log, "encoder initialised from %s (%d classifier tensors ignored)\n", c->encoder_weights, ign);
+                fprintf(T->log, "encoder initialised from %s (%d classifier%s tensors ignored)\n", c->encoder_weights, ign,
+                        c->encoder_depth < 5 ? " and unused-stage" : "");
         }
     }
     return s;
@@ -944,8 +946,10 @@ km_status km_train_load_student(const char *path, km_unetpp **m, int *size) {
     if (v) {
         char *end;
         long z = strtol(v, &end, 10);
-        if (*end || z < 32 || z % 32)
-            s = km_err(KM_EFORMAT, "%s: metadata size '%s' is not a positive multiple of 32", path, v);
+        int q = 1 << km_unetpp_encoder_depth(*m);
+        if (*end || z < q || z % q)
+            s = km_err(KM_EFORMAT, "%s: metadata size '%s' is not a positive multiple of %d (encoder depth %d)", path,
+                       v, q, km_unetpp_encoder_depth(*m));
         else
             *size = (int)z;
     }

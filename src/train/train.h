@@ -73,13 +73,15 @@ typedef struct {
     int fold;              /* fold of a splits_final.json */
     double val_fraction, test_fraction, labelled_fraction;
     int max_images;        /* random split over the first N ids only (0 = all) */
-    int size;              /* crop size, multiple of 32 */
+    int size;              /* crop size, multiple of 2^encoder_depth */
     /* model */
     int resnet;            /* 18 or 34 */
     char *encoder_weights; /* torchvision ResNet checkpoint (NULL: random init) */
     char *init_weights;    /* full student checkpoint to start from (NULL: none) */
     char *decoder_channels; /* smp decoder_channels "a,b,c,d,e" (NULL: 256,128,64,32,16; added later,
                                written only when given) */
+    int encoder_depth;      /* smp encoder_depth, 3..5 (5: the default; added later, written only when
+                               not 5) */
     /* optimisation */
     int batch, epochs;
     double lr, beta1, beta2, eps, weight_decay;
@@ -139,7 +141,7 @@ void km_train_config_free(km_train_config *c);
  * table order (the format every run since the first has written; label and
  * fold, last, since --label/--fold: files without them load with the
  * defaults; micro_batch and sync_bn after them, only when not 0; decoder_channels,
- * only when given). */
+ * only when given; encoder_depth, only when not 5). */
 km_status km_train_config_save(const km_train_config *c, const char *path);
 /* Reads <dir>/config.json (written by a run) into c (strings owned). */
 km_status km_train_config_load(const char *dir, km_train_config *c);
