@@ -454,3 +454,101 @@ KM_TEST(unetpp_depth_refusals) {
     km_unetpp_free(d5);
     km_unetpp_free(m);
 }
+
+/* ------------------------------------------------------- command line */
+
+static void run_ok(const char *args, const char *what) {
+    char *o = NULL;
+    int rc = km_test_kmseg(&o, args);
+    CHECK_MSG(rc == 0, "%s exited %d: %s", what, rc, o ? o : "");
+    km_free(o);
+}
+
+/* `train --encoder-depth 3 --decoder-channels 16,8,8 --size 64` on 12
+ * Kvasir-SEG images writes both settings to config.json (a default run
+ * writes neither) and a depth-3 checkpoint without the unused layers; eval,
+ * predict and forward take the depth from it; --init of it under another
+ * depth, a --size the encoder cannot halve 3 times, a missing or wrong
+ * --decoder-channels and a depth-3 encoder for a depth-5 student are refused
+ * naming the file or flag; `pretrain --encoder-depth 3` writes an encoder of
+ * stages 0..3 and a 128 -> 128 -> 128 head. */
+KM_TEST(unetpp_depth_cli) {
+    char a[3072], p[1024];
+    const char *data = km_test_path("data/kvasir-seg"), *run = km_test_sub("d3run");
+    const char *common = "--max-images 12 --size 64 --resnet 18 --batch 2 --epochs 1 --max-steps 2 --threads 1 --quiet";
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-depth 3 --decoder-channels 16,8,8 --out '%s'", data, common,
+             run);
+    run_ok(a, "train --encoder-depth 3");
+    snprintf(p, sizeof p, "%s/config.json", run);
+    char *cfg = km_test_slurp(p);
+    CHECK(cfg && strstr(cfg, "\"decoder_channels\": \"16,8,8\"") && strstr(cfg, "\"encoder_depth\": 3"));
+    km_free(cfg);
+    snprintf(p, sizeof p, "%s/best.safetensors", run);
+    km_unetpp *m = NULL;
+    CHECK_OK(km_unetpp_load(&m, p));
+    if (m) CHECK(km_unetpp_encoder_depth(m) == 3 && !memcmp(km_unetpp_decoder_channels(m), DEC3, sizeof DEC3));
+    if (m) printf("    depth-3 student: %zu parameters\n", km_unetpp_num_params(m));
+    km_unetpp_free(m);
+    snprintf(a, sizeof a, "eval --weights '%s' --data '%s' --split-dir '%s/splits' --split val --out '%s' --threads 1",
+             p, data, run, km_test_sub("eval"));
+    run_ok(a, "eval");
+    snprintf(a, sizeof a, "%s/summary.json", km_test_sub("eval"));
+    cfg = km_test_slurp(a);
+    CHECK(cfg && strstr(cfg, "\"size\": 64"));
+    km_free(cfg);
+    const char *imgs = km_test_sub("imgs");
+    CHECK(km_test_sh("mkdir -p '%s' && ls '%s/images' | head -3 | while read f; do cp \"%s/images/$f\" '%s/'; done",
+                     imgs, data, data, imgs) == 0);
+    snprintf(a, sizeof a, "predict --weights '%s' --images '%s' --out '%s' --threads 1", p, imgs, km_test_sub("pred"));
+    run_ok(a, "predict");
+    snprintf(a, sizeof a, "ls '%s/masks' | grep -c png | grep -qx 3", km_test_sub("pred"));
+    CHECK_MSG(km_test_sh("%s", a) == 0, "predict did not write 3 masks");
+    /* a default run: neither key */
+    snprintf(a, sizeof a, "train --data '%s' %s --decoder-channels 16,16,8,8,8 --max-steps 1 --out '%s'", data, common,
+             km_test_sub("d5run"));
+    run_ok(a, "train (depth 5)");
+    snprintf(a, sizeof a, "%s/config.json", km_test_sub("d5run"));
+    cfg = km_test_slurp(a);
+    CHECK(cfg && !strstr(cfg, "encoder_depth"));
+    km_free(cfg);
+    /* refusals */
+    snprintf(a, sizeof a, "train --data '%s' %s --init '%s' --out '%s'", data, common, p, km_test_sub("i1"));
+    KM_CLI_EXPECT_FAIL(a, "best.safetensors: a model of encoder depth 3, but --encoder-depth 5 (the default)");
+    snprintf(a, sizeof a, "train --data '%s' %s --init '%s' --encoder-depth 4 --decoder-channels 16,16,8,8 --out '%s'",
+             data, common, p, km_test_sub("i2"));
+    KM_CLI_EXPECT_FAIL(a, "best.safetensors: a model of encoder depth 3, but --encoder-depth 4");
+    snprintf(a, sizeof a, "train --data '%s' %s --size 36 --encoder-depth 3 --decoder-channels 16,8,8 --out '%s'", data,
+             common, km_test_sub("b1"));
+    KM_CLI_EXPECT_FAIL(a, "--size 36: expected a positive multiple of 8");
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-depth 3 --out '%s'", data, common, km_test_sub("b2"));
+    KM_CLI_EXPECT_FAIL(a, "--encoder-depth 3 needs --decoder-channels with 3 entries");
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-depth 3 --decoder-channels 16,16,8,8,8 --out '%s'", data,
+             common, km_test_sub("b3"));
+    KM_CLI_EXPECT_FAIL(a, "--decoder-channels '16,16,8,8,8': expected 3 comma-separated integers");
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-depth 6 --out '%s'", data, common, km_test_sub("b4"));
+    KM_CLI_EXPECT_FAIL(a, "--encoder-depth");
+    /* pretrain at depth 3, its encoder into a depth-3 student; refused by a depth-5 one */
+    const char *pre = km_test_sub("pre3");
+    snprintf(a, sizeof a, "pretrain --data '%s' --max-images 12 --size 64 --resnet 18 --batch 4 --epochs 1 "
+             "--max-steps 2 --threads 1 --encoder-depth 3 --decoder-channels 16,8,8 --out '%s'", data, pre);
+    run_ok(a, "pretrain --encoder-depth 3");
+    km_tdict d;
+    km_tdict_init(&d);
+    snprintf(p, sizeof p, "%s/encoder.safetensors", pre);
+    CHECK_OK(km_safetensors_load(p, &d));
+    int deep = 0;
+    for (int i = 0; i < d.n; i++) deep += unused_layer(d.items[i].name, 3);
+    CHECK(d.n > 0 && deep == 0 && km_tdict_find(&d, "encoder.layer2.1.bn2.running_var"));
+    km_tdict_free(&d);
+    km_tdict_init(&d);
+    snprintf(a, sizeof a, "%s/projection_head.safetensors", pre);
+    CHECK_OK(km_safetensors_load(a, &d));
+    const km_tensor *w1 = km_tdict_find(&d, "projection_head.0.weight"), *w2 = km_tdict_find(&d, "projection_head.2.weight");
+    CHECK(w1 && w1->shape[0] == 128 && w1->shape[1] == 128 && w2 && w2->shape[0] == 128 && w2->shape[1] == 128);
+    km_tdict_free(&d);
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-depth 3 --decoder-channels 16,8,8 --encoder-weights '%s' "
+             "--out '%s'", data, common, p, km_test_sub("ft3"));
+    run_ok(a, "train --encoder-weights (depth 3)");
+    snprintf(a, sizeof a, "train --data '%s' %s --encoder-weights '%s' --out '%s'", data, common, p, km_test_sub("ft5"));
+    KM_CLI_EXPECT_FAIL(a, "encoder.safetensors: missing encoder tensor 'layer3.0.conv1.weight'");
+}
