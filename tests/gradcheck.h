@@ -21,6 +21,14 @@ typedef double (*km_gc_loss)(void *ctx);
 double km_gradcheck(const char *label, km_gc_loss loss, void *ctx, float *x, const float *analytic,
                     size_t n, double h, size_t max_checks);
 
+/* The k elements of x with the largest |analytic| (distinct values, in
+ * decreasing order) against central differences of step h: each must be
+ * within rel * |analytic| + abs_frac * max|analytic|, the rule for gradients
+ * behind ReLUs and max-pools, where a step may cross kinks. Prints one line
+ * per element; returns how many are off. */
+int km_gradcheck_top(const char *label, km_gc_loss loss, void *ctx, float *x, const float *analytic, size_t n,
+                     float h, int k, double rel, double abs_frac);
+
 /* sum_i out[i] * r[i] in double: the usual objective. */
 double km_gc_dot(const float *out, const float *r, size_t n);
 

@@ -6,7 +6,8 @@
  * --micro-batch only the one-time labelling pass of a run from --init is
  * shared (its steps run whole on every rank), anything else is refused
  * before any file is written. Real Kvasir-SEG images at 64 px, the sam_tiny
- * fixture teacher, one thread per rank. */
+ * fixture teacher, one thread per rank, the smallest student (ResNet18 stages
+ * 0..3, --encoder-depth 3 --decoder-channels 16,8,8: 0.84M parameters). */
 #include "cli.h"
 #include "test.h"
 
@@ -22,8 +23,8 @@ static int have_mpirun(void) {
 }
 
 /* 20 images -> 16 train (8 labelled, 8 unlabelled) / 4 val, 64 px, batch 4. */
-#define DATA_ARGS "--max-images 20 --val-fraction 0.2 --test-fraction 0 --size 64 --resnet 18 --batch 4 --seed 5 " \
-                  "--threads 1 --quiet"
+#define STUDENT "--size 64 --resnet 18 --encoder-depth 3 --decoder-channels 16,8,8"
+#define DATA_ARGS "--max-images 20 --val-fraction 0.2 --test-fraction 0 " STUDENT " --batch 4 --seed 5 --threads 1 --quiet"
 
 /* A supervised student to mine from (2 steps of train: enough foreground for boxes). */
 static const char *student(void) {
@@ -99,7 +100,7 @@ KM_TEST(mpi_mine_onetime_sharded_labels_equal_one_process) {
 /* ---- --micro-batch: N ranks = one process with the same micro-batches ---- */
 
 /* 12 images -> 10 train (5 labelled, 5 unlabelled) / 2 val, 64 px; logs on (the per-rank lines). */
-#define SMALL_ARGS "--max-images 12 --val-fraction 0.2 --test-fraction 0 --size 64 --resnet 18 --seed 5 --threads 1"
+#define SMALL_ARGS "--max-images 12 --val-fraction 0.2 --test-fraction 0 " STUDENT " --seed 5 --threads 1"
 
 /* `[env] [mpirun -np N] kmseg mine ... --out OUT ARGS` (env: "VAR=VALUE" or ""); the exit status. */
 static int mine_micro(int np, const char *env, const char *out, const char *args) {
