@@ -795,3 +795,38 @@ KM_TEST(mine_stop_mid_epoch_resumes_identically) {
         if (i) km_test_sh("rm -rf '%s' '%s'", a, b);
     }
 }
+
+/* SIGUSR1 between two batches of the one-time labelling pass
+ * (KMSEG_TEST_FAULT=0:-B:usr1: after batch B) stops the run there: exit 0,
+ * the labels so far in pseudo/, a checkpoint that says how far the pass got
+ * and no log row; resumed, the run ends with the files of the uninterrupted
+ * one (batch 4: 6 unlabelled images in 2 batches, stopped after the first). */
+KM_TEST(mine_stop_in_labelling_pass_resumes_identically) {
+    char common[4096];
+    onetime_common(common, sizeof common);
+    char *quiet = strstr(common, " --quiet");
+    CHECK(quiet != NULL);
+    if (quiet) *quiet = 0; /* the stop and resume lines are log lines */
+    double t_full;
+    const char *a = onetime_full(&t_full), *b = km_test_sub("stop_pass");
+    char p[1400];
+    snprintf(p, sizeof p, "%s/metrics.csv", b);
+    double t0 = km_now();
+    CHECK(km_test_sh("KMSEG_TEST_FAULT=0:-1:usr1 '%s' mine %s --out '%s' > '%s.log' 2>&1", km_test_bin(), common, b,
+                     b) == 0);
+    CHECK_MSG(km_test_sh("grep -q 'stop requested (SIGTERM/SIGUSR1): checkpoint after 4 of 6 images of the one-time "
+                         "labelling pass; continue with --resume' '%s.log'", b) == 0, "%s.log: no stop line", b);
+    CHECK_MSG(count_lines(p) == 1, "%s: a log row before any mining epoch", p);
+    CHECK(km_test_sh("grep -aq '\"mine.onetime.pass.images\":\"4\"' '%s/last.safetensors'", b) == 0);
+    int n1 = km_test_sh("exit $(ls '%s/pseudo' | wc -l)", b);
+    CHECK_MSG(n1 >= 1 && n1 <= 4, "%s/pseudo: %d labels after the first batch of 4", b, n1);
+    double t1 = km_now();
+    CHECK(km_test_sh("'%s' mine --resume '%s' > '%s.resume.log' 2>&1", km_test_bin(), b, b) == 0);
+    printf("    uninterrupted %.1f s, stopped %.1f s + resumed %.1f s; %d labels at the stop\n", t_full, t1 - t0,
+           km_now() - t1, n1);
+    CHECK(km_test_sh("grep -q 'resuming .* after 4 of 6 images of the one-time labelling pass' '%s.resume.log' && "
+                     "grep -q 'one-time pseudo labels: [0-9] of 6' '%s.resume.log'", b, b) == 0);
+    check_same_run(a, b, 2, 0);
+    CHECK_MSG(km_test_sh("diff -r '%s/pseudo' '%s/pseudo' > /dev/null", a, b) == 0, "%s: pseudo/ differs", b);
+    CHECK(km_test_sh("! grep -aq 'mine.onetime.pass' '%s/last.safetensors'", b) == 0);
+}

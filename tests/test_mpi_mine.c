@@ -38,15 +38,18 @@ static const char *student(void) {
     return path;
 }
 
-/* `[mpirun -np N] kmseg mine ... --out OUT` (one-time from the student unless `extra` says otherwise). */
-static int mine_np(int np, const char *out, const char *extra) {
+/* `[mpirun [-x ENV] -np N] kmseg mine ... --out OUT` (one-time from the student unless `extra` says
+ * otherwise; env: "VAR=VALUE" or "", np > 1 only). */
+static int mine_np_env(int np, const char *env, const char *out, const char *extra) {
     char launch[256] = "";
-    if (np > 1) snprintf(launch, sizeof launch, MPIRUN " -np %d ", np);
+    if (np > 1) snprintf(launch, sizeof launch, MPIRUN " %s%s -np %d ", env[0] ? "-x " : "", env, np);
     return km_test_sh("%s'%s' mine --data '%s' --teacher '%s' --box-rule all --mine-epochs 1 --cache-dir '%s.cache' "
                       "--out '%s' %s " DATA_ARGS " > '%s.log' 2>&1",
                       launch, km_test_bin(), km_test_path("data/kvasir-seg"),
                       km_test_path("fixtures/sam_tiny/sam_tiny.pth"), out, out, extra, out);
 }
+
+static int mine_np(int np, const char *out, const char *extra) { return mine_np_env(np, "", out, extra); }
 
 /* The one-process one-time run from the student (NULL when it failed). */
 static const char *np1_run(void) {
@@ -150,6 +153,25 @@ static void check_same_run(const char *a, const char *b) {
     CHECK_MSG(km_test_sh("! find '%s' '%s.cache' -name '*.tmp.*' | grep -q .", b, b) == 0, "%s: temporary files", b);
 }
 
+/* A stop request in the one-time labelling pass under np 2 (rank 1 gets SIGUSR1 after the pass's first
+ * batch of 4 images): both ranks stop there, the labels of images 0-3 (made by ranks 0 and 1) are shared
+ * and written with a checkpoint that says so, no log row; one process finishes the pass (images 4-7) and
+ * the run, with the files of the one-process run. */
+KM_TEST(mpi_mine_stop_in_labelling_pass_resumes_with_np1) {
+    CHECK_MSG(have_mpirun(), "mpirun not found or MPI=0 build: run tools/install-deps.sh");
+    const char *a = np1_run(), *b = km_test_sub("np2_stop_pass");
+    CHECK(a != NULL);
+    if (!a) return;
+    char extra[1400];
+    snprintf(extra, sizeof extra, "--init '%s' --schedule onetime", student());
+    CHECK(mine_np_env(2, "KMSEG_TEST_FAULT=1:-1:usr1", b, extra) == 0);
+    CHECK(km_test_sh("test $(wc -l < '%s/metrics.csv') -eq 1 && test $(ls '%s/pseudo' | grep -c png) -eq 4 && "
+                     "grep -aq '\"mine.onetime.pass.images\":\"4\"' '%s/last.safetensors' && "
+                     "grep -aq '\"mine.onetime.labelled\":\"11110000\"' '%s/last.safetensors'", b, b, b, b) == 0);
+    CHECK(km_test_sh("'%s' mine --resume '%s' --quiet > '%s.resume.log' 2>&1", km_test_bin(), b, b) == 0);
+    check_same_run(a, b);
+}
+
 /* The continuous run of (b) and (d): from the student, 2 mining epochs of 3 steps (10 images, batch 4 in 2
  * micro-batches of 2), 1 sample PNG per epoch: the first pseudo label of the epoch, which depends on the
  * order in which the ranks' visits are counted (a rank-major order that is not the micro-batch order
@@ -208,6 +230,25 @@ KM_TEST(mpi_mine_micro_continuous_equals_one_process) {
     CHECK_MSG(km_test_sh("grep -q 'embedding precompute: 5 of 5 unlabelled images encoded (the rest cached), per "
                          "rank: 3 2' '%s.log'", b) == 0, "%s.log: precompute not shared 3 / 2", b);
     CHECK(km_test_sh("grep -q 'embedding precompute: 5 of 5 .* per rank: 5 ' '%s.log'", a) == 0);
+}
+
+/* A stop request in the embedding precompute of (b) under np 2 (rank 1 gets SIGUSR1 after its first round
+ * of 2 images): both ranks stop there with the 2 embeddings cached and no mining checkpoint yet (the run
+ * starts from --init); one process resumes, encodes the other 3 and ends with (b)'s one-process files. */
+KM_TEST(mpi_mine_stop_in_precompute_resumes_with_np1) {
+    CHECK_MSG(have_mpirun(), "mpirun not found or MPI=0 build: run tools/install-deps.sh");
+    const char *a = cont_np1(), *b = km_test_sub("cont_stop_pre");
+    CHECK(a != NULL);
+    if (!a) return;
+    CHECK(mine_micro(2, "KMSEG_TEST_FAULT=1:-1:usr1", b, cont_args()) == 0);
+    CHECK_MSG(km_test_sh("grep -q 'embedding precompute stopped after 2 of 5 unlabelled images: 2 encoded, per "
+                         "rank: 1 1' '%s.log' && grep -q 'stop requested (SIGTERM/SIGUSR1) in the embedding "
+                         "precompute' '%s.log' && test $(wc -l < '%s/metrics.csv') -eq 1 && ! test -e "
+                         "'%s/last.safetensors'", b, b, b, b) == 0, "%s: not stopped after the first round", b);
+    CHECK(km_test_sh("'%s' mine --resume '%s' > '%s.resume.log' 2>&1", km_test_bin(), b, b) == 0);
+    CHECK_MSG(km_test_sh("grep -q 'embedding precompute: 3 of 5 ' '%s.resume.log'", b) == 0,
+              "%s.resume.log: the 2 cached embeddings encoded again", b);
+    check_same_run(a, b);
 }
 
 /* (c) three ranks: batch 6 = 3 micro-batches of 2 (batches of 6 and 4 images); every pseudo label of the

@@ -83,8 +83,9 @@ void km_dist_step_begin(int step);
 void km_dist_step_end(void);
 
 /* Test hook: with KMSEG_TEST_FAULT=RANK:STEP:KIND in the environment, rank
- * RANK after optimiser step STEP kills itself (KIND kill: SIGKILL), sleeps
- * for an hour (hang) or raises SIGUSR1 (usr1). Tests only. */
+ * RANK after optimiser step STEP (STEP = -B: after batch B of mine's
+ * one-time labelling pass) kills itself (KIND kill: SIGKILL), sleeps for an
+ * hour (hang) or raises SIGUSR1 (usr1). Tests only. */
 void km_dist_test_fault(int step);
 
 /* Pairwise tree sum in place: leaf i is leaves + i*stride (n floats each),

@@ -361,6 +361,13 @@ typedef struct {
     km_rng ep_rng, part_rng;
     int part_steps;
     epoch_acc part;
+    /* The one-time labelling pass: how many unlabelled images it has gone
+     * through (n_unl once done) and their Dice sums. A stop request between
+     * two of its batches ends the run there: last.safetensors then holds
+     * lab_done < n_unl, lab_ds and the RNG after those images' prompts, the
+     * labels so far are in pseudo/, and a resumed run continues the pass. */
+    int lab_done;
+    dice_sums lab_ds;
 } miner;
 
 /* An epoch's accumulators in a mid-epoch checkpoint ("mine.partial.*";
@@ -445,6 +452,35 @@ static km_status part_from_meta(miner *M, const km_tdict *x, const char *path) {
     return s;
 }
 
+/* An unfinished one-time labelling pass ("mine.onetime.pass.*"): the
+ * images gone through and their Dice sums (in image order, so that the
+ * resumed pass adds the rest in the order of an uninterrupted one). */
+static void pass_to_meta(const miner *M, km_tdict *x) {
+    km_meta_set_int(x, "mine.onetime.pass.images", M->lab_done);
+    km_meta_set_num(x, "mine.onetime.pass.pseudo_dice_sum", M->lab_ds.pd);
+    km_meta_set_num(x, "mine.onetime.pass.student_dice_sum", M->lab_ds.sd);
+    km_meta_set_int(x, "mine.onetime.pass.count", M->lab_ds.npd);
+}
+
+/* M->lab_done and M->lab_ds from a checkpoint: without
+ * "mine.onetime.pass.images" (a finished pass, older versions) n_unl. */
+static km_status pass_from_meta(miner *M, const km_tdict *x, const char *path) {
+    M->lab_done = M->d.n_unl;
+    if (!km_tdict_get_meta(x, "mine.onetime.pass.images")) return KM_OK;
+    long long done = 0, count = 0;
+    km_status s = km_meta_get_int(x, "mine.onetime.pass.images", path, &done);
+    if (!s) s = km_meta_get_int(x, "mine.onetime.pass.count", path, &count);
+    if (!s) s = km_meta_get_num(x, "mine.onetime.pass.pseudo_dice_sum", path, &M->lab_ds.pd);
+    if (!s) s = km_meta_get_num(x, "mine.onetime.pass.student_dice_sum", path, &M->lab_ds.sd);
+    if (!s && (done < 1 || done >= M->d.n_unl || done % M->B || count < 0 || count > done))
+        s = km_err(KM_EFORMAT, "%s: metadata 'mine.onetime.pass.images' %lld / 'mine.onetime.pass.count' %lld: "
+                               "expected a multiple of the batch %d below the %d unlabelled images, and count <= "
+                               "images", path, done, count, M->B, M->d.n_unl);
+    M->lab_done = (int)done;
+    M->lab_ds.npd = (int)count;
+    return s;
+}
+
 /* last.safetensors (rank 0): the training-loop state and "mine.*"; part
  * (a stop in mid-epoch, else NULL): the run RNG as the epoch began and the
  * partial epoch. */
@@ -459,6 +495,7 @@ static km_status save_state(miner *M, const epoch_acc *part) {
         if (k_state[i].is_num) km_meta_set_num(&x, k_state[i].key, *(const double *)p);
         else km_meta_set_int(&x, k_state[i].key, *(const long *)p);
     }
+    if (M->has_frozen && M->lab_done < M->d.n_unl) pass_to_meta(M, &x);
     if (M->has_frozen) {
         int n_unl = M->d.n_unl;
         char *b = km_malloc((size_t)n_unl + 1);
@@ -502,6 +539,7 @@ static km_status state_from_meta(miner *M, const km_tdict *x, const char *path) 
             return km_err(KM_EFORMAT, "%s: metadata 'mine.onetime.labelled' missing or not %d digits 0/1 (one per "
                                       "unlabelled image)", path, n_unl);
         for (int u = 0; u < n_unl; u++) M->has_frozen[u] = b[u] == '1';
+        s = pass_from_meta(M, x, path);
     }
     return s ? s : part_from_meta(M, x, path);
 }
@@ -685,7 +723,10 @@ static km_status resume_state(miner *M) {
     km_status s = load_state(M);
     if (!s && M->has_frozen) s = load_frozen(M);
     if (!s && !M->st.done) s = km_run_note_resume(&M->run, M->epoch);
-    if (!s && M->log && M->part_steps)
+    if (!s && M->log && M->has_frozen && M->lab_done < M->d.n_unl)
+        fprintf(M->log, "resuming %s after %d of %d images of the one-time labelling pass\n", M->c.out, M->lab_done,
+                M->d.n_unl);
+    else if (!s && M->log && M->part_steps)
         fprintf(M->log, "resuming %s after step %d of mining epoch %d\n", M->c.out, M->part_steps, M->epoch + 1);
     else if (!s && M->log)
         fprintf(M->log, "resuming %s after mining epoch %d%s\n", M->c.out, M->epoch,
@@ -834,12 +875,12 @@ static km_status share_labels(miner *M, double *pd, double *sd) {
     return km_dist_check_same(km_dist_hash(h, &M->rng, sizeof M->rng), "the one-time labels and the RNG");
 }
 
-/* The frozen labels to pseudo/<id>.png (rank 0) and their Dice sums, in
- * image order (the same sums for every N). */
-static km_status write_frozen(miner *M, const double *pd, const double *sd, dice_sums *ds) {
+/* The frozen labels of images from..to-1 to pseudo/<id>.png (rank 0),
+ * their Dice added to *ds in image order (the same sums for every N). */
+static km_status write_frozen(miner *M, int from, int to, const double *pd, const double *sd, dice_sums *ds) {
     km_status s = KM_OK;
     char *dir = km_run_path(&M->run, "pseudo");
-    for (int u = 0; u < M->d.n_unl && !s; u++) {
+    for (int u = from; u < to && !s; u++) {
         if (!M->has_frozen[u]) continue;
         ds->pd += pd[u];
         ds->sd += sd[u];
@@ -853,47 +894,78 @@ static km_status write_frozen(miner *M, const double *pd, const double *sd, dice
     return s;
 }
 
-/* Phase 4 (one-time schedule, fresh mining phase): every unlabelled image
- * predicted once in eval mode (un-augmented), prompted, labelled by the
- * teacher and frozen; then a checkpoint (epoch 0), so that a resumed run
- * reads the labels back instead of labelling again. Under N ranks every
- * rank predicts and prompts every image (cheap next to the teacher), the
- * teacher work of image u is done by rank u mod N, and the labels are
- * shared (share_labels): files and logs as one process's. */
+/* A stop request (SIGTERM/SIGUSR1) after batch `batch` (1-based) of the
+ * labelling pass, the same answer on every rank; KMSEG_TEST_FAULT=R:-B:KIND
+ * fires here (dist.h). */
+static int label_stop(int batch) {
+    km_dist_test_fault(-batch);
+    return km_dist_stop_requested();
+}
+
+/* The pass stopped after image M->lab_done: its checkpoint and log line. */
+static km_status label_stopped(miner *M) {
+    km_status s = save_state(M, NULL);
+    if (!s && M->log) {
+        fprintf(M->log, "stop requested (SIGTERM/SIGUSR1): checkpoint after %d of %d images of the one-time "
+                        "labelling pass; continue with --resume %s\n", M->lab_done, M->d.n_unl, M->c.out);
+        fflush(M->log);
+    }
+    return s;
+}
+
+/* The pass's log line, once every image has been gone through. */
+static void label_log(miner *M, long hits0) {
+    km_mine_result *res = M->res;
+    const km_refiner *R = &M->R;
+    if (!M->log) return;
+    fprintf(M->log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
+                    "%.4f (the student's own on them %.4f), %ld encoder runs (%.1f s), %ld cache hits, decoder "
+                    "%.1f s\n",
+            M->lab_ds.npd, M->d.n_unl, res->no_box, res->last_pseudo_dice, res->last_student_unl_dice,
+            R->encoder_runs, R->encoder_seconds, km_refiner_cache_hits(R) - hits0, R->decoder_seconds);
+}
+
+/* Phase 4 (one-time schedule, before the first mining epoch): every
+ * unlabelled image predicted once in eval mode (un-augmented), prompted,
+ * labelled by the teacher and frozen; then a checkpoint (epoch 0), so that a
+ * resumed run reads the labels back instead of labelling again. Under N
+ * ranks every rank predicts and prompts every image (cheap next to the
+ * teacher), the teacher work of image u is done by rank u mod N, and the
+ * labels are shared (share_labels): files and logs as one process's. The
+ * pass starts at image M->lab_done (a resumed pass) and a stop request
+ * between two batches ends it there (label_stopped). */
 static km_status label_onetime(miner *M) {
     const mine_data *d = &M->d;
     km_refiner *R = &M->R;
-    int B = M->B, show = M->h->progress && M->log;
+    int B = M->B, show = M->h->progress && M->log, from = M->lab_done, to = d->n_unl;
     long hits0 = km_refiner_cache_hits(R);
-    dice_sums ds = {0, 0, 0};
     double *pd = km_calloc(sizeof(double) * (size_t)(2 * d->n_unl + 1)), *sd = pd + d->n_unl;
     km_progress lp = {0};
     if (show) km_progress_start(&lp, M->log, "teacher labels", d->n_unl, "img");
     km_status s = KM_OK;
-    for (int b0 = 0; b0 < d->n_unl && !s; b0 += B) {
+    for (int b0 = from; b0 < to && !s; b0 += B) {
         if (show) km_progress_update(&lp, b0, NULL);
         int bn = d->n_unl - b0 < B ? d->n_unl - b0 : B;
         for (int i = 0; i < bn; i++) M->sel_u[i] = d->n_lab + b0 + i;
         km_batch_fill(&d->pool, M->sel_u, NULL, bn, M->x, NULL);
         s = km_unetpp_forward(M->m, M->x, bn, M->S, M->S, 0, M->z);
         for (int i = 0; i < bn && !s; i++) s = label_frozen(M, b0 + i, M->z + M->P * i, pd, sd);
+        if (!s && b0 + bn < to && label_stop(b0 / B + 1)) to = b0 + bn;
     }
     if (show) km_progress_end(&lp, NULL);
     if (!s) s = share_labels(M, pd, sd);
-    if (!s) s = write_frozen(M, pd, sd, &ds);
+    if (!s) s = write_frozen(M, from, to, pd, sd, &M->lab_ds);
     km_free(pd);
     if (s) return s;
+    M->lab_done = to;
+    M->st.no_box = M->res->no_box;
+    M->st.teacher_calls = M->calls_before + R->teacher_calls;
+    if (to < d->n_unl) return label_stopped(M);
+    const dice_sums *ds = &M->lab_ds;
     km_mine_result *res = M->res;
-    res->last_pseudo_dice = M->st.onetime_dice = ds.npd ? ds.pd / ds.npd : NAN;
-    res->last_student_unl_dice = M->st.onetime_student_dice = ds.npd ? ds.sd / ds.npd : NAN;
-    if (M->log)
-        fprintf(M->log, "one-time pseudo labels: %d of %d unlabelled images (%ld NO_BOX), mean Dice vs ground truth "
-                        "%.4f (the student's own on them %.4f), %ld encoder runs (%.1f s), %ld cache hits, decoder "
-                        "%.1f s\n",
-                ds.npd, d->n_unl, res->no_box, res->last_pseudo_dice, res->last_student_unl_dice, R->encoder_runs,
-                R->encoder_seconds, km_refiner_cache_hits(R) - hits0, R->decoder_seconds);
-    M->st.no_box = res->no_box;
-    M->st.teacher_calls = R->teacher_calls;
+    res->last_pseudo_dice = M->st.onetime_dice = ds->npd ? ds->pd / ds->npd : NAN;
+    res->last_student_unl_dice = M->st.onetime_student_dice = ds->npd ? ds->sd / ds->npd : NAN;
+    label_log(M, hits0);
     return save_state(M, NULL);
 }
 
@@ -1285,6 +1357,18 @@ static int precompute_due(const miner *M) {
            M->d.n_unl > 0 && (M->mb.M || km_dist_size() > 1);
 }
 
+/* The embedding precompute (km_mine_precompute); *stopped: a stop request
+ * ended it (the run's last checkpoint, if any, stays the state to resume). */
+static km_status precompute(miner *M, int *stopped) {
+    km_status s = km_mine_precompute(&M->R, &M->d.s, &M->d.pool, M->d.n_lab, M->d.n_unl, &M->cnt, M->log, stopped);
+    if (!s && *stopped && M->log) {
+        fprintf(M->log, "stop requested (SIGTERM/SIGUSR1) in the embedding precompute (the embeddings made are "
+                        "cached); continue with --resume %s\n", M->c.out);
+        fflush(M->log);
+    }
+    return s;
+}
+
 /* The run's totals; cache counts and times are this process's (the
  * checkpoint holds no times nor cache counts). */
 static void mine_totals(miner *M) {
@@ -1334,12 +1418,13 @@ km_status km_mine_run(const km_mine_config *c, int resume, const km_train_hooks 
                 M.c.schedule == KM_MINE_ONETIME ? "one-time" : "continuous", km_prompt_mode_name(M.c.prompt_mode),
                 km_box_rule_name(M.c.box_rule), M.c.pseudo_weight);
     if (!s) miner_buffers(&M);
-    if (!s && M.c.schedule == KM_MINE_ONETIME && !M.have_last) s = label_onetime(&M);
     M.calls_before = M.have_last ? M.st.teacher_calls : 0;
+    int onetime = M.c.schedule == KM_MINE_ONETIME;
+    if (!s && onetime && (!M.have_last || M.lab_done < M.d.n_unl)) s = label_onetime(&M);
+    int halted = onetime && M.lab_done < M.d.n_unl; /* a stop request in the labelling pass (or, below, the precompute) */
     if (!s) make_pool(&M);
-    if (!s && precompute_due(&M))
-        s = km_mine_precompute(&M.R, &M.d.s, &M.d.pool, M.d.n_lab, M.d.n_unl, &M.cnt, M.log);
-    while (!s && !M.st.done && M.epoch < M.c.mine_epochs) {
+    if (!s && !halted && precompute_due(&M)) s = precompute(&M, &halted);
+    while (!s && !halted && !M.st.done && M.epoch < M.c.mine_epochs) {
         int stop = 0;
         s = mine_epoch(&M, &stop);
         res->stopped_early = stop;

@@ -66,19 +66,25 @@ void km_mine_rank_list(const long *enc, char *buf, size_t n) {
 }
 
 km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_dataset *pool, int first, int n,
-                             km_mine_counts *at, FILE *log) {
-    int N = km_dist_size(), r = km_dist_rank();
+                             km_mine_counts *at, FILE *log, int *stopped) {
+    int N = km_dist_size(), r = km_dist_rank(), done = n;
     double t0 = km_now();
     km_status s = KM_OK;
-    for (int u = r; u < n && !s; u += N) {
-        int pi = first + u, encoded = 0;
-        char *path = km_dataset_image_path(&sp->idx, pool->src[pi]);
-        km_refine_image im;
-        km_refine_image_file(&im, path, pool->orig_w[pi], pool->orig_h[pi], pool->orig_hash[pi]);
-        s = km_refine_precompute(R, &im, &encoded);
-        km_free(path);
+    for (int u0 = 0; u0 < n && !s; u0 += N) { /* rounds: every rank checks for a stop request after each */
+        int u = u0 + r, pi = first + u, encoded = 0;
+        if (u < n) {
+            char *path = km_dataset_image_path(&sp->idx, pool->src[pi]);
+            km_refine_image im;
+            km_refine_image_file(&im, path, pool->orig_w[pi], pool->orig_h[pi], pool->orig_hash[pi]);
+            s = km_refine_precompute(R, &im, &encoded);
+            km_free(path);
+        }
+        if (s || u0 + N >= n) continue;
+        km_dist_test_fault(-(u0 / N + 1));
+        if (km_dist_stop_requested()) done = u0 + N;
+        if (done < n) break;
     }
-    if (s) return s; /* the caller ends the job (km_dist_fail): the others wait at the barrier */
+    if (s) return s; /* the caller ends the job (km_dist_fail): the others wait in a collective */
     km_dist_barrier();
     long *enc = km_malloc(sizeof(long) * (size_t)N);
     km_mine_counts_sync(R, at, enc);
@@ -87,10 +93,15 @@ km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_d
         km_mine_rank_list(enc, list, sizeof list);
         long tot = 0;
         for (int q = 0; q < N; q++) tot += enc[q];
-        fprintf(log, "embedding precompute: %ld of %d unlabelled images encoded (the rest cached), per rank: %s "
-                "(%.1f s)\n", tot, n, list, km_now() - t0);
+        if (done < n)
+            fprintf(log, "embedding precompute stopped after %d of %d unlabelled images: %ld encoded, per rank: %s "
+                    "(%.1f s)\n", done, n, tot, list, km_now() - t0);
+        else
+            fprintf(log, "embedding precompute: %ld of %d unlabelled images encoded (the rest cached), per rank: %s "
+                    "(%.1f s)\n", tot, n, list, km_now() - t0);
     }
     km_free(enc);
+    *stopped = done < n;
     return KM_OK;
 }
 

@@ -55,9 +55,12 @@ void km_mine_visit_rng(km_rng *r, uint64_t seed, int epoch, int pos);
  * positions first + u, u < n) that have no cache file yet, then a barrier;
  * the counters are synced and, with a log, one line says how many each rank
  * encoded. A rank that later does not find a file (no shared filesystem)
- * encodes the image itself (embcache.h): the same bytes. */
+ * encodes the image itself (embcache.h): the same bytes. The images go in
+ * rounds of N (one per rank); a stop request (SIGTERM/SIGUSR1) seen after a
+ * round ends the pass there with *stopped = 1 (the embeddings made so far
+ * stay in the cache); KMSEG_TEST_FAULT=R:-B:KIND fires after round B. */
 km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_dataset *pool, int first, int n,
-                             km_mine_counts *at, FILE *log);
+                             km_mine_counts *at, FILE *log, int *stopped);
 
 /* The one-time labelling pass (image u labelled on rank u mod N): every rank
  * gets every frozen label frozen[u] (P bytes) and its Dice numbers pd[u],
