@@ -53,7 +53,8 @@
  * never seen. Per step, N images (shuffled each epoch, last partial batch
  * dropped) give B = 2N views, rows 0..N-1 view 1 and N..2N-1 view 2 (the
  * ordering of km_ntxent_forward). Network: encoder (train-mode BatchNorm) ->
- * global average pooling -> Linear(512,512) -> ReLU -> Linear(512,128);
+ * global average pooling -> Linear(C,C) -> ReLU -> Linear(C,128), C = the
+ * last encoder stage's channels (512; 256 / 128 with --encoder-depth 4 / 3);
  * the head is initialised as nn.Linear (U(-1/sqrt(in), 1/sqrt(in)) for weight
  * and bias). Adam (torch semantics) on encoder and head, constant lr.
  *
