@@ -257,8 +257,8 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
     snprintf(dir, sizeof dir, "%s/exps", km_test_tmpdir());
     snprintf(args, sizeof args, "experiments --out '%s' --data 'kvasir=%s' --teacher '%s' --fractions 0.5 --methods box "
              "--simclr --seeds 0 --pretrain-epochs 1 --pretrain-batch 3 --size 32 --resnet 18 --epochs 1 --mine-epochs 1 "
-             "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache --box-rule largest", dir,
-             kv, sam);
+             "--max-images 12 --val-fraction 0.25 --test-fraction 0.25 --batch 3 --threads 1 --no-cache --box-rule largest "
+             "--encoder-depth 3 --decoder-channels 16,8,8", dir, kv, sam);
     char *o = NULL;
     int rc = km_test_kmseg(&o, args);
     CHECK_MSG(rc == 0 && strstr(o, "2 runs: 2 ran, 0 skipped (finished earlier); 2 supervised dependency run(s), 1 SimCLR pretraining(s)"),
@@ -269,6 +269,16 @@ KM_TEST(experiments_simclr_variant_and_prompt_ablation) {
     snprintf(want, sizeof want, "\"encoder_weights\": \"%s/kvasir/simclr/seed0/encoder.safetensors\"", dir);
     CHECK_MSG(cfg && strstr(cfg, want), "%s lacks %s", p, want);
     km_free(cfg);
+    /* the model's shape reached pretrain, train and mine (mine_config.json holds train's settings) */
+    static const char *const made[] = {"simclr/seed0/config.json", "0.5/simclr+supervised/seed0/config.json",
+                                       "0.5/supervised/seed0/config.json", "0.5/box/seed0/mine_config.json"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/kvasir/%s", dir, made[k]);
+        CHECK_MSG(km_test_sh("grep -q '\"encoder_depth\": 3' '%s' && grep -q '\"decoder_channels\": \"16,8,8\"' "
+                             "'%s'", p, p) == 0, "%s: no encoder_depth 3 / decoder_channels 16,8,8", p);
+    }
+    CHECK(km_test_sh("grep -qx -- '--encoder-depth 3' '%s/settings.txt' && grep -qx -- '--decoder-channels 16,8,8' "
+                     "'%s/settings.txt'", dir, dir) == 0);
     const char *var[2] = {"", "simclr+"};
     for (int v = 0; v < 2; v++) {
         snprintf(p, sizeof p, "%s/kvasir/0.5/%sbox/seed0/mine_config.json", dir, var[v]);

@@ -148,7 +148,7 @@ KM_TEST(mine_config_passthrough_matches_experiments) {
                                        "--weight-decay", "--plateau-patience", "--plateau-factor", "--min-lr",
                                        "--early-stop", "--bce-weight", "--mine-epochs", "--points", "--box-rule",
                                        "--pseudo-weight", "--teacher-profile", "--cache-dir", "--cache-mem",
-                                       "--no-cache", NULL};
+                                       "--no-cache", "--decoder-channels", "--encoder-depth", NULL};
     static const char *const neutral[] = {"--threads", "--cache-dir", "--cache-mem", "--no-cache", NULL};
     km_passlist l = {0};
     km_passlist_add(&l, &km_train_settings, 2, km_mine_train_skip);

@@ -299,7 +299,8 @@ static km_status read_summary(const char *path, double *dice, double *iou, int *
  * settings: DIR/settings.txt is written by the first invocation and a later
  * one with different settings is refused. Lines are matched by flag, in any
  * order (a file written before a knob existed lacks its line: its runs had
- * the default). The grid lists may grow freely, so a line "(unused)" (no
+ * the default, and the file is not rewritten for it, so that binaries older
+ * than the knob still read it). The grid lists may grow freely, so a line "(unused)" (no
  * mining method / no --simclr yet) on either side matches anything and is
  * filled in by the first invocation that uses it. */
 static int current_settings(char **cur, const char *teacher, const char *pe, const char *pb) {
@@ -347,8 +348,7 @@ static km_status compare_settings(const char *path, char *old, char **cur, int n
     for (int i = 0; i < nl; i++) {
         const char *t = recorded_line(old, cur[i], buf, sizeof buf);
         int c_default = !strcmp(cur[i] + strcspn(cur[i], " "), " (default)");
-        if (!t) {
-            *changed = 1;
+        if (!t) { /* a knob newer than the file: fine at its default (no rewrite: the file stays as written) */
             if (c_default || ends_unused(cur[i])) continue;
             t = "(none: the default)";
         } else if (!strcmp(t, cur[i])) {
