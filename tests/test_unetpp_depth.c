@@ -474,6 +474,10 @@ KM_TEST(unetpp_depth_cli) {
     run_ok(a, "predict");
     snprintf(a, sizeof a, "ls '%s/masks' | grep -c png | grep -qx 3", km_test_sub("pred"));
     CHECK_MSG(km_test_sh("%s", a) == 0, "predict did not write 3 masks");
+    /* eval --size 40: a multiple of 8 suits the depth-3 student; the depth-5 one below refuses it, naming its file */
+    snprintf(a, sizeof a, "eval --weights '%s' --data '%s' --split all --size 40 --out '%s' --threads 1", p, data,
+             km_test_sub("eval40"));
+    run_ok(a, "eval --size 40 (depth 3)");
     /* a default run: neither key */
     snprintf(a, sizeof a, "train --data '%s' %s --decoder-channels 16,16,8,8,8 --max-steps 1 --out '%s'", data, common,
              km_test_sub("d5run"));
@@ -482,6 +486,12 @@ KM_TEST(unetpp_depth_cli) {
     cfg = km_test_slurp(a);
     CHECK(cfg && !strstr(cfg, "encoder_depth"));
     km_free(cfg);
+    snprintf(a, sizeof a, "eval --weights '%s/best.safetensors' --data '%s' --split all --size 40 --out '%s' "
+             "--threads 1", km_test_sub("d5run"), data, km_test_sub("eval40b"));
+    KM_CLI_EXPECT_FAIL(a, "d5run/best.safetensors: --size 40: expected a positive multiple of 32");
+    snprintf(a, sizeof a, "eval --weights '%s' --data '%s' --split all --size 36 --out '%s' --threads 1", p, data,
+             km_test_sub("eval36"));
+    KM_CLI_EXPECT_FAIL(a, "--size 36: expected a positive multiple of 8");
     /* refusals */
     snprintf(a, sizeof a, "train --data '%s' %s --init '%s' --out '%s'", data, common, p, km_test_sub("i1"));
     KM_CLI_EXPECT_FAIL(a, "best.safetensors: a model of encoder depth 3, but --encoder-depth 5 (the default)");

@@ -58,12 +58,15 @@ KM_COMMANDS(KM_CMD_DECLARE)
 
 /* KM_EARG "--threads N: expected >= 1", else km_set_threads(n). */
 km_status km_cmd_set_threads(int n);
-/* KM_EARG "--size N: expected a positive multiple of 32" unless size is 0
- * (the checkpoint's) or a positive multiple of 32. */
+/* KM_EARG "--size N: expected a positive multiple of 8 ..." unless size is
+ * 0 (the checkpoint's) or a positive multiple of 8 (2^3, the shallowest
+ * student; km_cmd_open_student checks the loaded student's own 2^D). */
 km_status km_cmd_check_size(int size);
 /* What eval and predict open: the student (km_refine_open_student) and, in
  * refined mode, the teacher; --refine without --teacher takes the default
- * teacher (rf->teacher then points into tbuf). */
+ * teacher (rf->teacher then points into tbuf). KM_EARG "WEIGHTS: --size N:
+ * expected a positive multiple of 2^D ..." when *size does not suit the
+ * student's encoder depth D. */
 struct km_refiner;
 struct km_unetpp;
 struct km_refine_flags;

@@ -13,7 +13,10 @@ km_status km_cmd_set_threads(int n) {
 }
 
 km_status km_cmd_check_size(int size) {
-    if (size && (size < 32 || size % 32)) return km_err(KM_EARG, "--size %d: expected a positive multiple of 32", size);
+    int q = 1 << KM_UNETPP_MIN_ENCODER_DEPTH; /* the student's own depth is checked once it is loaded */
+    if (size && (size < q || size % q))
+        return km_err(KM_EARG, "--size %d: expected a positive multiple of %d (of 32 for a student of encoder depth 5)",
+                      size, q);
     return KM_OK;
 }
 
@@ -33,7 +36,10 @@ km_status km_cmd_open_student(const char *weights, km_refine_flags *rf, char *tb
     memset(ref, 0, sizeof *ref); /* km_refiner_close is safe on it */
     *m = NULL;
     km_status s = km_refine_flags_teacher(rf, tbuf, n);
-    return s ? s : km_refine_open_student(weights, rf, ref, m, size);
+    if (!s) s = km_refine_open_student(weights, rf, ref, m, size);
+    if (!s && *m && (s = km_unetpp_check_size(*size, km_unetpp_encoder_depth(*m))))
+        s = km_err_prefix(s, "%s: ", weights);
+    return s;
 }
 
 km_status km_cmd_resume_flags(const km_cli *cli, const char *run, int *threads_seen) {

@@ -39,16 +39,18 @@ km_status km_cmd_forward(int argc, char **argv) {
     s = km_npy_load_f32(input, 4, want, &x);
     if (s) return s;
     int N = (int)x.shape[0], H = (int)x.shape[2], W = (int)x.shape[3];
-    if (N < 1 || H % 32 || W % 32 || H < 32 || W < 32) {
-        km_tensor_free(&x);
-        return km_err(KM_ESHAPE, "%s: input is (%d,3,%d,%d); H and W must be positive multiples of 32",
-                      input, N, H, W);
-    }
     km_unetpp *m = NULL;
     s = km_unetpp_load(&m, weights);
     if (s) {
         km_tensor_free(&x);
         return s;
+    }
+    int q = 1 << km_unetpp_encoder_depth(m);
+    if (N < 1 || H % q || W % q || H < q || W < q) {
+        km_tensor_free(&x);
+        km_unetpp_free(m);
+        return km_err(KM_ESHAPE, "%s: input is (%d,3,%d,%d); H and W must be positive multiples of %d (%s: encoder "
+                      "depth %d)", input, N, H, W, q, weights, km_unetpp_encoder_depth(m));
     }
     float *y = km_try_malloc(sizeof(float) * (size_t)N * H * W);
     if (!y) s = km_err(KM_ENOMEM, "cannot allocate the output");
