@@ -18,7 +18,7 @@ km_status km_cmd_forward(int argc, char **argv) {
     int threads = 2;
     km_flag flags[] = {
         {"--weights", KM_FLAG_STR, &weights, "student checkpoint (.pth or .safetensors)", 1, 0},
-        {"--input", KM_FLAG_STR, &input, "input batch .npy, float32 (N,3,H,W), H and W multiples of 32", 1, 0},
+        {"--input", KM_FLAG_STR, &input, "input batch .npy, float32 (N,3,H,W), H and W multiples of 2^D (the student's encoder depth D: 32 by default)", 1, 0},
         {"--output", KM_FLAG_STR, &output, "output logits .npy, float32 (N,1,H,W)", 1, 0},
         {"--mode", KM_FLAG_STR, &mode, "eval or train (BatchNorm batch statistics)", 0, 0},
         KM_CMD_THREADS_FLAG(&threads),
