@@ -13,6 +13,7 @@
 #include "unetpp_same.h"
 
 #include "../src/io/load.h"
+#include "../src/io/npy.h"
 #include "../src/io/safetensors.h"
 #include "../src/models/unetpp.h"
 
@@ -474,6 +475,30 @@ KM_TEST(unetpp_depth_cli) {
     run_ok(a, "predict");
     snprintf(a, sizeof a, "ls '%s/masks' | grep -c png | grep -qx 3", km_test_sub("pred"));
     CHECK_MSG(km_test_sh("%s", a) == 0, "predict did not write 3 masks");
+    /* forward on a 40 x 40 input (a multiple of 8, not of 32): the model's logits, bit for bit */
+    float xin[3 * 40 * 40];
+    for (int i = 0; i < 3 * 40 * 40; i++) xin[i] = (float)((i * 37 % 101) - 50) / 50.0f;
+    int64_t xs[4] = {1, 3, 40, 40};
+    char xp[600], yp[600];
+    snprintf(xp, sizeof xp, "%s/x40.npy", km_test_tmpdir());
+    snprintf(yp, sizeof yp, "%s/y40.npy", km_test_tmpdir());
+    CHECK_OK(km_npy_save(xp, KM_F32, 4, xs, xin));
+    snprintf(a, sizeof a, "forward --weights '%s' --input '%s' --output '%s'", p, xp, yp);
+    run_ok(a, "forward 40 x 40 (depth 3)");
+    km_tensor yk;
+    int64_t ys[4] = {1, 1, 40, 40};
+    m = NULL;
+    CHECK_OK(km_unetpp_load(&m, p));
+    if (m && !km_npy_load_f32(yp, 4, ys, &yk)) {
+        float *y = malloc(sizeof(float) * 40 * 40);
+        CHECK_OK(km_unetpp_forward(m, xin, 1, 40, 40, 0, y));
+        CHECK_MSG(!memcmp(y, yk.data, sizeof(float) * 40 * 40), "kmseg forward's logits differ from the library's");
+        free(y);
+        km_tensor_free(&yk);
+    } else {
+        CHECK_MSG(0, "%s: no 1 x 1 x 40 x 40 output", yp);
+    }
+    km_unetpp_free(m);
     /* eval --size 40: a multiple of 8 suits the depth-3 student; the depth-5 one below refuses it, naming its file */
     snprintf(a, sizeof a, "eval --weights '%s' --data '%s' --split all --size 40 --out '%s' --threads 1", p, data,
              km_test_sub("eval40"));
