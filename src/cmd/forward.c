@@ -45,12 +45,12 @@ km_status km_cmd_forward(int argc, char **argv) {
         km_tensor_free(&x);
         return s;
     }
-    int q = 1 << km_unetpp_encoder_depth(m);
+    int D = km_unetpp_encoder_depth(m), q = 1 << D;
     if (N < 1 || H % q || W % q || H < q || W < q) {
         km_tensor_free(&x);
         km_unetpp_free(m);
         return km_err(KM_ESHAPE, "%s: input is (%d,3,%d,%d); H and W must be positive multiples of %d (%s: encoder "
-                      "depth %d)", input, N, H, W, q, weights, km_unetpp_encoder_depth(m));
+                      "depth %d)", input, N, H, W, q, weights, D);
     }
     float *y = km_try_malloc(sizeof(float) * (size_t)N * H * W);
     if (!y) s = km_err(KM_ENOMEM, "cannot allocate the output");
