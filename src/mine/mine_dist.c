@@ -81,8 +81,10 @@ km_status km_mine_precompute(km_refiner *R, const km_train_split *sp, const km_d
         }
         if (s || u0 + N >= n) continue;
         km_dist_test_fault(-(u0 / N + 1));
-        if (km_dist_stop_requested()) done = u0 + N;
-        if (done < n) break;
+        if (km_dist_stop_requested()) {
+            done = u0 + N;
+            break;
+        }
     }
     if (s) return s; /* the caller ends the job (km_dist_fail): the others wait in a collective */
     km_dist_barrier();
