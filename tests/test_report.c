@@ -418,6 +418,55 @@ static char *escaped(const char *s) {
     return h.buf;
 }
 
+/* The gallery's teacher column. The first page fills the embedding cache (one
+ * file per test image); a second page from the cache and one with --no-cache
+ * have the same bytes; the Dice in each teacher thumbnail's alt text equals
+ * kmseg eval's refined per_image.csv (same teacher, same cache). */
+static char *teacher_page(const char *run, const char *sam, const char *cache_flag, const char *t, int k, size_t *n) {
+    char args[8192], p[2048];
+    snprintf(args, sizeof args, "report '%s' --quiet --threads 1 --teacher '%s' %s --out '%s/teacher%d.html'", run, sam,
+             cache_flag, t, k);
+    CHECK(kmseg_run(args) == 0);
+    snprintf(p, sizeof p, "%s/teacher%d.html", t, k);
+    return slurp(p, n);
+}
+
+static void check_teacher_column(const char *run, const char *data, const char *sam, const char *t) {
+    char args[8192], p[2048], cache[1200], flag[1400];
+    snprintf(cache, sizeof cache, "%s/emb cache", t);
+    snprintf(flag, sizeof flag, "--cache-dir '%s'", cache);
+    size_t n[3] = {0};
+    char *page[3] = {teacher_page(run, sam, flag, t, 0, &n[0]), NULL, NULL};
+    snprintf(p, sizeof p, "%s/nc.txt", t);
+    CHECK(km_test_sh("ls '%s' | grep -c '\\.safetensors$' > '%s'", cache, p) == 0);
+    char *nc = slurp(p, NULL);
+    CHECK_MSG(nc && atoi(nc) == 3, "cache files after the first page: %s", nc ? nc : "?");
+    km_free(nc);
+    page[1] = teacher_page(run, sam, flag, t, 1, &n[1]);
+    page[2] = teacher_page(run, sam, "--no-cache", t, 2, &n[2]);
+    for (int k = 1; k < 3; k++) CHECK_MSG(page[0] && page[k] && n[k] == n[0] && !memcmp(page[k], page[0], n[0]), "page %d", k);
+    snprintf(args, sizeof args, "eval --weights '%s/best.safetensors' --data '%s' --split test --split-dir '%s/splits' "
+             "--out '%s/evr' --threads 1 --teacher '%s' %s", run, data, run, t, sam, flag);
+    CHECK(kmseg_run(args) == 0);
+    if (page[0]) {
+        CHECK(!strstr(page[0], "not computed (no --teacher)"));
+        CHECK(count(page[0], "teacher-refined mask (blue fill)") == 3);
+        snprintf(p, sizeof p, "%s/evr/per_image.csv", t);
+        km_table pi;
+        CHECK_OK(km_table_load(p, &pi));
+        CHECK(pi.nrows == 3);
+        for (int r = 0; r < pi.nrows; r++) {
+            char *id = escaped(km_table_str(&pi, r, 0)), want[512];
+            snprintf(want, sizeof want, "case %s: teacher-refined mask (blue fill), ground-truth outline (yellow), Dice %.3f",
+                     id, km_table_num(&pi, r, 1));
+            CHECK_MSG(strstr(page[0], want) != NULL, "missing %s", want);
+            km_free(id);
+        }
+        km_table_free(&pi);
+    }
+    for (int k = 0; k < 3; k++) km_free(page[k]);
+}
+
 KM_TEST(report_mining_run_page_hostile_names_numbers_browser) {
     const char *t = km_test_tmpdir(), *sam = km_test_path("fixtures/sam_tiny/sam_tiny.pth");
     char data[1024], run[1024], args[8192], page[2048], p[2048];
@@ -510,6 +559,7 @@ KM_TEST(report_mining_run_page_hostile_names_numbers_browser) {
     char *again = slurp(p, &n2);
     CHECK(again && n2 == n && !memcmp(again, html, n));
     km_free(again);
+    check_teacher_column(run, data, sam, t);
     if (chromium_ok()) {
         snprintf(p, sizeof p, "%s/run.png", t);
         browser_screenshot(page, p);

@@ -16,13 +16,17 @@
 km_status km_cmd_report(int argc, char **argv) {
     km_report_opts o;
     km_report_opts_default(&o);
-    const char *out = NULL, *data = NULL, *teacher = NULL, *profile = "auto";
-    int seed = 0, threads = 2, random_rows = 1, pseudo_rows = 4, no_run_reports = 0, quiet = 0;
+    const char *out = NULL, *data = NULL, *teacher = NULL, *profile = "auto", *cache_dir = NULL;
+    int seed = 0, threads = 2, random_rows = 1, pseudo_rows = 4, no_run_reports = 0, quiet = 0, no_cache = 0;
     km_flag flags[] = {
         {"--out", KM_FLAG_STR, &out, "page to write (default: DIR/report.html)", 0, 0},
         {"--data", KM_FLAG_STR, &data, "dataset folder (default: the one in the run's config)", 0, 0},
         {"--teacher", KM_FLAG_STR, &teacher, "teacher checkpoint: add teacher-refined masks to the gallery", 0, 0},
         KM_CMD_PROFILE_FLAG("--teacher-profile", &profile),
+        {"--cache-dir", KM_FLAG_STR, &cache_dir,
+         "teacher embedding cache, shared with eval and mine (default: $KMSEG_CACHE, $XDG_CACHE_HOME/kmseg or "
+         "~/.cache/kmseg)", 0, 0},
+        {"--no-cache", KM_FLAG_BOOL, &no_cache, "encode the test images again, keeping embeddings in memory only", 0, 0},
         {"--seed", KM_FLAG_INT, &seed, "seed of the gallery's random pick", 0, 0},
         {"--random-rows", KM_FLAG_INT, &random_rows, "random rows in the test gallery (0-32)", 0, 0},
         {"--pseudo-rows", KM_FLAG_INT, &pseudo_rows, "rows in a mining run's pseudo-label gallery", 0, 0},
@@ -58,6 +62,8 @@ km_status km_cmd_report(int argc, char **argv) {
     o.data = data;
     o.teacher = teacher;
     o.teacher_profile = profile;
+    o.cache_dir = cache_dir;
+    o.no_cache = no_cache;
     o.seed = (uint64_t)seed;
     o.gallery_random = random_rows;
     o.pseudo_rows = pseudo_rows;

@@ -94,7 +94,8 @@ km_status km_gallery_compute(const char *weights, const char *data, const char *
     km_refine_flags_default(&rf);
     rf.teacher = (char *)o->teacher;
     if (o->teacher_profile) rf.profile = (char *)o->teacher_profile;
-    rf.no_cache = 1;
+    rf.cache_dir = (char *)o->cache_dir;
+    rf.no_cache = o->no_cache;
     km_status s = km_refine_open_student(weights, &rf, &ref, &m, &S);
     if (!s) s = km_dataset_scan(data, NULL, &idx, &iss);
     if (!s) s = km_issues_status(&iss, data);

@@ -19,6 +19,11 @@
  *
  * Same inputs (files, options, thread count) give the same bytes: no
  * timestamps, fixed number formats, sorted listings, seeded random pick.
+ * The teacher column takes image embeddings from the embedding cache when it
+ * has them (those of the run's own refined eval), which gives the same bytes
+ * as recomputing them at the thread count that filled the cache: the teacher's
+ * encoder is bit-identical only for a given thread count (OpenBLAS's blocking
+ * follows the row split).
  * The page is written atomically. */
 #ifndef KM_REPORT_H
 #define KM_REPORT_H
@@ -30,6 +35,9 @@ typedef struct {
     const char *data;            /* dataset folder (NULL: the run config's "data") */
     const char *teacher;         /* SAM / MedSAM checkpoint: teacher-refined gallery column (NULL: none) */
     const char *teacher_profile; /* "sam" or "medsam" */
+    const char *cache_dir;       /* teacher embedding cache (NULL: the default folder, embcache.h) */
+    int no_cache;                /* 1: embeddings in memory only (default 0: the run's refined eval
+                                    cached the test images, so the gallery reuses them) */
     int gallery_random;          /* random gallery rows (default 1) */
     int pseudo_rows;             /* pseudo-label gallery rows (default 4) */
     uint64_t seed;               /* seed of the random pick (default 0) */
