@@ -418,6 +418,26 @@ static char *escaped(const char *s) {
     return h.buf;
 }
 
+/* Every row of an eval per_image.csv (3 test images) is on the page: as a row of
+ * the per-image Dice table, or (teacher_alt) as the Dice in the alt text of the
+ * gallery's teacher thumbnail. */
+static void check_per_image(const char *html, const char *csv, int teacher_alt) {
+    km_table pi;
+    CHECK_OK(km_table_load(csv, &pi));
+    CHECK(pi.nrows == 3);
+    for (int r = 0; r < pi.nrows; r++) {
+        char *id = escaped(km_table_str(&pi, r, 0)), want[512];
+        if (teacher_alt)
+            snprintf(want, sizeof want, "case %s: teacher-refined mask (blue fill), ground-truth outline (yellow), Dice %.3f",
+                     id, km_table_num(&pi, r, 1));
+        else
+            snprintf(want, sizeof want, "<tr><td>%s</td><td class=\"num\">%.4f</td></tr>", id, km_table_num(&pi, r, 1));
+        CHECK_MSG(strstr(html, want) != NULL, "missing %s", want);
+        km_free(id);
+    }
+    km_table_free(&pi);
+}
+
 /* The gallery's teacher column. The first page fills the embedding cache (one
  * file per test image); a second page from the cache and one with --no-cache
  * have the same bytes; the Dice in each teacher thumbnail's alt text equals
@@ -452,17 +472,7 @@ static void check_teacher_column(const char *run, const char *data, const char *
         CHECK(!strstr(page[0], "not computed (no --teacher)"));
         CHECK(count(page[0], "teacher-refined mask (blue fill)") == 3);
         snprintf(p, sizeof p, "%s/evr/per_image.csv", t);
-        km_table pi;
-        CHECK_OK(km_table_load(p, &pi));
-        CHECK(pi.nrows == 3);
-        for (int r = 0; r < pi.nrows; r++) {
-            char *id = escaped(km_table_str(&pi, r, 0)), want[512];
-            snprintf(want, sizeof want, "case %s: teacher-refined mask (blue fill), ground-truth outline (yellow), Dice %.3f",
-                     id, km_table_num(&pi, r, 1));
-            CHECK_MSG(strstr(page[0], want) != NULL, "missing %s", want);
-            km_free(id);
-        }
-        km_table_free(&pi);
+        check_per_image(page[0], p, 1);
     }
     for (int k = 0; k < 3; k++) km_free(page[k]);
 }
@@ -541,16 +551,7 @@ KM_TEST(report_mining_run_page_hostile_names_numbers_browser) {
              "--out '%s/ev' --threads 1", run, data, run, t);
     CHECK(kmseg_run(args) == 0);
     snprintf(p, sizeof p, "%s/ev/per_image.csv", t);
-    km_table pi;
-    CHECK_OK(km_table_load(p, &pi));
-    CHECK(pi.nrows == 3);
-    for (int r = 0; r < pi.nrows; r++) {
-        char *id = escaped(km_table_str(&pi, r, 0)), want[512];
-        snprintf(want, sizeof want, "<tr><td>%s</td><td class=\"num\">%.4f</td></tr>", id, km_table_num(&pi, r, 1));
-        CHECK_MSG(strstr(html, want) != NULL, "missing %s", want);
-        km_free(id);
-    }
-    km_table_free(&pi);
+    check_per_image(html, p, 0);
     /* same bytes again */
     snprintf(args, sizeof args, "report '%s' --quiet --out '%s/report2.html'", run, run);
     CHECK(kmseg_run(args) == 0);
