@@ -492,3 +492,37 @@ KM_TEST(teacher_demo_small_prints_results) {
     CHECK(sup >= 0 && sup <= 1 && fin >= 0 && fin <= 1);
     CHECK(got == 0 || (pseudo >= 0 && pseudo <= 1 && own >= 0 && own <= 1));
 }
+
+/* The image encoder gives the same bits at 1, 2 and 3 threads (its GEMMs are
+ * split into blocks that depend on their size only, nn/basic.h
+ * km_gemm_blocks), so an embedding cache filled at one thread count equals a
+ * recomputation at another. Both encoders: SAM's ViT (sam_tiny) and TinyViT
+ * (lite256), on the 270x301 fixture image. */
+static void check_encoder_thread_independent(const char *ckpt, km_sam_profile profile, const km_image *img) {
+    km_sam m;
+    CHECK_OK(km_sam_load(&m, km_test_path(ckpt), 1));
+    const size_t n = (size_t)m.dec.D * 4096; /* emb [D, 64, 64] */
+    float *e[3];
+    int prev = km_get_threads();
+    for (int t = 0; t < 3; t++) {
+        e[t] = km_malloc(sizeof(float) * n);
+        km_set_threads(t + 1);
+        CHECK_OK(km_sam_encode(&m, profile, img->data, img->w, img->h, 3, e[t]));
+    }
+    km_set_threads(prev);
+    for (int t = 1; t < 3; t++) {
+        size_t diff = 0;
+        for (size_t i = 0; i < n; i++) diff += memcmp(&e[0][i], &e[t][i], sizeof(float)) != 0;
+        CHECK_MSG(diff == 0, "%s: %zu of %zu embedding values differ between 1 and %d threads", ckpt, diff, n, t + 1);
+    }
+    for (int t = 0; t < 3; t++) km_free(e[t]);
+    km_sam_free(&m);
+}
+
+KM_TEST(teacher_encoders_bit_identical_across_thread_counts) {
+    km_image img = {0};
+    if (!load_rgb(TV "lite256/image.npy", &img)) return;
+    check_encoder_thread_independent("fixtures/sam_tiny/sam_tiny.pth", KM_SAM_PROFILE_SAM, &img);
+    check_encoder_thread_independent(TV "lite256/lite256.pth", KM_SAM_PROFILE_LITEMEDSAM, &img);
+    km_image_free(&img);
+}

@@ -143,21 +143,19 @@ km_status km_sam_encoder_config_infer(const km_tdict *sd, const char *file,
  * GEMM over OpenMP threads itself (rows of the activations). With two thread
  * pools (OpenMP for the norms/attention, OpenBLAS's pthreads for the GEMMs)
  * each pool's idle threads spin while the other works, which on a 2-core
- * machine cost ~25% of the tiny encoder's time. Per-row results do not depend
- * on the split, and the split depends only on the thread count (nn/basic.h
- * km_linear_forward_mt, km_omp_split_rows). */
+ * machine cost ~25% of the tiny encoder's time. The GEMMs are split into
+ * blocks that depend on their size only (nn/basic.h km_gemm_blocks), so the
+ * embedding is bit-identical at every thread count. */
 
 /* C[M, N] = A[M, K] @ op(B) with op(B) = B[N, K]^T (tb) or B[K, N], split over
  * the N columns (the token axis of the neck's NCHW outputs); ldb, ldc given. */
 static void gemm_cols_mt(int tb, int M, int N, int K, const float *A, const float *B, int ldb,
                          float *C, int ldc) {
-#pragma omp parallel
-    {
-        int n0, n1;
-        km_omp_split_rows(N, &n0, &n1);
-        if (n1 > n0)
-            km_sgemm(0, tb, M, n1 - n0, K, 1.0f, A, K, tb ? B + (size_t)n0 * ldb : B + n0, ldb,
-                     0.0f, C + n0, ldc);
+    int bs, nb = km_gemm_blocks(N, &bs);
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < nb; k++) {
+        int n0 = k * bs, n = N - n0 < bs ? N - n0 : bs;
+        km_sgemm(0, tb, M, n, K, 1.0f, A, K, tb ? B + (size_t)n0 * ldb : B + n0, ldb, 0.0f, C + n0, ldc);
     }
 }
 

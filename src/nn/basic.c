@@ -157,13 +157,19 @@ void km_omp_split_rows(int M, int *m0, int *m1) {
     *m1 = *m0 + per < M ? *m0 + per : M;
 }
 
+int km_gemm_blocks(int L, int *block) {
+    int bs = ((L + 15) / 16 + 15) & ~15;
+    if (bs < 32) bs = 32;
+    *block = bs;
+    return L > 0 ? (L + bs - 1) / bs : 0;
+}
+
 void km_linear_forward_mt(float *out, const float *in, const float *w, const float *b, int M, int I,
                           int O) {
-#pragma omp parallel
-    {
-        int m0, m1;
-        km_omp_split_rows(M, &m0, &m1);
-        if (m1 > m0)
-            km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m1 - m0, I, O);
+    int bs, nb = km_gemm_blocks(M, &bs);
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < nb; k++) {
+        int m0 = k * bs, m = M - m0 < bs ? M - m0 : bs;
+        km_linear_forward(out + (size_t)m0 * O, in + (size_t)m0 * I, w, b, m, I, O);
     }
 }

@@ -20,10 +20,9 @@
  * Same inputs (files, options, thread count) give the same bytes: no
  * timestamps, fixed number formats, sorted listings, seeded random pick.
  * The teacher column takes image embeddings from the embedding cache when it
- * has them (those of the run's own refined eval), which gives the same bytes
- * as recomputing them at the thread count that filled the cache: the teacher's
- * encoder is bit-identical only for a given thread count (OpenBLAS's blocking
- * follows the row split).
+ * has them (those of the run's own refined eval): the encoder gives the same
+ * bits at every thread count, so a cached page equals a recomputed one
+ * (for entries written since the encoders split GEMMs into fixed blocks).
  * The page is written atomically. */
 #ifndef KM_REPORT_H
 #define KM_REPORT_H
