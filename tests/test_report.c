@@ -438,10 +438,7 @@ static void check_per_image(const char *html, const char *csv, int teacher_alt) 
     km_table_free(&pi);
 }
 
-/* The gallery's teacher column. The first page fills the embedding cache (one
- * file per test image); a second page from the cache and one with --no-cache
- * have the same bytes; the Dice in each teacher thumbnail's alt text equals
- * kmseg eval's refined per_image.csv (same teacher, same cache). */
+/* kmseg report RUN --teacher SAM with cache_flag -> T/teacherK.html, read back. */
 static char *teacher_page(const char *run, const char *sam, const char *cache_flag, const char *t, int k, size_t *n) {
     char args[8192], p[2048];
     snprintf(args, sizeof args, "report '%s' --quiet --threads 1 --teacher '%s' %s --out '%s/teacher%d.html'", run, sam,
@@ -451,6 +448,10 @@ static char *teacher_page(const char *run, const char *sam, const char *cache_fl
     return slurp(p, n);
 }
 
+/* The gallery's teacher column. The first page fills the embedding cache (one
+ * file per test image); a second page from the cache and one with --no-cache
+ * have the same bytes; the Dice in each teacher thumbnail's alt text equals
+ * kmseg eval's refined per_image.csv (same teacher, same cache). */
 static void check_teacher_column(const char *run, const char *data, const char *sam, const char *t) {
     char args[8192], p[2048], cache[1200], flag[1400];
     snprintf(cache, sizeof cache, "%s/emb cache", t);
