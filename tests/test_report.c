@@ -31,6 +31,8 @@ static char *slurp(const char *path, size_t *n_out) {
     return s;
 }
 
+static int check_legends_fit(const char *html);
+
 static int count(const char *hay, const char *needle) {
     int n = 0;
     for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
@@ -628,7 +630,8 @@ KM_TEST(report_experiments_page_numbers_browser) {
     CHECK(!strstr(html, "<script"));
     CHECK(!has_nonfinite_text(html));
     CHECK(count(html, "<svg") == 3 && count(html, "<title id=") == 3); /* Dice vs fraction + 2 learning panels */
-    CHECK(strstr(html, "supervised @100%") != NULL);
+    CHECK(strstr(html, "supervised @100%") != NULL && strstr(html, "100 % labels.") != NULL);
+    CHECK(check_legends_fit(html) > 0);
     /* the tables' numbers equal results.csv (rounded to 4 decimals) and the run rows are verbatim */
     snprintf(p, sizeof p, "%s/results.csv", dir);
     km_table r;
@@ -683,6 +686,7 @@ KM_TEST(report_experiments_page_numbers_browser) {
         CHECK(check_images(mh) == 12);
         CHECK(!has_nonfinite_text(mh) && !strstr(mh, "<script"));
         CHECK(count(mh, "<svg") == 5); /* 4 per-epoch + per-image */
+        CHECK(check_legends_fit(mh) > 0);
         CHECK(strstr(mh, "Source: eval/per_image.csv") && !strstr(mh, "mining starts"));
         check_command_flags(mh, "train");
     }
@@ -734,6 +738,76 @@ KM_TEST(report_experiments_page_hostile_results_csv) {
     CHECK(strstr(html, "- (no finished run)") != NULL); /* supervised at 50 %, m... at 100 % */
     CHECK(strstr(html, "supervised @100%") != NULL);
     CHECK(count(html, "<td>no eval/summary.json</td>") == 3);
+    km_free(html);
+}
+
+/* Characters of an escaped SVG text (an entity counts as one). */
+static int text_chars(const char *s, const char *end) {
+    int n = 0;
+    for (; s < end; s++, n++)
+        if (*s == '&') s += strcspn(s, ";");
+        else if (((unsigned char)*s & 0xC0) == 0x80) n--;
+    return n;
+}
+
+/* Every legend label of every chart fits in its SVG at 7 px per character
+ * (font size 12); returns the number of labels checked. */
+static int check_legends_fit(const char *html) {
+    int n = 0;
+    for (const char *svg = strstr(html, "<svg "); svg; svg = strstr(svg + 1, "<svg ")) {
+        const char *end = strstr(svg, "</svg>"), *w = strstr(svg, " width=\"");
+        if (!end || !w) return -1;
+        double W = strtod(w + 8, NULL);
+        for (const char *g = strstr(svg, "<g class=\"legend\">"); g && g < end; g = strstr(g + 1, "<g class=\"legend\">")) {
+            const char *t = strstr(g, "<text x=\"");
+            double x = strtod(t + 9, NULL);
+            const char *a = strchr(t, '>') + 1, *b = strstr(a, "</text>");
+            CHECK_MSG(x + 7 * text_chars(a, b) <= W, "legend label at x %.0f, %d chars, svg width %.0f", x,
+                      text_chars(a, b), W);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* A grid with no 100 % run, a long method name and a "+" row over the same
+ * run: the caption does not promise a 100 % line, every legend label fits,
+ * and the learning curves draw training methods only. */
+KM_TEST(report_experiments_page_legends_captions_curves) {
+    char dir[1024], p[2048], args[4096], csv[8192];
+    snprintf(dir, sizeof dir, "%s/legend-exp", km_test_tmpdir());
+    CHECK(km_test_sh("mkdir -p '%s/r0' '%s/r1'", dir, dir) == 0);
+    const char *metrics = "epoch,val_dice\n1,0.5\n2,0.6\n3,0.55\n";
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/r%d/metrics.csv", dir, k);
+        CHECK_OK(km_write_file_atomic(p, metrics, strlen(metrics)));
+    }
+    const char *longm = "continuous@w0.25+start-competes-and-a-long-tail-é";
+    snprintf(csv, sizeof csv,
+             "kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n"
+             "run,ds,0.5,supervised,0,1,3,0.5,,0.4,,%s/r0\n"
+             "run,ds,0.5,supervised,1,1,3,0.6,,0.5,,%s/r1\n"
+             "mean,ds,0.5,supervised,,2,,0.55,0.0707,0.45,0.0707,\n"
+             "run,ds,0.5,%s,0,1,3,0.7,,0.6,,%s/r0\n"
+             "mean,ds,0.5,%s,,1,,0.7,,0.6,,\n",
+             dir, dir, longm, dir, longm);
+    snprintf(p, sizeof p, "%s/results.csv", dir);
+    CHECK_OK(km_write_file_atomic(p, csv, strlen(csv)));
+    snprintf(args, sizeof args, "report '%s' --quiet --no-run-reports", dir);
+    CHECK(kmseg_run(args) == 0);
+    snprintf(p, sizeof p, "%s/report.html", dir);
+    char *html = slurp(p, NULL);
+    CHECK(html != NULL);
+    if (!html) return;
+    CHECK(strstr(html, "(no supervised run at 100 % labels in this grid)") && !strstr(html, "100 % labels.") &&
+          !strstr(html, "supervised @100%"));
+    CHECK_MSG(check_legends_fit(html) == 4 + 1, "labels: 4 in the fraction chart, 1 learning curve");
+    char *learn = strstr(html, "id=\"learn-0-0-t\""), *end = learn ? strstr(learn, "</svg>") : NULL;
+    CHECK(learn && end);
+    if (end) {
+        *end = 0; /* the learning chart's SVG only */
+        CHECK(strstr(learn, ">supervised</text>") && !strstr(learn, "start-competes-and"));
+    }
     km_free(html);
 }
 

@@ -281,8 +281,22 @@ static void data_table(km_html *h, const km_chart *c) {
     km_html_raw(h, "</table></details>\n");
 }
 
+/* Width of the legend column: 230 px, wider when a series name needs it
+ * (7 px per character at font size 12, DejaVu Sans' widest lowercase run,
+ * after the 34 px swatch and a 10 px gap), so no name is cut at the edge. */
+static int legend_width(const km_chart *c) {
+    int w = 230;
+    for (int k = 0; k < c->ns; k++) {
+        int chars = 0;
+        for (const unsigned char *p = (const unsigned char *)(c->s[k].name ? c->s[k].name : ""); *p; p++)
+            chars += (*p & 0xC0) != 0x80; /* UTF-8 characters, not bytes */
+        if (44 + 7 * chars + 8 > w) w = 44 + 7 * chars + 8;
+    }
+    return w;
+}
+
 void km_svg_chart(km_html *h, const km_chart *c) {
-    int W = c->w ? c->w : 720, H = c->h ? c->h : 300;
+    int W = (c->w ? c->w : 720) - 230 + legend_width(c), H = c->h ? c->h : 300;
     frame f;
     km_html_raw(h, "<figure class=\"chart\">\n");
     if (!domain(c, &f)) {
@@ -291,7 +305,7 @@ void km_svg_chart(km_html *h, const km_chart *c) {
         km_html_raw(h, ": no data (no finite values were logged).</p>\n");
     } else {
         f.px0 = 64;
-        f.px1 = W - 230;
+        f.px1 = W - legend_width(c);
         f.py1 = 12;
         f.py0 = H - 44;
         km_html_printf(h, "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" width=\"%d\" height=\"%d\" "

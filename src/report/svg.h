@@ -40,7 +40,8 @@ typedef struct {
     const char *title, *desc;             /* accessible name and description */
     const char *xlabel, *ylabel;
     int logy;                             /* logarithmic y axis */
-    int w, h;                             /* pixels (0: 720 x 300) */
+    int w, h;                             /* pixels (0: 720 x 300); w grows when a series name
+                                             needs more than the 230 px legend column */
     const km_series *s;
     int ns;
     const km_rule *vrules;                /* vertical reference lines at x = v */
