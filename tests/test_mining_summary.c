@@ -23,6 +23,8 @@ KM_TEST(mining_summary_hand_computed) {
         "run,d,0.1,onetime,0,1,3,0.6,,0.5,,\n"
         "run,d,0.1,onetime,1,1,3,0.6,,0.5,,\n"
         "run,d,0.1,onetime,2,1,3,0.6,,0.5,,/nonexistent/run\n"
+        "run,d,0.1,onetime+start-competes,0,1,3,0.6,,0.5,,\n"
+        "run,d,0.1,points+box,0,1,3,0.6,,0.5,,\n"
         "mean,d,0.1,onetime,,3,,0.6,0,0.5,0,\n");
     /* an epoch-0 row (the starting checkpoint) is not an epoch of work */
     put(dir, "d/0.1/supervised/seed0/metrics.csv", "epoch,seconds\n0,99\n1,4\n2,6\n");
@@ -34,12 +36,14 @@ KM_TEST(mining_summary_hand_computed) {
     snprintf(m1, sizeof m1, "%s1,30,50,7,0,1,0.5,0.45,0\n", head);
     put(dir, "d/0.1/onetime/seed0/metrics.csv", m0);
     put(dir, "d/0.1/onetime/seed1/metrics.csv", m1);
+    put(dir, "d/0.1/points+box/seed0/metrics.csv", m1); /* a method that trains, '+' in its name */
 
     km_mining_row *rows = NULL;
     int n = 0, skipped = 0;
     CHECK_OK(km_mining_summary(dir, &rows, &n, &skipped));
-    CHECK(n == 2 && skipped == 1);
-    if (n != 2) return;
+    CHECK(n == 3 && skipped == 1);
+    if (n != 3) return;
+    CHECK(!strcmp(rows[2].method, "points+box") && rows[2].n == 1);
     const km_mining_row *s = &rows[0], *o = &rows[1];
     CHECK(!strcmp(s->method, "supervised") && s->n == 1 && !strcmp(o->method, "onetime") && o->n == 2);
     CHECK_NEAR(s->mean[KM_MQ_SEC], 5.0, 1e-12);

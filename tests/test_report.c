@@ -770,9 +770,10 @@ static int check_legends_fit(const char *html) {
     return n;
 }
 
-/* A grid with no 100 % run, a long method name and a "+" row over the same
- * run: the caption does not promise a 100 % line, every legend label fits,
- * and the learning curves draw training methods only. */
+/* A grid with no 100 % run, a long "+start-competes" row over the same run
+ * and a training method with a '+': the caption does not promise a 100 %
+ * line, every legend label fits, and the learning curves draw the training
+ * methods only. */
 KM_TEST(report_experiments_page_legends_captions_curves) {
     char dir[1024], p[2048], args[4096], csv[8192];
     snprintf(dir, sizeof dir, "%s/legend-exp", km_test_tmpdir());
@@ -782,15 +783,17 @@ KM_TEST(report_experiments_page_legends_captions_curves) {
         snprintf(p, sizeof p, "%s/r%d/metrics.csv", dir, k);
         CHECK_OK(km_write_file_atomic(p, metrics, strlen(metrics)));
     }
-    const char *longm = "continuous@w0.25+start-competes-and-a-long-tail-é";
+    const char *longm = "continuous@w0.25-and-a-long-tail-é+start-competes";
     snprintf(csv, sizeof csv,
              "kind,dataset,fraction,method,seed,n_seeds,n_test,dice_mean,dice_std,iou_mean,iou_std,run_dir\n"
              "run,ds,0.5,supervised,0,1,3,0.5,,0.4,,%s/r0\n"
              "run,ds,0.5,supervised,1,1,3,0.6,,0.5,,%s/r1\n"
              "mean,ds,0.5,supervised,,2,,0.55,0.0707,0.45,0.0707,\n"
              "run,ds,0.5,%s,0,1,3,0.7,,0.6,,%s/r0\n"
-             "mean,ds,0.5,%s,,1,,0.7,,0.6,,\n",
-             dir, dir, longm, dir, longm);
+             "mean,ds,0.5,%s,,1,,0.7,,0.6,,\n"
+             "run,ds,0.5,points+box,0,1,3,0.65,,0.55,,%s/r1\n"
+             "mean,ds,0.5,points+box,,1,,0.65,,0.55,,\n",
+             dir, dir, longm, dir, longm, dir);
     snprintf(p, sizeof p, "%s/results.csv", dir);
     CHECK_OK(km_write_file_atomic(p, csv, strlen(csv)));
     snprintf(args, sizeof args, "report '%s' --quiet --no-run-reports", dir);
@@ -801,12 +804,13 @@ KM_TEST(report_experiments_page_legends_captions_curves) {
     if (!html) return;
     CHECK(strstr(html, "(no supervised run at 100 % labels in this grid)") && !strstr(html, "100 % labels.") &&
           !strstr(html, "supervised @100%"));
-    CHECK_MSG(check_legends_fit(html) == 4 + 1, "labels: 4 in the fraction chart, 1 learning curve");
+    CHECK_MSG(check_legends_fit(html) == 6 + 2, "labels: 6 in the fraction chart, 2 learning curves");
     char *learn = strstr(html, "id=\"learn-0-0-t\""), *end = learn ? strstr(learn, "</svg>") : NULL;
     CHECK(learn && end);
     if (end) {
         *end = 0; /* the learning chart's SVG only */
-        CHECK(strstr(learn, ">supervised</text>") && !strstr(learn, "start-competes-and"));
+        CHECK(strstr(learn, ">supervised</text>") && strstr(learn, ">points+box</text>") &&
+              !strstr(learn, "long-tail"));
     }
     km_free(html);
 }

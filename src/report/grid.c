@@ -192,7 +192,7 @@ static void learning_chart(km_html *h, const grid *g, int d, int f) {
     int ns = 0;
     for (int e = 0; e < MAXE; e++) xs[e] = e + 1;
     for (int m = 0; m < g->nme && ns < 16; m++) {
-        if (strchr(g->me[m], '+')) continue; /* +refined, +start-competes: rows over the same runs' curves */
+        if (km_page_derived_method(g->me[m])) continue; /* rows over the same runs' curves */
         double *mean = buf[ns][0], *lo = buf[ns][1], *hi = buf[ns][2];
         int cnt[MAXE] = {0}, ne = 0;
         for (int e = 0; e < MAXE; e++) mean[e] = 0, lo[e] = INFINITY, hi[e] = -INFINITY;
@@ -225,7 +225,7 @@ static void learning_chart(km_html *h, const grid *g, int d, int f) {
     snprintf(pct, sizeof pct, "%g", 100 * strtod(g->fr[f], NULL));
     snprintf(title, sizeof title, "%s, %s%% labelled: validation Dice per epoch", g->ds[d], pct);
     km_chart c = {id, title, "Mean over seeds (line) with the min-max range over seeds (band), per method that trains "
-                  "(rows with + in tables score the same runs' checkpoints otherwise). Epochs of each run's "
+                  "(+refined and +start-competes rows reuse those runs). Epochs of each run's "
                   "own phase: mining runs count mining epochs, starting from the supervised run's best checkpoint.",
                   "epoch", "val Dice", 0, 0, 0, s, ns, NULL, 0, NULL, 0, 0, 4, 1};
     km_svg_chart(h, &c);

@@ -82,8 +82,8 @@ km_status km_mining_summary(const char *dir, km_mining_row **rows, int *n, int *
     seeds_vals *sv = s ? NULL : km_calloc(((size_t)t.nrows + 1) * sizeof *sv);
     if (!s) *rows = km_calloc(((size_t)t.nrows + 1) * sizeof **rows);
     for (int i = 0; !s && i < t.nrows; i++) {
-        /* "+refined" rows are the same runs scored in refined mode */
-        if (strcmp(km_table_str(&t, i, c[0]), "run") || strchr(km_table_str(&t, i, c[3]), '+')) continue;
+        /* "+refined", "+start-competes" rows are the same runs again */
+        if (strcmp(km_table_str(&t, i, c[0]), "run") || km_page_derived_method(km_table_str(&t, i, c[3]))) continue;
         int r = row_for(*rows, n, km_table_str(&t, i, c[1]), km_table_str(&t, i, c[2]), km_table_str(&t, i, c[3]));
         char *rd = km_page_run_folder(dir, km_table_str(&t, i, c[1]), km_table_str(&t, i, c[2]),
                                       km_table_str(&t, i, c[3]), km_table_str(&t, i, c[4]), km_table_str(&t, i, c[5]));

@@ -17,7 +17,7 @@
  *   KM_MQ_TEACHER  teacher seconds (encoder + decoder) per mining epoch
  *   KM_MQ_EPOCHS   epochs the run made (mining runs: mining epochs)
  * Values a method does not have (supervised: the first four) are NaN.
- * Rows of a "+refined" method (the same runs in refined mode) are left out.
+ * Derived rows ("+refined", "+start-competes": the same runs again) are left out.
  * One-time runs label once: their pseudo and student Dice are that pass's,
  * repeated on every row. */
 #ifndef KM_REPORT_MINING_H

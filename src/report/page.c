@@ -148,6 +148,16 @@ km_status km_page_save(const km_html *h, const char *out, FILE *log) {
     return s;
 }
 
+int km_page_derived_method(const char *method) {
+    static const char *const suffix[] = {"+refined", "+start-competes"};
+    size_t n = strlen(method);
+    for (int k = 0; k < 2; k++) {
+        size_t m = strlen(suffix[k]);
+        if (n > m && !strcmp(method + n - m, suffix[k])) return 1;
+    }
+    return 0;
+}
+
 char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
                          const char *seed, const char *run_dir) {
     char rel[1024], folder[256];

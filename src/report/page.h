@@ -31,6 +31,10 @@ int km_page_exists(const char *path);
  * run's folder), the method when run_dir is "". Owned by the caller. */
 char *km_page_run_folder(const char *dir, const char *dataset, const char *fraction, const char *method,
                          const char *seed, const char *run_dir);
+/* 1 when a results.csv method is a row kmseg experiments derives from other
+ * runs ("<method>+refined", "<method>+start-competes"), not a trained method
+ * (training methods may hold a '+' too: "points+box", "simclr+onetime"). */
+int km_page_derived_method(const char *method);
 /* Writes the page atomically. */
 km_status km_page_save(const km_html *h, const char *out, FILE *log);
 
