@@ -297,7 +297,7 @@ static int legend_width(const km_chart *c) {
 }
 
 void km_svg_chart(km_html *h, const km_chart *c) {
-    int W = (c->w ? c->w : 720) - 230 + legend_width(c), H = c->h ? c->h : 300;
+    int lw = legend_width(c), W = (c->w ? c->w : 720) - 230 + lw, H = c->h ? c->h : 300;
     frame f;
     km_html_raw(h, "<figure class=\"chart\">\n");
     if (!domain(c, &f)) {
@@ -306,7 +306,7 @@ void km_svg_chart(km_html *h, const km_chart *c) {
         km_html_raw(h, ": no data (no finite values were logged).</p>\n");
     } else {
         f.px0 = 64;
-        f.px1 = W - legend_width(c);
+        f.px1 = W - lw;
         f.py1 = 12;
         f.py0 = H - 44;
         km_html_printf(h, "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" width=\"%d\" height=\"%d\" "
